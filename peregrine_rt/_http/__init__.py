@@ -1,0 +1,51 @@
+"""The sans-IO HTTP/1.x core: request parser and response writer.  Never imports trio."""
+
+from __future__ import annotations
+
+from ._events import NEED_DATA, PAUSED, Data, EndOfMessage, Event, RequestHead, Sentinel
+from ._headers import Headers
+from ._parser import (
+    CLOSED,
+    MAX_BODY_SIZE,
+    MAX_HEADER_COUNT,
+    MAX_HEADER_LINE,
+    MAX_HEADERS_SIZE,
+    MAX_REQUEST_LINE,
+    RequestParser,
+)
+from ._target import decode_path, parse_query, split_target
+from ._writer import (
+    LAST_CHUNK,
+    date_header_value,
+    encode_chunk,
+    encode_response,
+    encode_response_head,
+    may_have_body,
+)
+
+__all__ = [
+    "CLOSED",
+    "LAST_CHUNK",
+    "MAX_BODY_SIZE",
+    "MAX_HEADERS_SIZE",
+    "MAX_HEADER_COUNT",
+    "MAX_HEADER_LINE",
+    "MAX_REQUEST_LINE",
+    "NEED_DATA",
+    "PAUSED",
+    "Data",
+    "EndOfMessage",
+    "Event",
+    "Headers",
+    "RequestHead",
+    "RequestParser",
+    "Sentinel",
+    "date_header_value",
+    "decode_path",
+    "encode_chunk",
+    "encode_response",
+    "encode_response_head",
+    "may_have_body",
+    "parse_query",
+    "split_target",
+]

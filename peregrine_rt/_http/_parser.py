@@ -1,0 +1,734 @@
+"""The HTTP/1.0 and HTTP/1.1 request parser: bytes in, events out, no I/O.
+
+Use::
+
+    parser = RequestParser()
+    parser.feed(data)            # any amount, as it arrives; feed_eof() at EOF
+    event = parser.next_event()  # RequestHead, Data, EndOfMessage, NEED_DATA, PAUSED or CLOSED
+    ...
+    parser.start_next_cycle()    # after the response, for the next (pipelined) request
+
+Two paths read a request head, and they must agree (a test forces every
+generated request through both):
+
+* The **fast path** handles the common request in a handful of C-level calls:
+  one ``bytes.translate`` lower-cases the head and turns every control byte into
+  ``\\n`` (which no field may contain), and one compiled regular expression then
+  checks the request line and *every* header line against the RFC 9112 grammar
+  while it captures the fields that decide framing and connection handling
+  (Host, Connection, Content-Length, Transfer-Encoding, Upgrade, Expect).  The
+  method and version are read from the raw bytes around the target, header
+  lines are not split into pairs until somebody reads them, and the query is
+  parsed only on demand.
+* The **general path** takes everything else — bare-LF line ends, lists and
+  duplicates in the special fields, heads larger than the fast-path bound — and
+  every rejection, line by line with a precise message and status.
+
+Every refusal is a :class:`~peregrine_rt.exceptions.RemoteProtocolError`
+(:class:`~peregrine_rt.exceptions.LimitExceeded` for size limits) with a
+``status_hint``.  After an error the parser is dead: the framing of the stream
+can no longer be trusted and the connection must be closed.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum, auto
+from typing import Final
+
+from ..exceptions import LimitExceeded, LocalProtocolError, RemoteProtocolError
+from ._abnf import (
+    TCHAR,
+    chunk_header_re,
+    content_length_re,
+    field_value_re,
+    header_line_re,
+    host_re,
+    request_line_re,
+)
+from ._events import NEED_DATA, PAUSED, Data, EndOfMessage, Event, RequestHead, Sentinel
+from ._headers import Headers
+from ._target import decode_path, split_target
+
+__all__ = [
+    "CLOSED",
+    "MAX_BODY_SIZE",
+    "MAX_HEADERS_SIZE",
+    "MAX_HEADER_COUNT",
+    "MAX_HEADER_LINE",
+    "MAX_REQUEST_LINE",
+    "RequestParser",
+]
+
+MAX_REQUEST_LINE: Final = 8192
+"""Longest request line accepted (bytes, without the line end); longer gets 414."""
+MAX_HEADER_LINE: Final = 8192
+"""Longest single header line accepted; longer gets 431."""
+MAX_HEADERS_SIZE: Final = 65536
+"""Largest head (request line and all header lines) accepted; larger gets 431."""
+MAX_HEADER_COUNT: Final = 100
+"""Most header lines accepted; more gets 431."""
+MAX_BODY_SIZE: Final = 1 << 20
+"""Largest request body accepted (1 MiB); larger gets 413.  ``None`` lifts the limit."""
+MAX_CHUNK_LINE: Final = 4096
+"""Longest chunk-size line (with extensions) accepted; longer gets 400."""
+MAX_LEADING_EMPTY_LINES: Final = 16
+"""Empty lines ignored before a request line (RFC 9112 §2.2); more gets 400."""
+
+
+class _Closed(Enum):
+    CLOSED = "CLOSED"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+CLOSED: Final = _Closed.CLOSED
+"""The peer closed its side cleanly between requests (after :meth:`RequestParser.feed_eof`)."""
+
+
+class _State(Enum):
+    IDLE = auto()  # waiting for a request head
+    BODY_LENGTH = auto()  # reading a Content-Length body
+    CHUNK_SIZE = auto()  # waiting for a chunk-size line
+    CHUNK_DATA = auto()  # inside chunk data
+    CHUNK_CRLF = auto()  # waiting for the CRLF after chunk data
+    TRAILERS = auto()  # reading the trailer section
+    DONE = auto()  # request complete, waiting for start_next_cycle()
+    ERROR = auto()  # a protocol error was raised; nothing more is parsed
+
+
+_VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+_METHODS: Final = {
+    m.encode(): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+
+# Bytes allowed in a field line (RFC 9110 §5.5: HTAB, SP, VCHAR, obs-text).
+# Deleting them from a head leaves its CR/LF and control bytes, in order.
+_FIELD_BYTES: Final = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+# What that leaves of a valid head: one CRLF per line.
+_CRLF_RUNS: Final = {2 * n: b"\r\n" * n for n in range(MAX_HEADER_COUNT + 1)}
+
+_LTCHAR = rb"[-!#$%&'*+.^_`|~0-9a-z]"
+_LHOST = rb"(?:\[[0-9a-z:.\-_~!$&'()*+,;=%]+\]|[0-9a-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?"
+
+
+def _compile_fast_block(max_count: int) -> re.Pattern[bytes]:
+    """The fast path's grammar for a lower-cased header block (the lines after the request line).
+
+    Each special field gets its own branch, which captures its value and
+    refuses a second occurrence (``(?(n)(?!))``: "fail if group n already
+    matched"); the generic branch refuses the special names, so a repeated or
+    malformed special field makes the whole match fail and the general path
+    decide.  Host, Content-Length and Transfer-Encoding values are checked
+    right here; a value the fast path does not take ends up in the general path.
+    """
+
+    def once(group: int) -> bytes:
+        return rb"(?(" + str(group).encode() + rb")(?!))[ \t]*"
+
+    branches = [
+        rb"host:" + once(1) + rb"(" + _LHOST + rb")[ \t]*\r\n",
+        rb"connection:" + once(2) + rb"(.*)\r\n",
+        rb"content-length:" + once(3) + rb"([0-9]{1,20})[ \t]*\r\n",
+        rb"transfer-encoding:" + once(4) + rb"(chunked)[ \t]*\r\n",
+        rb"upgrade:" + once(5) + rb"(.*)\r\n",
+        rb"expect:" + once(6) + rb"(.*)\r\n",
+        rb"(?!host:|connection:|content-length:|transfer-encoding:|upgrade:|expect:)"
+        + _LTCHAR
+        + rb"+:.*\r\n",
+    ]
+    return re.compile(rb"(?:" + b"|".join(branches) + rb"){0," + str(max_count).encode() + rb"}")
+
+
+_FAST_BLOCK: Final = _compile_fast_block(MAX_HEADER_COUNT)
+_NO_TRAILERS: Final = EndOfMessage()
+_TARGET_BYTES: Final = bytes(range(0x21, 0x7F))
+# host, close, keep-alive, upgrade, content-length, chunked, 100-continue, headers
+_BlockInfo = tuple[bytes | None, bool, bool, bytes | None, int | None, bool, bool, Headers]
+_HEAD_END_RE: Final = re.compile(rb"\n\r?\n")
+_TOKEN_RE: Final = re.compile(TCHAR + rb"+")
+
+
+class RequestParser:
+    """Turns the bytes a client sends into request events (see the module docstring).
+
+    Args:
+        max_request_line: longest request line (414 beyond).
+        max_header_line: longest header line (431 beyond).
+        max_headers_size: largest head in total (431 beyond).
+        max_header_count: most header lines (431 beyond).
+        max_body_size: largest body, or ``None`` for no limit (413 beyond,
+            enforced while the body streams, before it is buffered).
+        fast_path: use the fast path; ``False`` sends every request through
+            the general path (the tests use it to cross-check the two).
+
+    Attributes:
+        their_eof: whether :meth:`feed_eof` was called.
+    """
+
+    __slots__ = (
+        "_body_left",
+        "_body_seen",
+        "_buf",
+        "_cache",
+        "_chunked",
+        "_fast_limit",
+        "_fast_path",
+        "_fast_re",
+        "_head",
+        "_scan",
+        "_state",
+        "_trailers",
+        "max_body_size",
+        "max_header_count",
+        "max_header_line",
+        "max_headers_size",
+        "max_request_line",
+        "their_eof",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_request_line: int = MAX_REQUEST_LINE,
+        max_header_line: int = MAX_HEADER_LINE,
+        max_headers_size: int = MAX_HEADERS_SIZE,
+        max_header_count: int = MAX_HEADER_COUNT,
+        max_body_size: int | None = MAX_BODY_SIZE,
+        fast_path: bool = True,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_line = max_header_line
+        self.max_headers_size = max_headers_size
+        self.max_header_count = max_header_count
+        self.max_body_size = max_body_size
+        # A head no longer than this cannot break a length limit, so the fast
+        # path need not check them one by one.
+        self._fast_limit = min(max_request_line, max_header_line, max_headers_size)
+        self._fast_re = (
+            _FAST_BLOCK
+            if max_header_count == MAX_HEADER_COUNT
+            else _compile_fast_block(max_header_count)
+        )
+        self._fast_path = fast_path
+        self._cache: tuple[bytes, _BlockInfo] | None = None
+        self._buf: bytes | bytearray = b""
+        self._scan = 0
+        self._state = _State.IDLE
+        self._head: RequestHead | None = None
+        self._body_left = 0
+        self._body_seen = 0
+        self._chunked = False
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self.their_eof = False
+
+    # -- input ------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes received from the client (any amount, ``b""`` is ignored)."""
+        if self.their_eof:
+            raise LocalProtocolError("feed() after feed_eof()")
+        if not data:
+            return
+        buf = self._buf
+        if not buf:
+            self._buf = data
+        elif isinstance(buf, bytearray):
+            buf += data
+        else:
+            self._buf = bytearray(buf) + data
+
+    def feed_eof(self) -> None:
+        """Note that the client closed its sending side."""
+        self.their_eof = True
+
+    @property
+    def trailing_data(self) -> bytes:
+        """Bytes received but not consumed (the next request, or WebSocket frames)."""
+        return bytes(self._buf)
+
+    @property
+    def head(self) -> RequestHead | None:
+        """The head of the request being read (``None`` while idle)."""
+        return self._head
+
+    # -- output -----------------------------------------------------------
+
+    def next_event(self) -> Event | Sentinel | _Closed:
+        """Return the next event, ``NEED_DATA``, ``PAUSED`` or ``CLOSED``.
+
+        Raises:
+            RemoteProtocolError: the client sent an invalid request; the parser
+                stays in an error state and the connection must be closed.
+        """
+        state = self._state
+        try:
+            if state is _State.IDLE:
+                return self._next_head()
+            if state is _State.BODY_LENGTH:
+                return self._next_length_body()
+            if state is _State.DONE:
+                return PAUSED
+            if state is _State.ERROR:
+                raise RemoteProtocolError("the parser already failed on this connection")
+            return self._next_chunked_body()
+        except RemoteProtocolError:
+            self._state = _State.ERROR
+            raise
+
+    def start_next_cycle(self) -> None:
+        """Forget the finished request and get ready for the next one."""
+        if self._state is not _State.DONE:
+            raise LocalProtocolError(f"start_next_cycle() in state {self._state.name}")
+        self._state = _State.IDLE
+        self._head = None
+        self._scan = 0
+
+    # -- the head ----------------------------------------------------------
+
+    def _next_head(self) -> RequestHead | Sentinel | _Closed:
+        buf = self._buf
+        if not buf:
+            if self.their_eof:
+                return CLOSED
+            return NEED_DATA
+        if buf[0] in (13, 10):  # b"\r", b"\n": empty lines before the request line
+            buf = self._skip_empty_lines(buf)
+            if not buf:
+                return CLOSED if self.their_eof else NEED_DATA
+        # Fast path: the whole head is (probably) there and short.
+        if self._scan == 0 and self._fast_path:
+            head = self._fast_head(buf)
+            if head is not None:
+                return head
+        return self._general_head(buf)
+
+    def _skip_empty_lines(self, buf: bytes | bytearray) -> bytes | bytearray:
+        skipped = 0
+        while buf[:1] in (b"\r", b"\n"):
+            if buf[:2] == b"\r\n":
+                buf = buf[2:]
+            elif buf[:1] == b"\n":
+                buf = buf[1:]
+            elif len(buf) == 1:
+                break  # a lone CR: wait for what follows
+            else:
+                raise RemoteProtocolError("bare CR before the request line")
+            skipped += 1
+            if skipped > MAX_LEADING_EMPTY_LINES:
+                raise RemoteProtocolError("too many empty lines before the request line")
+        self._buf = buf
+        return buf
+
+    def _fast_head(self, buf: bytes | bytearray) -> RequestHead | None:
+        """Parse ``buf`` by the fast path, or return None to use the general path."""
+        if type(buf) is not bytes:
+            buf = bytes(buf)
+        limit = self._fast_limit
+        rl = buf.find(b"\r\n", 0, limit)
+        if rl < 0:
+            return None
+        # A client on a keep-alive connection tends to send the same header
+        # block again and again (HPACK builds on this too): what the last block
+        # yielded is kept and reused when the next head holds the same bytes.
+        # It is a function of those bytes alone.
+        cached = self._cache
+        if (
+            cached is not None
+            and buf.startswith(cached[0], rl + 2)
+            and buf.startswith(b"\r\n", end := rl + 2 + len(cached[0]))
+        ):
+            info = cached[1]
+        else:
+            end = buf.find(b"\r\n\r\n", rl, limit) + 2
+            if end < 2:
+                return None
+            block = buf[rl + 2 : end]  # every header line with its CRLF
+            scanned = self._scan_block(block)
+            if scanned is None:
+                return None
+            info = scanned
+            self._cache = (block, info)
+        # The request line: method SP target SP HTTP-version.
+        version = _VERSIONS.get(buf[rl - 8 : rl])
+        if version is None or buf[rl - 9] != 32:
+            return None
+        sp = buf.find(b" ", 0, rl)
+        target = buf[sp + 1 : rl - 9]
+        method = _METHODS.get(buf[:sp])
+        if method is None or not target or target.translate(None, _TARGET_BYTES):
+            return None
+        host, close, keep, upgrade, clen, chunked, expect_continue, headers = info
+        if version == "1.1":
+            if host is None:
+                return None
+            keep_alive = not close
+        else:
+            if chunked:
+                return None
+            keep_alive = keep and not close
+            expect_continue = False
+        head = RequestHead(
+            method,
+            target,
+            version,
+            headers,
+            host,
+            keep_alive,
+            clen,
+            chunked,
+            upgrade,
+            expect_continue,
+            None if target[0] == 47 and b"%" not in target else _split(method, target),
+        )
+        self._buf = buf[end + 2 :]
+        if clen is None and not chunked:
+            self._head = head
+            self._state = _State.BODY_LENGTH
+            self._body_left = 0
+        else:
+            self._start_body(head)
+        return head
+
+    def _scan_block(self, block: bytes) -> _BlockInfo | None:
+        m = self._fast_re.fullmatch(block.lower())
+        if m is None:
+            return None
+        # The grammar's "." admits control bytes and bare CR: the bytes outside
+        # the allowed set must be exactly one CRLF per line.
+        left = block.translate(None, _FIELD_BYTES)
+        if left != _CRLF_RUNS.get(len(left)):
+            return None
+        host, connection, clen, tenc, upgrade, expect = m.groups()
+        if tenc is not None and clen is not None:
+            return None
+        close = keep = False
+        upgrade_to: bytes | None = None
+        if connection is not None:
+            connection = connection.rstrip(b" \t")
+            if connection == b"keep-alive":
+                keep = True
+            elif connection == b"close":
+                close = True
+            else:
+                tokens = _connection_tokens(connection)
+                close = b"close" in tokens
+                keep = b"keep-alive" in tokens
+                if upgrade is not None and b"upgrade" in tokens:
+                    upgrade_to = block[m.start(5) : m.end(5)].rstrip(b" \t")
+        return (
+            host,
+            close,
+            keep,
+            upgrade_to,
+            None if clen is None else int(clen),
+            tenc is not None,
+            expect is not None and expect.rstrip(b" \t") == b"100-continue",
+            Headers(block=block),
+        )
+
+    def _general_head(self, buf: bytes | bytearray) -> RequestHead | Sentinel:
+        m = _HEAD_END_RE.search(buf, max(0, self._scan - 2))
+        if m is None:
+            self._check_incomplete_head(buf)
+            self._scan = len(buf)
+            if self.their_eof:
+                raise RemoteProtocolError("connection closed in the middle of a request head")
+            return NEED_DATA
+        self._scan = 0
+        head_end = m.start() + 1
+        if head_end > self.max_headers_size:
+            raise LimitExceeded("request head too large", 431)
+        lines = bytes(buf[:head_end]).split(b"\n")
+        lines.pop()  # the empty string after the last "\n"
+        request_line = lines[0]
+        if request_line[-1:] == b"\r":
+            request_line = request_line[:-1]
+        if len(request_line) > self.max_request_line:
+            raise LimitExceeded("request line too long", 414)
+        method, target, version = _parse_request_line(request_line)
+        if len(lines) - 1 > self.max_header_count:
+            raise LimitExceeded(f"more than {self.max_header_count} header lines", 431)
+        fields: list[tuple[bytes, bytes]] = []
+        for raw_line in lines[1:]:
+            line = raw_line[:-1] if raw_line[-1:] == b"\r" else raw_line
+            if len(line) > self.max_header_line:
+                raise LimitExceeded("header line too long", 431)
+            fields.append(_parse_field_line(line))
+        head = _interpret_head(method, target, version, fields)
+        self._buf = buf[m.end() :]
+        self._start_body(head)
+        return head
+
+    def _check_incomplete_head(self, buf: bytes | bytearray) -> None:
+        eol = buf.find(b"\n")
+        if eol < 0:
+            if len(buf) > self.max_request_line + 1:
+                raise LimitExceeded("request line too long", 414)
+        elif eol > self.max_request_line + 1:
+            raise LimitExceeded("request line too long", 414)
+        if len(buf) > self.max_headers_size:
+            raise LimitExceeded("request head too large", 431)
+        last_eol = buf.rfind(b"\n")
+        if last_eol > 0 and len(buf) - last_eol - 1 > self.max_header_line + 1:
+            raise LimitExceeded("header line too long", 431)
+
+    # -- the body ------------------------------------------------------------
+
+    def _start_body(self, head: RequestHead) -> None:
+        self._head = head
+        self._body_seen = 0
+        limit = self.max_body_size
+        if head.chunked:
+            self._state = _State.CHUNK_SIZE
+            self._trailers = []
+        elif head.content_length:
+            if limit is not None and head.content_length > limit:
+                raise LimitExceeded(
+                    f"request body of {head.content_length} bytes is over the limit of {limit}",
+                    413,
+                )
+            self._body_left = head.content_length
+            self._state = _State.BODY_LENGTH
+        else:
+            self._state = _State.BODY_LENGTH
+            self._body_left = 0
+
+    def _next_length_body(self) -> Data | EndOfMessage | Sentinel:
+        left = self._body_left
+        if left == 0:
+            self._state = _State.DONE
+            return _NO_TRAILERS
+        buf = self._buf
+        if not buf:
+            if self.their_eof:
+                raise RemoteProtocolError("connection closed before the request body ended")
+            return NEED_DATA
+        if len(buf) <= left:
+            self._buf = b""
+            self._body_left = left - len(buf)
+            return Data(bytes(buf))
+        self._buf = buf[left:]
+        self._body_left = 0
+        return Data(bytes(buf[:left]))
+
+    def _next_chunked_body(self) -> Data | EndOfMessage | Sentinel:
+        while True:
+            state = self._state
+            buf = self._buf
+            if state is _State.CHUNK_DATA:
+                if not buf:
+                    break
+                left = self._body_left
+                if len(buf) <= left:
+                    self._buf = b""
+                    piece = bytes(buf)
+                else:
+                    self._buf = buf[left:]
+                    piece = bytes(buf[:left])
+                self._body_left = left - len(piece)
+                if self._body_left == 0:
+                    self._state = _State.CHUNK_CRLF
+                return Data(piece)
+            if state is _State.CHUNK_SIZE:
+                eol = buf.find(b"\r\n")
+                if eol < 0:
+                    if len(buf) > MAX_CHUNK_LINE:
+                        raise RemoteProtocolError("chunk-size line too long")
+                    if b"\n" in buf:
+                        raise RemoteProtocolError("chunk-size line must end with CRLF")
+                    break
+                if eol > MAX_CHUNK_LINE:
+                    raise RemoteProtocolError("chunk-size line too long")
+                m = chunk_header_re.fullmatch(buf, 0, eol)
+                if m is None:
+                    raise RemoteProtocolError(f"invalid chunk-size line {bytes(buf[:eol])[:80]!r}")
+                size = int(m.group("size"), 16)
+                if size >= 1 << 63:
+                    raise RemoteProtocolError("chunk size overflows")
+                self._buf = buf[eol + 2 :]
+                if size == 0:
+                    self._state = _State.TRAILERS
+                    continue
+                limit = self.max_body_size
+                self._body_seen += size
+                if limit is not None and self._body_seen > limit:
+                    raise LimitExceeded(f"chunked request body is over the limit of {limit}", 413)
+                self._body_left = size
+                self._state = _State.CHUNK_DATA
+                continue
+            if state is _State.CHUNK_CRLF:
+                if len(buf) < 2:
+                    if buf and buf[:1] != b"\r":
+                        raise RemoteProtocolError("chunk data not followed by CRLF")
+                    break
+                if buf[:2] != b"\r\n":
+                    raise RemoteProtocolError("chunk data not followed by CRLF")
+                self._buf = buf[2:]
+                self._state = _State.CHUNK_SIZE
+                continue
+            # TRAILERS
+            return self._next_trailer_line()
+        if self.their_eof:
+            raise RemoteProtocolError("connection closed before the chunked body ended")
+        return NEED_DATA
+
+    def _next_trailer_line(self) -> EndOfMessage | Sentinel:
+        while True:
+            buf = self._buf
+            eol = buf.find(b"\n")
+            if eol < 0:
+                if len(buf) > self.max_header_line:
+                    raise LimitExceeded("trailer line too long", 431)
+                if self.their_eof:
+                    raise RemoteProtocolError("connection closed in the chunked trailer")
+                return NEED_DATA
+            line = bytes(buf[:eol])
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            self._buf = buf[eol + 1 :]
+            if not line:
+                self._state = _State.DONE
+                return EndOfMessage(tuple(self._trailers))
+            if len(line) > self.max_header_line:
+                raise LimitExceeded("trailer line too long", 431)
+            if len(self._trailers) >= self.max_header_count:
+                raise LimitExceeded("too many trailer fields", 431)
+            name, value = _parse_field_line(line)
+            self._trailers.append((name.lower(), value))
+
+
+# -- the general path's pieces ------------------------------------------------
+
+
+def _parse_request_line(line: bytes) -> tuple[str, bytes, str]:
+    m = request_line_re.fullmatch(line)
+    if m is None:
+        # Give the more precise 505 when only the version is unsupported.
+        parts = line.split(b" ")
+        if (
+            len(parts) == 3
+            and re.fullmatch(rb"HTTP/[0-9]+\.[0-9]+", parts[2])
+            and _TOKEN_RE.fullmatch(parts[0])
+            and re.fullmatch(rb"[\x21-\x7e]+", parts[1])
+        ):
+            raise RemoteProtocolError(f"HTTP version {parts[2].decode()} is not supported", 505)
+        raise RemoteProtocolError(f"invalid request line {line[:100]!r}")
+    version = _VERSIONS.get(line[m.start("major") - 5 :])
+    if version is None:
+        raise RemoteProtocolError(
+            f"HTTP version {m.group('major').decode()}.{m.group('minor').decode()} "
+            "is not supported",
+            505,
+        )
+    raw_method = m.group("method")
+    method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+    return method, m.group("target"), version
+
+
+def _parse_field_line(line: bytes) -> tuple[bytes, bytes]:
+    if line[:1] in (b" ", b"\t"):
+        raise RemoteProtocolError("obsolete line folding (obs-fold) is not accepted")
+    m = header_line_re.fullmatch(line)
+    if m is None:
+        if b":" in line and line.partition(b":")[0].rstrip(b" \t") != line.partition(b":")[0]:
+            raise RemoteProtocolError("whitespace between a field name and the colon")
+        raise RemoteProtocolError(f"invalid header line {line[:100]!r}")
+    value = m.group("value")
+    if not field_value_re.fullmatch(value):
+        raise RemoteProtocolError(f"invalid bytes in the value of {m.group('name')[:100]!r}")
+    return m.group("name"), value
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {tok.strip(b" \t").lower() for tok in value.split(b",")}
+
+
+def _interpret_head(
+    method: str, target: bytes, version: str, fields: list[tuple[bytes, bytes]]
+) -> RequestHead:
+    """Apply RFC 9112's rules on the fields that decide framing and the connection."""
+    hosts: list[bytes] = []
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: set[bytes] = set()
+    upgrades: list[bytes] = []
+    expect: list[bytes] = []
+    for name, value in fields:
+        lname = name.lower()
+        if lname == b"host":
+            hosts.append(value)
+        elif lname == b"content-length":
+            lengths.extend(v.strip(b" \t") for v in value.split(b","))
+        elif lname == b"transfer-encoding":
+            codings.extend(v.strip(b" \t").lower() for v in value.split(b","))
+        elif lname == b"connection":
+            connection |= _connection_tokens(value)
+        elif lname == b"upgrade":
+            upgrades.append(value)
+        elif lname == b"expect":
+            expect.append(value.lower())
+
+    host: bytes | None = None
+    if len(hosts) > 1:
+        raise RemoteProtocolError("more than one Host header")
+    if hosts:
+        host = hosts[0].lower()
+        if not host_re.fullmatch(host):
+            raise RemoteProtocolError(f"invalid Host header {host[:100]!r}")
+    elif version == "1.1":
+        raise RemoteProtocolError("HTTP/1.1 request without a Host header")
+
+    content_length: int | None = None
+    chunked = False
+    if codings:
+        if version == "1.0":
+            # RFC 9112 §6.1: a Transfer-Encoding in HTTP/1.0 means faulty framing.
+            raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+        if lengths:
+            # RFC 9112 §6.3: the classic request smuggling shape.
+            raise RemoteProtocolError("both Content-Length and Transfer-Encoding")
+        if codings[-1] != b"chunked":
+            raise RemoteProtocolError("the final transfer coding is not chunked")
+        if len(codings) > 1:
+            if b"chunked" in codings[:-1]:
+                raise RemoteProtocolError("chunked applied more than once")
+            raise RemoteProtocolError(
+                f"transfer coding {codings[0].decode('latin-1')!r} is not supported", 501
+            )
+        chunked = True
+    elif lengths:
+        if len(set(lengths)) != 1:
+            raise RemoteProtocolError("differing Content-Length values")
+        if not content_length_re.fullmatch(lengths[0]):
+            raise RemoteProtocolError(f"invalid Content-Length {lengths[0][:30]!r}")
+        content_length = int(lengths[0])
+
+    if version == "1.1":
+        keep_alive = b"close" not in connection
+    else:
+        keep_alive = b"keep-alive" in connection and b"close" not in connection
+    upgrade = b", ".join(upgrades) if upgrades and b"upgrade" in connection else None
+    expect_continue = version == "1.1" and b"100-continue" in expect
+
+    return RequestHead(
+        method,
+        target,
+        version,
+        Headers(fields),
+        host,
+        keep_alive,
+        content_length,
+        chunked,
+        upgrade,
+        expect_continue,
+        None if target[:1] == b"/" and b"%" not in target else _split(method, target),
+    )
+
+
+def _split(method: str, target: bytes) -> tuple[bytes, bytes, str, bytes | None]:
+    raw_path, raw_query, authority = split_target(method, target)
+    path = decode_path(raw_path) if raw_path[:1] == b"/" else raw_path.decode("ascii")
+    return raw_path, raw_query, path, authority
