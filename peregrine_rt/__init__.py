@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from ._config import Config
 from ._http import Headers
+from ._request import QueryParams, Request
+from ._response import Response, ResponseHeaders
+from ._server import Server, run
+from ._threads import run_sync
 from .exceptions import (
     HandlerError,
     LimitExceeded,
@@ -15,12 +20,20 @@ from .exceptions import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Config",
     "HandlerError",
     "Headers",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
     "ProtocolError",
+    "QueryParams",
     "RemoteProtocolError",
+    "Request",
+    "Response",
+    "ResponseHeaders",
+    "Server",
     "__version__",
+    "run",
+    "run_sync",
 ]

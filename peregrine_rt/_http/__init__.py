@@ -16,6 +16,7 @@ from ._parser import (
 from ._target import decode_path, parse_query, split_target
 from ._writer import (
     LAST_CHUNK,
+    check_headers,
     date_header_value,
     encode_chunk,
     encode_response,
@@ -40,6 +41,7 @@ __all__ = [
     "RequestHead",
     "RequestParser",
     "Sentinel",
+    "check_headers",
     "date_header_value",
     "decode_path",
     "encode_chunk",

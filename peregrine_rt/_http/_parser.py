@@ -139,7 +139,18 @@ def _compile_fast_block(max_count: int) -> re.Pattern[bytes]:
         + _LTCHAR
         + rb"+:.*\r\n",
     ]
-    return re.compile(rb"(?:" + b"|".join(branches) + rb"){0," + str(max_count).encode() + rb"}")
+    return re.compile(
+        rb"(?:" + b"|".join(branches) + rb"){0," + str(max_count).encode() + rb"}\r\n"
+    )
+
+
+# The fast path's request line: a common method, an origin-form target, HTTP/1.x.
+_FAST_REQUEST_LINE: Final = re.compile(
+    rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) (/[!-~]*) HTTP/1\.([01])\r\n"
+)
+_FAST_METHODS: Final = {
+    m: m.decode() for m in (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH")
+}
 
 
 _FAST_BLOCK: Final = _compile_fast_block(MAX_HEADER_COUNT)
@@ -163,6 +174,11 @@ class RequestParser:
             enforced while the body streams, before it is buffered).
         fast_path: use the fast path; ``False`` sends every request through
             the general path (the tests use it to cross-check the two).
+        cache_headers: reuse the fast path's result for a header block that is
+            byte-for-byte the one of the previous request (see ``_fast_head``).
+        head_class: the class of the heads produced: :class:`RequestHead` or a
+            subclass taking the same constructor arguments (the server's
+            ``Request`` is one, so a request is one object, not two).
 
     Attributes:
         their_eof: whether :meth:`feed_eof` was called.
@@ -173,11 +189,13 @@ class RequestParser:
         "_body_seen",
         "_buf",
         "_cache",
+        "_cache_headers",
         "_chunked",
         "_fast_limit",
         "_fast_path",
         "_fast_re",
         "_head",
+        "_head_class",
         "_scan",
         "_state",
         "_trailers",
@@ -198,6 +216,8 @@ class RequestParser:
         max_header_count: int = MAX_HEADER_COUNT,
         max_body_size: int | None = MAX_BODY_SIZE,
         fast_path: bool = True,
+        cache_headers: bool = True,
+        head_class: type[RequestHead] = RequestHead,
     ) -> None:
         self.max_request_line = max_request_line
         self.max_header_line = max_header_line
@@ -213,6 +233,8 @@ class RequestParser:
             else _compile_fast_block(max_header_count)
         )
         self._fast_path = fast_path
+        self._cache_headers = cache_headers
+        self._head_class = head_class
         self._cache: tuple[bytes, _BlockInfo] | None = None
         self._buf: bytes | bytearray = b""
         self._scan = 0
@@ -248,6 +270,22 @@ class RequestParser:
     def trailing_data(self) -> bytes:
         """Bytes received but not consumed (the next request, or WebSocket frames)."""
         return bytes(self._buf)
+
+    @property
+    def has_pending_data(self) -> bool:
+        """Whether bytes were received that no event has consumed yet."""
+        return bool(self._buf)
+
+    @property
+    def body_remaining(self) -> int | None:
+        """Body bytes still to come: 0 once the body ended, ``None`` while a
+        chunked body goes on (its length is unknown)."""
+        state = self._state
+        if state is _State.BODY_LENGTH:
+            return self._body_left
+        if state in (_State.DONE, _State.IDLE):
+            return 0
+        return None
 
     @property
     def head(self) -> RequestHead | None:
@@ -326,9 +364,12 @@ class RequestParser:
         """Parse ``buf`` by the fast path, or return None to use the general path."""
         if type(buf) is not bytes:
             buf = bytes(buf)
+        m = _FAST_REQUEST_LINE.match(buf)
+        if m is None:
+            return None
+        start = m.end()  # where the header block starts
         limit = self._fast_limit
-        rl = buf.find(b"\r\n", 0, limit)
-        if rl < 0:
+        if start > limit:
             return None
         # A client on a keep-alive connection tends to send the same header
         # block again and again (HPACK builds on this too): what the last block
@@ -337,40 +378,39 @@ class RequestParser:
         cached = self._cache
         if (
             cached is not None
-            and buf.startswith(cached[0], rl + 2)
-            and buf.startswith(b"\r\n", end := rl + 2 + len(cached[0]))
+            and buf.startswith(cached[0], start)
+            and buf.startswith(b"\r\n", end := start + len(cached[0]))
+            and end + 2 <= limit
         ):
             info = cached[1]
         else:
-            end = buf.find(b"\r\n\r\n", rl, limit) + 2
-            if end < 2:
+            t = (buf if len(buf) <= limit else buf[:limit]).lower()
+            bm = self._fast_re.match(t, start)
+            if bm is None:
                 return None
-            block = buf[rl + 2 : end]  # every header line with its CRLF
-            scanned = self._scan_block(block)
+            end = bm.end() - 2
+            block = buf[start:end]  # every header line with its CRLF
+            scanned = self._scan_block(block, bm)
             if scanned is None:
                 return None
             info = scanned
-            self._cache = (block, info)
-        # The request line: method SP target SP HTTP-version.
-        version = _VERSIONS.get(buf[rl - 8 : rl])
-        if version is None or buf[rl - 9] != 32:
-            return None
-        sp = buf.find(b" ", 0, rl)
-        target = buf[sp + 1 : rl - 9]
-        method = _METHODS.get(buf[:sp])
-        if method is None or not target or target.translate(None, _TARGET_BYTES):
-            return None
+            if self._cache_headers:
+                self._cache = (block, info)
+        method_b, target, minor = m.groups()
+        method = _FAST_METHODS[method_b]
         host, close, keep, upgrade, clen, chunked, expect_continue, headers = info
-        if version == "1.1":
+        if minor == b"1":
             if host is None:
                 return None
+            version = "1.1"
             keep_alive = not close
         else:
             if chunked:
                 return None
+            version = "1.0"
             keep_alive = keep and not close
             expect_continue = False
-        head = RequestHead(
+        head = self._head_class(
             method,
             target,
             version,
@@ -381,7 +421,7 @@ class RequestParser:
             chunked,
             upgrade,
             expect_continue,
-            None if target[0] == 47 and b"%" not in target else _split(method, target),
+            None if b"%" not in target else _split(method, target),
         )
         self._buf = buf[end + 2 :]
         if clen is None and not chunked:
@@ -392,10 +432,9 @@ class RequestParser:
             self._start_body(head)
         return head
 
-    def _scan_block(self, block: bytes) -> _BlockInfo | None:
-        m = self._fast_re.fullmatch(block.lower())
-        if m is None:
-            return None
+    @staticmethod
+    def _scan_block(block: bytes, m: re.Match[bytes]) -> _BlockInfo | None:
+        """Finish checking a header block the fast grammar matched (``m``)."""
         # The grammar's "." admits control bytes and bare CR: the bytes outside
         # the allowed set must be exactly one CRLF per line.
         left = block.translate(None, _FIELD_BYTES)
@@ -417,7 +456,8 @@ class RequestParser:
                 close = b"close" in tokens
                 keep = b"keep-alive" in tokens
                 if upgrade is not None and b"upgrade" in tokens:
-                    upgrade_to = block[m.start(5) : m.end(5)].rstrip(b" \t")
+                    offset = m.start()
+                    upgrade_to = block[m.start(5) - offset : m.end(5) - offset].rstrip(b" \t")
         return (
             host,
             close,
@@ -457,7 +497,7 @@ class RequestParser:
             if len(line) > self.max_header_line:
                 raise LimitExceeded("header line too long", 431)
             fields.append(_parse_field_line(line))
-        head = _interpret_head(method, target, version, fields)
+        head = _interpret_head(method, target, version, fields, self._head_class)
         self._buf = buf[m.end() :]
         self._start_body(head)
         return head
@@ -647,7 +687,11 @@ def _connection_tokens(value: bytes) -> set[bytes]:
 
 
 def _interpret_head(
-    method: str, target: bytes, version: str, fields: list[tuple[bytes, bytes]]
+    method: str,
+    target: bytes,
+    version: str,
+    fields: list[tuple[bytes, bytes]],
+    head_class: type[RequestHead],
 ) -> RequestHead:
     """Apply RFC 9112's rules on the fields that decide framing and the connection."""
     hosts: list[bytes] = []
@@ -713,7 +757,7 @@ def _interpret_head(
     upgrade = b", ".join(upgrades) if upgrades and b"upgrade" in connection else None
     expect_continue = version == "1.1" and b"100-continue" in expect
 
-    return RequestHead(
+    return head_class(
         method,
         target,
         version,

@@ -23,6 +23,7 @@ from ..exceptions import LocalProtocolError
 
 __all__ = [
     "LAST_CHUNK",
+    "check_headers",
     "date_header_value",
     "encode_chunk",
     "encode_response",
@@ -73,7 +74,7 @@ def may_have_body(status: int, method: str) -> bool:
     return not (method == "HEAD" or status < 200 or status in (204, 304))
 
 
-def _check_headers(headers: Sequence[tuple[bytes, bytes]]) -> None:
+def check_headers(headers: Sequence[tuple[bytes, bytes]]) -> None:
     names = [n for n, _ in headers]
     joined = b"\n".join(names)
     if joined.translate(None, _TCHARS) != b"\n" * (len(names) - 1) or b"" in names:
@@ -100,6 +101,7 @@ def encode_response_head(
     content_length: int | None = None,
     chunked: bool = False,
     date: bool = True,
+    check: bool = True,
 ) -> bytes:
     """Serialise a status line and header block (ending with the blank line).
 
@@ -114,13 +116,15 @@ def encode_response_head(
         content_length: written as ``Content-Length`` when not ``None``.
         chunked: write ``Transfer-Encoding: chunked`` (HTTP/1.1 only).
         date: add a ``Date`` header.
+        check: validate ``headers``; a caller that validated each header when
+            it was set (as :class:`~peregrine_rt.Response` does) may skip it.
 
     Raises:
         LocalProtocolError: a header is invalid or reserved, or the framing
             asked for is impossible.
     """
-    if headers:
-        _check_headers(headers)
+    if check and headers:
+        check_headers(headers)
     parts = [_status_line(status, version)]
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
@@ -151,6 +155,7 @@ def encode_response(
     version: str = "1.1",
     keep_alive: bool = True,
     date: bool = True,
+    check: bool = True,
 ) -> bytes:
     """Serialise a whole response with a fixed body into one bytes object.
 
@@ -162,7 +167,7 @@ def encode_response(
         if body:
             raise LocalProtocolError(f"a {status} response cannot have a body")
         return encode_response_head(
-            status, headers, version=version, keep_alive=keep_alive, date=date
+            status, headers, version=version, keep_alive=keep_alive, date=date, check=check
         )
     head = encode_response_head(
         status,
@@ -171,6 +176,7 @@ def encode_response(
         keep_alive=keep_alive,
         content_length=len(body),
         date=date,
+        check=check,
     )
     if method == "HEAD" or not body:
         return head

@@ -1,0 +1,124 @@
+"""The ``peregrine-rt`` command: ``peregrine-rt MODULE:ATTR [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._config import Config
+from ._server import Server, _install_default_logging, serve_until_signalled
+from .exceptions import HandlerError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = Config()
+    p = argparse.ArgumentParser(
+        prog="peregrine-rt",
+        description="Serve a peregrine_rt handler class.",
+        epilog="Example: peregrine-rt examples.echo:Echo --port 8080",
+    )
+    p.add_argument("app", metavar="MODULE:ATTR", help="the handler class, e.g. examples.echo:Echo")
+    p.add_argument(
+        "--host", default=defaults.host, help=f"address to bind (default {defaults.host})"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=defaults.port,
+        help=f"TCP port (default {defaults.port}; 0 picks one)",
+    )
+    p.add_argument("--uds", metavar="PATH", help="listen on a Unix domain socket instead of TCP")
+    p.add_argument("--certfile", help="TLS certificate chain (PEM); serves HTTPS with --keyfile")
+    p.add_argument("--keyfile", help="TLS private key (PEM)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="level of the peregrine_rt loggers (default info)",
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=defaults.shutdown_grace,
+        help=f"seconds in-flight requests get on shutdown (default {defaults.shutdown_grace:g})",
+    )
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"peregrine-rt: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_app(spec: str) -> object:
+    """Import ``MODULE:ATTR`` (the current directory is importable, as with ``python -m``)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise LookupError(f"{spec!r} is not of the form MODULE:ATTR")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise LookupError(f"no module named {module_name!r}") from None
+        raise
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise LookupError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        app = load_app(args.app)
+    except LookupError as exc:
+        return _fail(str(exc))
+    ssl_context = None
+    if args.certfile or args.keyfile:
+        if not (args.certfile and args.keyfile):
+            return _fail("--certfile and --keyfile go together")
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            return _fail(f"cannot load the TLS certificate: {exc}")
+    try:
+        config = Config(
+            host=args.host,
+            port=args.port,
+            uds=args.uds,
+            ssl_context=ssl_context,
+            access_log=args.access_log,
+            shutdown_grace=args.shutdown_grace,
+        )
+        server = Server(app, config)
+    except (HandlerError, ValueError) as exc:
+        return _fail(str(exc))
+    _install_default_logging(args.log_level.upper())
+    try:
+        trio.run(serve_until_signalled, server)
+    except OSError as exc:
+        return _fail(f"cannot listen: {exc}")
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled inside
+        return 130
+    logging.getLogger("peregrine_rt.server").info("stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

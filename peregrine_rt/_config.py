@@ -1,0 +1,104 @@
+"""Server configuration: every option, its default, and why.
+
+:class:`Config` is the one place options live; the docs' configuration reference
+is generated from the ``doc`` metadata of its fields, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._http import (
+    MAX_BODY_SIZE,
+    MAX_HEADER_COUNT,
+    MAX_HEADER_LINE,
+    MAX_HEADERS_SIZE,
+    MAX_REQUEST_LINE,
+)
+
+__all__ = ["Config"]
+
+
+def _opt(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(slots=True)
+class Config:
+    """How a :class:`~peregrine_rt.Server` listens, limits and times out.
+
+    Every field has a default suited to production behind or without a proxy;
+    pass only what you change: ``Config(port=3000, access_log=True)``.
+    """
+
+    host: str = _opt(
+        "127.0.0.1", "Address to listen on. Use '0.0.0.0' or '::' to accept remote clients."
+    )
+    port: int = _opt(8000, "TCP port; 0 picks a free one (the bound port is in Server.port).")
+    uds: str | None = _opt(None, "Listen on this Unix domain socket path instead of host/port.")
+    backlog: int = _opt(1024, "listen() backlog: connections the kernel queues before accept().")
+    reuse_port: bool = _opt(False, "Set SO_REUSEPORT so several worker processes share the port.")
+    ssl_context: ssl.SSLContext | None = _opt(None, "Serve TLS with this server-side context.")
+    max_connections: int = _opt(
+        10_000,
+        "Open connections at most; beyond it a new connection gets 503 and is closed "
+        "(never an unbounded queue).",
+    )
+    max_requests_per_connection: int | None = _opt(
+        None, "Close a keep-alive connection after this many requests (None: no limit)."
+    )
+    header_timeout: float = _opt(
+        10.0,
+        "Seconds a client has to send a complete request head, from the first byte "
+        "(or from connecting); slowloris clients get 408 and are closed.",
+    )
+    body_timeout: float = _opt(
+        30.0, "Seconds the body of a request may stay silent while a handler reads it (408)."
+    )
+    keep_alive_timeout: float = _opt(
+        5.0, "Seconds an idle keep-alive connection is kept open waiting for the next request."
+    )
+    shutdown_grace: float = _opt(
+        5.0,
+        "On shutdown, seconds in-flight requests get to finish before everything is cancelled.",
+    )
+    max_request_line: int = _opt(MAX_REQUEST_LINE, "Longest request line in bytes (414 beyond).")
+    max_header_line: int = _opt(MAX_HEADER_LINE, "Longest header line in bytes (431 beyond).")
+    max_headers_size: int = _opt(MAX_HEADERS_SIZE, "Largest request head in bytes (431 beyond).")
+    max_header_count: int = _opt(MAX_HEADER_COUNT, "Most header lines in a request (431 beyond).")
+    max_body_size: int | None = _opt(
+        MAX_BODY_SIZE,
+        "Largest request body in bytes (413 beyond, enforced while it streams); None: no limit.",
+    )
+    max_drain: int = _opt(
+        65_536,
+        "A body the handler did not read is read and dropped up to this many bytes so the "
+        "connection can serve the next request; a larger one closes the connection.",
+    )
+    thread_pool_size: int = _opt(
+        40, "Threads run_sync() may use at once (blocking or CPU-heavy work)."
+    )
+    access_log: bool = _opt(False, "Log every request to the 'peregrine_rt.access' logger.")
+    server_header: str | None = _opt(
+        None, "Value of a Server response header; None sends none (no fingerprinting)."
+    )
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "header_timeout",
+            "body_timeout",
+            "keep_alive_timeout",
+            "shutdown_grace",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Config.{name} must be positive")
+        for name in ("max_connections", "backlog", "thread_pool_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Config.{name} must be at least 1")

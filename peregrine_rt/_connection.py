@@ -1,0 +1,477 @@
+"""One HTTP/1.x connection: read requests, call the handler, write responses.
+
+The loop is written against a tiny transport interface so the same code
+serves a raw non-blocking socket (the fast path: ``recv``/``send`` straight on
+the socket, ``trio.lowlevel.wait_readable``/``wait_writable`` when they would
+block) and any trio ``Stream`` (TLS, memory streams in tests).
+
+Timeouts do not create a cancel scope per request: each connection has one
+scope, notes what it is waiting for and since when, and the server's reaper
+task cancels the scopes that waited too long (see ``Server._reaper``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from ._http import (
+    CLOSED,
+    LAST_CHUNK,
+    NEED_DATA,
+    Data,
+    RequestParser,
+    encode_chunk,
+    encode_response,
+    encode_response_head,
+    may_have_body,
+)
+from ._request import Request
+from ._response import Response
+from .exceptions import LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from ._server import Server
+
+__all__ = [
+    "Disconnected",
+    "HTTPConnection",
+    "SocketTransport",
+    "StreamTransport",
+    "Transport",
+    "Waiting",
+]
+
+RECEIVE_SIZE = 65536
+_CHECKPOINT_EVERY = 16  # requests served without blocking before yielding to other tasks
+
+error_log = logging.getLogger("peregrine_rt.error")
+access_log = logging.getLogger("peregrine_rt.access")
+
+
+class Disconnected(Exception):
+    """The peer went away (reset, broken pipe): nothing more can be sent."""
+
+
+class Transport(Protocol):
+    client: tuple[str, int] | None
+    scheme: str
+
+    async def receive_some(self, wait_first: bool = False) -> bytes: ...
+    async def send_all(self, data: bytes) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class SocketTransport:
+    """A connected non-blocking stdlib socket, driven with trio.lowlevel."""
+
+    __slots__ = ("client", "scheme", "sock")
+
+    def __init__(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
+        self.sock = sock
+        self.client = client
+        self.scheme = "http"
+
+    async def receive_some(self, wait_first: bool = False) -> bytes:
+        """Receive up to RECEIVE_SIZE bytes (b"" at EOF).
+
+        ``wait_first`` skips the first ``recv`` attempt: right after a response,
+        the next request cannot be there yet on a ping-pong keep-alive
+        connection, and a ``recv`` failing with EAGAIN is a wasted syscall.
+        """
+        sock = self.sock
+        if wait_first:
+            await trio.lowlevel.wait_readable(sock)
+        while True:
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+            except OSError as exc:
+                raise Disconnected(str(exc)) from exc
+
+    async def send_all(self, data: bytes) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise Disconnected(str(exc)) from exc
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        while view:
+            await trio.lowlevel.wait_writable(sock)
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise Disconnected(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+
+class StreamTransport:
+    """Any trio ``Stream``: TLS over TCP, or a memory stream in tests."""
+
+    __slots__ = ("client", "scheme", "stream")
+
+    def __init__(
+        self, stream: trio.abc.Stream, client: tuple[str, int] | None, scheme: str = "http"
+    ) -> None:
+        self.stream = stream
+        self.client = client
+        self.scheme = scheme
+
+    async def receive_some(self, wait_first: bool = False) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise Disconnected(str(exc)) from exc
+
+    async def send_all(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise Disconnected(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            try:
+                await self.stream.aclose()
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await trio.aclose_forcefully(self.stream)
+
+
+class Waiting(enum.Enum):
+    """What a connection is doing, for the reaper's timeouts."""
+
+    HEAD = enum.auto()  # waiting for (the rest of) a request head
+    BODY = enum.auto()  # a handler waits for request body bytes
+    HANDLER = enum.auto()  # the handler runs: no timeout applies
+    CLOSING = enum.auto()
+
+
+def _error_body(status: int, detail: str = "") -> bytes:
+    text = f"{status} {HTTPStatus(status).phrase}\n"
+    if detail:
+        text += detail + "\n"
+    return text.encode("utf-8", "replace")
+
+
+class HTTPConnection:
+    """Serves one connection until it closes (see the module docstring)."""
+
+    __slots__ = (
+        "_sent_continue",
+        "_stream_chunked",
+        "handled",
+        "parser",
+        "request",
+        "response",
+        "scope",
+        "server",
+        "since",
+        "timeout_reason",
+        "transport",
+        "waiting",
+    )
+
+    def __init__(self, server: Server, transport: Transport) -> None:
+        config = server.config
+        self.server = server
+        self.transport = transport
+        self.parser = RequestParser(
+            max_request_line=config.max_request_line,
+            max_header_line=config.max_header_line,
+            max_headers_size=config.max_headers_size,
+            max_header_count=config.max_header_count,
+            max_body_size=config.max_body_size,
+            head_class=Request,
+        )
+        self.scope = trio.CancelScope()
+        self.waiting = Waiting.HEAD
+        self.since = trio.current_time()
+        self.timeout_reason: str | None = None
+        self.handled = 0
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self._sent_continue = False
+        self._stream_chunked = False
+
+    # -- the reaper's view ----------------------------------------------------
+
+    def check_timeout(self, now: float) -> None:
+        """Cancel this connection if it waited longer than its current timeout."""
+        waiting = self.waiting
+        config = self.server.config
+        if waiting is Waiting.HEAD:
+            if self.handled and not self.parser.has_pending_data:
+                limit, reason = config.keep_alive_timeout, "idle"
+            else:
+                limit, reason = config.header_timeout, "head"
+        elif waiting is Waiting.BODY:
+            limit, reason = config.body_timeout, "body"
+        else:
+            return
+        if now - self.since > limit:
+            self.timeout_reason = reason
+            self.scope.cancel()
+
+    @property
+    def idle(self) -> bool:
+        """Between requests with nothing received: safe to close at shutdown."""
+        return self.waiting is Waiting.HEAD and not self.parser.has_pending_data
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                try:
+                    await self._serve()
+                except Disconnected:
+                    pass
+                except RemoteProtocolError as exc:
+                    if self.response is None or not self.response.started:
+                        await self._send_error(exc.status_hint, str(exc))
+            if self.timeout_reason in ("head", "body"):
+                # 408 only where a request was under way and nothing was sent.
+                response = self.response
+                if (self.timeout_reason == "body" or self.parser.has_pending_data) and not (
+                    response is not None and response.started
+                ):
+                    with trio.move_on_after(1):
+                        await self._send_error(408, "request timed out")
+        finally:
+            self.waiting = Waiting.CLOSING
+            with trio.CancelScope(shield=True):
+                await self.transport.aclose()
+
+    async def _send_error(self, status: int, detail: str) -> None:
+        request = self.request
+        version = request.http_version if request is not None else "1.1"
+        data = encode_response(
+            status,
+            [(b"content-type", b"text/plain; charset=utf-8")],
+            _error_body(status, detail),
+            method=request.method if request is not None else "GET",
+            version=version,
+            keep_alive=False,
+            check=False,
+        )
+        try:
+            await self.transport.send_all(data)
+        except Disconnected:
+            pass
+
+    async def _serve(self) -> None:
+        server = self.server
+        config = server.config
+        parser = self.parser
+        transport = self.transport
+        handle = server.handler_instance.handle
+        client = transport.client
+        scheme = transport.scheme
+        max_requests = config.max_requests_per_connection
+        while True:
+            self.waiting = Waiting.HEAD
+            self.since = trio.current_time()
+            self.request = None
+            self.response = None
+            event = parser.next_event()
+            wait_first = self.handled > 0
+            while event is NEED_DATA:
+                data = await transport.receive_some(wait_first)
+                wait_first = False
+                if data:
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
+                event = parser.next_event()
+            if event is CLOSED:
+                return
+            assert isinstance(event, Request)
+            request = event
+            request._conn = self
+            request.client = client
+            request.scheme = scheme
+            response = Response(self)
+            self.request = request
+            self.response = response
+            self._sent_continue = False
+            self.waiting = Waiting.HANDLER
+            try:
+                await handle(request, response)
+            except RemoteProtocolError:
+                raise  # a bad body, met while the handler read it: answer and close
+            except Exception:
+                error_log.exception(
+                    "handler %s raised on %s %s",
+                    server.spec.name,
+                    request.method,
+                    request.target.decode("ascii", "replace"),
+                )
+                if response.started:
+                    return  # mid-stream: all we can do is close
+                response = Response(self)
+                response.text("500 Internal Server Error\n", status=500)
+                self.response = response
+            self.handled += 1
+            if response.started:
+                if not self._stream_chunked:
+                    return  # an HTTP/1.0 stream ends by closing
+                keep_alive = request.keep_alive and not response.close_connection
+            else:
+                keep_alive = (
+                    request.keep_alive
+                    and not response.close_connection
+                    and not server.shutting_down
+                    and (max_requests is None or self.handled < max_requests)
+                    and self._body_can_be_drained(request)
+                )
+                status = response.status
+                data = encode_response(
+                    status,
+                    response.headers.raw,
+                    response.body,
+                    method=request.method,
+                    version=request.http_version,
+                    keep_alive=keep_alive,
+                    check=False,
+                )
+                await transport.send_all(data)
+                if config.access_log:
+                    self._log_access(request, status, len(response.body))
+            if not keep_alive:
+                return
+            if parser.body_remaining != 0 and not await self._drain():
+                return
+            # The body ended: take its EndOfMessage (or PAUSED if already taken).
+            parser.next_event()
+            parser.start_next_cycle()
+            if self.handled % _CHECKPOINT_EVERY == 0:
+                await trio.lowlevel.checkpoint()
+
+    def _body_can_be_drained(self, request: Request) -> bool:
+        remaining = self.parser.body_remaining
+        if remaining == 0:
+            return True
+        if request.expect_continue and not self._sent_continue:
+            return False  # the client holds the body back: closing is simpler than guessing
+        return remaining is not None and remaining <= self.server.config.max_drain
+
+    async def _drain(self) -> bool:
+        """Read and drop the rest of a body the handler did not read."""
+        request = self.request
+        assert request is not None
+        try:
+            while await self.read_body_chunk(request) is not None:
+                pass
+        except (RemoteProtocolError, Disconnected):
+            return False
+        return True
+
+    def _log_access(self, request: Request, status: int, size: int) -> None:
+        client = request.client
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d %d',
+            f"{client[0]}:{client[1]}" if client else "-",
+            request.method,
+            request.target.decode("ascii", "replace"),
+            request.http_version,
+            status,
+            size,
+        )
+
+    # -- what Request and Response call -----------------------------------------
+
+    async def read_body_chunk(self, request: Request) -> bytes | None:
+        """The next piece of ``request``'s body, or None at its end."""
+        if request is not self.request:
+            raise LocalProtocolError("this request's connection has moved on")
+        parser = self.parser
+        event = parser.next_event()
+        if event is NEED_DATA:
+            if request.expect_continue and not self._sent_continue:
+                self._sent_continue = True
+                response = self.response
+                if response is None or not response.started:
+                    await self.transport.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            previous = self.waiting
+            self.waiting = Waiting.BODY
+            try:
+                while event is NEED_DATA:
+                    self.since = trio.current_time()
+                    data = await self.transport.receive_some()
+                    if data:
+                        parser.feed(data)
+                    else:
+                        parser.feed_eof()
+                    event = parser.next_event()
+            finally:
+                self.waiting = previous
+        if type(event) is Data:
+            return event.data
+        return None  # EndOfMessage, or PAUSED when it was already taken
+
+    async def start_stream(self, response: Response) -> None:
+        """Send the head of a streamed response."""
+        request = self.request
+        if request is None or response is not self.response:
+            raise LocalProtocolError("this response's connection has moved on")
+        if response.started:
+            raise LocalProtocolError("the response has already started")
+        response.started = True
+        body_allowed = may_have_body(response.status, request.method)
+        chunked = request.http_version == "1.1" and body_allowed
+        self._stream_chunked = chunked or not body_allowed
+        keep_alive = (
+            self._stream_chunked
+            and request.keep_alive
+            and not response.close_connection
+            and not self.server.shutting_down
+            and self._body_can_be_drained(request)
+        )
+        response.close_connection = not keep_alive
+        head = encode_response_head(
+            response.status,
+            response.headers.raw,
+            version=request.http_version,
+            keep_alive=keep_alive,
+            chunked=chunked,
+            check=False,
+        )
+        self.waiting = Waiting.HANDLER
+        await self.transport.send_all(head)
+
+    async def send_chunk(self, data: bytes) -> None:
+        request = self.request
+        if request is None or not data:
+            return
+        if request.method == "HEAD" or not may_have_body(self.response.status, "GET"):  # type: ignore[union-attr]
+            return
+        await self.transport.send_all(encode_chunk(data) if self._stream_chunked else data)
+
+    async def end_stream(self) -> None:
+        request = self.request
+        response = self.response
+        if request is None or response is None:
+            return
+        if self._stream_chunked and may_have_body(response.status, request.method):
+            await self.transport.send_all(LAST_CHUNK)
+        if self.server.config.access_log:
+            self._log_access(request, response.status, -1)

@@ -1,0 +1,142 @@
+"""What a handler receives: :class:`Request`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._http import RequestHead, parse_query
+
+if TYPE_CHECKING:
+    from ._connection import HTTPConnection
+
+__all__ = ["QueryParams", "Request"]
+
+
+class QueryParams(Mapping[str, str]):
+    """The parsed query string: a read-only multi-dict (first value wins for ``[]``)."""
+
+    __slots__ = ("_dict", "_items")
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+        d: dict[str, str] = {}
+        for k, v in items:
+            d.setdefault(k, v)
+        self._dict = d
+
+    def __getitem__(self, key: str) -> str:
+        return self._dict[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict)
+
+    def __len__(self) -> int:
+        return len(self._dict)
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of ``key``, in order."""
+        return [v for k, v in self._items if k == key]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """All ``(name, value)`` pairs, repeats included, in order."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._items!r})"
+
+
+class Request(RequestHead):
+    """An HTTP request as a handler sees it.
+
+    Everything the parser read (``method``, ``path``, ``raw_path``,
+    ``raw_query``, ``target``, ``http_version``, ``headers``, ``host``,
+    ``keep_alive``, ``content_length``, ``chunked``, ``upgrade``) plus:
+
+    Attributes:
+        client: the peer's ``(host, port)``, or ``None`` (Unix sockets, memory streams).
+        scheme: ``"http"`` or ``"https"``.
+        state: a dict for the handler's per-request data.
+
+    The body is read on demand, with the server's size limit and body timeout:
+    ``await request.body()``, ``await request.json()``, or
+    ``async for chunk in request.stream()``.  A client that sent
+    ``Expect: 100-continue`` gets its ``100 Continue`` only then.
+    """
+
+    __slots__ = ("_body", "_conn", "_cookies", "_query", "_state", "client", "scheme")
+
+    _conn: HTTPConnection
+    _body: bytes | None
+    _query: QueryParams
+    _state: dict[str, Any]
+    _cookies: dict[str, str]
+    client: tuple[str, int] | None
+    scheme: str
+
+    @property
+    def query(self) -> QueryParams:  # type: ignore[override]  # richer than the parser's list
+        """The query string as a :class:`QueryParams` multi-dict (parsed on first use)."""
+        try:
+            return self._query
+        except AttributeError:
+            q = self._query = QueryParams(parse_query(self.raw_query))
+            return q
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Per-request scratch space for the handler (and mixins)."""
+        try:
+            return self._state
+        except AttributeError:
+            s: dict[str, Any] = {}
+            self._state = s
+            return s
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        """Cookies sent by the client (``Cookie`` header), first value of each name."""
+        try:
+            return self._cookies
+        except AttributeError:
+            cookies: dict[str, str] = {}
+            for header in self.headers.getlist("cookie"):
+                for part in header.split(";"):
+                    name, sep, value = part.strip().partition("=")
+                    if sep and name and name not in cookies:
+                        value = value.strip()
+                        if len(value) >= 2 and value[0] == value[-1] == '"':
+                            value = value[1:-1]
+                        cookies[name] = value
+            self._cookies = cookies
+            return cookies
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Yield the body in pieces as they arrive (each call starts where the last stopped)."""
+        conn = self._conn
+        while True:
+            chunk = await conn.read_body_chunk(self)
+            if chunk is None:
+                return
+            yield chunk
+
+    async def body(self) -> bytes:
+        """The whole body (read once, then kept).
+
+        Raises:
+            LimitExceeded: the body is over ``Config.max_body_size`` (the server
+                answers 413 if the handler lets it propagate).
+        """
+        body = getattr(self, "_body", None)
+        if body is None:
+            parts = [chunk async for chunk in self.stream()]
+            body = self._body = b"".join(parts)
+        return body
+
+    async def json(self) -> Any:
+        """The body parsed as JSON (a ``ValueError`` if it is not JSON)."""
+        return json.loads(await self.body())
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target.decode('ascii', 'replace')}>"

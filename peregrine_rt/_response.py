@@ -1,0 +1,218 @@
+"""What a handler fills in: :class:`Response`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._http import check_headers
+from .exceptions import LocalProtocolError
+
+if TYPE_CHECKING:
+    from ._connection import HTTPConnection
+
+__all__ = ["Response", "ResponseHeaders"]
+
+_TEXT = b"text/plain; charset=utf-8"
+_HTML = b"text/html; charset=utf-8"
+_JSON = b"application/json"
+_RESERVED = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+
+def _to_bytes(value: str | bytes) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else value
+
+
+class ResponseHeaders:
+    """Response header fields: names are case-insensitive and stored lower-cased.
+
+    Every name and value is checked when it is set (a CR, LF or NUL raises
+    :class:`~peregrine_rt.exceptions.LocalProtocolError` in the handler that set
+    it).  ``Content-Length``, ``Transfer-Encoding`` and ``Connection`` belong to
+    the server and cannot be set (use ``response.close_connection = True``).
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self) -> None:
+        self.raw: list[tuple[bytes, bytes]] = []
+        """The ``(name, value)`` pairs as they will be sent."""
+
+    @staticmethod
+    def _pair(name: str | bytes, value: str | bytes) -> tuple[bytes, bytes]:
+        pair = (_to_bytes(name).lower(), _to_bytes(value))
+        check_headers((pair,))
+        return pair
+
+    def __setitem__(self, name: str | bytes, value: str | bytes) -> None:
+        pair = self._pair(name, value)
+        self.raw = [p for p in self.raw if p[0] != pair[0]]
+        self.raw.append(pair)
+
+    def add(self, name: str | bytes, value: str | bytes) -> None:
+        """Add a field, keeping those of the same name (e.g. several Set-Cookie)."""
+        self.raw.append(self._pair(name, value))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = name.lower().encode("latin-1")
+        values = [v.decode("latin-1") for n, v in self.raw if n == key]
+        return ", ".join(values) if values else default
+
+    def getlist(self, name: str) -> list[str]:
+        key = name.lower().encode("latin-1")
+        return [v.decode("latin-1") for n, v in self.raw if n == key]
+
+    def __delitem__(self, name: str) -> None:
+        key = name.lower().encode("latin-1")
+        self.raw = [p for p in self.raw if p[0] != key]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = name.lower().encode("latin-1")
+        return any(n == key for n, _ in self.raw)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"ResponseHeaders({self.raw!r})"
+
+
+class Response:
+    """The response a handler builds.
+
+    Set :attr:`status`, :attr:`headers` and a body with :meth:`text`,
+    :meth:`html`, :meth:`json` or :attr:`body`; the server sends it, in one
+    write, when ``handle`` returns.  For a body produced over time (downloads,
+    Server-Sent Events) use :meth:`stream` instead.
+
+    Attributes:
+        status: the status code (200 unless set).
+        headers: :class:`ResponseHeaders`.
+        body: the body bytes.
+        close_connection: set True to close the connection after this response.
+    """
+
+    __slots__ = ("_conn", "body", "close_connection", "headers", "started", "status")
+
+    def __init__(self, conn: HTTPConnection | None = None) -> None:
+        self.status = 200
+        self.headers = ResponseHeaders()
+        self.body = b""
+        self.close_connection = False
+        self.started = False
+        """Whether the head has been sent (by :meth:`stream`)."""
+        self._conn = conn
+
+    def _set_body(self, body: bytes, content_type: bytes, status: int | None) -> None:
+        if status is not None:
+            self.status = status
+        self.body = body
+        raw = self.headers.raw
+        for name, _ in raw:
+            if name == b"content-type":
+                break
+        else:
+            raw.append((b"content-type", content_type))
+
+    def text(self, text: str, *, status: int | None = None) -> None:
+        """Send ``text`` as ``text/plain; charset=utf-8``."""
+        self._set_body(text.encode(), _TEXT, status)
+
+    def html(self, html: str, *, status: int | None = None) -> None:
+        """Send ``html`` as ``text/html; charset=utf-8``."""
+        self._set_body(html.encode(), _HTML, status)
+
+    def json(self, data: Any, *, status: int | None = None) -> None:
+        """Send ``data`` encoded as compact JSON (``application/json``)."""
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        self._set_body(body, _JSON, status)
+
+    def redirect(self, location: str, status: int = 307) -> None:
+        """Redirect to ``location`` (307 keeps the method; use 303 after a POST)."""
+        self.status = status
+        self.headers["location"] = location
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header (HttpOnly and SameSite=Lax unless told otherwise)."""
+        if not name or any(c in name for c in '()<>@,;:\\"/[]?={} \t') or not name.isascii():
+            raise LocalProtocolError(f"invalid cookie name {name!r}")
+        if any(c in value for c in '",;\\ \t\r\n\x00') or not value.isascii():
+            raise LocalProtocolError(f"invalid cookie value {value!r} (quote or encode it)")
+        parts = [f"{name}={value}"]
+        if max_age is not None:
+            parts.append(f"Max-Age={int(max_age)}")
+        if path is not None:
+            parts.append(f"Path={path}")
+        if domain is not None:
+            parts.append(f"Domain={domain}")
+        if secure or samesite == "none":
+            parts.append("Secure")
+        if httponly:
+            parts.append("HttpOnly")
+        if samesite is not None:
+            parts.append(f"SameSite={samesite.capitalize()}")
+        self.headers.add("set-cookie", "; ".join(parts))
+
+    def delete_cookie(
+        self, name: str, *, path: str | None = "/", domain: str | None = None
+    ) -> None:
+        """Tell the client to forget cookie ``name``."""
+        self.set_cookie(name, "", max_age=0, path=path, domain=domain)
+
+    @asynccontextmanager
+    async def stream(
+        self, *, status: int | None = None, content_type: str | None = None
+    ) -> AsyncIterator[Callable[[str | bytes], Awaitable[None]]]:
+        """Send the head now and the body in pieces: ``async with response.stream() as send``.
+
+        Each ``await send(piece)`` writes one chunk (``str`` is sent as UTF-8).
+        HTTP/1.1 clients get ``Transfer-Encoding: chunked``; HTTP/1.0 clients a
+        body ended by closing the connection.  ``send`` waits while the client
+        reads slowly (backpressure).  Leaving the block ends the body.
+        """
+        if self._conn is None:
+            raise LocalProtocolError("this Response is not attached to a connection")
+        if status is not None:
+            self.status = status
+        if content_type is not None:
+            self.headers["content-type"] = content_type
+        conn = self._conn
+        await conn.start_stream(self)
+
+        async def send(piece: str | bytes) -> None:
+            await conn.send_chunk(piece.encode() if isinstance(piece, str) else piece)
+
+        yield send
+        await conn.end_stream()
+
+    def __repr__(self) -> str:
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = ""
+        return f"<Response {self.status} {phrase}>"

@@ -1,0 +1,430 @@
+"""``Server(Handler)``: listeners, one task per connection, timeouts, graceful shutdown.
+
+Resource handling:
+    :meth:`Server.serve` owns everything it starts — listening sockets, the
+    handler instance, one task per connection, the timeout reaper — in one
+    nursery, and nothing outlives it.
+
+Shutdown:
+    :meth:`Server.aclose`, a signal handled by :func:`run`, or cancelling
+    ``serve()`` all lead to the same graceful sequence: stop accepting, close
+    idle keep-alive connections, let in-flight requests finish for up to
+    ``Config.shutdown_grace`` seconds, cancel what is left, call the handler's
+    ``shutdown()``.  The work runs in a shielded scope, so that a cancellation
+    of ``serve()`` turns into that bounded sequence instead of dropping
+    in-flight requests; ``serve()`` then re-raises the cancellation.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._config import Config
+from ._connection import HTTPConnection, SocketTransport, StreamTransport, Transport
+from ._handler import HandlerSpec, check_handler
+from ._http import encode_response
+from ._threads import thread_limiter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["Server", "run"]
+
+log = logging.getLogger("peregrine_rt.server")
+error_log = logging.getLogger("peregrine_rt.error")
+
+_BUSY = encode_response(
+    503,
+    [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
+    b"503 Service Unavailable\nthe server is at its connection limit\n",
+    keep_alive=False,
+    date=False,
+)
+
+
+class Server:
+    """An HTTP/WebSocket server for one handler class.
+
+    Args:
+        handler: the handler class (instantiated once, when serving starts), or
+            an instance of one.  It is checked against the handler contract
+            right here: a :class:`~peregrine_rt.exceptions.HandlerError` names
+            what is missing or mistyped.
+        config: a :class:`Config`; keyword arguments override its fields
+            (``Server(Echo, port=0)``).
+
+    Use ``await nursery.start(server.serve)`` (it returns the server once it
+    listens; ``server.port`` is the bound port) and ``await server.aclose()``,
+    or :func:`run` for a whole program with signal handling.
+    """
+
+    def __init__(self, handler: type | object, config: Config | None = None, **overrides: Any):
+        self.spec: HandlerSpec = check_handler(handler)
+        self._handler = handler
+        config = config or Config()
+        self.config = config.replace(**overrides) if overrides else config
+        self.handler_instance: Any = None
+        self.shutting_down = False
+        self.connections: set[HTTPConnection] = set()
+        self.listeners: list[socket.socket] = []
+        self._shutdown_requested = trio.Event()
+        self._stopped = trio.Event()
+        self._no_connections = trio.Event()
+        self._hard_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+
+    # -- addresses ------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port of the first listener (useful with ``port=0``)."""
+        for sock in self.listeners:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        raise RuntimeError("the server is not listening on TCP")
+
+    @property
+    def url(self) -> str:
+        """``http(s)://host:port`` of the first listener (``http+unix://path`` on a Unix socket)."""
+        scheme = "https" if self.config.ssl_context else "http"
+        sock = self.listeners[0]
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return f"{scheme}+unix://{sock.getsockname()}"
+        host = sock.getsockname()[0]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"
+
+    def _bind(self) -> list[socket.socket]:
+        config = self.config
+        if config.uds is not None:
+            try:
+                os.unlink(config.uds)
+            except FileNotFoundError:
+                pass
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(config.uds)
+            socks = [sock]
+        else:
+            socks = []
+            infos = socket.getaddrinfo(
+                config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            seen = set()
+            for family, type_, proto, _, addr in infos:
+                if (family, addr) in seen:
+                    continue
+                seen.add((family, addr))
+                sock = socket.socket(family, type_, proto)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if config.reuse_port:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(addr)
+                except BaseException:
+                    sock.close()
+                    raise
+                socks.append(sock)
+                if config.port == 0:
+                    break  # one port: binding v4 and v6 to two random ports would confuse
+        for sock in socks:
+            sock.listen(config.backlog)
+            sock.setblocking(False)
+        return socks
+
+    # -- serving --------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen as configured and serve until shut down (see the module docstring).
+
+        Error handling:
+            An ``OSError`` from binding (address in use, permission) is raised
+            before ``task_status.started()``, so ``nursery.start`` raises it.
+        """
+        self.listeners = self._bind()
+        await self._serve(self.listeners, None, task_status)
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve connections accepted from given trio listeners (any trio Stream)."""
+        await self._serve([], listeners, task_status)
+
+    async def _serve(
+        self,
+        socks: list[socket.socket],
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None,
+        task_status: trio.TaskStatus[Server],
+    ) -> None:
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_cancellation)
+                await outer.start(self._run_shielded, socks, listeners)
+                task_status.started(self)
+        finally:
+            for sock in socks:
+                sock.close()
+            if self.config.uds is not None and socks:
+                try:
+                    os.unlink(self.config.uds)
+                except OSError:
+                    pass
+
+    async def _watch_cancellation(self) -> None:
+        try:
+            await self._stopped.wait()
+        except trio.Cancelled:
+            self._request_shutdown()
+            raise
+
+    async def _run_shielded(
+        self,
+        socks: list[socket.socket],
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        try:
+            with trio.CancelScope(shield=True) as hard:
+                self._hard_scope = hard
+                await self._lifespan(socks, listeners, task_status)
+        finally:
+            self._stopped.set()
+
+    async def _lifespan(
+        self,
+        socks: list[socket.socket],
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        config = self.config
+        thread_limiter().total_tokens = config.thread_pool_size
+        handler = self._handler
+        self.handler_instance = handler() if isinstance(handler, type) else handler
+        if self.spec.has_startup:
+            await self.handler_instance.startup()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._reaper)
+                with trio.CancelScope() as accepting:
+                    async with trio.open_nursery() as accept_nursery:
+                        for sock in socks:
+                            accept_nursery.start_soon(self._accept_loop, sock, nursery)
+                        for listener in listeners or ():
+                            accept_nursery.start_soon(self._listener_loop, listener, nursery)
+                        accept_nursery.start_soon(self._wait_for_shutdown, accepting)
+                        task_status.started()
+                # Shutting down: no new connections from here on.
+                for sock in socks:
+                    sock.close()
+                for listener in listeners or ():
+                    await trio.aclose_forcefully(listener)
+                for conn in list(self.connections):
+                    if conn.idle:
+                        conn.scope.cancel()
+                if self.connections:
+                    with trio.move_on_after(config.shutdown_grace):
+                        await self._no_connections.wait()
+                for conn in list(self.connections):
+                    conn.scope.cancel()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.spec.has_shutdown:
+                with trio.move_on_after(config.shutdown_grace):
+                    try:
+                        await self.handler_instance.shutdown()
+                    except Exception:
+                        error_log.exception("%s.shutdown() raised", self.spec.name)
+
+    async def _wait_for_shutdown(self, accepting: trio.CancelScope) -> None:
+        await self._shutdown_requested.wait()
+        accepting.cancel()
+
+    def _request_shutdown(self) -> None:
+        if not self.shutting_down:
+            self.shutting_down = True
+            log.info("shutting down (grace %.1f s)", self.config.shutdown_grace)
+            self._shutdown_requested.set()
+
+    async def aclose(self) -> None:
+        """Shut down gracefully and wait until done (idempotent; see the module docstring)."""
+        self._request_shutdown()
+        if self._hard_scope is not None:
+            await self._stopped.wait()
+
+    def abort(self) -> None:
+        """Stop at once: cancel every connection and the handler's work now."""
+        self._request_shutdown()
+        if self._hard_scope is not None:
+            self._hard_scope.cancel()
+
+    # -- connections ----------------------------------------------------------
+
+    async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
+        is_tls = self.config.ssl_context is not None
+        while True:
+            try:
+                conn, addr = sock.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    error_log.error("accept() failed: %s; pausing 100 ms", exc)
+                    await trio.sleep(0.1)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            conn.setblocking(False)
+            if nodelay:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
+            if len(self.connections) >= self.config.max_connections:
+                try:
+                    conn.send(_BUSY)
+                except OSError:
+                    pass
+                conn.close()
+                continue
+            transport: Transport
+            if is_tls:
+                stream = trio.SSLStream(
+                    trio.SocketStream(trio.socket.from_stdlib_socket(conn)),
+                    self.config.ssl_context,  # type: ignore[arg-type]  # checked by is_tls
+                    server_side=True,
+                )
+                transport = StreamTransport(stream, client, "https")
+            else:
+                transport = SocketTransport(conn, client)
+            self._start_connection(nursery, transport)
+
+    async def _listener_loop(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
+        while True:
+            stream = await listener.accept()
+            if len(self.connections) >= self.config.max_connections:
+                try:
+                    with trio.move_on_after(1):
+                        await stream.send_all(_BUSY)
+                except trio.BrokenResourceError:
+                    pass
+                await trio.aclose_forcefully(stream)
+                continue
+            client = None
+            if isinstance(stream, trio.SocketStream):
+                peer = stream.socket.getpeername()
+                client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+            self._start_connection(nursery, StreamTransport(stream, client))
+
+    def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
+        conn = HTTPConnection(self, transport)
+        self.connections.add(conn)
+        self._no_connections = trio.Event() if len(self.connections) == 1 else self._no_connections
+        nursery.start_soon(self._run_connection, conn)
+
+    async def _run_connection(self, conn: HTTPConnection) -> None:
+        try:
+            await conn.run()
+        except Exception:
+            error_log.exception("connection task failed")
+        finally:
+            self.connections.discard(conn)
+            if not self.connections:
+                self._no_connections.set()
+
+    async def handle_stream(
+        self, stream: trio.abc.Stream, client: tuple[str, int] | None = None
+    ) -> None:
+        """Serve one connection over ``stream`` until it closes (the server must be serving).
+
+        This is how tests (and ``peregrine_rt.testing``) talk to a server through
+        memory streams: the same parser, limits, timeouts and handler code as
+        for sockets.
+        """
+        if self._nursery is None or self.shutting_down:
+            raise RuntimeError(
+                "the server is not serving (start serve() or serve_listeners() first)"
+            )
+        conn = HTTPConnection(self, StreamTransport(stream, client))
+        self.connections.add(conn)
+        if len(self.connections) == 1:
+            self._no_connections = trio.Event()
+        await self._run_connection(conn)
+
+    async def _reaper(self) -> None:
+        """Enforce the header, body and keep-alive timeouts of every connection."""
+        config = self.config
+        tick = min(config.header_timeout, config.body_timeout, config.keep_alive_timeout) / 4
+        tick = max(0.01, min(tick, 1.0))
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self.connections):
+                conn.check_timeout(now)
+
+
+def _install_default_logging(level: int | str | None) -> None:
+    root = logging.getLogger("peregrine_rt")
+    if level is not None:
+        root.setLevel(level)
+    if not logging.getLogger().handlers and not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
+        if level is None:
+            root.setLevel(logging.INFO)
+
+
+async def serve_until_signalled(server: Server) -> None:
+    """Serve; SIGINT/SIGTERM start a graceful shutdown, a second one stops at once."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if not server.shutting_down:
+                        log.info("received %s", signal.Signals(signum).name)
+                        server._request_shutdown()
+                    else:
+                        log.warning("second signal: stopping now")
+                        server.abort()
+
+        nursery.start_soon(watch_signals)
+        await nursery.start(server.serve)
+        log.info("serving %s on %s", server.spec.name, server.url)
+        await server._stopped.wait()
+        nursery.cancel_scope.cancel()
+
+
+def run(
+    handler: type | object,
+    config: Config | None = None,
+    *,
+    log_level: int | str | None = None,
+    **overrides: Any,
+) -> None:
+    """Serve ``handler`` until SIGINT or SIGTERM: ``peregrine_rt.run(Counter, port=3000)``.
+
+    The first signal shuts down gracefully (``Config.shutdown_grace``), a second
+    one at once.  Logging goes to stderr unless the application configured it.
+    """
+    server = Server(handler, config, **overrides)
+    _install_default_logging(log_level)
+    trio.run(serve_until_signalled, server)
