@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench-parser clean
+.PHONY: run test lint typecheck pytest bench-parser bench-http docs-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
+# The most complete example so far: the echo app (the chat example replaces it
+# once it lands).  Ctrl-C stops it gracefully.
 run: $(STAMP)
-	@echo "peregrine_rt: no runnable example yet (the server issue adds examples/echo.py, the chat issue examples/chat)."
-	@echo "What exists today is the sans-IO HTTP core; try: make test, or $(BIN)/python bench/parser.py"
+	$(BIN)/peregrine-rt examples.echo:Echo --host 127.0.0.1 --port 8000 --access-log
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,6 +33,12 @@ test: lint typecheck pytest
 
 bench-parser: $(STAMP)
 	$(BIN)/python bench/parser.py
+
+bench-http: $(STAMP)
+	$(BIN)/python bench/http.py
+
+docs-config: $(STAMP)
+	$(BIN)/python docs/_tools/gen_config.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -27,6 +27,7 @@ from ._http import (
     Data,
     RequestParser,
     encode_chunk,
+    encode_fixed_response,
     encode_response,
     encode_response_head,
     may_have_body,
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 RECEIVE_SIZE = 65536
+LINGER_SECONDS = 1.0  # how long a closing connection keeps reading what the peer still sends
+LINGER_BYTES = 1 << 20
 _CHECKPOINT_EVERY = 16  # requests served without blocking before yielding to other tasks
 
 error_log = logging.getLogger("peregrine_rt.error")
@@ -64,7 +67,7 @@ class Transport(Protocol):
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
-    async def aclose(self) -> None: ...
+    async def aclose(self, linger: bool = False) -> None: ...
 
 
 class SocketTransport:
@@ -115,10 +118,38 @@ class SocketTransport:
             except OSError as exc:
                 raise Disconnected(str(exc)) from exc
 
-    async def aclose(self) -> None:
-        if self.sock.fileno() >= 0:
-            trio.lowlevel.notify_closing(self.sock)
-            self.sock.close()
+    async def aclose(self, linger: bool = False) -> None:
+        """Close; with ``linger``, first half-close and read what the peer still sends.
+
+        Closing a socket with unread input makes the kernel send a reset, and
+        the peer may then lose the response it has not read yet (a 413 to a
+        client still uploading, say).  Lingering avoids that, bounded by
+        LINGER_SECONDS and LINGER_BYTES.
+        """
+        sock = self.sock
+        if sock.fileno() < 0:
+            return
+        if linger:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            else:
+                with trio.move_on_after(LINGER_SECONDS):
+                    received = 0
+                    while received < LINGER_BYTES:
+                        try:
+                            data = sock.recv(RECEIVE_SIZE)
+                        except BlockingIOError:
+                            await trio.lowlevel.wait_readable(sock)
+                            continue
+                        except OSError:
+                            break
+                        if not data:
+                            break
+                        received += len(data)
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
 
 
 class StreamTransport:
@@ -145,7 +176,7 @@ class StreamTransport:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Disconnected(str(exc)) from exc
 
-    async def aclose(self) -> None:
+    async def aclose(self, linger: bool = False) -> None:
         with trio.move_on_after(1) as scope:
             scope.shield = True
             try:
@@ -176,6 +207,7 @@ class HTTPConnection:
     """Serves one connection until it closes (see the module docstring)."""
 
     __slots__ = (
+        "_linger",
         "_sent_continue",
         "_stream_chunked",
         "handled",
@@ -211,6 +243,7 @@ class HTTPConnection:
         self.response: Response | None = None
         self._sent_continue = False
         self._stream_chunked = False
+        self._linger = False
 
     # -- the reaper's view ----------------------------------------------------
 
@@ -246,6 +279,7 @@ class HTTPConnection:
                 except Disconnected:
                     pass
                 except RemoteProtocolError as exc:
+                    self._linger = True
                     if self.response is None or not self.response.started:
                         await self._send_error(exc.status_hint, str(exc))
             if self.timeout_reason in ("head", "body"):
@@ -259,7 +293,7 @@ class HTTPConnection:
         finally:
             self.waiting = Waiting.CLOSING
             with trio.CancelScope(shield=True):
-                await self.transport.aclose()
+                await self.transport.aclose(self._linger)
 
     async def _send_error(self, status: int, detail: str) -> None:
         request = self.request
@@ -292,8 +326,12 @@ class HTTPConnection:
             self.since = trio.current_time()
             self.request = None
             self.response = None
-            event = parser.next_event()
-            wait_first = self.handled > 0
+            if parser.has_pending_data or parser.their_eof:
+                event = parser.next_event()
+                wait_first = False
+            else:
+                event = NEED_DATA
+                wait_first = self.handled > 0
             while event is NEED_DATA:
                 data = await transport.receive_some(wait_first)
                 wait_first = False
@@ -344,24 +382,24 @@ class HTTPConnection:
                     and self._body_can_be_drained(request)
                 )
                 status = response.status
-                data = encode_response(
-                    status,
-                    response.headers.raw,
-                    response.body,
-                    method=request.method,
-                    version=request.http_version,
-                    keep_alive=keep_alive,
-                    check=False,
+                await transport.send_all(
+                    encode_fixed_response(
+                        status,
+                        response.headers.raw,
+                        response.body,
+                        request.method,
+                        request.http_version,
+                        keep_alive,
+                    )
                 )
-                await transport.send_all(data)
                 if config.access_log:
                     self._log_access(request, status, len(response.body))
+            remaining = parser.body_remaining
             if not keep_alive:
+                self._linger = remaining != 0
                 return
-            if parser.body_remaining != 0 and not await self._drain():
+            if remaining != 0 and not await self._drain():
                 return
-            # The body ended: take its EndOfMessage (or PAUSED if already taken).
-            parser.next_event()
             parser.start_next_cycle()
             if self.handled % _CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()

@@ -191,6 +191,7 @@ class RequestParser:
         "_cache",
         "_cache_headers",
         "_chunked",
+        "_empty_lines",
         "_fast_limit",
         "_fast_path",
         "_fast_re",
@@ -238,6 +239,7 @@ class RequestParser:
         self._cache: tuple[bytes, _BlockInfo] | None = None
         self._buf: bytes | bytearray = b""
         self._scan = 0
+        self._empty_lines = 0
         self._state = _State.IDLE
         self._head: RequestHead | None = None
         self._body_left = 0
@@ -317,12 +319,19 @@ class RequestParser:
             raise
 
     def start_next_cycle(self) -> None:
-        """Forget the finished request and get ready for the next one."""
-        if self._state is not _State.DONE:
-            raise LocalProtocolError(f"start_next_cycle() in state {self._state.name}")
+        """Forget the finished request and get ready for the next one.
+
+        Allowed once the request's body has ended: after its ``EndOfMessage``,
+        or when no body byte is left to read (the ``EndOfMessage`` then need
+        not be taken).
+        """
+        state = self._state
+        if state is not _State.DONE and not (state is _State.BODY_LENGTH and not self._body_left):
+            raise LocalProtocolError(f"start_next_cycle() in state {state.name}")
         self._state = _State.IDLE
         self._head = None
         self._scan = 0
+        self._empty_lines = 0
 
     # -- the head ----------------------------------------------------------
 
@@ -344,7 +353,7 @@ class RequestParser:
         return self._general_head(buf)
 
     def _skip_empty_lines(self, buf: bytes | bytearray) -> bytes | bytearray:
-        skipped = 0
+        skipped = self._empty_lines
         while buf[:1] in (b"\r", b"\n"):
             if buf[:2] == b"\r\n":
                 buf = buf[2:]
@@ -357,6 +366,7 @@ class RequestParser:
             skipped += 1
             if skipped > MAX_LEADING_EMPTY_LINES:
                 raise RemoteProtocolError("too many empty lines before the request line")
+        self._empty_lines = skipped
         self._buf = buf
         return buf
 
@@ -410,6 +420,7 @@ class RequestParser:
             version = "1.0"
             keep_alive = keep and not close
             expect_continue = False
+            upgrade = None  # RFC 9110 §7.8: ignored in HTTP/1.0
         head = self._head_class(
             method,
             target,
@@ -479,6 +490,9 @@ class RequestParser:
             return NEED_DATA
         self._scan = 0
         head_end = m.start() + 1
+        eol = buf.find(b"\n")
+        if eol - (buf[eol - 1 : eol] == b"\r") > self.max_request_line:
+            raise LimitExceeded("request line too long", 414)
         if head_end > self.max_headers_size:
             raise LimitExceeded("request head too large", 431)
         lines = bytes(buf[:head_end]).split(b"\n")
@@ -509,7 +523,8 @@ class RequestParser:
                 raise LimitExceeded("request line too long", 414)
         elif eol > self.max_request_line + 1:
             raise LimitExceeded("request line too long", 414)
-        if len(buf) > self.max_headers_size:
+        # The blank line that ends the head does not count (at most CR LF of it is here).
+        if len(buf) > self.max_headers_size + 2:
             raise LimitExceeded("request head too large", 431)
         last_eol = buf.rfind(b"\n")
         if last_eol > 0 and len(buf) - last_eol - 1 > self.max_header_line + 1:
@@ -754,7 +769,10 @@ def _interpret_head(
         keep_alive = b"close" not in connection
     else:
         keep_alive = b"keep-alive" in connection and b"close" not in connection
-    upgrade = b", ".join(upgrades) if upgrades and b"upgrade" in connection else None
+    # RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored.
+    upgrade = (
+        b", ".join(upgrades) if upgrades and b"upgrade" in connection and version == "1.1" else None
+    )
     expect_continue = version == "1.1" and b"100-continue" in expect
 
     return head_class(
@@ -768,7 +786,9 @@ def _interpret_head(
         chunked,
         upgrade,
         expect_continue,
-        None if target[:1] == b"/" and b"%" not in target else _split(method, target),
+        None
+        if target[:1] == b"/" and b"%" not in target and method != "CONNECT"
+        else _split(method, target),
     )
 
 

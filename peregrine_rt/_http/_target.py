@@ -63,13 +63,24 @@ def split_target(method: str, target: bytes) -> tuple[bytes, bytes, bytes | None
     (``http://host/p?q``), authority-form (``host:port``, CONNECT only) and
     asterisk-form (``*``, OPTIONS only).  ``authority`` is None for origin-form.
     """
+    if method == "CONNECT":
+        # RFC 9112 §3.2.3: authority-form = uri-host ":" port; RFC 9110 §9.3.6:
+        # an empty or invalid port is refused.
+        host, sep, port = target.rpartition(b":")
+        if (
+            not sep
+            or not host
+            or not port.isdigit()
+            or b"/" in target
+            or b"?" in target
+            or b"@" in target
+            or not host_re.fullmatch(target)
+        ):
+            raise RemoteProtocolError("CONNECT needs an authority-form target (host:port)")
+        return b"", b"", target
     if target[:1] == b"/":
         path, _, query = target.partition(b"?")
         return path, query, None
-    if method == "CONNECT":
-        if b"/" in target or b"?" in target or b"@" in target or not host_re.fullmatch(target):
-            raise RemoteProtocolError("CONNECT needs an authority-form target (host:port)")
-        return b"", b"", target
     if target == b"*":
         if method != "OPTIONS":
             raise RemoteProtocolError("the asterisk-form target is only allowed with OPTIONS")
@@ -81,13 +92,21 @@ def split_target(method: str, target: bytes) -> tuple[bytes, bytes, bytes | None
     if b"@" in authority:
         # RFC 9110 §4.2.4: userinfo is deprecated and a classic source of confusion.
         raise RemoteProtocolError("userinfo in the request-target is not accepted")
-    if not host_re.fullmatch(authority):
+    if not host_re.fullmatch(authority) or not _host_part(authority):
+        # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid.
         raise RemoteProtocolError(f"invalid authority in the request-target {authority[:100]!r}")
     rest = m.group("rest") or b"/"
     if rest[:1] == b"?":
         rest = b"/" + rest
     path, _, query = rest.partition(b"?")
     return path, query, authority
+
+
+def _host_part(authority: bytes) -> bytes:
+    """The host of ``host[:port]`` (IPv6 literals keep their brackets)."""
+    if authority.startswith(b"["):
+        return authority[: authority.find(b"]") + 1]
+    return authority.partition(b":")[0]
 
 
 def parse_query(raw: bytes) -> list[tuple[str, str]]:
