@@ -82,6 +82,18 @@ def load_app(spec: str) -> object:
     return obj
 
 
+def _find_os_error(exc: BaseException) -> OSError | None:
+    """The OSError in ``exc`` (trio reports nursery failures as exception groups)."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -112,8 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _install_default_logging(args.log_level.upper())
     try:
         trio.run(serve_until_signalled, server)
-    except OSError as exc:
-        return _fail(f"cannot listen: {exc}")
+    except BaseException as exc:
+        os_error = _find_os_error(exc)
+        if os_error is None:
+            raise
+        return _fail(f"cannot listen: {os_error}")
     except KeyboardInterrupt:  # pragma: no cover - signals are handled inside
         return 130
     logging.getLogger("peregrine_rt.server").info("stopped")

@@ -52,8 +52,8 @@ class Config:
     )
     header_timeout: float = _opt(
         10.0,
-        "Seconds a client has to send a complete request head, from the first byte "
-        "(or from connecting); slowloris clients get 408 and are closed.",
+        "Seconds a client has to send a complete request head, from its first byte "
+        "(from connecting, for the first request); slowloris clients get 408 and are closed.",
     )
     body_timeout: float = _opt(
         30.0, "Seconds the body of a request may stay silent while a handler reads it (408)."

@@ -207,6 +207,7 @@ class HTTPConnection:
     """Serves one connection until it closes (see the module docstring)."""
 
     __slots__ = (
+        "_extra_headers",
         "_linger",
         "_sent_continue",
         "_stream_chunked",
@@ -244,6 +245,9 @@ class HTTPConnection:
         self._sent_continue = False
         self._stream_chunked = False
         self._linger = False
+        self._extra_headers: list[tuple[bytes, bytes]] = (
+            [(b"server", config.server_header.encode("latin-1"))] if config.server_header else []
+        )
 
     # -- the reaper's view ----------------------------------------------------
 
@@ -300,7 +304,7 @@ class HTTPConnection:
         version = request.http_version if request is not None else "1.1"
         data = encode_response(
             status,
-            [(b"content-type", b"text/plain; charset=utf-8")],
+            [(b"content-type", b"text/plain; charset=utf-8"), *self._extra_headers],
             _error_body(status, detail),
             method=request.method if request is not None else "GET",
             version=version,
@@ -320,8 +324,9 @@ class HTTPConnection:
         handle = server.handler_instance.handle
         client = transport.client
         scheme = transport.scheme
-        max_requests = config.max_requests_per_connection
         while True:
+            if server.shutting_down and self.handled:
+                return  # a response ended during shutdown: no next request
             self.waiting = Waiting.HEAD
             self.since = trio.current_time()
             self.request = None
@@ -333,9 +338,12 @@ class HTTPConnection:
                 event = NEED_DATA
                 wait_first = self.handled > 0
             while event is NEED_DATA:
+                had_data = parser.has_pending_data
                 data = await transport.receive_some(wait_first)
                 wait_first = False
                 if data:
+                    if not had_data:  # the head's first byte: header_timeout counts from here
+                        self.since = trio.current_time()
                     parser.feed(data)
                 else:
                     parser.feed_eof()
@@ -352,6 +360,7 @@ class HTTPConnection:
             self.response = response
             self._sent_continue = False
             self.waiting = Waiting.HANDLER
+            self.handled += 1
             try:
                 await handle(request, response)
             except RemoteProtocolError:
@@ -368,30 +377,47 @@ class HTTPConnection:
                 response = Response(self)
                 response.text("500 Internal Server Error\n", status=500)
                 self.response = response
-            self.handled += 1
             if response.started:
                 if not self._stream_chunked:
                     return  # an HTTP/1.0 stream ends by closing
-                keep_alive = request.keep_alive and not response.close_connection
+                keep_alive = not response.close_connection  # decided by start_stream
             else:
-                keep_alive = (
-                    request.keep_alive
-                    and not response.close_connection
-                    and not server.shutting_down
-                    and (max_requests is None or self.handled < max_requests)
-                    and self._body_can_be_drained(request)
-                )
+                keep_alive = self._keep_alive(request, response)
                 status = response.status
-                await transport.send_all(
-                    encode_fixed_response(
+                headers = response.headers.raw
+                if self._extra_headers:
+                    headers = headers + self._extra_headers
+                try:
+                    data = encode_fixed_response(
                         status,
-                        response.headers.raw,
+                        headers,
                         response.body,
                         request.method,
                         request.http_version,
                         keep_alive,
                     )
-                )
+                except LocalProtocolError as exc:
+                    # A handler mistake only the writer can see (a body on a 204,
+                    # status 1000): the client gets a 500, the log says why.
+                    error_log.error(
+                        "handler %s built an invalid response to %s %s: %s",
+                        server.spec.name,
+                        request.method,
+                        request.target.decode("ascii", "replace"),
+                        exc,
+                    )
+                    status = 500
+                    data = encode_response(
+                        500,
+                        [(b"content-type", b"text/plain; charset=utf-8")],
+                        _error_body(500),
+                        method=request.method,
+                        version=request.http_version,
+                        keep_alive=keep_alive,
+                        check=False,
+                    )
+                response.started = True
+                await transport.send_all(data)
                 if config.access_log:
                     self._log_access(request, status, len(response.body))
             remaining = parser.body_remaining
@@ -403,6 +429,17 @@ class HTTPConnection:
             parser.start_next_cycle()
             if self.handled % _CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()
+
+    def _keep_alive(self, request: Request, response: Response) -> bool:
+        """Whether the connection can serve another request after this response."""
+        max_requests = self.server.config.max_requests_per_connection
+        return (
+            request.keep_alive
+            and not response.close_connection
+            and not self.server.shutting_down
+            and (max_requests is None or self.handled < max_requests)
+            and self._body_can_be_drained(request)
+        )
 
     def _body_can_be_drained(self, request: Request) -> bool:
         remaining = self.parser.body_remaining
@@ -477,17 +514,14 @@ class HTTPConnection:
         body_allowed = may_have_body(response.status, request.method)
         chunked = request.http_version == "1.1" and body_allowed
         self._stream_chunked = chunked or not body_allowed
-        keep_alive = (
-            self._stream_chunked
-            and request.keep_alive
-            and not response.close_connection
-            and not self.server.shutting_down
-            and self._body_can_be_drained(request)
-        )
+        keep_alive = self._stream_chunked and self._keep_alive(request, response)
         response.close_connection = not keep_alive
+        headers = response.headers.raw
+        if self._extra_headers:
+            headers = headers + self._extra_headers
         head = encode_response_head(
             response.status,
-            response.headers.raw,
+            headers,
             version=request.http_version,
             keep_alive=keep_alive,
             chunked=chunked,

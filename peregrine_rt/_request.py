@@ -103,7 +103,8 @@ class Request(RequestHead):
             cookies: dict[str, str] = {}
             for header in self.headers.getlist("cookie"):
                 for part in header.split(";"):
-                    name, sep, value = part.strip().partition("=")
+                    name, sep, value = part.partition("=")
+                    name = name.strip()
                     if sep and name and name not in cookies:
                         value = value.strip()
                         if len(value) >= 2 and value[0] == value[-1] == '"':

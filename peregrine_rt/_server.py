@@ -269,6 +269,8 @@ class Server:
     def abort(self) -> None:
         """Stop at once: cancel every connection and the handler's work now."""
         self._request_shutdown()
+        for conn in list(self.connections):  # handle_stream() ones run outside our scope
+            conn.scope.cancel()
         if self._hard_scope is not None:
             self._hard_scope.cancel()
 

@@ -156,6 +156,9 @@ _FAST_METHODS: Final = {
 _FAST_BLOCK: Final = _compile_fast_block(MAX_HEADER_COUNT)
 _NO_TRAILERS: Final = EndOfMessage()
 _TARGET_BYTES: Final = bytes(range(0x21, 0x7F))
+_TCHAR_BYTES: Final = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 # host, close, keep-alive, upgrade, content-length, chunked, 100-continue, headers
 _BlockInfo = tuple[bytes | None, bool, bool, bytes | None, int | None, bool, bool, Headers]
 _HEAD_END_RE: Final = re.compile(rb"\n\r?\n")
@@ -517,7 +520,14 @@ class RequestParser:
         return head
 
     def _check_incomplete_head(self, buf: bytes | bytearray) -> None:
+        # Refuse what cannot become a request as soon as it shows (a TLS
+        # ClientHello on a plain port, random bytes) rather than at a timeout.
+        if buf[0] not in _TCHAR_BYTES and buf != b"\r":
+            raise RemoteProtocolError("this is not an HTTP/1.x request")
         eol = buf.find(b"\n")
+        if 0 <= eol <= self.max_request_line + 1 and self._scan <= eol:
+            line = bytes(buf[:eol])
+            _parse_request_line(line[:-1] if line[-1:] == b"\r" else line)
         if eol < 0:
             if len(buf) > self.max_request_line + 1:
                 raise LimitExceeded("request line too long", 414)

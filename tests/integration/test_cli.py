@@ -1,0 +1,189 @@
+"""The ``peregrine-rt`` command (and ``python -m peregrine_rt``), run as a real process."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from .conftest import PYTHON, REPO, get
+
+CONSOLE_SCRIPT = Path(PYTHON).parent / "peregrine-rt"
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "peregrine_rt", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
+def ask(sock: socket.socket, target: str) -> bytes:
+    """Send a GET with Connection: close and read the whole answer."""
+    sock.settimeout(10)
+    sock.sendall(get(target, "Connection: close"))
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    return data
+
+
+def test_help_lists_the_options() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in (
+        "--host",
+        "--port",
+        "--uds",
+        "--certfile",
+        "--keyfile",
+        "--log-level",
+        "--access-log",
+        "--shutdown-grace",
+        "MODULE:ATTR",
+    ):
+        assert option in result.stdout, option
+    assert result.stdout.startswith("usage: peregrine-rt ")
+
+
+@pytest.fixture
+def bad_app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "badapp.py").write_text(
+        textwrap.dedent(
+            """
+            class SyncHandler:
+                def handle(self, request, response):
+                    pass
+
+            class Fine:
+                async def handle(self, request, response):
+                    response.text("fine")
+            """
+        )
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no_such_module_xyz:App"], "no module named 'no_such_module_xyz'"),
+        (["examples.no_such_sub:App"], "no module named 'examples.no_such_sub'"),
+        (["examples.echo:Nope"], "has no attribute 'Nope'"),
+        (["examples.echo"], "is not of the form MODULE:ATTR"),
+        ([":Echo"], "is not of the form MODULE:ATTR"),
+        (["examples.echo:"], "is not of the form MODULE:ATTR"),
+        (
+            ["badapp:SyncHandler"],
+            "SyncHandler.handle must be async def handle(self, request, response)",
+        ),
+        (["badapp:Fine", "--certfile", "only.pem"], "--certfile and --keyfile go together"),
+        (["badapp:Fine", "--certfile", "no.pem", "--keyfile", "no.pem"], "cannot load the TLS"),
+        (["badapp:Fine", "--shutdown-grace", "0"], "shutdown_grace must be positive"),
+    ],
+    ids=[
+        "missing-module",
+        "missing-submodule",
+        "missing-attribute",
+        "no-colon",
+        "no-module",
+        "no-attribute",
+        "handler-contract",
+        "certfile-alone",
+        "missing-cert",
+        "bad-config",
+    ],
+)
+def test_errors_are_one_line_and_exit_2(args: list[str], message: str, bad_app_dir: Path) -> None:
+    result = run_cli(*args, cwd=bad_app_dir if "badapp" in args[0] else REPO)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("peregrine-rt: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_address_in_use_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("examples.echo:Echo", "--port", str(port))
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("peregrine-rt: error: cannot listen")
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_serves_a_request(spawn: Any) -> None:
+    assert CONSOLE_SCRIPT.exists()
+    server = spawn(
+        "examples.echo:Echo", "--port", "0", "--access-log", command=[str(CONSOLE_SCRIPT)]
+    )
+    assert "serving Echo on http://127.0.0.1:" in server.wait_for_log("serving ")
+    port = server.port
+    response = ask(socket.create_connection(("127.0.0.1", port)), "/cli?x=1")
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.endswith(b"method=GET target=/cli?x=1 body_len=0")
+    server.wait_for_log('"GET /cli?x=1 HTTP/1.1" 200')  # --access-log
+    server.proc.send_signal(signal.SIGINT)
+    returncode, log = server.finish()
+    assert returncode == 0, log
+    assert "Traceback" not in log
+
+
+def test_uds_serves_on_a_unix_socket(spawn: Any, tmp_path: Path) -> None:
+    path = tmp_path / "srv.sock"
+    server = spawn("examples.counter:Counter", "--uds", str(path))
+    line = server.wait_for_log("serving ")
+    assert f"http+unix://{path}" in line
+    for expected in (b"1\n", b"2\n"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            response = ask(sock, "/")
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert response.endswith(expected)
+    server.proc.send_signal(signal.SIGTERM)
+    returncode, log = server.finish()
+    assert returncode == 0, log
+    assert not path.exists()  # the socket file is removed on exit
+
+
+def test_certfile_and_keyfile_serve_https(spawn: Any, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    server = spawn(
+        "examples.echo:Echo", "--port", "0", "--certfile", str(pem), "--keyfile", str(pem)
+    )
+    line = server.wait_for_log("serving ")
+    assert "https://127.0.0.1:" in line
+    port = int(line.rsplit(":", 1)[1])
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(get("/secure", "Connection: close"))
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"method=GET target=/secure body_len=0")
+    server.proc.send_signal(signal.SIGTERM)
+    returncode, log = server.finish()
+    assert returncode == 0, log
