@@ -9,19 +9,28 @@ from ._response import Response, ResponseHeaders
 from ._server import Server, run
 from ._threads import run_sync
 from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
     HandlerError,
+    HandshakeError,
     LimitExceeded,
     LocalProtocolError,
     PeregrineError,
     ProtocolError,
     RemoteProtocolError,
 )
+from .websocket import WebSocket, upgrade
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Config",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "HandlerError",
+    "HandshakeError",
     "Headers",
     "LimitExceeded",
     "LocalProtocolError",
@@ -33,7 +42,9 @@ __all__ = [
     "Response",
     "ResponseHeaders",
     "Server",
+    "WebSocket",
     "__version__",
     "run",
     "run_sync",
+    "upgrade",
 ]

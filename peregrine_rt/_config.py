@@ -81,6 +81,35 @@ class Config:
     thread_pool_size: int = _opt(
         40, "Threads run_sync() may use at once (blocking or CPU-heavy work)."
     )
+    ws_max_message_size: int | None = _opt(
+        1 << 20,
+        "Largest WebSocket message accepted, in bytes (None: no limit); a larger one closes "
+        "the socket with 1009 before it is buffered whole.",
+    )
+    ws_ping_interval: float | None = _opt(
+        20.0,
+        "Seconds of silence after which the server pings a WebSocket (None: no heartbeat).",
+    )
+    ws_ping_timeout: float = _opt(
+        20.0, "Seconds a ping may go unanswered before the socket is closed with 1011."
+    )
+    ws_close_timeout: float = _opt(
+        10.0,
+        "Seconds to wait for the peer's close frame after sending ours, before dropping "
+        "the connection.",
+    )
+    ws_compression: bool = _opt(
+        False,
+        "Negotiate permessage-deflate when a client offers it.  Off by default: it costs "
+        "~64 KiB of zlib state per socket and CPU per message; turn it on for large, "
+        "compressible messages over slow links.",
+    )
+    ws_allowed_origins: tuple[str, ...] | None = _opt(
+        None,
+        "Origins allowed to open WebSockets (e.g. ('https://app.example',)); others get "
+        "403.  None allows any origin; set it for browser apps (cross-site WebSocket "
+        "hijacking).",
+    )
     access_log: bool = _opt(False, "Log every request to the 'peregrine_rt.access' logger.")
     server_header: str | None = _opt(
         None, "Value of a Server response header; None sends none (no fingerprinting)."
@@ -96,6 +125,8 @@ class Config:
             "body_timeout",
             "keep_alive_timeout",
             "shutdown_grace",
+            "ws_ping_timeout",
+            "ws_close_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")

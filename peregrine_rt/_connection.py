@@ -34,10 +34,11 @@ from ._http import (
 )
 from ._request import Request
 from ._response import Response
-from .exceptions import LocalProtocolError, RemoteProtocolError
+from .exceptions import HandshakeError, LocalProtocolError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from ._server import Server
+    from .websocket import WebSocket
 
 __all__ = [
     "Disconnected",
@@ -193,6 +194,7 @@ class Waiting(enum.Enum):
     HEAD = enum.auto()  # waiting for (the rest of) a request head
     BODY = enum.auto()  # a handler waits for request body bytes
     HANDLER = enum.auto()  # the handler runs: no timeout applies
+    WEBSOCKET = enum.auto()  # a WebSocket: its own heartbeat and close timeouts apply
     CLOSING = enum.auto()
 
 
@@ -221,6 +223,7 @@ class HTTPConnection:
         "timeout_reason",
         "transport",
         "waiting",
+        "websocket",
     )
 
     def __init__(self, server: Server, transport: Transport) -> None:
@@ -245,6 +248,7 @@ class HTTPConnection:
         self._sent_continue = False
         self._stream_chunked = False
         self._linger = False
+        self.websocket: WebSocket | None = None
         self._extra_headers: list[tuple[bytes, bytes]] = (
             [(b"server", config.server_header.encode("latin-1"))] if config.server_header else []
         )
@@ -365,7 +369,15 @@ class HTTPConnection:
                 await handle(request, response)
             except RemoteProtocolError:
                 raise  # a bad body, met while the handler read it: answer and close
+            except HandshakeError:
+                pass  # upgrade() refused it and set the response (400/403/426)
             except Exception:
+                if self.websocket is not None:
+                    # After the 101: the socket never opened; close it as an error.
+                    error_log.exception("handler %s raised after upgrade()", server.spec.name)
+                    with trio.move_on_after(config.ws_close_timeout):
+                        await self.websocket.close(1011, "internal error")
+                    return
                 error_log.exception(
                     "handler %s raised on %s %s",
                     server.spec.name,
@@ -377,6 +389,10 @@ class HTTPConnection:
                 response = Response(self)
                 response.text("500 Internal Server Error\n", status=500)
                 self.response = response
+            if self.websocket is not None:
+                self.waiting = Waiting.WEBSOCKET
+                await self.websocket._run(server.handler_instance)
+                return
             if response.started:
                 if not self._stream_chunked:
                     return  # an HTTP/1.0 stream ends by closing

@@ -39,6 +39,8 @@ class HandlerSpec:
     has_startup: bool
     has_shutdown: bool
     has_websocket: bool
+    has_on_open: bool = False
+    has_on_close: bool = False
 
 
 def _expected(method: str) -> str:
@@ -128,4 +130,6 @@ def check_handler(handler: type | object) -> HandlerSpec:
         has_startup=found["startup"],
         has_shutdown=found["shutdown"],
         has_websocket=found["on_message"],
+        has_on_open=found["on_open"],
+        has_on_close=found["on_close"],
     )

@@ -35,6 +35,8 @@ from ._threads import thread_limiter
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .websocket import WebSocket
+
 __all__ = ["Server", "run"]
 
 log = logging.getLogger("peregrine_rt.server")
@@ -73,6 +75,7 @@ class Server:
         self.handler_instance: Any = None
         self.shutting_down = False
         self.connections: set[HTTPConnection] = set()
+        self.websockets: set[WebSocket] = set()
         self.listeners: list[socket.socket] = []
         self._shutdown_requested = trio.Event()
         self._stopped = trio.Event()
@@ -236,6 +239,8 @@ class Server:
                 for conn in list(self.connections):
                     if conn.idle:
                         conn.scope.cancel()
+                for ws in list(self.websockets):
+                    nursery.start_soon(ws.close, 1001, "server shutting down")
                 if self.connections:
                     with trio.move_on_after(config.shutdown_grace):
                         await self._no_connections.wait()
@@ -373,13 +378,25 @@ class Server:
     async def _reaper(self) -> None:
         """Enforce the header, body and keep-alive timeouts of every connection."""
         config = self.config
-        tick = min(config.header_timeout, config.body_timeout, config.keep_alive_timeout) / 4
-        tick = max(0.01, min(tick, 1.0))
+        timeouts = [
+            config.header_timeout,
+            config.body_timeout,
+            config.keep_alive_timeout,
+            config.ws_ping_timeout,
+            config.ws_close_timeout,
+        ]
+        if config.ws_ping_interval is not None:
+            timeouts.append(config.ws_ping_interval)
+        tick = max(0.01, min(min(timeouts) / 4, 1.0))
+        nursery = self._nursery
+        assert nursery is not None
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
             for conn in list(self.connections):
                 conn.check_timeout(now)
+            for ws in list(self.websockets):
+                ws.check_timeout(now, nursery)
 
 
 def _install_default_logging(level: int | str | None) -> None:

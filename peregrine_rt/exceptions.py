@@ -7,7 +7,11 @@
     │   ├── LocalProtocolError     our own misuse (e.g. an invalid response header)
     │   └── RemoteProtocolError    the peer sent something we must refuse
     │       └── LimitExceeded      a configured size limit was crossed (413/414/431)
-    └── HandlerError               a handler class does not meet the handler contract
+    ├── HandlerError               a handler class does not meet the handler contract
+    ├── HandshakeError             a WebSocket upgrade was refused (.status)
+    └── ConnectionClosed           the WebSocket is closed (.code, .reason)
+        ├── ConnectionClosedOK     it closed normally (1000, 1001)
+        └── ConnectionClosedError  it closed on an error (any other code, 1006 if no close frame)
 
 The HTTP parser raises only :class:`RemoteProtocolError` (or its subclass
 :class:`LimitExceeded`) for bad input; any other exception escaping it is a bug.
@@ -16,7 +20,11 @@ The HTTP parser raises only :class:`RemoteProtocolError` (or its subclass
 from __future__ import annotations
 
 __all__ = [
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "HandlerError",
+    "HandshakeError",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
@@ -66,3 +74,45 @@ class HandlerError(PeregrineError):
     Raised when a :class:`~peregrine_rt.Server` is built, never later, with a
     message naming the class, the method and the expected signature.
     """
+
+
+class HandshakeError(PeregrineError):
+    """``upgrade()`` refused a request that is not an acceptable WebSocket handshake.
+
+    The response has been set to the refusal (``status``: 400, 403 or 426) and
+    is sent when ``handle`` returns; no WebSocket callback runs.  Handlers need
+    not catch it.
+    """
+
+    def __init__(self, msg: str, status: int) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+class ConnectionClosed(PeregrineError):
+    """The WebSocket is closed: sending on it is no longer possible.
+
+    Attributes:
+        code: the close code (1006 when the connection dropped without a close frame).
+        reason: the close reason.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with code {code}" + (f" ({reason})" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+    @staticmethod
+    def for_code(code: int, reason: str = "") -> ConnectionClosed:
+        """The subclass that fits ``code``."""
+        if code in (1000, 1001):
+            return ConnectionClosedOK(code, reason)
+        return ConnectionClosedError(code, reason)
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """Closed normally: 1000 (normal closure) or 1001 (going away)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """Closed on an error: a protocol error, a policy, a timeout, or a dropped connection."""

@@ -1,0 +1,455 @@
+"""WebSockets: ``upgrade()`` and the :class:`WebSocket` a handler talks through.
+
+Frames are wsproto's (``wsproto.connection.Connection``); the handshake runs on
+our own parser, and everything around the frames is here: the lifecycle
+(``on_open`` / ``on_message`` / ``on_close``, the last exactly once), message
+size limits, close codes, the heartbeat and close timeouts (enforced by the
+server's reaper task, not by a task per socket), and sending from any task.
+
+Close codes the server uses:
+
+======  ==============================================================
+1000    normal closure (``ws.close()``)
+1001    going away: the server is shutting down
+1002    protocol error in the peer's frames
+1007    invalid UTF-8 in a text message
+1008    policy violation (``ws.close(1008)`` from a handler)
+1009    message over ``Config.ws_max_message_size``
+1011    a callback raised, or the peer did not answer a ping in time
+1006    (reported, never sent) the connection dropped without a close frame
+======  ==============================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.handshake import server_extensions_handshake
+
+from ._connection import Disconnected
+from .exceptions import ConnectionClosed, HandshakeError
+
+if TYPE_CHECKING:
+    from ._connection import HTTPConnection
+    from ._request import Request
+    from ._response import Response
+
+__all__ = ["WebSocket", "upgrade"]
+
+error_log = logging.getLogger("peregrine_rt.error")
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TEXT = b"text/plain; charset=utf-8"
+
+
+_UNSET: Any = object()  # "use the Config value"
+
+
+def _accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def _refuse(response: Response, status: int, message: str, **headers: str) -> HandshakeError:
+    response.status = status
+    response.body = f"{status} {message}\n".encode()
+    response.headers["content-type"] = _TEXT
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return HandshakeError(message, status)
+
+
+async def upgrade(
+    request: Request,
+    response: Response,
+    *,
+    subprotocols: tuple[str, ...] | list[str] = (),
+    compression: bool | None = None,
+    max_message_size: int | None = _UNSET,
+    allowed_origins: tuple[str, ...] | None = _UNSET,
+) -> WebSocket:
+    """Answer ``101 Switching Protocols`` and turn this connection into a WebSocket.
+
+    Call it from ``handle``.  When ``handle`` returns, the server calls the
+    handler's ``on_open(ws)``, then ``on_message(ws, message)`` for each message,
+    in order, then ``on_close(ws, code, reason)`` once.  Code after
+    ``await upgrade(...)`` in ``handle`` may prepare ``ws.state``.
+
+    Args:
+        subprotocols: the subprotocols this endpoint speaks, in order of
+            preference; the first one the client offers is chosen
+            (``ws.subprotocol``, ``None`` if there is no match).
+        compression: negotiate permessage-deflate (default: ``Config.ws_compression``).
+        max_message_size: overrides ``Config.ws_max_message_size`` for this socket.
+        allowed_origins: overrides ``Config.ws_allowed_origins`` for this socket.
+
+    Raises:
+        HandshakeError: not an acceptable handshake; the response is already set
+            to the refusal (400, 403 or 426) and is sent when ``handle`` returns.
+    """
+    conn = request._conn
+    config = conn.server.config
+    if not conn.server.spec.has_websocket:
+        raise RuntimeError(
+            f"{conn.server.spec.name} calls upgrade() but has no on_message: "
+            "define async def on_message(self, ws, message)"
+        )
+    headers = request.headers
+    if request.method != "GET" or request.http_version != "1.1":
+        raise _refuse(response, 400, "a WebSocket handshake is a GET over HTTP/1.1")
+    upgrade_to = (request.upgrade or b"").lower()
+    if b"websocket" not in [t.strip() for t in upgrade_to.split(b",")]:
+        raise _refuse(response, 426, "Upgrade Required", upgrade="websocket")
+    if (headers.get("sec-websocket-version") or "").strip() != "13":
+        raise _refuse(response, 426, "unsupported WebSocket version", sec_websocket_version="13")
+    key = (headers.get("sec-websocket-key") or "").strip().encode("latin-1")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError("length")
+    except (binascii.Error, ValueError):
+        raise _refuse(response, 400, "invalid Sec-WebSocket-Key") from None
+    if request.has_body:
+        raise _refuse(response, 400, "a WebSocket handshake has no body")
+    origins = config.ws_allowed_origins if allowed_origins is _UNSET else allowed_origins
+    if origins is not None and headers.get("origin") not in origins:
+        raise _refuse(response, 403, "origin not allowed")
+
+    chosen: str | None = None
+    if subprotocols:
+        offered = [
+            p.strip() for h in headers.getlist("sec-websocket-protocol") for p in h.split(",")
+        ]
+        chosen = next((p for p in subprotocols if p in offered), None)
+    extensions: list[PerMessageDeflate] = []
+    accepted_extensions: bytes | None = None
+    if config.ws_compression if compression is None else compression:
+        offers = [
+            o.strip() for h in headers.getlist("sec-websocket-extensions") for o in h.split(",")
+        ]
+        deflate = PerMessageDeflate()
+        accepted_extensions = server_extensions_handshake(offers, [deflate])
+        if accepted_extensions is not None:
+            extensions.append(deflate)
+
+    parts = [
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-accept: ",
+        _accept_key(key),
+        b"\r\n",
+    ]
+    if chosen is not None:
+        parts += (b"sec-websocket-protocol: ", chosen.encode("latin-1"), b"\r\n")
+    if accepted_extensions is not None:
+        parts += (b"sec-websocket-extensions: ", accepted_extensions, b"\r\n")
+    for name, value in response.headers.raw:  # e.g. set-cookie from the handler
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    response.status = 101
+    response.started = True
+    limit = config.ws_max_message_size if max_message_size is _UNSET else max_message_size
+    ws = WebSocket(
+        conn,
+        request,
+        WSConnection(
+            ConnectionType.SERVER,
+            extensions=list(extensions),
+            trailing_data=conn.parser.trailing_data,
+        ),
+        chosen,
+        limit,
+    )
+    conn.websocket = ws
+    await conn.transport.send_all(b"".join(parts))
+    return ws
+
+
+class WebSocket:
+    """One WebSocket connection, as the handler's callbacks receive it.
+
+    Attributes:
+        request: the upgrade request (path, query, headers, cookies…).
+        subprotocol: the negotiated subprotocol, or ``None``.
+        state: a dict for per-connection data (user id, rooms…).
+        latency: the round trip of the last answered ping, in seconds (``None`` before).
+        close_code, close_reason: how it closed (``None`` while open).
+
+    Sending works from any task (the handler's callbacks, a broadcast): sends
+    are serialised, each message leaves whole, and ``send`` waits while the
+    peer reads slowly (backpressure).  Once closed, ``send`` raises
+    :class:`~peregrine_rt.ConnectionClosed` with the code and reason.
+    """
+
+    __slots__ = (
+        "_close_deadline",
+        "_conn",
+        "_max_size",
+        "_ping_sent_at",
+        "_pong_waiters",
+        "_send_lock",
+        "_ws",
+        "close_code",
+        "close_reason",
+        "last_seen",
+        "latency",
+        "request",
+        "state",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        conn: HTTPConnection,
+        request: Request,
+        ws: WSConnection,
+        subprotocol: str | None,
+        max_size: int | None,
+    ) -> None:
+        self._conn = conn
+        self._ws = ws
+        self.request = request
+        self.subprotocol = subprotocol
+        self.state: dict[str, Any] = {}
+        self.latency: float | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._max_size = max_size
+        self._send_lock = trio.StrictFIFOLock()
+        self._pong_waiters: dict[bytes, trio.Event] = {}
+        self._ping_sent_at: float | None = None  # the heartbeat's outstanding ping
+        self._close_deadline: float | None = None
+        self.last_seen = trio.current_time()
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)`` (``None`` for Unix sockets and memory streams)."""
+        return self.request.client
+
+    @property
+    def closed(self) -> bool:
+        """Whether the close handshake started (no more sending)."""
+        return self.close_code is not None or self._ws.state is not ConnectionState.OPEN
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed.for_code(self.close_code or 1006, self.close_reason or "")
+
+    async def _send_bytes(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                await self._conn.transport.send_all(data)
+            except Disconnected:
+                if self.close_code is None:
+                    self.close_code, self.close_reason = 1006, "connection lost"
+                raise self._closed_error() from None
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message: ``str`` as a text message, ``bytes`` as a binary one.
+
+        Raises:
+            ConnectionClosed: the socket is closed or closing (``.code``, ``.reason``).
+        """
+        if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
+            raise self._closed_error()
+        event: Message[Any] = (
+            TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+        )
+        await self._send_bytes(self._ws.send(event))
+
+    async def ping(self, payload: bytes | None = None) -> float:
+        """Send a ping and wait for its pong; return the round trip in seconds."""
+        if self._ws.state is not ConnectionState.OPEN:
+            raise self._closed_error()
+        if payload is None:
+            payload = trio.current_time().hex().encode()[-8:] + bytes([len(self._pong_waiters)])
+        event = self._pong_waiters[payload] = trio.Event()
+        start = trio.current_time()
+        await self._send_bytes(self._ws.send(Ping(payload=payload)))
+        await event.wait()
+        if self.close_code is not None and payload in self._pong_waiters:
+            raise self._closed_error()
+        self.latency = trio.current_time() - start
+        return self.latency
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake (idempotent).
+
+        The peer's close frame is awaited by the connection for up to
+        ``Config.ws_close_timeout`` seconds; ``on_close`` then runs.
+        """
+        if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            return
+        data = self._ws.send(CloseConnection(code=code, reason=reason))
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self._close_deadline = trio.current_time() + self._conn.server.config.ws_close_timeout
+        try:
+            await self._send_bytes(data)
+        except ConnectionClosed:
+            pass
+
+    # -- driven by the connection ------------------------------------------------
+
+    async def _run(self, handler: Any) -> None:
+        """Run the socket's life: on_open, messages, on_close exactly once."""
+        server = self._conn.server
+        spec = server.spec
+        server.websockets.add(self)
+        try:
+            try:
+                if spec.has_on_open:
+                    await handler.on_open(self)
+                await self._receive_loop(handler)
+            except ConnectionClosed:
+                pass
+            except Exception:
+                error_log.exception("%s: a WebSocket callback raised", spec.name)
+                with trio.move_on_after(server.config.ws_close_timeout):
+                    await self.close(1011, "internal error")
+            finally:
+                if self._conn.timeout_reason == "ws-ping":
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        data = self._ws.send(CloseConnection(code=1011, reason="ping timeout"))
+                        try:
+                            await self._send_bytes(data)
+                        except ConnectionClosed:
+                            pass
+                if self.close_code is None:
+                    self.close_code, self.close_reason = 1006, "connection lost"
+                self._release_waiters()
+        finally:
+            server.websockets.discard(self)
+            if spec.has_on_close:
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(server.config.shutdown_grace),
+                ):
+                    try:
+                        await handler.on_close(self, self.close_code, self.close_reason or "")
+                    except Exception:
+                        error_log.exception("%s.on_close raised", spec.name)
+
+    def _release_waiters(self) -> None:
+        for event in self._pong_waiters.values():
+            event.set()
+
+    async def _receive_loop(self, handler: Any) -> None:
+        ws = self._ws
+        transport = self._conn.transport
+        on_message = handler.on_message
+        max_size = self._max_size
+        parts: list[Any] = []
+        size = 0
+        # Bytes that arrived with the upgrade request are already in ws.
+        while True:
+            for event in ws.events():
+                self.last_seen = trio.current_time()
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    data = event.data
+                    # Bytes, not characters (isascii() is O(1) on str).
+                    size += (
+                        len(data) if type(data) is not str or data.isascii() else len(data.encode())
+                    )
+                    if max_size is not None and size > max_size:
+                        await self.close(1009, f"message over {max_size} bytes")
+                        parts.clear()
+                        size = 0
+                        continue
+                    if self.close_code is not None:
+                        continue  # closing: drop messages still arriving
+                    if not event.message_finished:
+                        parts.append(event.data)
+                        continue
+                    if parts:
+                        parts.append(event.data)
+                        message: str | bytes = (
+                            "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+                        )
+                        parts.clear()
+                    else:
+                        message = bytes(data) if isinstance(data, bytearray) else data
+                    size = 0
+                    await on_message(self, message)
+                elif isinstance(event, Ping):
+                    if ws.state is ConnectionState.OPEN:
+                        await self._send_bytes(ws.send(event.response()))
+                elif isinstance(event, Pong):
+                    waiter = self._pong_waiters.pop(bytes(event.payload), None)
+                    if waiter is not None:
+                        waiter.set()
+                    if self._ping_sent_at is not None:
+                        self.latency = trio.current_time() - self._ping_sent_at
+                        self._ping_sent_at = None
+                elif isinstance(event, CloseConnection):
+                    if ws.state is ConnectionState.REMOTE_CLOSING:
+                        # The peer started it (or the frames were invalid: wsproto
+                        # reports that as a close with 1002/1007): answer, then end.
+                        if self.close_code is None:
+                            self.close_code, self.close_reason = event.code, event.reason or ""
+                        try:
+                            await self._send_bytes(ws.send(event.response()))
+                        except ConnectionClosed:
+                            pass
+                        return
+                    if ws.state is ConnectionState.OPEN:
+                        # A parse failure: wsproto yields the close to send.
+                        await self.close(event.code, event.reason or "")
+                        continue
+                    return  # our close was answered
+            if ws.state is ConnectionState.CLOSED:
+                return
+            try:
+                received = await transport.receive_some()
+            except Disconnected:
+                return
+            if not received:
+                return
+            ws.receive_data(received)
+
+    # -- the reaper's view --------------------------------------------------------
+
+    def check_timeout(self, now: float, nursery: trio.Nursery) -> None:
+        """Heartbeat and close timeout (called by the server's reaper)."""
+        config = self._conn.server.config
+        deadline = self._close_deadline
+        if deadline is not None:
+            if now > deadline:
+                self._conn.timeout_reason = "ws-close"
+                self._conn.scope.cancel()
+            return
+        sent = self._ping_sent_at
+        if sent is not None:
+            if now - sent > config.ws_ping_timeout:
+                self.close_code, self.close_reason = 1011, "ping timeout"
+                self._conn.timeout_reason = "ws-ping"
+                self._conn.scope.cancel()
+            return
+        interval = config.ws_ping_interval
+        if interval is not None and now - self.last_seen >= interval:
+            self._ping_sent_at = now
+            nursery.start_soon(self._heartbeat_ping)
+
+    async def _heartbeat_ping(self) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            return
+        try:
+            await self._send_bytes(self._ws.send(Ping(payload=b"peregrine-hb")))
+        except ConnectionClosed:
+            pass
+
+    def __repr__(self) -> str:
+        status = "open" if self.close_code is None else f"closed {self.close_code}"
+        return f"<WebSocket {self.request.path} {status}>"
