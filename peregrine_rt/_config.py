@@ -100,9 +100,9 @@ class Config:
     )
     ws_compression: bool = _opt(
         False,
-        "Negotiate permessage-deflate when a client offers it.  Off by default: it costs "
-        "~64 KiB of zlib state per socket and CPU per message; turn it on for large, "
-        "compressible messages over slow links.",
+        "Negotiate permessage-deflate when a client offers it.  Off by default: each "
+        "socket then keeps zlib state (tens to hundreds of KiB) and pays CPU per message; "
+        "turn it on for large, compressible messages over slow links.",
     )
     ws_allowed_origins: tuple[str, ...] | None = _opt(
         None,

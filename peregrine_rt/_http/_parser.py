@@ -479,7 +479,7 @@ class RequestParser:
             upgrade_to,
             None if clen is None else int(clen),
             tenc is not None,
-            expect is not None and expect.rstrip(b" \t") == b"100-continue",
+            expect is not None and _expects_continue(expect),
             Headers(block=block),
         )
 
@@ -600,7 +600,7 @@ class RequestParser:
             if state is _State.CHUNK_SIZE:
                 eol = buf.find(b"\r\n")
                 if eol < 0:
-                    if len(buf) > MAX_CHUNK_LINE:
+                    if len(buf) > MAX_CHUNK_LINE + 1:  # + the CR of the line end
                         raise RemoteProtocolError("chunk-size line too long")
                     if b"\n" in buf:
                         raise RemoteProtocolError("chunk-size line must end with CRLF")
@@ -645,7 +645,7 @@ class RequestParser:
             buf = self._buf
             eol = buf.find(b"\n")
             if eol < 0:
-                if len(buf) > self.max_header_line:
+                if len(buf) > self.max_header_line + 1:  # + the CR of the line end
                     raise LimitExceeded("trailer line too long", 431)
                 if self.their_eof:
                     raise RemoteProtocolError("connection closed in the chunked trailer")
@@ -705,6 +705,13 @@ def _parse_field_line(line: bytes) -> tuple[bytes, bytes]:
     if not field_value_re.fullmatch(value):
         raise RemoteProtocolError(f"invalid bytes in the value of {m.group('name')[:100]!r}")
     return m.group("name"), value
+
+
+def _expects_continue(value: bytes) -> bool:
+    """Whether an (already lower-cased) Expect value lists 100-continue (RFC 9110 §10.1.1)."""
+    if value.rstrip(b" \t") == b"100-continue":
+        return True
+    return b"100-continue" in [v.strip(b" \t") for v in value.split(b",")]
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -783,7 +790,7 @@ def _interpret_head(
     upgrade = (
         b", ".join(upgrades) if upgrades and b"upgrade" in connection and version == "1.1" else None
     )
-    expect_continue = version == "1.1" and b"100-continue" in expect
+    expect_continue = version == "1.1" and any(_expects_continue(v) for v in expect)
 
     return head_class(
         method,
