@@ -35,7 +35,7 @@ bench-parser: $(STAMP)
 	$(BIN)/python bench/parser.py
 
 bench-http: $(STAMP)
-	$(BIN)/python bench/http.py
+	bench/http.sh
 
 docs-config: $(STAMP)
 	$(BIN)/python docs/_tools/gen_config.py
