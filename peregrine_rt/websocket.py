@@ -405,9 +405,11 @@ class WebSocket:
                             pass
                         return
                     if ws.state is ConnectionState.OPEN:
-                        # A parse failure: wsproto yields the close to send.
+                        # The peer's frames were invalid (wsproto reports the close
+                        # code to send): "fail the connection" (RFC 6455 §7.1.7):
+                        # send the close frame and drop TCP without waiting.
                         await self.close(event.code, event.reason or "")
-                        continue
+                        return
                     return  # our close was answered
             if ws.state is ConnectionState.CLOSED:
                 return
