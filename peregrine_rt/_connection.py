@@ -69,6 +69,7 @@ class Transport(Protocol):
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
     async def aclose(self, linger: bool = False) -> None: ...
+    async def abort(self) -> None: ...
 
 
 class SocketTransport:
@@ -95,7 +96,10 @@ class SocketTransport:
             try:
                 return sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError as exc:
+                    raise Disconnected(str(exc)) from exc
             except OSError as exc:
                 raise Disconnected(str(exc)) from exc
 
@@ -111,7 +115,10 @@ class SocketTransport:
             return
         view = memoryview(data)[sent:]
         while view:
-            await trio.lowlevel.wait_writable(sock)
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except trio.ClosedResourceError as exc:
+                raise Disconnected(str(exc)) from exc
             try:
                 view = view[sock.send(view) :]
             except BlockingIOError:
@@ -152,6 +159,12 @@ class SocketTransport:
         trio.lowlevel.notify_closing(sock)
         sock.close()
 
+    async def abort(self) -> None:
+        """Close at once (a task blocked on the socket gets Disconnected)."""
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
 
 class StreamTransport:
     """Any trio ``Stream``: TLS over TCP, or a memory stream in tests."""
@@ -185,6 +198,9 @@ class StreamTransport:
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
+        await trio.aclose_forcefully(self.stream)
+
+    async def abort(self) -> None:
         await trio.aclose_forcefully(self.stream)
 
 

@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -44,6 +45,8 @@ from wsproto.handshake import server_extensions_handshake
 
 from ._connection import Disconnected
 from .exceptions import ConnectionClosed, HandshakeError
+
+_SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
@@ -195,11 +198,15 @@ class WebSocket:
     """
 
     __slots__ = (
+        "_backlog",
+        "_broken",
         "_close_deadline",
         "_conn",
         "_max_size",
+        "_ping_counter",
         "_ping_sent_at",
         "_pong_waiters",
+        "_reader",
         "_send_lock",
         "_ws",
         "close_code",
@@ -233,6 +240,10 @@ class WebSocket:
         self._ping_sent_at: float | None = None  # the heartbeat's outstanding ping
         self._close_deadline: float | None = None
         self.last_seen = trio.current_time()
+        self._backlog: deque[Any] = deque()  # events read but not handled yet
+        self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
+        self._ping_counter = 0
+        self._broken = False  # a send was interrupted mid-frame: the stream is unusable
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -249,12 +260,24 @@ class WebSocket:
 
     async def _send_bytes(self, data: bytes) -> None:
         async with self._send_lock:
+            if self._broken:
+                raise self._closed_error()
             try:
                 await self._conn.transport.send_all(data)
             except Disconnected:
                 if self.close_code is None:
                     self.close_code, self.close_reason = 1006, "connection lost"
                 raise self._closed_error() from None
+            except BaseException:
+                # Interrupted (cancelled) part-way through a frame: whatever
+                # follows would be read as the rest of it.  The stream cannot be
+                # framed any more, so the connection is dropped (1006).
+                self._broken = True
+                if self.close_code is None:
+                    self.close_code, self.close_reason = 1006, "a send was interrupted"
+                with trio.CancelScope(shield=True):
+                    await self._conn.transport.abort()
+                raise
 
     async def send(self, message: str | bytes) -> None:
         """Send one message: ``str`` as a text message, ``bytes`` as a binary one.
@@ -270,26 +293,79 @@ class WebSocket:
         await self._send_bytes(self._ws.send(event))
 
     async def ping(self, payload: bytes | None = None) -> float:
-        """Send a ping and wait for its pong; return the round trip in seconds."""
-        if self._ws.state is not ConnectionState.OPEN:
+        """Send a ping and wait for its pong; return the round trip in seconds.
+
+        Works from any task, the socket's own callbacks included (messages that
+        arrive meanwhile are kept, in order, for ``on_message``).
+        """
+        if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
             raise self._closed_error()
         if payload is None:
-            payload = trio.current_time().hex().encode()[-8:] + bytes([len(self._pong_waiters)])
+            self._ping_counter += 1
+            payload = b"peregrine-%d" % self._ping_counter
+        elif payload in self._pong_waiters:
+            raise ValueError(f"a ping with payload {payload!r} is already waiting for its pong")
         event = self._pong_waiters[payload] = trio.Event()
         start = trio.current_time()
-        await self._send_bytes(self._ws.send(Ping(payload=payload)))
-        await event.wait()
-        if self.close_code is not None and payload in self._pong_waiters:
+        try:
+            await self._send_bytes(self._ws.send(Ping(payload=payload)))
+            if trio.lowlevel.current_task() is self._reader:
+                await self._read_until(event)  # inside a callback: nobody else reads
+            else:
+                await event.wait()
+        finally:
+            unanswered = self._pong_waiters.pop(payload, None) is not None
+        if unanswered:
             raise self._closed_error()
         self.latency = trio.current_time() - start
         return self.latency
+
+    async def _read_until(self, event: trio.Event) -> None:
+        """Read frames until ``event`` is set, keeping other events for the receive loop."""
+        ws = self._ws
+        while not event.is_set():
+            try:
+                received = await self._conn.transport.receive_some()
+            except Disconnected:
+                received = b""
+            if not received:
+                if self.close_code is None:
+                    self.close_code, self.close_reason = 1006, "connection lost"
+                return
+            ws.receive_data(received)
+            for ev in ws.events():
+                self.last_seen = trio.current_time()
+                if isinstance(ev, Pong):
+                    self._handle_pong(ev)
+                elif isinstance(ev, Ping):
+                    if ws.state is ConnectionState.OPEN:
+                        await self._send_bytes(ws.send(ev.response()))
+                else:
+                    self._backlog.append(ev)
+                    if isinstance(ev, CloseConnection):
+                        return  # no pong will come; the receive loop answers the close
+
+    def _handle_pong(self, event: Pong) -> None:
+        waiter = self._pong_waiters.get(bytes(event.payload))
+        if waiter is not None:
+            del self._pong_waiters[bytes(event.payload)]
+            waiter.set()
+        if self._ping_sent_at is not None:
+            self.latency = trio.current_time() - self._ping_sent_at
+            self._ping_sent_at = None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake (idempotent).
 
         The peer's close frame is awaited by the connection for up to
         ``Config.ws_close_timeout`` seconds; ``on_close`` then runs.
+
+        Raises:
+            ValueError: ``code`` may not be sent (RFC 6455 §7.4: use 1000-1003,
+                1007-1014, or 3000-4999).
         """
+        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code} cannot be sent (RFC 6455 §7.4)")
         if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             return
         data = self._ws.send(CloseConnection(code=code, reason=reason))
@@ -343,7 +419,7 @@ class WebSocket:
                         error_log.exception("%s.on_close raised", spec.name)
 
     def _release_waiters(self) -> None:
-        for event in self._pong_waiters.values():
+        for event in list(self._pong_waiters.values()):
             event.set()
 
     async def _receive_loop(self, handler: Any) -> None:
@@ -353,16 +429,35 @@ class WebSocket:
         max_size = self._max_size
         parts: list[Any] = []
         size = 0
-        # Bytes that arrived with the upgrade request are already in ws.
+        backlog = self._backlog
+        self._reader = trio.lowlevel.current_task()
+        # Bytes that arrived with the upgrade request are already in ws.  Events
+        # are taken into the backlog before any callback runs, so that ping()
+        # called from a callback can read on while they wait their turn.
         while True:
-            for event in ws.events():
+            if not backlog:
+                backlog.extend(ws.events())
+                if not backlog:
+                    if ws.state is ConnectionState.CLOSED:
+                        return
+                    try:
+                        received = await transport.receive_some()
+                    except Disconnected:
+                        return
+                    if not received:
+                        return
+                    ws.receive_data(received)
+                    continue
+            while backlog:
+                event = backlog.popleft()
                 self.last_seen = trio.current_time()
                 if isinstance(event, (TextMessage, BytesMessage)):
                     data = event.data
                     # Bytes, not characters (isascii() is O(1) on str).
-                    size += (
-                        len(data) if type(data) is not str or data.isascii() else len(data.encode())
-                    )
+                    if type(data) is str and not data.isascii():
+                        size += len(data.encode())
+                    else:
+                        size += len(data)
                     if max_size is not None and size > max_size:
                         await self.close(1009, f"message over {max_size} bytes")
                         parts.clear()
@@ -387,12 +482,7 @@ class WebSocket:
                     if ws.state is ConnectionState.OPEN:
                         await self._send_bytes(ws.send(event.response()))
                 elif isinstance(event, Pong):
-                    waiter = self._pong_waiters.pop(bytes(event.payload), None)
-                    if waiter is not None:
-                        waiter.set()
-                    if self._ping_sent_at is not None:
-                        self.latency = trio.current_time() - self._ping_sent_at
-                        self._ping_sent_at = None
+                    self._handle_pong(event)
                 elif isinstance(event, CloseConnection):
                     if ws.state is ConnectionState.REMOTE_CLOSING:
                         # The peer started it (or the frames were invalid: wsproto
@@ -411,15 +501,6 @@ class WebSocket:
                         await self.close(event.code, event.reason or "")
                         return
                     return  # our close was answered
-            if ws.state is ConnectionState.CLOSED:
-                return
-            try:
-                received = await transport.receive_some()
-            except Disconnected:
-                return
-            if not received:
-                return
-            ws.receive_data(received)
 
     # -- the reaper's view --------------------------------------------------------
 
@@ -449,7 +530,7 @@ class WebSocket:
             return
         try:
             await self._send_bytes(self._ws.send(Ping(payload=b"peregrine-hb")))
-        except ConnectionClosed:
+        except Exception:  # the socket is going away; its own task reports how
             pass
 
     def __repr__(self) -> str:
