@@ -44,6 +44,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
 from ._connection import Disconnected
+from ._frames import encode_frame, parse_simple_frames
 from .exceptions import ConnectionClosed, HandshakeError
 
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
@@ -202,6 +203,7 @@ class WebSocket:
         "_broken",
         "_close_deadline",
         "_conn",
+        "_fast",
         "_max_size",
         "_ping_counter",
         "_ping_sent_at",
@@ -244,6 +246,9 @@ class WebSocket:
         self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
         self._ping_counter = 0
         self._broken = False  # a send was interrupted mid-frame: the stream is unusable
+        # The common-frame fast path (peregrine_rt._frames) needs frames as
+        # RFC 6455 writes them with no extension in between.
+        self._fast = not ws._proto.extensions
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -259,7 +264,14 @@ class WebSocket:
         return ConnectionClosed.for_code(self.close_code or 1006, self.close_reason or "")
 
     async def _send_bytes(self, data: bytes) -> None:
-        async with self._send_lock:
+        lock = self._send_lock
+        # Uncontended (the common case), take the lock without the scheduling
+        # round trip that ``await lock.acquire()`` always makes.
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._broken:
                 raise self._closed_error()
             try:
@@ -278,6 +290,8 @@ class WebSocket:
                 with trio.CancelScope(shield=True):
                     await self._conn.transport.abort()
                 raise
+        finally:
+            lock.release()
 
     async def send(self, message: str | bytes) -> None:
         """Send one message: ``str`` as a text message, ``bytes`` as a binary one.
@@ -287,10 +301,29 @@ class WebSocket:
         """
         if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
             raise self._closed_error()
+        if self._fast:  # no extension: the frame is the same bytes wsproto would write
+            await self._send_bytes(encode_frame(message))
+            return
         event: Message[Any] = (
             TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         )
         await self._send_bytes(self._ws.send(event))
+
+    def _wsproto_idle(self) -> bool:
+        """Whether wsproto sits between frames with nothing buffered (fast path allowed)."""
+        ws = self._ws
+        try:
+            proto = ws._proto
+            decoder = proto._frame_decoder
+            return (
+                not ws._events
+                and decoder.header is None
+                and not len(decoder.buffer)
+                and proto._message_decoder.opcode is None
+            )
+        except AttributeError:  # pragma: no cover - another wsproto: no fast path
+            self._fast = False
+            return False
 
     async def ping(self, payload: bytes | None = None) -> float:
         """Send a ping and wait for its pong; return the round trip in seconds.
@@ -431,6 +464,7 @@ class WebSocket:
         size = 0
         backlog = self._backlog
         self._reader = trio.lowlevel.current_task()
+        wait_first = False
         # Bytes that arrived with the upgrade request are already in ws.  Events
         # are taken into the backlog before any callback runs, so that ping()
         # called from a callback can read on while they wait their turn.
@@ -441,15 +475,29 @@ class WebSocket:
                     if ws.state is ConnectionState.CLOSED:
                         return
                     try:
-                        received = await transport.receive_some()
+                        # Everything read has been handled (and most likely
+                        # answered): wait for the socket before trying recv().
+                        received = await transport.receive_some(wait_first)
                     except Disconnected:
                         return
+                    wait_first = True
                     if not received:
                         return
-                    ws.receive_data(received)
+                    self.last_seen = trio.current_time()
+                    if self._fast and ws.state is ConnectionState.OPEN and self._wsproto_idle():
+                        messages, offset = parse_simple_frames(received, max_size)
+                        backlog.extend(messages)
+                        if offset < len(received):
+                            ws.receive_data(received[offset:])
+                    else:
+                        ws.receive_data(received)
                     continue
             while backlog:
                 event = backlog.popleft()
+                if type(event) is str or type(event) is bytes:  # from the fast path
+                    if self.close_code is None:
+                        await on_message(self, event)
+                    continue
                 self.last_seen = trio.current_time()
                 if isinstance(event, (TextMessage, BytesMessage)):
                     data = event.data
