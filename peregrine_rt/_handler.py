@@ -10,7 +10,9 @@ shows up when the server is built, not on the first request.
 
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +74,22 @@ def _accepts(func: Any, nargs: int) -> bool:
     return not keyword_required and len(required) <= nargs <= len(positional)
 
 
+def _calls_upgrade(func: Any) -> bool:
+    """Whether the source of ``func`` calls something named ``upgrade`` (best effort)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(func))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return False  # no source (e.g. built at run time): the request-time check remains
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            target = node.func
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if name == "upgrade":
+                return True
+    return False
+
+
 def check_handler(handler: type | object) -> HandlerSpec:
     """Check ``handler`` (a class, or an instance of one) against the contract.
 
@@ -119,6 +137,11 @@ def check_handler(handler: type | object) -> HandlerSpec:
             raise HandlerError(f"{name}.{method} must be {_expected(method)}; it is {actual}")
         found[method] = True
     ws = [m for m in _WS_CALLBACKS if found[m]]
+    if not found["on_message"] and _calls_upgrade(cls.handle):
+        raise HandlerError(
+            f"{name}.handle calls upgrade() but {name} has no on_message: a handler that "
+            f"accepts WebSockets needs {_expected('on_message')}"
+        )
     if ws and not found["on_message"]:
         raise HandlerError(
             f"{name} defines {', '.join(ws)} but not on_message: a handler that accepts "

@@ -675,11 +675,29 @@ def test_on_open_without_on_message_is_refused_at_server() -> None:
     assert "async def on_message(self, ws, message)" in message
 
 
-async def test_upgrade_without_on_message_fails_at_request_time(
+def test_upgrade_without_on_message_fails_when_the_server_is_built() -> None:
+    with pytest.raises(pr.HandlerError, match=r"calls upgrade\(\) but .* has no on_message"):
+        pr.Server(UpgradeWithoutCallbacks)
+
+
+def _sourceless_upgrade_handler() -> type:
+    """A handler whose source cannot be read (built with exec): only a request shows it."""
+    namespace: dict[str, Any] = {"pr": pr}
+    exec(  # deliberately sourceless
+        "class Sourceless:\n"
+        "    async def handle(self, request, response):\n"
+        "        await pr.upgrade(request, response)\n",
+        namespace,
+    )
+    cls: type = namespace["Sourceless"]
+    return cls
+
+
+async def test_upgrade_without_on_message_fails_at_request_time_when_unseen(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="peregrine_rt.error")
-    async with open_server(UpgradeWithoutCallbacks) as h:
+    async with open_server(_sourceless_upgrade_handler()) as h:
         response = await exchange(await h.connect(), handshake())
         assert response.status == 500
         assert response.header("sec-websocket-accept") is None

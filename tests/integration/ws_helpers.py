@@ -228,7 +228,10 @@ class WSClient:
                 if isinstance(event, Ping):
                     self.pings.append(bytes(event.payload))
                     if self.auto_pong and self.conn.state is ConnectionState.OPEN:
-                        await self.stream.send_all(self.conn.send(event.response()))
+                        # Shielded: a ping taken from wsproto must be answered even
+                        # if a timeout around receive() fires right here.
+                        with trio.CancelScope(shield=True):
+                            await self.stream.send_all(self.conn.send(event.response()))
                 elif isinstance(event, Pong):
                     self.pongs.append(bytes(event.payload))
                 elif isinstance(event, (TextMessage, BytesMessage)):
