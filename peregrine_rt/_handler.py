@@ -114,6 +114,7 @@ def check_handler(handler: type | object) -> HandlerSpec:
                 "instance instead if it needs arguments"
             )
     found: dict[str, bool] = {}
+    funcs: dict[str, Any] = {}
     for method, (params, required) in _CONTRACT.items():
         attr = inspect.getattr_static(cls, method, None)
         if attr is None:
@@ -136,8 +137,9 @@ def check_handler(handler: type | object) -> HandlerSpec:
                 actual = method
             raise HandlerError(f"{name}.{method} must be {_expected(method)}; it is {actual}")
         found[method] = True
+        funcs[method] = func
     ws = [m for m in _WS_CALLBACKS if found[m]]
-    if not found["on_message"] and _calls_upgrade(cls.handle):
+    if not found["on_message"] and _calls_upgrade(funcs["handle"]):
         raise HandlerError(
             f"{name}.handle calls upgrade() but {name} has no on_message: a handler that "
             f"accepts WebSockets needs {_expected('on_message')}"
