@@ -14,6 +14,7 @@ import pytest
 import peregrine_rt
 import peregrine_rt._http
 import peregrine_rt.exceptions
+import peregrine_rt.testing
 
 HTTP_DIR = Path(peregrine_rt._http.__file__).parent
 HTTP_MODULES = sorted(HTTP_DIR.glob("*.py"))
@@ -21,7 +22,7 @@ HTTP_MODULES = sorted(HTTP_DIR.glob("*.py"))
 
 @pytest.mark.parametrize(
     "module",
-    [peregrine_rt, peregrine_rt._http, peregrine_rt.exceptions],
+    [peregrine_rt, peregrine_rt._http, peregrine_rt.exceptions, peregrine_rt.testing],
     ids=lambda m: m.__name__,
 )
 def test_all_names_exist(module: ModuleType) -> None:
@@ -62,7 +63,7 @@ def test_isort_style_key() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    [peregrine_rt, peregrine_rt._http, peregrine_rt.exceptions],
+    [peregrine_rt, peregrine_rt._http, peregrine_rt.exceptions, peregrine_rt.testing],
     ids=lambda m: m.__name__,
 )
 def test_all_is_sorted_and_unique(module: ModuleType) -> None:

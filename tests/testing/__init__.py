@@ -1,0 +1,1 @@
+"""Tests of peregrine_rt.testing itself."""
