@@ -9,6 +9,7 @@ from ._response import Response, ResponseHeaders
 from ._server import Server, run
 from ._threads import run_sync
 from .exceptions import (
+    ClientDisconnected,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
@@ -25,6 +26,7 @@ from .websocket import WebSocket, upgrade
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ClientDisconnected",
     "Config",
     "ConnectionClosed",
     "ConnectionClosedError",

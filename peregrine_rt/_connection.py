@@ -34,7 +34,12 @@ from ._http import (
 )
 from ._request import Request
 from ._response import Response
-from .exceptions import HandshakeError, LocalProtocolError, RemoteProtocolError
+from .exceptions import (
+    ClientDisconnected,
+    HandshakeError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 
 if TYPE_CHECKING:
     from ._server import Server
@@ -58,8 +63,7 @@ error_log = logging.getLogger("peregrine_rt.error")
 access_log = logging.getLogger("peregrine_rt.access")
 
 
-class Disconnected(Exception):
-    """The peer went away (reset, broken pipe): nothing more can be sent."""
+Disconnected = ClientDisconnected  # the transports' name for it
 
 
 class Transport(Protocol):
@@ -387,6 +391,8 @@ class HTTPConnection:
                 raise  # a bad body, met while the handler read it: answer and close
             except HandshakeError:
                 pass  # upgrade() refused it and set the response (400/403/426)
+            except ClientDisconnected:
+                return  # the client left mid-request: nothing to answer, nothing to log
             except Exception:
                 if self.websocket is not None:
                     # After the 101: the socket never opened; close it as an error.

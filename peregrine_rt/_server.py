@@ -152,8 +152,9 @@ class Server:
         """Listen as configured and serve until shut down (see the module docstring).
 
         Error handling:
-            An ``OSError`` from binding (address in use, permission) is raised
-            before ``task_status.started()``, so ``nursery.start`` raises it.
+            An ``OSError`` from binding (address in use, permission), or an
+            exception from the handler's ``startup()``, is raised before
+            ``task_status.started()``, so ``nursery.start`` raises it, unwrapped.
         """
         self.listeners = self._bind()
         await self._serve(self.listeners, None, task_status)
@@ -178,6 +179,12 @@ class Server:
                 outer.start_soon(self._watch_cancellation)
                 await outer.start(self._run_shielded, socks, listeners)
                 task_status.started(self)
+        except BaseExceptionGroup as group:
+            # One failure (startup() raising, say) comes out as itself, as a
+            # bind error does, not wrapped in the nursery's group.
+            if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
+                raise group.exceptions[0] from None
+            raise
         finally:
             for sock in socks:
                 sock.close()
@@ -369,6 +376,14 @@ class Server:
             raise RuntimeError(
                 "the server is not serving (start serve() or serve_listeners() first)"
             )
+        if len(self.connections) >= self.config.max_connections:
+            try:
+                with trio.move_on_after(1):
+                    await stream.send_all(_BUSY)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            await trio.aclose_forcefully(stream)
+            return
         conn = HTTPConnection(self, StreamTransport(stream, client))
         self.connections.add(conn)
         if len(self.connections) == 1:

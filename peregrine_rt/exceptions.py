@@ -9,6 +9,7 @@
     │       └── LimitExceeded      a configured size limit was crossed (413/414/431)
     ├── HandlerError               a handler class does not meet the handler contract
     ├── HandshakeError             a WebSocket upgrade was refused (.status)
+    ├── ClientDisconnected         the client went away while a handler read or sent
     └── ConnectionClosed           the WebSocket is closed (.code, .reason)
         ├── ConnectionClosedOK     it closed normally (1000, 1001)
         └── ConnectionClosedError  it closed on an error (any other code, 1006 if no close frame)
@@ -20,6 +21,7 @@ The HTTP parser raises only :class:`RemoteProtocolError` (or its subclass
 from __future__ import annotations
 
 __all__ = [
+    "ClientDisconnected",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
@@ -116,3 +118,12 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """Closed on an error: a protocol error, a policy, a timeout, or a dropped connection."""
+
+
+class ClientDisconnected(PeregrineError):
+    """The client went away (reset, broken pipe, EOF) while the handler read or sent.
+
+    Raised by ``send`` of a streamed response and by request body reads.  A
+    handler may catch it to stop work early; if it does not, the server ends
+    the connection quietly (it is not logged as a handler error).
+    """

@@ -536,7 +536,8 @@ class WebSocket:
                         # The peer started it (or the frames were invalid: wsproto
                         # reports that as a close with 1002/1007): answer, then end.
                         if self.close_code is None:
-                            self.close_code, self.close_reason = event.code, event.reason or ""
+                            self.close_code = int(event.code)
+                            self.close_reason = event.reason or ""
                         try:
                             await self._send_bytes(ws.send(event.response()))
                         except ConnectionClosed:
@@ -546,7 +547,7 @@ class WebSocket:
                         # The peer's frames were invalid (wsproto reports the close
                         # code to send): "fail the connection" (RFC 6455 §7.1.7):
                         # send the close frame and drop TCP without waiting.
-                        await self.close(event.code, event.reason or "")
+                        await self.close(int(event.code), event.reason or "")
                         return
                     return  # our close was answered
 
