@@ -412,7 +412,10 @@ class _H11Connection:
             for piece in body:
                 if piece and not self.send_failed:
                     await self.send(h11.Data(data=bytes(piece)))
-        await self.send(h11.EndOfMessage())
+        if not self.send_failed:
+            # (After an early answer and close the body stays short of its declared
+            # length: ending it would be an h11 error; the answer is what counts.)
+            await self.send(h11.EndOfMessage())
 
     async def receive_head(self, method: str, target: str) -> ClientResponse:
         """The next final response's head (1xx responses are skipped)."""

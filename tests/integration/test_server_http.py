@@ -7,6 +7,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -14,8 +16,24 @@ import trio
 
 import peregrine_rt as pr
 from examples.echo import Echo
+from peregrine_rt.testing import Client, open_client
+from peregrine_rt.testing import open_server as open_live_server
 
-from .conftest import H11Client, Reader, exchange, get, h11_header, open_server
+from .conftest import FAST_CONFIG, H11Client, Reader, exchange, get, h11_header, open_server
+
+
+@asynccontextmanager
+async def client_over(
+    app: Any, transport: str, **config: Any
+) -> AsyncIterator[tuple[Client, pr.Server]]:
+    """A test client of ``app`` and its server: in memory, or over a loopback socket."""
+    options = {**FAST_CONFIG, **config}
+    if transport == "tcp":
+        async with open_live_server(app, **options) as live, open_client(live.url) as client:
+            yield client, live.server
+    else:
+        async with open_client(app, **options) as client:
+            yield client, client.server
 
 
 class App:
@@ -95,17 +113,17 @@ class App:
 
 
 async def test_keep_alive_serves_several_requests_on_one_connection(transport: str) -> None:
-    async with open_server(App, transport=transport) as h:
-        client = H11Client(await h.connect())
+    async with client_over(App, transport) as (client, server), client.connection() as conn:
         for i in range(5):
-            resp, body = await client.request("GET", f"/n{i}")
-            assert resp.status_code == 200
-            assert body == f"method=GET target=/n{i} n=0".encode()
-            assert h11_header(resp, "connection") is None
-        assert len(h.server.connections) == 1
-        assert len(h.server.handler_instance.seen) == 5
+            resp = await conn.get(f"/n{i}")
+            assert resp.status == 200
+            assert resp.content == f"method=GET target=/n{i} n=0".encode()
+            assert resp.headers.get("connection") is None
+        assert len(server.connections) == 1
+        assert len(server.handler_instance.seen) == 5
 
 
+# needs to see the server close the socket (EOF), which the client does not expose
 async def test_connection_close_is_honoured(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         stream = await h.connect()
@@ -117,6 +135,7 @@ async def test_connection_close_is_honoured(transport: str) -> None:
         assert await stream.receive_some(100) == b""  # the server closed
 
 
+# raw bytes: pipelined requests, the second must go unanswered
 async def test_handler_can_ask_to_close() -> None:
     async with open_server(App) as h:
         stream = await h.connect()
@@ -127,6 +146,7 @@ async def test_handler_can_ask_to_close() -> None:
         assert responses[0].header("connection") == "close"
 
 
+# raw bytes: HTTP/1.0 requests (the client speaks HTTP/1.1 only)
 async def test_http10_closes_by_default(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         stream = await h.connect()
@@ -138,6 +158,7 @@ async def test_http10_closes_by_default(transport: str) -> None:
         assert responses[0].header("connection") == "close"
 
 
+# raw bytes: HTTP/1.0 requests (the client speaks HTTP/1.1 only)
 async def test_http10_keep_alive_when_asked(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         stream = await h.connect()
@@ -154,6 +175,7 @@ async def test_http10_keep_alive_when_asked(transport: str) -> None:
         await reader.expect_eof()
 
 
+# raw bytes: pipelined requests sent in one write
 async def test_pipelined_requests_are_answered_in_order(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         stream = await h.connect()
@@ -171,6 +193,7 @@ async def test_pipelined_requests_are_answered_in_order(transport: str) -> None:
         ]
 
 
+# raw bytes: requests trickled one byte at a time
 async def test_pipelined_requests_trickled_one_byte_at_a_time() -> None:
     async with open_server(App) as h:
         stream = await h.connect()
@@ -191,46 +214,43 @@ async def test_pipelined_requests_trickled_one_byte_at_a_time() -> None:
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_echo_reads_the_body(transport: str, chunked: bool) -> None:
     body = bytes(range(256)) * 100  # 25,600 bytes
-    async with open_server(Echo, transport=transport) as h:
-        client = H11Client(await h.connect())
-        headers = [("Transfer-Encoding", "chunked")] if chunked else []
-        resp, text = await client.request("POST", "/upload?x=1", headers, body)
-        assert resp.status_code == 200
-        assert text == b"method=POST target=/upload?x=1 body_len=25600"
-        resp, text = await client.request("GET", "/after")
-        assert text == b"method=GET target=/after body_len=0"
+    async with client_over(Echo, transport) as (client, _), client.connection() as conn:
+        # bytes go with a Content-Length; an iterable of bytes is sent chunked
+        content = [body] if chunked else body
+        resp = await conn.post("/upload?x=1", content=content)
+        assert resp.status == 200
+        assert resp.content == b"method=POST target=/upload?x=1 body_len=25600"
+        resp = await conn.get("/after")
+        assert resp.content == b"method=GET target=/after body_len=0"
 
 
 async def test_request_stream_yields_pieces_as_they_arrive() -> None:
     app = App()
-    async with open_server(app) as h:
-        stream = await h.connect()
-        await stream.send_all(
-            b"POST /pieces HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-        )
+
+    async def upload() -> AsyncIterator[bytes]:  # sent chunked, one chunk per piece
+        yield b"hello"
         with trio.fail_after(2):
             assert await app.pieces_in.receive() == b"hello"  # before the rest was sent
-        await stream.send_all(b"6\r\n world\r\n")
+        yield b" world"
         with trio.fail_after(2):
             assert await app.pieces_in.receive() == b" world"
-        await stream.send_all(b"0\r\n\r\n")
-        resp = await Reader(stream).response()
-        assert resp.body == b"pieces=2"
+
+    async with open_client(app) as client:
+        resp = await client.post("/pieces", content=upload())
+        assert resp.content == b"pieces=2"
 
 
 async def test_request_json() -> None:
-    async with open_server(App) as h:
-        client = H11Client(await h.connect())
+    async with open_client(App) as client:
         payload = {"a": [1, 2], "s": "ünïcode"}
-        resp, body = await client.request(
-            "POST", "/json", [("Content-Type", "application/json")], json.dumps(payload).encode()
-        )
-        assert resp.status_code == 200
-        assert h11_header(resp, "content-type") == "application/json"
-        assert json.loads(body) == {"got": payload, "ünï": 1}
-        assert b" " not in body  # compact separators
+        resp = await client.post("/json", json=payload)
+        assert resp.status == 200
+        assert resp.headers.get("content-type") == "application/json"
+        assert resp.json() == {"got": payload, "ünï": 1}
+        assert b" " not in resp.content  # compact separators
 
 
+# raw bytes: Expect: 100-continue and the interim response (the client skips 1xx)
 async def test_100_continue_sent_only_when_the_handler_reads(transport: str) -> None:
     async with open_server(Echo, transport=transport) as h:
         stream = await h.connect()
@@ -250,6 +270,7 @@ async def test_100_continue_sent_only_when_the_handler_reads(transport: str) -> 
         assert (await reader.response()).body == b"method=GET target=/next body_len=0"
 
 
+# raw bytes: Expect: 100-continue with the body held back, then EOF
 async def test_no_100_continue_when_the_handler_does_not_read(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         stream = await h.connect()
@@ -264,6 +285,7 @@ async def test_no_100_continue_when_the_handler_does_not_read(transport: str) ->
         await reader.expect_eof()
 
 
+# raw bytes: pipelined requests behind unread bodies, read until EOF
 async def test_unread_small_body_is_drained_and_the_connection_goes_on(transport: str) -> None:
     async with open_server(App, transport=transport, max_drain=1000) as h:
         stream = await h.connect()
@@ -281,6 +303,7 @@ async def test_unread_small_body_is_drained_and_the_connection_goes_on(transport
         assert responses[0].header("connection") is None
 
 
+# raw bytes: a smuggled pipelined request after an unread body, then EOF
 async def test_unread_big_body_closes_the_connection(transport: str) -> None:
     async with open_server(App, transport=transport, max_drain=1000) as h:
         stream = await h.connect()
@@ -296,6 +319,7 @@ async def test_unread_big_body_closes_the_connection(transport: str) -> None:
         assert rest == b""
 
 
+# raw socket: reads the response while still uploading (lingering close)
 async def test_unread_large_upload_still_gets_its_response_over_tcp() -> None:
     """A client still sending a body the server will not read must get the response.
 
@@ -329,6 +353,7 @@ async def test_unread_large_upload_still_gets_its_response_over_tcp() -> None:
         assert b"".join(got).startswith(b"HTTP/1.1 200 OK\r\n"), got
 
 
+# raw bytes: the pipelined request past the limit must go unanswered
 async def test_max_requests_per_connection(transport: str) -> None:
     async with open_server(App, transport=transport, max_requests_per_connection=2) as h:
         stream = await h.connect()
@@ -342,6 +367,7 @@ async def test_max_requests_per_connection(transport: str) -> None:
         assert responses[1].header("connection") == "close"
 
 
+# raw bytes: the pipelined request past the limit must go unanswered
 async def test_max_requests_per_connection_applies_to_streamed_responses() -> None:
     async with open_server(App, max_requests_per_connection=1) as h:
         stream = await h.connect()
@@ -355,70 +381,64 @@ async def test_max_requests_per_connection_applies_to_streamed_responses() -> No
 
 
 async def test_text_html_json_responses() -> None:
-    async with open_server(App) as h:
-        client = H11Client(await h.connect())
-        resp, body = await client.request("GET", "/text")
-        assert (resp.status_code, body) == (200, b"hello")
-        assert h11_header(resp, "content-type") == "text/plain; charset=utf-8"
-        assert h11_header(resp, "content-length") == "5"
-        assert h11_header(resp, "date") is not None
-        resp, body = await client.request("GET", "/html")
-        assert (resp.status_code, body) == (201, b"<p>hi</p>")
-        assert h11_header(resp, "content-type") == "text/html; charset=utf-8"
-        resp, body = await client.request("POST", "/json", body=b"[1]")
-        assert h11_header(resp, "content-type") == "application/json"
-        assert h11_header(resp, "content-length") == str(len(body))
-        assert json.loads(body) == {"got": [1], "ünï": 1}
+    async with open_client(App) as client:
+        resp = await client.get("/text")
+        assert (resp.status, resp.content) == (200, b"hello")
+        assert resp.headers.get("content-type") == "text/plain; charset=utf-8"
+        assert resp.headers.get("content-length") == "5"
+        assert resp.headers.get("date") is not None
+        resp = await client.get("/html")
+        assert (resp.status, resp.content) == (201, b"<p>hi</p>")
+        assert resp.headers.get("content-type") == "text/html; charset=utf-8"
+        resp = await client.post("/json", content=b"[1]")
+        assert resp.headers.get("content-type") == "application/json"
+        assert resp.headers.get("content-length") == str(len(resp.content))
+        assert resp.json() == {"got": [1], "ünï": 1}
 
 
 async def test_head_gets_headers_and_no_body() -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        await stream.send_all(get("HEAD /text") + get("/text"))
-        reader = Reader(stream)
-        head = await reader.response("HEAD")
+    async with open_client(App) as client, client.connection() as conn:
+        head = await conn.head("/text")
         assert head.status == 200
-        assert head.header("content-length") == "5"
-        assert head.header("content-type") == "text/plain; charset=utf-8"
-        # had the HEAD response carried a body, this would read it as the next response
-        nxt = await reader.response()
+        assert head.content == b""
+        assert head.headers.get("content-length") == "5"
+        assert head.headers.get("content-type") == "text/plain; charset=utf-8"
+        # had the HEAD response carried a body, h11 would read it as the next response
+        nxt = await conn.get("/text")
         assert nxt.status == 200
-        assert nxt.body == b"hello"
+        assert nxt.content == b"hello"
 
 
 @pytest.mark.parametrize(("path", "status"), [("/nocontent", 204), ("/notmodified", 304)])
 async def test_204_and_304_have_no_body(path: str, status: int) -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        await stream.send_all(get(path) + get("/text", "Connection: close"))
-        responses = await Reader(stream).responses_until_eof()
+    async with open_client(App) as client, client.connection() as conn:
+        # had the first response carried a body, h11 would read it as the next response
+        responses = [await conn.get(path), await conn.get("/text")]
         assert [r.status for r in responses] == [status, 200]
-        assert responses[0].body == b""
-        assert responses[0].header("transfer-encoding") is None
+        assert responses[0].content == b""
+        assert responses[0].headers.get("transfer-encoding") is None
         if status == 204:
-            assert responses[0].header("content-length") is None
-            assert responses[0].header("x-kind") == "none"
+            assert responses[0].headers.get("content-length") is None
+            assert responses[0].headers.get("x-kind") == "none"
         else:
-            assert responses[0].header("etag") == '"v1"'
-        assert responses[1].body == b"hello"
+            assert responses[0].headers.get("etag") == '"v1"'
+        assert responses[1].content == b"hello"
 
 
 async def test_streamed_response_is_chunked_for_http11(transport: str) -> None:
-    async with open_server(App, transport=transport) as h:
-        stream = await h.connect()
-        reader = Reader(stream)
-        await stream.send_all(get("/stream"))
-        resp = await reader.response()
+    async with client_over(App, transport) as (client, _), client.connection() as conn:
+        resp = await conn.get("/stream")
         assert resp.status == 200
-        assert resp.chunked
+        assert resp.headers.get("transfer-encoding") == "chunked"
         assert resp.chunks == [b"a", b"bb", b"ccc"]
-        assert resp.header("content-length") is None
-        assert resp.header("content-type") == "text/plain"
-        assert resp.header("connection") is None
-        await stream.send_all(get("/text"))  # keep-alive after a chunked stream
-        assert (await reader.response()).body == b"hello"
+        assert resp.headers.get("content-length") is None
+        assert resp.headers.get("content-type") == "text/plain"
+        assert resp.headers.get("connection") is None
+        # keep-alive after a chunked stream
+        assert (await conn.get("/text")).content == b"hello"
 
 
+# raw bytes: an HTTP/1.0 request (the client speaks HTTP/1.1 only)
 async def test_streamed_response_is_close_delimited_for_http10(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         stream = await h.connect()
@@ -434,34 +454,32 @@ async def test_streamed_response_is_close_delimited_for_http10(transport: str) -
 
 
 async def test_head_with_streamed_response_sends_no_body() -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        await stream.send_all(get("HEAD /stream") + get("/text"))
-        reader = Reader(stream)
-        head = await reader.response("HEAD")
+    async with open_client(App) as client, client.connection() as conn:
+        head = await conn.head("/stream")
         assert head.status == 200
-        nxt = await reader.response()
-        assert nxt.body == b"hello"
+        assert head.content == b""
+        # had the HEAD response carried a body, h11 would read it as the next response
+        nxt = await conn.get("/text")
+        assert nxt.content == b"hello"
 
 
 async def test_streamed_response_through_h11() -> None:
-    async with open_server(App) as h:
-        client = H11Client(await h.connect())
+    async with open_client(App) as client, client.connection() as conn:
         for _ in range(2):
-            resp, body = await client.request("GET", "/stream")
-            assert resp.status_code == 200
-            assert body == b"abbccc"
+            resp = await conn.get("/stream")
+            assert resp.status == 200
+            assert resp.content == b"abbccc"
 
 
 # -- cookies, query, request attributes ------------------------------------------------
 
 
 async def test_cookies_are_parsed_and_set() -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        resp = await exchange(stream, get("/cookies", 'Cookie: a=1; b="two"; a=3;c=x; junk'))
-        assert json.loads(resp.body) == {"a": "1", "b": "two", "c": "x"}
-        assert resp.header_list("set-cookie") == [
+    async with open_client(App) as client:
+        # a hand-written Cookie header: duplicates, quotes, junk (cookies= writes a clean one)
+        resp = await client.get("/cookies", headers={"Cookie": 'a=1; b="two"; a=3;c=x; junk'})
+        assert resp.json() == {"a": "1", "b": "two", "c": "x"}
+        assert resp.headers.getlist("set-cookie") == [
             "sid=abc; Max-Age=60; Path=/; HttpOnly; SameSite=Lax",
             "pref=dark; Secure; HttpOnly; SameSite=Strict",
             "gone=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax",
@@ -471,17 +489,15 @@ async def test_cookies_are_parsed_and_set() -> None:
 async def test_cookie_names_and_values_are_trimmed_alike() -> None:
     # The value around '=' is trimmed; the name must be too, or the cookie is
     # stored under "c " and request.cookies["c"] misses it.
-    async with open_server(App) as h:
-        stream = await h.connect()
-        resp = await exchange(stream, get("/cookies", "Cookie: c = x ;d=y"))
-        assert json.loads(resp.body) == {"c": "x", "d": "y"}
+    async with open_client(App) as client:
+        resp = await client.get("/cookies", headers={"Cookie": "c = x ;d=y"})
+        assert resp.json() == {"c": "x", "d": "y"}
 
 
 async def test_query_parameters() -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        resp = await exchange(stream, get("/query?a=1&b=x+y&a=2&c=%E2%9C%93&d="))
-        assert json.loads(resp.body) == {
+    async with open_client(App) as client:
+        resp = await client.get("/query?a=1&b=x+y&a=2&c=%E2%9C%93&d=")
+        assert resp.json() == {
             "a": ["1", "2"],
             "first_a": "1",
             "b": "x y",
@@ -492,6 +508,7 @@ async def test_query_parameters() -> None:
         }
 
 
+# needs the exact peer address: the client's own socket name, or one given to handle_stream
 async def test_request_client_and_scheme(transport: str) -> None:
     async with open_server(App, transport=transport) as h:
         if transport == "tcp":
@@ -520,24 +537,21 @@ async def test_tcp_nodelay_is_set_on_accepted_sockets() -> None:
             flags.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             response.text("ok")
 
-    async with open_server(Probe, transport="tcp") as h:
-        stream = await h.connect()
-        assert (await exchange(stream, get("/"))).status == 200
+    async with open_live_server(Probe) as live, open_client(live.url) as client:
+        assert (await client.get("/")).status == 200
     assert flags and flags[0] != 0
 
 
 async def test_server_header_is_sent_when_configured() -> None:
-    async with open_server(App, server_header="peregrine-test") as h:
-        stream = await h.connect()
-        resp = await exchange(stream, get("/text"))
-        assert resp.header("server") == "peregrine-test"
+    async with open_client(App, server_header="peregrine-test") as client:
+        resp = await client.get("/text")
+        assert resp.headers.get("server") == "peregrine-test"
 
 
 async def test_no_server_header_by_default() -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        resp = await exchange(stream, get("/text"))
-        assert resp.header("server") is None
+    async with open_client(App) as client:
+        resp = await client.get("/text")
+        assert resp.headers.get("server") is None
 
 
 # -- errors in handlers -----------------------------------------------------------------
@@ -546,24 +560,19 @@ async def test_no_server_header_by_default() -> None:
 async def test_handler_exception_gives_500_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with open_server(App) as h:
-        stream = await h.connect()
-        reader = Reader(stream)
-        await stream.send_all(get("/boom?q=1"))
-        resp = await reader.response()
+    async with open_client(App) as client, client.connection() as conn:
+        resp = await conn.get("/boom?q=1")
         assert resp.status == 500
-        assert len(resp.body) < 100
-        assert b"500" in resp.body
-        assert b"secret-detail" not in resp.body
-        assert b"Traceback" not in resp.body
-        assert resp.header("x-partial") is None  # the failed response is discarded
-        assert resp.header("connection") is None
+        assert len(resp.content) < 100
+        assert b"500" in resp.content
+        assert b"secret-detail" not in resp.content
+        assert b"Traceback" not in resp.content
+        assert resp.headers.get("x-partial") is None  # the failed response is discarded
+        assert resp.headers.get("connection") is None
         # the same connection keeps working
-        await stream.send_all(get("/text"))
-        assert (await reader.response()).body == b"hello"
+        assert (await conn.get("/text")).content == b"hello"
         # and so does another one
-        other = await h.connect()
-        assert (await exchange(other, get("/text"))).body == b"hello"
+        assert (await client.get("/text")).content == b"hello"
     records = [r for r in caplog.records if r.name == "peregrine_rt.error"]
     assert len(records) == 1
     record = records[0]
@@ -580,14 +589,11 @@ async def test_invalid_response_header_set_by_handler_gives_500() -> None:
             response.headers["x-ok"] = "1"
             response.headers["x-evil"] = "a\r\nSet-Cookie: owned=1"
 
-    async with open_server(Splitter) as h:
-        stream = await h.connect()
-        await stream.send_all(get("/"))
-        reader = Reader(stream)
-        resp = await reader.response()
+    async with open_client(Splitter) as client:
+        resp = await client.get("/")
         assert resp.status == 500
-        assert resp.header("set-cookie") is None
-        assert resp.header("x-evil") is None
+        assert resp.headers.get("set-cookie") is None
+        assert resp.headers.get("x-evil") is None
 
 
 @pytest.mark.parametrize("mistake", ["204-with-body", "status-1000"])
@@ -604,14 +610,10 @@ async def test_handler_mistake_found_when_encoding_gives_500(mistake: str) -> No
             else:
                 response.status = 1000
 
-    async with open_server(Mistaken) as h:
-        stream = await h.connect()
-        await stream.send_all(get("/bad"))
-        reader = Reader(stream)
-        resp = await reader.response()
+    async with open_client(Mistaken) as client, client.connection() as conn:
+        resp = await conn.get("/bad")
         assert resp.status == 500
-        await stream.send_all(get("/ok"))
-        assert (await reader.response()).body == b"ok"
+        assert (await conn.get("/ok")).content == b"ok"
 
 
 # -- run_sync ----------------------------------------------------------------------------
@@ -636,12 +638,11 @@ async def test_run_sync_runs_in_a_thread_with_bounded_concurrency() -> None:
             ident = await pr.run_sync(blocking, 1)
             response.json({"other_thread": ident != loop_thread})
 
-    async with open_server(Worker, thread_pool_size=2) as h:
+    async with open_client(Worker, thread_pool_size=2) as client:
         results: list[Any] = []
 
         async def one() -> None:
-            stream = await h.connect()
-            results.append(json.loads((await exchange(stream, get("/"))).body))
+            results.append((await client.get("/")).json())
 
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -665,13 +666,17 @@ async def test_run_sync_keeps_the_event_loop_free() -> None:
                 release.set()
                 response.text("fast")
 
-    async with open_server(Blocker) as h:
-        slow = await h.connect()
-        await slow.send_all(get("/block"))
-        await trio.sleep(0.05)
-        fast = await h.connect()
-        assert (await exchange(fast, get("/fast"))).body == b"fast"
-        assert (await Reader(slow).response()).body == b"unblocked"
+    async with open_client(Blocker) as client:
+        slow: list[bytes] = []
+
+        async def block() -> None:
+            slow.append((await client.get("/block")).content)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(block)
+            await trio.sleep(0.05)
+            assert (await client.get("/fast")).content == b"fast"
+        assert slow == [b"unblocked"]
 
 
 # -- access log ---------------------------------------------------------------------------
@@ -680,31 +685,36 @@ async def test_run_sync_keeps_the_event_loop_free() -> None:
 @pytest.mark.parametrize("enabled", [True, False])
 async def test_access_log(caplog: pytest.LogCaptureFixture, enabled: bool) -> None:
     caplog.set_level(logging.INFO, logger="peregrine_rt.access")
-    async with open_server(App, access_log=enabled) as h:
-        stream = await h.connect(client=("192.0.2.1", 5555))
-        await stream.send_all(get("/text") + get("HEAD /text") + get("/stream?x=1"))
-        reader = Reader(stream)
-        for method in ("GET", "HEAD", "GET"):
-            await reader.response(method)
+    async with (
+        open_client(App, access_log=enabled, client_host="192.0.2.1") as client,
+        client.connection() as conn,
+    ):
+        await conn.get("/text")
+        await conn.head("/text")
+        await conn.get("/stream?x=1")
+        # the port is the client's own, one for the connection
+        assert {request.client for request in client.app.seen} == {
+            ("192.0.2.1", port := client.app.seen[0].client[1])
+        }
     lines = [r.getMessage() for r in caplog.records if r.name == "peregrine_rt.access"]
     if not enabled:
         assert lines == []
         return
     assert len(lines) == 3
-    assert lines[0] == '192.0.2.1:5555 - "GET /text HTTP/1.1" 200 5'
-    assert lines[1].startswith('192.0.2.1:5555 - "HEAD /text HTTP/1.1" 200')
-    assert lines[2].startswith('192.0.2.1:5555 - "GET /stream?x=1 HTTP/1.1" 200')
+    assert lines[0] == f'192.0.2.1:{port} - "GET /text HTTP/1.1" 200 5'
+    assert lines[1].startswith(f'192.0.2.1:{port} - "HEAD /text HTTP/1.1" 200')
+    assert lines[2].startswith(f'192.0.2.1:{port} - "GET /stream?x=1 HTTP/1.1" 200')
 
 
 async def test_many_concurrent_connections_over_tcp() -> None:
-    async with open_server(App, transport="tcp") as h:
+    async with open_live_server(App) as live, open_client(live.url) as client:
         results: list[bytes] = []
 
         async def one(i: int) -> None:
-            client = H11Client(await h.connect())
-            for j in range(3):
-                _, body = await client.request("POST", f"/c{i}/{j}", body=b"x" * i)
-                results.append(body)
+            async with client.connection() as conn:
+                for j in range(3):
+                    resp = await conn.post(f"/c{i}/{j}", content=b"x" * i)
+                    results.append(resp.content)
 
         async with trio.open_nursery() as nursery:
             for i in range(20):
@@ -729,17 +739,21 @@ async def test_large_bodies_both_ways_over_tcp() -> None:
                 body = await request.body()
                 response.text(f"{len(body)} {body == blob[: len(body)]}")
 
-    async with open_server(Big, transport="tcp", max_body_size=None) as h:
-        client = H11Client(await h.connect())
-        resp, body = await client.request("GET", "/download")
-        assert h11_header(resp, "content-length") == str(len(blob))
-        assert body == blob
-        resp, body = await client.request("GET", "/stream")
-        assert body == blob
-        resp, body = await client.request("POST", "/upload", body=blob[:3_000_000])
-        assert body == b"3000000 True"
+    async with (
+        open_live_server(Big, max_body_size=None) as live,
+        open_client(live.url) as client,
+        client.connection() as conn,
+    ):
+        resp = await conn.get("/download")
+        assert resp.headers.get("content-length") == str(len(blob))
+        assert resp.content == blob
+        resp = await conn.get("/stream")
+        assert resp.content == blob
+        resp = await conn.post("/upload", content=blob[:3_000_000])
+        assert resp.content == b"3000000 True"
 
 
+# needs the exact wire bytes: a chunked body cut short, then EOF
 async def test_exception_mid_stream_truncates_and_closes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -760,6 +774,6 @@ async def test_exception_mid_stream_truncates_and_closes(
 
 
 async def test_server_url_and_port() -> None:
-    async with open_server(App, transport="tcp") as h:
-        assert h.server.url == f"http://127.0.0.1:{h.server.port}"
-        assert 0 < h.server.port < 65536
+    async with open_live_server(App) as live:
+        assert live.server.url == f"http://127.0.0.1:{live.server.port}"
+        assert 0 < live.server.port < 65536

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -10,8 +11,9 @@ import trio.testing
 
 import peregrine_rt as pr
 from examples.echo import Echo
+from peregrine_rt.testing import open_client
 
-from .conftest import H11Client, Reader, exchange, get, open_server
+from .conftest import Reader, exchange, get, open_server
 
 
 class Counting:
@@ -39,6 +41,7 @@ async def expect_error_then_eof(stream: trio.abc.Stream, status: int) -> None:
 # -- sizes ------------------------------------------------------------------------------
 
 
+# raw bytes: a pipelined request behind the refusal must go unanswered, then EOF
 async def test_request_line_too_long_gives_414() -> None:
     Counting.calls = 0
     async with open_server(Counting, max_request_line=200) as h:
@@ -52,6 +55,7 @@ async def test_request_line_too_long_gives_414() -> None:
     assert Counting.calls == 1
 
 
+# raw bytes: an unfinished request line
 async def test_unfinished_request_line_over_the_limit_gives_414_at_once() -> None:
     async with open_server(Counting, max_request_line=200, header_timeout=60) as h:
         stream = await h.connect()
@@ -60,6 +64,7 @@ async def test_unfinished_request_line_over_the_limit_gives_414_at_once() -> Non
             await expect_error_then_eof(stream, 414)
 
 
+# raw bytes: a pipelined request behind the refusal must go unanswered, then EOF
 @pytest.mark.parametrize(
     ("headers", "config"),
     [
@@ -79,13 +84,13 @@ async def test_header_limits_give_431(headers: list[str], config: dict[str, Any]
 
 
 async def test_header_count_at_the_limit_is_accepted() -> None:
-    async with open_server(Counting, max_header_count=5) as h:
-        stream = await h.connect()
+    async with open_client(Counting, max_header_count=5) as client:
         # Host plus four more: five header lines
-        resp = await exchange(stream, get("/", *(f"X-H{i}: v" for i in range(4))))
+        resp = await client.get("/", headers={f"X-H{i}": "v" for i in range(4)})
         assert resp.status == 200
 
 
+# raw bytes: the head alone, the body never sent
 async def test_content_length_over_max_body_size_gives_413_before_the_handler() -> None:
     Counting.calls = 0
     async with open_server(Counting, max_body_size=100) as h:
@@ -98,6 +103,7 @@ async def test_content_length_over_max_body_size_gives_413_before_the_handler() 
     assert Counting.calls == 1
 
 
+# raw bytes: the refusal arrives mid-body, then EOF
 async def test_chunked_body_over_max_body_size_gives_413_while_streaming() -> None:
     async with open_server(Echo, max_body_size=100) as h:
         stream = await h.connect()
@@ -108,16 +114,16 @@ async def test_chunked_body_over_max_body_size_gives_413_while_streaming() -> No
 
 
 async def test_no_body_limit_when_max_body_size_is_none() -> None:
-    async with open_server(Echo, max_body_size=None) as h:
-        client = H11Client(await h.connect())
-        resp, body = await client.request("POST", "/", body=b"x" * 2_000_000)
-        assert resp.status_code == 200
-        assert body.endswith(b"body_len=2000000")
+    async with open_client(Echo, max_body_size=None) as client:
+        resp = await client.post("/", content=b"x" * 2_000_000)
+        assert resp.status == 200
+        assert resp.content.endswith(b"body_len=2000000")
 
 
 # -- timeouts (virtual time) -----------------------------------------------------------
 
 
+# raw bytes: half a request head
 async def test_half_a_head_gets_408_after_header_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -129,6 +135,7 @@ async def test_half_a_head_gets_408_after_header_timeout(
         assert 3 <= trio.current_time() - start <= 4
 
 
+# raw bytes: a head trickled byte by byte, never finished
 async def test_slowloris_trickling_a_head_is_cut_off(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -154,6 +161,7 @@ async def test_slowloris_trickling_a_head_is_cut_off(
         assert 3 <= trio.current_time() - start <= 4
 
 
+# needs the moment of EOF on a connection that sent nothing
 async def test_silent_connection_is_closed_after_header_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -164,6 +172,7 @@ async def test_silent_connection_is_closed_after_header_timeout(
         assert 3 <= trio.current_time() - start <= 4
 
 
+# needs the moment of EOF, and that nothing (no 408) came before it
 async def test_idle_keep_alive_connection_is_closed_without_408(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -180,17 +189,17 @@ async def test_idle_keep_alive_connection_is_closed_without_408(
 async def test_keep_alive_connection_used_within_the_timeout_stays_open(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_server(Counting, header_timeout=10, keep_alive_timeout=3) as h:
-        stream = await h.connect()
-        reader = Reader(stream)
+    async with (
+        open_client(Counting, header_timeout=10, keep_alive_timeout=3) as client,
+        client.connection() as conn,
+    ):
         for _ in range(4):  # 4 x 2 s idle: more than the timeout in total, never at once
-            await stream.send_all(get("/"))
-            assert (await reader.response()).status == 200
+            assert (await conn.get("/")).status == 200
             await trio.sleep(2)
-        await stream.send_all(get("/"))
-        assert (await reader.response()).status == 200
+        assert (await conn.get("/")).status == 200
 
 
+# raw bytes: half the head of a second request
 async def test_header_timeout_of_a_second_request_runs_from_its_first_byte(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -207,6 +216,7 @@ async def test_header_timeout_of_a_second_request_runs_from_its_first_byte(
         assert trio.current_time() - first_byte >= 2
 
 
+# raw bytes: a body cut short, and the 408 read while it is unfinished
 async def test_body_timeout_while_the_handler_reads_gives_408(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -221,26 +231,30 @@ async def test_body_timeout_while_the_handler_reads_gives_408(
 async def test_body_timeout_is_silence_not_total_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_server(Echo, header_timeout=10, body_timeout=3, keep_alive_timeout=10) as h:
-        stream = await h.connect()
-        await stream.send_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+    async def slowly() -> AsyncIterator[bytes]:
         for byte in b"hello":
             await trio.sleep(2)
-            await stream.send_all(bytes([byte]))
-        resp = await Reader(stream).response()
+            yield bytes([byte])
+
+    async with open_client(
+        Echo, header_timeout=10, body_timeout=3, keep_alive_timeout=10
+    ) as client:
+        resp = await client.post(
+            "/", headers={"Content-Length": "5"}, content=slowly(), timeout=None
+        )
         assert resp.status == 200
-        assert resp.body.endswith(b"body_len=5")
+        assert resp.content.endswith(b"body_len=5")
 
 
 async def test_a_slow_handler_is_not_timed_out(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_server(Counting, header_timeout=2, body_timeout=2) as h:
-        stream = await h.connect()
+    async with open_client(Counting, header_timeout=2, body_timeout=2) as client:
         start = trio.current_time()
-        resp = await exchange(stream, get("/sleep"))
+        resp = await client.get("/sleep", timeout=None)
         assert resp.status == 200
         assert trio.current_time() - start >= 10
 
 
+# raw bytes: a half-sent request holds the slow connection
 async def test_a_slow_client_does_not_block_another(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -254,6 +268,7 @@ async def test_a_slow_client_does_not_block_another(
         assert trio.current_time() - start < 0.1  # virtual time: nothing waited
 
 
+# raw bytes: a half-sent request holds the slow connection
 async def test_a_slow_tcp_client_does_not_block_another() -> None:
     async with open_server(Counting, transport="tcp", header_timeout=5) as h:
         slow = await h.connect()
@@ -270,6 +285,7 @@ async def test_a_slow_tcp_client_does_not_block_another() -> None:
 # -- the connection limit (real sockets) ---------------------------------------------------
 
 
+# raw sockets: the 503 comes unasked on a connection over the limit, then EOF
 async def test_max_connections_refuses_with_503_then_recovers() -> None:
     async with open_server(Counting, transport="tcp", max_connections=2) as h:
         first, second = await h.connect(), await h.connect()
@@ -295,6 +311,7 @@ async def test_max_connections_refuses_with_503_then_recovers() -> None:
         assert (await exchange(second, get("/"))).status == 200
 
 
+# raw bytes: a body left unfinished after the response, then the moment of EOF
 async def test_stalled_drain_after_a_response_sends_no_second_response(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -18,8 +20,10 @@ from wsproto.events import Ping, Pong
 
 import peregrine_rt as pr
 from examples.echo import Echo
+from peregrine_rt.testing import Client, ClientWebSocket, WebSocketRejected, open_client
+from peregrine_rt.testing import open_server as open_live_server
 
-from .conftest import Reader, exchange, open_server
+from .conftest import FAST_CONFIG, Reader, exchange, open_server
 from .ws_helpers import (
     OP_TEXT,
     RFC_ACCEPT,
@@ -37,25 +41,39 @@ from .ws_helpers import (
     valid_close_code,
 )
 
+
+@asynccontextmanager
+async def client_over(
+    app: Any, transport: str, **config: Any
+) -> AsyncIterator[tuple[Client, pr.Server]]:
+    """A test client of ``app`` and its server: in memory, or over a loopback socket."""
+    options = {**FAST_CONFIG, **config}
+    if transport == "tcp":
+        async with open_live_server(app, **options) as live, open_client(live.url) as client:
+            yield client, live.server
+    else:
+        async with open_client(app, **options) as client:
+            yield client, client.server
+
+
 # -- lifecycle ---------------------------------------------------------------------
 
 
 async def test_peer_close_runs_callbacks_in_order_and_on_close_once(transport: str) -> None:
     rec = Recorder()
-    async with open_server(rec, transport=transport) as h:
-        ws = await connect_ws(h)
+    async with client_over(rec, transport) as (client, _), client.websocket("/ws") as ws:
         for text in ("one", "two", "three"):
             await ws.send(text)
         await ws.send(b"\x00four")
-        assert [await ws.receive_message() for _ in range(4)] == [
+        assert [await ws.receive() for _ in range(4)] == [
             "one",
             "two",
             "three",
             b"\x00four",
         ]
         answer = await ws.close(1000, "bye")
-        assert answer == Close(1000, "bye")  # the server echoes the peer's close
-        await rec.closed.wait()
+        assert answer == (1000, "bye")  # the server echoes the peer's close
+        assert rec.closed.is_set()  # on_close has run when close() returns
         await trio.sleep(0.05)
         (sock,) = rec.sockets
         assert rec.events == [
@@ -74,6 +92,7 @@ async def test_peer_close_runs_callbacks_in_order_and_on_close_once(transport: s
         assert (exc.code, exc.reason) == (1000, "bye")
 
 
+# frame-level: a close frame without a status code
 async def test_peer_close_with_error_code_and_no_code() -> None:
     rec = Recorder()
     async with open_server(rec) as h:
@@ -92,15 +111,12 @@ async def test_peer_close_with_error_code_and_no_code() -> None:
 
 async def test_handler_close_completes_the_handshake(transport: str) -> None:
     rec = Recorder()
-    async with open_server(rec, transport=transport) as h:
-        ws = await connect_ws(h)
+    async with client_over(rec, transport) as (client, _), client.websocket("/ws") as ws:
         await ws.send("hello")
-        assert await ws.receive_message() == "hello"
+        assert await ws.receive() == "hello"
         await ws.send("close 1008 go away")
-        event = await ws.receive()
-        assert event == Close(1008, "go away")
-        # The client answered (receive() does); the server then ends the connection.
-        await ws.expect_eof()
+        # The client answers the close; the server then ends the connection.
+        assert await ws.receive_close() == (1008, "go away")
         with trio.fail_after(2):
             await rec.closed.wait()
         (sock,) = rec.sockets
@@ -114,8 +130,7 @@ async def test_handler_close_completes_the_handshake(transport: str) -> None:
 
 async def test_handler_close_from_outside_a_callback() -> None:
     rec = Recorder()
-    async with open_server(rec) as h:
-        ws = await connect_ws(h)
+    async with open_client(rec) as client, client.websocket("/ws") as ws:
         await rec.opened.wait()
         (sock,) = rec.sockets
         await sock.close()
@@ -124,12 +139,13 @@ async def test_handler_close_from_outside_a_callback() -> None:
             await sock.send("too late")
         assert info.value.code == 1000
         await sock.close()  # idempotent
-        assert await ws.expect_close() == Close(1000, "")
+        assert await ws.receive_close() == (1000, "")
         with trio.fail_after(2):
             await rec.closed.wait()
         assert rec.closes() == [(1000, "")]
 
 
+# frame-level: reads the raw close frame the server sends, then drops the connection
 async def test_handler_close_never_sends_a_forbidden_code() -> None:
     """RFC 6455 §7.4: 999, 1004, 1005, 1006, 1015, 2999, 5000… never go on the wire.
 
@@ -156,6 +172,7 @@ async def test_handler_close_never_sends_a_forbidden_code() -> None:
     assert not bad, bad
 
 
+# frame-level: a peer that never answers the server's close frame
 async def test_close_timeout_drops_a_peer_that_never_answers(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -174,6 +191,7 @@ async def test_close_timeout_drops_a_peer_that_never_answers(
         assert rec.closes() == [(1000, "done")]
 
 
+# drops the connection without a close frame (the client always sends one)
 async def test_dropped_connection_is_1006(transport: str) -> None:
     rec = Recorder()
     async with open_server(rec, transport=transport) as h:
@@ -194,28 +212,32 @@ async def test_dropped_connection_is_1006(transport: str) -> None:
 
 async def test_server_shutdown_sends_1001_and_runs_on_close(transport: str) -> None:
     rec = Recorder()
-    async with open_server(rec, transport=transport, shutdown_grace=3.0) as h:
-        clients = [await connect_ws(h) for _ in range(3)]
+    async with (
+        client_over(rec, transport, shutdown_grace=3.0) as (client, server),
+        AsyncExitStack() as sockets,
+    ):
+        clients = [await sockets.enter_async_context(client.websocket("/ws")) for _ in range(3)]
         for ws in clients:
             await ws.send("hi")
-            assert await ws.receive_message() == "hi"
-        got: list[Close] = []
+            assert await ws.receive() == "hi"
+        got: list[tuple[int, str]] = []
 
-        async def client_side(ws: WSClient) -> None:
-            got.append(await ws.expect_close())
+        async def client_side(ws: ClientWebSocket) -> None:
+            got.append(await ws.receive_close())
 
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
             for ws in clients:
                 nursery.start_soon(client_side, ws)
-            await h.server.aclose()
+            await server.aclose()
         # The clients answered at once: no need to wait for the grace.
         assert trio.current_time() - start < 2.0
-        assert got == [Close(1001, "server shutting down")] * 3
+        assert got == [(1001, "server shutting down")] * 3
         assert sorted(rec.closes()) == [(1001, "server shutting down")] * 3
         assert all(type(e) is pr.ConnectionClosedOK for e in rec.send_errors)
 
 
+# frame-level: a peer that never answers the server's close frame
 async def test_shutdown_with_a_peer_that_does_not_answer_the_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -238,18 +260,20 @@ async def test_callback_exception_closes_1011_and_is_logged(
 ) -> None:
     rec = Recorder()
     caplog.set_level(logging.ERROR, logger="peregrine_rt.error")
-    async with open_server(rec, transport=transport) as h:
-        ws = await connect_ws(h)
-        other = await connect_ws(h)
+    async with (
+        client_over(rec, transport) as (client, _),
+        client.websocket("/ws") as ws,
+        client.websocket("/ws") as other,
+    ):
         await ws.send("raise")
-        assert await ws.receive() == Close(1011, "internal error")
+        assert await ws.receive_close() == (1011, "internal error")
         with trio.fail_after(2):
             await rec.closed.wait()
         assert rec.closes() == [(1011, "internal error")]
         assert rec.names() == ["open", "open", "message", "close"]
         # Other connections are unharmed.
         await other.send("still here")
-        assert await other.receive_message() == "still here"
+        assert await other.receive() == "still here"
     records = [r for r in caplog.records if r.name == "peregrine_rt.error"]
     assert records
     assert any("boom from on_message" in str(r.exc_info[1]) for r in records if r.exc_info)
@@ -276,9 +300,8 @@ class OpenRaises:
 async def test_on_open_exception_closes_1011(caplog: pytest.LogCaptureFixture) -> None:
     handler = OpenRaises()
     caplog.set_level(logging.ERROR, logger="peregrine_rt.error")
-    async with open_server(handler) as h:
-        ws = await connect_ws(h)
-        assert await ws.receive() == Close(1011, "internal error")
+    async with open_client(handler) as client, client.websocket("/ws") as ws:
+        assert await ws.receive_close() == (1011, "internal error")
         with trio.fail_after(2):
             while len(handler.events) < 2:
                 await trio.sleep(0.01)
@@ -289,6 +312,7 @@ async def test_on_open_exception_closes_1011(caplog: pytest.LogCaptureFixture) -
 # -- heartbeat -----------------------------------------------------------------------
 
 
+# frame-level: a peer that does not answer pings (the client always does)
 async def test_heartbeat_timeout_closes_1011(autojump_clock: trio.testing.MockClock) -> None:
     rec = Recorder()
     async with open_server(rec, ws_ping_interval=1.0, ws_ping_timeout=1.0) as h:
@@ -307,6 +331,7 @@ async def test_heartbeat_timeout_closes_1011(autojump_clock: trio.testing.MockCl
         assert rec.names() == ["open", "close"]
 
 
+# counts the pings received, which the client does not expose
 async def test_heartbeat_answered_stays_open(autojump_clock: trio.testing.MockClock) -> None:
     rec = Recorder()
     async with open_server(rec, ws_ping_interval=1.0, ws_ping_timeout=1.0) as h:
@@ -328,6 +353,7 @@ async def test_heartbeat_answered_stays_open(autojump_clock: trio.testing.MockCl
         assert rec.closes() == [(1000, "")]
 
 
+# checks that no ping arrives, which the client does not expose
 async def test_no_heartbeat_when_disabled(autojump_clock: trio.testing.MockClock) -> None:
     rec = Recorder()
     async with open_server(rec, ws_ping_interval=None, ws_ping_timeout=0.5) as h:
@@ -343,6 +369,7 @@ async def test_no_heartbeat_when_disabled(autojump_clock: trio.testing.MockClock
 # -- ping() ----------------------------------------------------------------------------
 
 
+# checks the payload of the ping received, which the client does not expose
 async def test_ping_from_another_task_returns_the_round_trip() -> None:
     rec = Recorder()
     async with open_server(rec) as h:
@@ -389,18 +416,18 @@ async def test_ping_from_on_message_returns_the_round_trip(
 ) -> None:
     """The natural place to call ping() is a callback; it must not wait for itself."""
     handler = PingInCallback()
-    async with open_server(handler, ws_ping_interval=None) as h:
-        ws = await connect_ws(h)
+    async with (
+        open_client(handler, ws_ping_interval=None) as client,
+        client.websocket("/ws") as ws,
+    ):
         await ws.send("ping please")
-        reply: Any = None
-        with trio.move_on_after(3):
-            reply = await ws.receive()
-        assert reply is not None, "ws.ping() in on_message never returned (no pong was read)"
-        assert isinstance(reply, str), reply
+        # a ReceiveTimeout here: ws.ping() in on_message never returned (no pong was read)
+        reply = await ws.receive_text(timeout=3)
         assert reply.startswith("rtt ")
         await ws.close()
 
 
+# frame-level: answers each ping by hand, one at a time
 async def test_concurrent_pings_all_return(mock_clock: trio.testing.MockClock) -> None:
     """Pings from several tasks each get their own pong, even while the clock stands still.
 
@@ -449,8 +476,10 @@ async def test_concurrent_pings_all_return(mock_clock: trio.testing.MockClock) -
 async def test_many_outstanding_pings_all_return() -> None:
     rec = Recorder()
     n = 300
-    async with open_server(rec, ws_ping_interval=None) as h:
-        ws = await connect_ws(h)
+    async with (
+        open_client(rec, ws_ping_interval=None) as client,
+        client.websocket("/ws") as ws,
+    ):
         await rec.opened.wait()
         (sock,) = rec.sockets
         results: list[Any] = []
@@ -464,23 +493,21 @@ async def test_many_outstanding_pings_all_return() -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(n):
                 nursery.start_soon(ping)
-            with trio.move_on_after(2):
+            with trio.move_on_after(2):  # the client answers the pings as they come
                 while len(results) < n:
-                    with trio.move_on_after(0.05):
-                        await ws.receive()
+                    await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
         errors = [r for r in results if isinstance(r, Exception)]
         assert not errors, f"{len(errors)} of {n} pings failed: {errors[0]!r}"
         assert len(results) == n
-        assert await ws.close() == Close(1000, "")
+        assert await ws.close() == (1000, "")
 
 
 async def test_ping_on_a_closed_socket_raises() -> None:
     rec = Recorder()
-    async with open_server(rec) as h:
-        ws = await connect_ws(h)
+    async with open_client(rec) as client, client.websocket("/ws") as ws:
         await ws.close(1000, "bye")
-        await rec.closed.wait()
+        assert rec.closed.is_set()  # on_close has run when close() returns
         with pytest.raises(pr.ConnectionClosedOK):
             await rec.sockets[0].ping()
 
@@ -488,6 +515,7 @@ async def test_ping_on_a_closed_socket_raises() -> None:
 # -- handshake -------------------------------------------------------------------------
 
 
+# needs the exact handshake: the RFC key, and one with spaces around it
 async def test_handshake_accept_key_and_headers() -> None:
     rec = Recorder()
     async with open_server(rec) as h:
@@ -522,12 +550,12 @@ class CookieUpgrade:
 
 
 async def test_handler_headers_go_out_with_the_101() -> None:
-    async with open_server(CookieUpgrade) as h:
-        ws = await connect_ws(h)
-        assert ws.response.header("set-cookie") == "session=abc"
+    async with open_client(CookieUpgrade) as client, client.websocket("/ws") as ws:
+        assert ws.response.headers.get("set-cookie") == "session=abc"
         await ws.close()
 
 
+# raw bytes: a frame in the same write as the handshake
 async def test_frames_sent_with_the_handshake_are_not_lost() -> None:
     rec = Recorder()
     async with open_server(rec) as h:
@@ -554,6 +582,7 @@ REFUSALS = {
 }
 
 
+# raw bytes: malformed handshakes
 @pytest.mark.parametrize("name", list(REFUSALS))
 async def test_handshake_refusals(name: str) -> None:
     request, status, headers = REFUSALS[name]
@@ -571,6 +600,7 @@ async def test_handshake_refusals(name: str) -> None:
         assert h.server.websockets == set()
 
 
+# raw bytes: a malformed handshake, then a good one on the same connection
 async def test_refused_handshake_keeps_the_connection_for_http() -> None:
     rec = Recorder()
     async with open_server(rec) as h:
@@ -587,25 +617,29 @@ async def test_refused_handshake_keeps_the_connection_for_http() -> None:
 async def test_origin_allow_list() -> None:
     rec = Recorder()
     allowed = ("https://app.example",)
-    async with open_server(rec, ws_allowed_origins=allowed) as h:
+    async with open_client(rec, ws_allowed_origins=allowed) as client:
         for origin in ("https://evil.example", None, "https://app.example.evil"):
-            stream = await h.connect()
-            response = await exchange(stream, handshake(origin=origin))
-            assert response.status == 403, origin
-        ws = await connect_ws(h, origin="https://app.example")
-        await ws.send("in")
-        assert await ws.receive_message() == "in"
-        await ws.close()
+            headers = {} if origin is None else {"Origin": origin}
+            with pytest.raises(WebSocketRejected) as refused:
+                async with client.websocket("/ws", headers=headers):
+                    pass
+            assert refused.value.response.status == 403, origin
+        async with client.websocket("/ws", headers={"Origin": "https://app.example"}) as ws:
+            await ws.send("in")
+            assert await ws.receive() == "in"
+            await ws.close()
         assert len(rec.sockets) == 1
 
 
 async def test_origin_override_per_upgrade() -> None:
     rec = Recorder(allowed_origins=("https://a.example",))
-    async with open_server(rec) as h:
-        response = await exchange(await h.connect(), handshake(origin="https://b.example"))
-        assert response.status == 403
-        ws = await connect_ws(h, origin="https://a.example")
-        await ws.close()
+    async with open_client(rec) as client:
+        with pytest.raises(WebSocketRejected) as refused:
+            async with client.websocket("/ws", headers={"Origin": "https://b.example"}):
+                pass
+        assert refused.value.response.status == 403
+        async with client.websocket("/ws", headers={"Origin": "https://a.example"}) as ws:
+            await ws.close()
 
 
 # -- subprotocols -------------------------------------------------------------------------
@@ -623,14 +657,16 @@ async def test_origin_override_per_upgrade() -> None:
 )
 async def test_subprotocol_selection(offered: str | None, chosen: str | None) -> None:
     rec = Recorder(subprotocols=("chat.v2", "chat.v1"))
-    async with open_server(rec) as h:
-        ws = await connect_ws(h, protocols=offered)
-        assert ws.response.header("sec-websocket-protocol") == chosen
+    subprotocols = offered.split(", ") if offered else []  # sent as one header line
+    async with open_client(rec) as client, client.websocket("/ws", subprotocols=subprotocols) as ws:
+        assert ws.response.headers.get("sec-websocket-protocol") == chosen
+        assert ws.subprotocol == chosen
         await rec.opened.wait()
         assert rec.sockets[0].subprotocol == chosen
         await ws.close()
 
 
+# needs two Sec-WebSocket-Protocol lines (the client offers its subprotocols in one)
 async def test_subprotocol_offered_over_several_header_lines() -> None:
     rec = Recorder(subprotocols=("b", "a"))
     async with open_server(rec) as h:
@@ -642,9 +678,8 @@ async def test_subprotocol_offered_over_several_header_lines() -> None:
 
 async def test_no_subprotocols_configured_ignores_offers() -> None:
     rec = Recorder()
-    async with open_server(rec) as h:
-        ws = await connect_ws(h, protocols="chat.v1")
-        assert ws.response.header("sec-websocket-protocol") is None
+    async with open_client(rec) as client, client.websocket("/ws", subprotocols=["chat.v1"]) as ws:
+        assert ws.response.headers.get("sec-websocket-protocol") is None
         await rec.opened.wait()
         assert rec.sockets[0].subprotocol is None
         await ws.close()
@@ -697,11 +732,14 @@ async def test_upgrade_without_on_message_fails_at_request_time_when_unseen(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="peregrine_rt.error")
-    async with open_server(_sourceless_upgrade_handler()) as h:
-        response = await exchange(await h.connect(), handshake())
+    async with open_client(_sourceless_upgrade_handler()) as client:
+        with pytest.raises(WebSocketRejected) as refused:
+            async with client.websocket("/ws"):
+                pass
+        response = refused.value.response
         assert response.status == 500
-        assert response.header("sec-websocket-accept") is None
-        assert h.server.websockets == set()
+        assert response.headers.get("sec-websocket-accept") is None
+        assert client.server.websockets == set()
     assert any("on_message" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
@@ -728,15 +766,16 @@ class PrepareState:
 
 async def test_handle_prepares_state_before_on_open() -> None:
     handler = PrepareState()
-    async with open_server(handler) as h:
-        ws = await connect_ws(h, path="/chat?user=ann")
-        await ws.send("hi")
-        assert await ws.receive_message() == "ann: hi"
-        await ws.close()
-        with trio.fail_after(2):
-            while len(handler.seen) < 3:
-                await trio.sleep(0.01)
-    assert handler.seen == [("open", {"user": "ann"}), ("message", "ann", "hi"), ("close", 1000)]
+    async with open_client(handler) as client:
+        async with client.websocket("/chat", params={"user": "ann"}) as ws:
+            await ws.send("hi")
+            assert await ws.receive() == "ann: hi"
+        # leaving the block closed the WebSocket, and on_close has run
+        assert handler.seen == [
+            ("open", {"user": "ann"}),
+            ("message", "ann", "hi"),
+            ("close", 1000),
+        ]
 
 
 async def test_exception_in_handle_after_upgrade_closes_1011_without_callbacks(
@@ -744,13 +783,14 @@ async def test_exception_in_handle_after_upgrade_closes_1011_without_callbacks(
 ) -> None:
     handler = PrepareState()
     caplog.set_level(logging.ERROR, logger="peregrine_rt.error")
-    async with open_server(handler) as h:
-        ws = await connect_ws(h, path="/chat?user=bob&fail=1")
-        assert await ws.receive() == Close(1011, "internal error")
-        await ws.expect_eof()
+    async with (
+        open_client(handler) as client,
+        client.websocket("/chat?user=bob&fail=1") as ws,
+    ):
+        assert await ws.receive_close() == (1011, "internal error")  # and the connection ended
         await trio.sleep(0.05)
         assert handler.seen == []
-        assert h.server.websockets == set()
+        assert client.server.websockets == set()
     assert any("after upgrade" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
@@ -784,6 +824,7 @@ class Inspect:
         await ws.send(message)
 
 
+# needs the exact peer address: the one given to handle_stream, or the socket's
 async def test_websocket_exposes_the_upgrade_request(transport: str) -> None:
     handler = Inspect()
     async with open_server(handler, transport=transport) as h:
@@ -853,6 +894,7 @@ async def _small_buffer_client(h: Any, path: str = "/ws") -> WSClient:
     return await WSClient.open(stream, handshake(path))
 
 
+# a lockstep stream: the client must not read ahead
 async def test_send_waits_for_a_client_that_does_not_read(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -875,6 +917,7 @@ async def test_send_waits_for_a_client_that_does_not_read(
         await ws.close()
 
 
+# a real socket with a tiny receive buffer, read only later
 async def test_send_waits_over_a_real_socket() -> None:
     size = 1 << 20
     handler = Flood(count=32, size=size)
@@ -911,6 +954,7 @@ class FloodAndRecord(Flood):
         self.closes.append((code, reason))
 
 
+# a real socket with a tiny receive buffer that neither reads nor answers pings
 async def test_heartbeat_timeout_while_blocked_sending() -> None:
     """A peer that neither reads nor answers pings is closed with 1011; the server lives on."""
     handler = FloodAndRecord(count=64, size=1 << 20)
@@ -950,6 +994,7 @@ class CancelledSend:
             pass
 
 
+# a real socket with a tiny receive buffer, read only later
 async def test_a_cancelled_send_never_corrupts_the_stream() -> None:
     """Each message leaves whole (the WebSocket docstring), even when a send is cancelled.
 
@@ -982,6 +1027,7 @@ async def test_a_cancelled_send_never_corrupts_the_stream() -> None:
 # -- many connections -------------------------------------------------------------------------
 
 
+# frame-level: one peer sends a reserved opcode
 async def test_many_connections_one_failing() -> None:
     rec = Recorder()
     n = 200
@@ -1018,15 +1064,14 @@ async def test_many_connections_one_failing() -> None:
 
 
 async def test_echo_example_over_memory_and_tcp(transport: str) -> None:
-    async with open_server(Echo, transport=transport) as h:
-        ws = await connect_ws(h, path="/anything")
+    async with client_over(Echo, transport) as (client, _), client.websocket("/anything") as ws:
         await ws.send("héllo")
-        assert await ws.receive_message() == "héllo"
+        assert await ws.receive() == "héllo"
         await ws.send(b"\x00\xff" * 5000)
-        assert await ws.receive_message() == b"\x00\xff" * 5000
+        assert await ws.receive() == b"\x00\xff" * 5000
         big = "x" * (2 << 20)  # over the 1 MiB default: Echo allows 16 MiB
         await ws.send(big)
-        assert await ws.receive_message() == big
+        assert await ws.receive() == big
         await ws.close()
 
 
@@ -1038,8 +1083,8 @@ async def test_websockets_library_client(compression: bool) -> None:
     from websockets.sync.client import connect
 
     rec = Recorder(subprotocols=("chat",))
-    async with open_server(rec, transport="tcp", ws_compression=compression) as h:
-        url = f"ws://127.0.0.1:{h.server.port}/ws"
+    async with open_live_server(rec, **FAST_CONFIG, ws_compression=compression) as live:
+        url = f"{live.ws_url}/ws"
         long_text = "compress me " * 5000
 
         def client() -> list[Any]:
@@ -1071,6 +1116,7 @@ async def test_websockets_library_client(compression: bool) -> None:
         assert rec.closes() == [(1000, "done")]
 
 
+# frame-level: invalid UTF-8 in a text frame
 async def test_send_after_a_peer_error_raises_connection_closed_error() -> None:
     rec = Recorder()
     async with open_server(rec) as h:
@@ -1088,6 +1134,7 @@ async def test_send_after_a_peer_error_raises_connection_closed_error() -> None:
         assert isinstance(exc, pr.ConnectionClosed)
 
 
+# raw bytes: pipelined malformed handshakes
 async def test_pipelined_refusals() -> None:
     rec = Recorder()
     async with open_server(rec) as h:

@@ -465,3 +465,25 @@ def test_no_errors_logged_by_the_suite_helpers(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.DEBUG):
         trio.run(main)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_an_early_answer_to_a_slow_body_is_returned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server times the body out (408) and closes while the client still sends."""
+
+    class ReadsBody:
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await request.body()
+            response.text("ok")
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for byte in b"hello":
+            await trio.sleep(2)
+            yield bytes([byte])
+
+    async with open_client(ReadsBody, body_timeout=1) as client:
+        response = await client.post(
+            "/", headers={"Content-Length": "5"}, content=slowly(), timeout=None
+        )
+    assert response.status == 408
