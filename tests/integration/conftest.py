@@ -30,7 +30,10 @@ import pytest
 import trio
 import trio.testing
 
+import peregrine_rt as pr
 from peregrine_rt import Config, Server
+from peregrine_rt.testing import Client, open_client
+from peregrine_rt.testing import open_server as open_live_server
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -381,3 +384,17 @@ def spawn() -> Iterable[Any]:
     yield start
     for proc in procs:
         proc.kill()
+
+
+@asynccontextmanager
+async def client_over(
+    app: Any, transport: str, **config: Any
+) -> AsyncIterator[tuple[Client, pr.Server]]:
+    """A test client of ``app`` and its server: in memory, or over a loopback socket."""
+    options = {**FAST_CONFIG, **config}
+    if transport == "tcp":
+        async with open_live_server(app, **options) as live, open_client(live.url) as client:
+            yield client, live.server
+    else:
+        async with open_client(app, **options) as client:
+            yield client, client.server

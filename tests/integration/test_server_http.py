@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -16,24 +15,10 @@ import trio
 
 import peregrine_rt as pr
 from examples.echo import Echo
-from peregrine_rt.testing import Client, open_client
+from peregrine_rt.testing import open_client
 from peregrine_rt.testing import open_server as open_live_server
 
-from .conftest import FAST_CONFIG, H11Client, Reader, exchange, get, h11_header, open_server
-
-
-@asynccontextmanager
-async def client_over(
-    app: Any, transport: str, **config: Any
-) -> AsyncIterator[tuple[Client, pr.Server]]:
-    """A test client of ``app`` and its server: in memory, or over a loopback socket."""
-    options = {**FAST_CONFIG, **config}
-    if transport == "tcp":
-        async with open_live_server(app, **options) as live, open_client(live.url) as client:
-            yield client, live.server
-    else:
-        async with open_client(app, **options) as client:
-            yield client, client.server
+from .conftest import H11Client, Reader, client_over, exchange, get, h11_header, open_server
 
 
 class App:

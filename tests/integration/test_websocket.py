@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -20,10 +19,10 @@ from wsproto.events import Ping, Pong
 
 import peregrine_rt as pr
 from examples.echo import Echo
-from peregrine_rt.testing import Client, ClientWebSocket, WebSocketRejected, open_client
+from peregrine_rt.testing import ClientWebSocket, WebSocketRejected, open_client
 from peregrine_rt.testing import open_server as open_live_server
 
-from .conftest import FAST_CONFIG, Reader, exchange, open_server
+from .conftest import FAST_CONFIG, Reader, client_over, exchange, open_server
 from .ws_helpers import (
     OP_TEXT,
     RFC_ACCEPT,
@@ -40,21 +39,6 @@ from .ws_helpers import (
     read_server_frame,
     valid_close_code,
 )
-
-
-@asynccontextmanager
-async def client_over(
-    app: Any, transport: str, **config: Any
-) -> AsyncIterator[tuple[Client, pr.Server]]:
-    """A test client of ``app`` and its server: in memory, or over a loopback socket."""
-    options = {**FAST_CONFIG, **config}
-    if transport == "tcp":
-        async with open_live_server(app, **options) as live, open_client(live.url) as client:
-            yield client, live.server
-    else:
-        async with open_client(app, **options) as client:
-            yield client, client.server
-
 
 # -- lifecycle ---------------------------------------------------------------------
 
