@@ -36,7 +36,6 @@ The last line is ``peregrine_vs_uvicorn c50=<ratio> c1000=<ratio>`` (requests/s)
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.metadata
 import importlib.util
 import os
@@ -46,43 +45,30 @@ import resource
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-SERVER_CPU = 0
+from _procs import (
+    HOST,
+    SERVER_CPU,
+    BenchError,
+    Peer,
+    RunningServer,
+    busy_pct,
+    cpu_times,
+    script,
+    spawn,
+)
+
 WRK_CPU = 1
 CONNECTIONS = (50, 1000)
-HOST = "127.0.0.1"
 BODY = b"Hello, World!"
-START_TIMEOUT = 20.0  # seconds for a server to accept connections
-STOP_TIMEOUT = 10.0  # seconds after SIGINT before SIGKILL
 WRK_SLACK = 20.0  # seconds past -d before wrk is killed
 WRK_CPU_WARN = 90.0
 OTHERS_WARN = 25.0  # % of a pinned core used by other processes
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _script(name: str, module: str) -> list[str]:
-    """The console script next to this Python, else ``python -m module``."""
-    path = BIN / name
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
-
-
-@dataclass(frozen=True)
-class Peer:
-    key: str
-    label: str
-    modules: tuple[str, ...]  # importable modules the server needs
-    argv: Callable[[int], list[str]]
-
 
 PEERS = {
     "peregrine": Peer(
@@ -90,7 +76,7 @@ PEERS = {
         "peregrine_rt",
         ("peregrine_rt", "trio"),
         lambda port: [
-            *_script("peregrine-rt", "peregrine_rt"),
+            *script("peregrine-rt", "peregrine_rt"),
             "bench.servers.hello_peregrine:Hello",
             "--host",
             HOST,
@@ -105,7 +91,7 @@ PEERS = {
         "uvicorn",
         ("uvicorn", "httptools", "uvloop"),
         lambda port: [
-            *_script("uvicorn", "uvicorn"),
+            *script("uvicorn", "uvicorn"),
             "bench.servers.hello_asgi:app",
             "--host",
             HOST,
@@ -125,7 +111,7 @@ PEERS = {
         "hypercorn",
         ("hypercorn", "trio"),
         lambda port: [
-            *_script("hypercorn", "hypercorn"),
+            *script("hypercorn", "hypercorn"),
             "--worker-class",
             "trio",
             "--workers",
@@ -162,131 +148,6 @@ DISTRIBUTIONS = {  # module -> distribution, for the versions line
     "hypercorn": "hypercorn",
     "trio": "trio",
 }
-
-
-class BenchError(Exception):
-    """A problem that stops the benchmark, with a message for the user."""
-
-
-# --- processes ---------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL if this script dies without cleaning up."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _spawn(argv: list[str], out: IO[bytes]) -> subprocess.Popen[bytes]:
-    # Own session: Ctrl-C reaches only this script, whose finally blocks stop
-    # the children in order; the death signal covers a SIGKILL of this script.
-    return subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509  (single-threaded script)
-    )
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, all threads, in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-
-
-def _cpu_times() -> dict[int, tuple[int, int]]:
-    """Per CPU: (busy, total) jiffies since boot, from /proc/stat."""
-    times = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *values = line.split()
-            if name.startswith("cpu") and name != "cpu":
-                v = [int(x) for x in values[:8]]
-                total = sum(v)
-                times[int(name[3:])] = (total - v[3] - v[4], total)  # minus idle, iowait
-    return times
-
-
-def _busy_pct(
-    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpu: int
-) -> float:
-    busy = after[cpu][0] - before[cpu][0]
-    total = after[cpu][1] - before[cpu][1]
-    return 100.0 * busy / total if total else 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class RunningServer:
-    """A server subprocess pinned to SERVER_CPU; ``stop()`` is safe to call twice."""
-
-    def __init__(self, peer: Peer, logdir: Path) -> None:
-        self.peer = peer
-        self.port = _free_port()
-        self.log_path = logdir / f"{peer.key}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
-        argv = ["taskset", "-c", str(SERVER_CPU), *peer.argv(self.port)]
-        self.command = " ".join(argv)
-        self.proc = _spawn(argv, self._log)
-
-    def log_tail(self, lines: int = 15) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").rstrip().splitlines()
-        return "\n".join("    " + line for line in text[-lines:]) or "    (no output)"
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(
-                f"{self.peer.label} exited with status {self.proc.returncode}\n"
-                f"  command: {self.command}\n{self.log_tail()}"
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            self.check_alive()
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"{self.peer.label} did not accept connections on port {self.port} "
-                        f"within {START_TIMEOUT:g} s\n  command: {self.command}\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.proc.pid)
-
-    def stop(self) -> str | None:
-        """SIGINT, then SIGKILL (to its process group) after STOP_TIMEOUT; a note if it had to."""
-        note = None
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGINT)
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                note = f"{self.peer.label} ignored SIGINT for {STOP_TIMEOUT:g} s; killed"
-        # SIGKILL the group it leads (its session, started by us): the server if
-        # it is still running and anything it spawned.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self._log.close()
-        return note
 
 
 # --- checks --------------------------------------------------------------------
@@ -411,10 +272,10 @@ def run_wrk(server: RunningServer, conns: int, seconds: int, logdir: Path) -> Wr
     ]
     out_path = logdir / "wrk.out"
     with open(out_path, "w+b") as out:
-        cpus_before = _cpu_times()
+        cpus_before = cpu_times()
         server_before = server.cpu_seconds()
         t0 = time.monotonic()
-        proc = _spawn(argv, out)  # taskset execs wrk: same pid, so wait4 sees wrk's rusage
+        proc = spawn(argv, out)  # taskset execs wrk: same pid, so wait4 sees wrk's rusage
         reaped = False
         try:
             deadline = t0 + seconds + WRK_SLACK
@@ -433,7 +294,7 @@ def run_wrk(server: RunningServer, conns: int, seconds: int, logdir: Path) -> Wr
             proc.returncode = -1  # reaped here; keep Popen from waiting again
         wall = time.monotonic() - t0
         server_after = server.cpu_seconds() if server.proc.poll() is None else server_before
-        cpus_after = _cpu_times()
+        cpus_after = cpu_times()
         out.seek(0)
         output = out.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(status)
@@ -450,8 +311,8 @@ def run_wrk(server: RunningServer, conns: int, seconds: int, logdir: Path) -> Wr
         wrk_cpu=100.0 * (usage.ru_utime + usage.ru_stime) / wall,
         server_cpu=100.0 * (server_after - server_before) / wall,
         busy=(
-            _busy_pct(cpus_before, cpus_after, SERVER_CPU),
-            _busy_pct(cpus_before, cpus_after, WRK_CPU),
+            busy_pct(cpus_before, cpus_after, SERVER_CPU),
+            busy_pct(cpus_before, cpus_after, WRK_CPU),
         ),
         output=output,
     )

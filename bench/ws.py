@@ -45,76 +45,63 @@ rss_per_idle_kib=<n>`` (RSS at the largest N measured).
 
 Every phase is bounded in time; every process started here is stopped (by its
 PID: SIGTERM, then SIGKILL) in ``finally`` blocks, and gets SIGKILL if this
-script dies first.  This folder holds ``http.py``, which would shadow the
-standard library's ``http`` for a script run from here, so the first lines
-below take the folder off ``sys.path`` (``python -P`` does the same).
+script dies first.
 """
 
 from __future__ import annotations
 
-import os  # both already loaded by the interpreter, so they cannot be shadowed
+import argparse
+import base64
+import datetime
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
+from _procs import (
+    HOST,
+    ROOT,
+    SERVER_CPU,
+    BenchError,
+    Peer,
+    RunningServer,
+    busy_pct,
+    cpu_seconds,
+    cpu_times,
+    script,
+    spawn,
+    stop_process,
+)
 
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import ctypes  # noqa: E402
-import datetime  # noqa: E402
-import hashlib  # noqa: E402
-import importlib.metadata  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import select  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import IO  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 CLIENT = ROOT / "bench" / "ws_client.py"
-SERVER_CPU = 0
 CLIENT_CPU = 1
 CONNECTIONS = (50, 1000)
 IDLE = (1000, 10_000)
-HOST = "127.0.0.1"
 MESSAGE_SIZE = 32
-START_TIMEOUT = 20.0  # seconds for a server to accept connections
-STOP_TIMEOUT = 10.0  # seconds after SIGTERM before SIGKILL
 CONNECT_TIMEOUT = 180.0  # seconds for the client to open all its connections
 RESULT_TIMEOUT = 30.0  # seconds for the client to answer STOP, and to exit after
 CLIENT_CPU_WARN = 90.0
 FD_MARGIN = 500
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _script(name: str, module: str) -> list[str]:
-    """The console script next to this Python, else ``python -m module``."""
-    path = BIN / name
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
 
 
 def _module(name: str) -> Callable[[int], list[str]]:
     return lambda port: [sys.executable, "-m", name, "--host", HOST, "--port", str(port)]
-
-
-@dataclass(frozen=True)
-class Peer:
-    key: str
-    label: str
-    modules: tuple[str, ...]  # importable modules the server needs
-    argv: Callable[[int], list[str]]
 
 
 PEERS = {
@@ -123,7 +110,7 @@ PEERS = {
         "peregrine_rt",
         ("peregrine_rt", "trio"),
         lambda port: [
-            *_script("peregrine-rt", "peregrine_rt"),
+            *script("peregrine-rt", "peregrine_rt"),
             "bench.servers.ws_peregrine:Echo",
             "--host",
             HOST,
@@ -156,7 +143,7 @@ PEERS = {
         "hypercorn (trio)",
         ("hypercorn", "trio"),
         lambda port: [
-            *_script("hypercorn", "hypercorn"),
+            *script("hypercorn", "hypercorn"),
             "--worker-class",
             "trio",
             "--workers",
@@ -183,10 +170,6 @@ DISTRIBUTIONS = (
 )
 
 
-class BenchError(Exception):
-    """A problem that stops one server's runs, with a message for the user."""
-
-
 def _has_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -201,50 +184,12 @@ def _version(dist: str) -> str:
         return "missing"
 
 
-# --- processes ---------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL if this script dies without cleaning up."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
-def _spawn(argv: list[str], stdout: IO[bytes] | int, stdin: int) -> subprocess.Popen[bytes]:
-    # Own session: Ctrl-C reaches only this script, whose finally blocks stop
-    # the children; the death signal covers a SIGKILL of this script.
-    return subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=subprocess.STDOUT if stdout is not subprocess.PIPE else None,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509  (single-threaded script)
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> bool:
-    """SIGTERM, then SIGKILL after ``timeout``: only this PID.  True if it had to be killed."""
-    killed = False
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            killed = True
-    proc.wait()
-    return killed
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, all threads, in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+# --- the server ----------------------------------------------------------------
 
 
 def _rss_kib(pid: int) -> int:
@@ -255,95 +200,19 @@ def _rss_kib(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
-def _cpu_times() -> dict[int, tuple[int, int]]:
-    """Per CPU: (busy, total) jiffies since boot, from /proc/stat."""
-    times = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *values = line.split()
-            if name.startswith("cpu") and name != "cpu":
-                v = [int(x) for x in values[:8]]
-                total = sum(v)
-                times[int(name[3:])] = (total - v[3] - v[4], total)  # minus idle, iowait
-    return times
+class WsServer(RunningServer):
+    """A WebSocket server: stopped by its PID (SIGTERM, then SIGKILL), its RSS readable."""
 
-
-def _busy_pct(
-    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpu: int
-) -> float:
-    busy = after[cpu][0] - before[cpu][0]
-    total = after[cpu][1] - before[cpu][1]
-    return 100.0 * busy / total if total else 0.0
-
-
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class RunningServer:
-    """A server subprocess pinned to SERVER_CPU; ``stop()`` is safe to call twice."""
-
-    def __init__(self, peer: Peer, logdir: Path, tag: str) -> None:
-        self.peer = peer
-        self.port = _free_port()
-        self.log_path = logdir / f"{peer.key}-{tag}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
-        argv = ["taskset", "-c", str(SERVER_CPU), *peer.argv(self.port)]
-        self.command = " ".join(argv)
-        # taskset execs the server: the PID is the server's.
-        self.proc = _spawn(argv, self._log, subprocess.DEVNULL)
+    stop_signal = signal.SIGTERM
+    kill_group = False
 
     @property
     def url(self) -> str:
         return f"ws://{HOST}:{self.port}/"
 
-    def log_tail(self, lines: int = 15) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").rstrip().splitlines()
-        return "\n".join("    " + line for line in text[-lines:]) or "    (no output)"
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(
-                f"{self.peer.label} exited with status {self.proc.returncode}\n"
-                f"  command: {self.command}\n{self.log_tail()}"
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            self.check_alive()
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"{self.peer.label} did not accept connections on port {self.port} "
-                        f"within {START_TIMEOUT:g} s\n  command: {self.command}\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.proc.pid)
-
     def rss_kib(self) -> int:
         self.check_alive()
         return _rss_kib(self.proc.pid)
-
-    def stop(self) -> str | None:
-        note = None
-        if _stop(self.proc):
-            note = f"{self.peer.label} ignored SIGTERM for {STOP_TIMEOUT:g} s; killed"
-        self._log.close()
-        return note
 
 
 # --- a minimal WebSocket client, to check a server before loading it ---------
@@ -379,7 +248,7 @@ def _read_frame(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
     return b0 & 0x0F, _recv_exact(sock, length, buf)
 
 
-def check_echo(server: RunningServer) -> None:
+def check_echo(server: WsServer) -> None:
     """Handshake (101, right accept key, no extension), echo one text message, close."""
     key = base64.b64encode(os.urandom(16))
     request = (
@@ -453,15 +322,7 @@ class Client:
         ]
         self.command = " ".join(argv)
         self.log = log
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509  (single-threaded script)
-        )
+        self.proc = spawn(argv, subprocess.PIPE, stdin=subprocess.PIPE, stderr=log)
         self._buf = b""
 
     @property
@@ -507,7 +368,7 @@ class Client:
             self.proc.wait(RESULT_TIMEOUT)
         except subprocess.TimeoutExpired:
             pass
-        return _stop(self.proc, 1.0)
+        return stop_process(self.proc, timeout=1.0)
 
 
 @dataclass
@@ -555,7 +416,7 @@ def _read_ready(client: Client, conns: int) -> tuple[int, list[str]]:
 
 
 def run_load(
-    server: RunningServer, conns: int, warmup: float, duration: float, logdir: Path
+    server: WsServer, conns: int, warmup: float, duration: float, logdir: Path
 ) -> LoadResult:
     with open(logdir / f"client-{server.peer.key}-{conns}.log", "wb") as log:
         client = Client("load", server.url, conns, CONNECT_TIMEOUT + warmup + duration + 60, log)
@@ -564,17 +425,17 @@ def run_load(
             client.send("START")
             time.sleep(warmup)
             server.check_alive()
-            cpus0 = _cpu_times()
-            client0 = _cpu_seconds(client.pid)
+            cpus0 = cpu_times()
+            client0 = cpu_seconds(client.pid)
             server0 = server.cpu_seconds()
             t0 = time.monotonic()
             client.send("MARK")
             time.sleep(duration)
             client.send("STOP")
             elapsed = time.monotonic() - t0
-            client1 = _cpu_seconds(client.pid)
+            client1 = cpu_seconds(client.pid)
             server1 = server.cpu_seconds()
-            cpus1 = _cpu_times()
+            cpus1 = cpu_times()
             line = client.line(RESULT_TIMEOUT)
             try:
                 result = json.loads(line)
@@ -583,7 +444,7 @@ def run_load(
             if client.finish():
                 notes.append("load generator had to be killed")
         finally:
-            _stop(client.proc, 1.0)
+            stop_process(client.proc, timeout=1.0)
     server.check_alive()
     if result["messages"] == 0:
         raise BenchError(f"no echo in {duration:g} s at {conns} connections")
@@ -600,7 +461,7 @@ def run_load(
         p99_ms=result["p99_us"] / 1000,
         client_cpu=100 * (client1 - client0) / elapsed,
         server_cpu=100 * (server1 - server0) / elapsed,
-        busy=(_busy_pct(cpus0, cpus1, SERVER_CPU), _busy_pct(cpus0, cpus1, CLIENT_CPU)),
+        busy=(busy_pct(cpus0, cpus1, SERVER_CPU), busy_pct(cpus0, cpus1, CLIENT_CPU)),
         notes=notes,
     )
     if res.client_cpu > CLIENT_CPU_WARN:
@@ -620,7 +481,7 @@ def run_load(
     return res
 
 
-def run_idle(server: RunningServer, conns: int, settle: float, logdir: Path) -> tuple[float, str]:
+def run_idle(server: WsServer, conns: int, settle: float, logdir: Path) -> tuple[float, str]:
     """KiB of server RSS per idle connection, and a one-line account."""
     before = server.rss_kib()
     with open(logdir / f"client-{server.peer.key}-idle{conns}.log", "wb") as log:
@@ -632,7 +493,7 @@ def run_idle(server: RunningServer, conns: int, settle: float, logdir: Path) -> 
             client.send("STOP")
             client.finish()
         finally:
-            _stop(client.proc, 1.0)
+            stop_process(client.proc, timeout=1.0)
     per = (after - before) / ok
     account = f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB for {ok} idle connections"
     if notes:
@@ -655,7 +516,7 @@ def raise_fd_limit(need: int) -> tuple[bool, str]:
 
 def bench_peer(peer: Peer, args: argparse.Namespace, idle: list[int], logdir: Path) -> PeerResult:
     res = PeerResult(peer)
-    server = RunningServer(peer, logdir, "load")
+    server = WsServer(peer, logdir, "load")
     try:
         server.wait_ready()
         check_echo(server)
@@ -683,7 +544,7 @@ def bench_peer(peer: Peer, args: argparse.Namespace, idle: list[int], logdir: Pa
         if note:
             res.notes.append(note)
     for n in idle:
-        server = RunningServer(peer, logdir, f"idle{n}")
+        server = WsServer(peer, logdir, f"idle{n}")
         try:
             server.wait_ready()
             check_echo(server)

@@ -23,28 +23,20 @@ per line on stdin:
 End of stdin counts as ``STOP``; ``--max-seconds`` bounds the whole life of the
 process whatever happens.  Nothing is sent anywhere but the URL given, which
 ``bench/ws.py`` always points at loopback.
-
-This folder holds ``http.py``, which would shadow the standard library's
-``http`` for a script run from it: the first lines below take the folder off
-``sys.path`` before anything else is imported (``python -P`` does the same).
 """
 
 from __future__ import annotations
 
-import os  # both already loaded by the interpreter, so they cannot be shadowed
+import argparse
+import asyncio
+import json
+import os
 import sys
+import time
+from array import array
 
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from array import array  # noqa: E402
-
-import uvloop  # noqa: E402
-from picows import (  # noqa: E402
+import uvloop
+from picows import (
     WSCloseCode,
     WSFrame,
     WSListener,

@@ -10,23 +10,19 @@ socket.  Loopback only; the servers are stopped by PID.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import socket
+import subprocess
 import sys
 
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
-import json  # noqa: E402
-import resource  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-
-import trio  # noqa: E402
-from wsproto import ConnectionType, WSConnection  # noqa: E402
-from wsproto.events import AcceptConnection, Request, TextMessage  # noqa: E402
-from wsproto.extensions import PerMessageDeflate  # noqa: E402
-
-ROOT = os.path.dirname(_HERE)
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 MESSAGE = json.dumps({"room": "lobby", "text": "hello " * 170})[:1024]
 
 

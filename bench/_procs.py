@@ -1,0 +1,224 @@
+"""Processes for the benchmark scripts: start a peer server, watch its CPU, stop it.
+
+Shared by ``bench/http_load.py`` and ``bench/ws.py`` (imported as ``_procs``:
+a script run as ``python bench/<script>.py`` has this folder on ``sys.path``).
+Linux only: it reads ``/proc`` and sets a parent-death signal with ``prctl``.
+
+Every process started here has its own session (Ctrl-C reaches only the
+script, whose ``finally`` blocks stop the children in order) and gets SIGKILL
+if the script dies without cleaning up.  A server runs pinned to
+``SERVER_CPU`` with ``taskset``, which execs it: the PID is the server's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, ClassVar
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: children run from here
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"  # loopback only
+SERVER_CPU = 0
+START_TIMEOUT = 20.0  # seconds for a server to accept connections
+STOP_TIMEOUT = 10.0  # seconds after the stop signal before SIGKILL
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+CpuTimes = dict[int, tuple[int, int]]  # CPU number -> (busy, total) jiffies
+
+
+class BenchError(Exception):
+    """A problem that stops the benchmark (or one server's runs), with a message for the user."""
+
+
+def script(name: str, module: str) -> list[str]:
+    """The console script next to this Python, else ``python -m module``."""
+    path = BIN / name
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A server to measure: its key on the command line, its label, how to start it."""
+
+    key: str
+    label: str
+    modules: tuple[str, ...]  # importable modules the server needs
+    argv: Callable[[int], list[str]]  # port -> command line
+
+
+# --- processes ---------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL if the script dies without cleaning up."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def spawn(
+    argv: list[str],
+    stdout: IO[bytes] | int,
+    *,
+    stdin: IO[bytes] | int = subprocess.DEVNULL,
+    stderr: IO[bytes] | int = subprocess.STDOUT,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` from ROOT in its own session, killed if the script dies."""
+    # Own session: Ctrl-C reaches only the script, whose finally blocks stop
+    # the children in order; the death signal covers a SIGKILL of the script.
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509  (single-threaded scripts)
+    )
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes],
+    sig: signal.Signals = signal.SIGTERM,
+    timeout: float = STOP_TIMEOUT,
+    *,
+    group: bool = False,
+) -> bool:
+    """``sig``, then SIGKILL after ``timeout``; True if it had to be killed.
+
+    With ``group``, SIGKILL also goes to the process group it leads (its session,
+    started by ``spawn``) whether or not it stopped by itself: anything it
+    spawned dies too.  Without, only its PID is signalled.  Safe to call twice.
+    """
+    killed = False
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            killed = True
+    if group:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    elif killed:
+        proc.kill()
+    proc.wait()
+    return killed
+
+
+# --- /proc --------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, all threads, in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def cpu_times() -> CpuTimes:
+    """Per CPU: (busy, total) jiffies since boot, from /proc/stat."""
+    times = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in values[:8]]
+                total = sum(v)
+                times[int(name[3:])] = (total - v[3] - v[4], total)  # minus idle, iowait
+    return times
+
+
+def busy_pct(before: CpuTimes, after: CpuTimes, cpu: int) -> float:
+    """How busy ``cpu`` was between two ``cpu_times()`` readings, in %."""
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return 100.0 * busy / total if total else 0.0
+
+
+def free_port() -> int:
+    """A TCP port on HOST that nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+# --- a server -----------------------------------------------------------------
+
+
+class RunningServer:
+    """A server subprocess pinned to SERVER_CPU; ``stop()`` is safe to call twice.
+
+    Its output goes to ``<logdir>/<peer key>[-<tag>].log``.  Subclasses choose
+    how it is stopped: ``stop_signal``, and ``kill_group`` (SIGKILL its process
+    group at the end, or only its PID after a timeout).
+    """
+
+    stop_signal: ClassVar[signal.Signals] = signal.SIGINT
+    kill_group: ClassVar[bool] = True
+
+    def __init__(self, peer: Peer, logdir: Path, tag: str | None = None) -> None:
+        self.peer = peer
+        self.port = free_port()
+        name = peer.key if tag is None else f"{peer.key}-{tag}"
+        self.log_path = logdir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
+        argv = ["taskset", "-c", str(SERVER_CPU), *peer.argv(self.port)]
+        self.command = " ".join(argv)
+        self.proc = spawn(argv, self._log)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of its output, indented."""
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").rstrip().splitlines()
+        return "\n".join("    " + line for line in text[-lines:]) or "    (no output)"
+
+    def check_alive(self) -> None:
+        """BenchError, with the command and its output, if it has exited."""
+        if self.proc.poll() is not None:
+            raise BenchError(
+                f"{self.peer.label} exited with status {self.proc.returncode}\n"
+                f"  command: {self.command}\n{self.log_tail()}"
+            )
+
+    def wait_ready(self) -> None:
+        """Return once it accepts a TCP connection; BenchError after START_TIMEOUT."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            self.check_alive()
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"{self.peer.label} did not accept connections on port {self.port} "
+                        f"within {START_TIMEOUT:g} s\n  command: {self.command}\n{self.log_tail()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """Its CPU time so far, in seconds."""
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> str | None:
+        """``stop_signal``, then SIGKILL after STOP_TIMEOUT; a note if it had to."""
+        note = None
+        if stop_process(self.proc, self.stop_signal, group=self.kill_group):
+            note = (
+                f"{self.peer.label} ignored {self.stop_signal.name} for {STOP_TIMEOUT:g} s; killed"
+            )
+        self._log.close()
+        return note
