@@ -44,6 +44,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
 from ._connection import Disconnected
+from ._deflate import BoundedDeflate
 from ._frames import encode_frame, parse_simple_frames
 from .exceptions import ConnectionClosed, HandshakeError
 
@@ -141,11 +142,12 @@ async def upgrade(
         chosen = next((p for p in subprotocols if p in offered), None)
     extensions: list[PerMessageDeflate] = []
     accepted_extensions: bytes | None = None
+    limit = config.ws_max_message_size if max_message_size is _UNSET else max_message_size
     if config.ws_compression if compression is None else compression:
         offers = [
             o.strip() for h in headers.getlist("sec-websocket-extensions") for o in h.split(",")
         ]
-        deflate = PerMessageDeflate()
+        deflate = BoundedDeflate(limit)
         accepted_extensions = server_extensions_handshake(offers, [deflate])
         if accepted_extensions is not None:
             extensions.append(deflate)
@@ -165,7 +167,6 @@ async def upgrade(
     parts.append(b"\r\n")
     response.status = 101
     response.started = True
-    limit = config.ws_max_message_size if max_message_size is _UNSET else max_message_size
     ws = WebSocket(
         conn,
         request,
