@@ -19,7 +19,6 @@ __all__ = ["Response", "ResponseHeaders"]
 _TEXT = b"text/plain; charset=utf-8"
 _HTML = b"text/html; charset=utf-8"
 _JSON = b"application/json"
-_RESERVED = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 
 def _to_bytes(value: str | bytes) -> bytes:

@@ -38,11 +38,11 @@ from typing import Final
 
 from ..exceptions import LimitExceeded, LocalProtocolError, RemoteProtocolError
 from ._abnf import (
-    TCHAR,
     chunk_header_re,
 )
 from ._events import NEED_DATA, PAUSED, Data, EndOfMessage, Event, RequestHead, Sentinel
 from ._fields import (
+    METHODS,
     connection_tokens,
     expects_continue,
     interpret_head,
@@ -144,21 +144,16 @@ def _compile_fast_block(max_count: int) -> re.Pattern[bytes]:
 _FAST_REQUEST_LINE: Final = re.compile(
     rb"(GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH) (/[!-~]*) HTTP/1\.([01])\r\n"
 )
-_FAST_METHODS: Final = {
-    m: m.decode() for m in (b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH")
-}
 
 
 _FAST_BLOCK: Final = _compile_fast_block(MAX_HEADER_COUNT)
 _NO_TRAILERS: Final = EndOfMessage()
-_TARGET_BYTES: Final = bytes(range(0x21, 0x7F))
 _TCHAR_BYTES: Final = frozenset(
     b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
 # host, close, keep-alive, upgrade, content-length, chunked, 100-continue, headers
 _BlockInfo = tuple[bytes | None, bool, bool, bytes | None, int | None, bool, bool, Headers]
 _HEAD_END_RE: Final = re.compile(rb"\n\r?\n")
-_TOKEN_RE: Final = re.compile(TCHAR + rb"+")
 
 
 class RequestParser:
@@ -406,7 +401,7 @@ class RequestParser:
             if self._cache_headers:
                 self._cache = (block, info)
         method_b, target, minor = m.groups()
-        method = _FAST_METHODS[method_b]
+        method = METHODS[method_b]
         host, close, keep, upgrade, clen, chunked, expect_continue, headers = info
         if minor == b"1":
             if host is None:

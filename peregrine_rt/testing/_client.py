@@ -75,7 +75,6 @@ TEST_HOST = "testserver"
 
 _RECEIVE_SIZE = 65536
 _CLOSED = "the server closed the connection"
-_CLOSED_EMPTY = f"{_CLOSED} (having sent nothing)"
 _KEPT = 4096  # bytes of a response kept to quote in failures
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
