@@ -519,3 +519,34 @@ def test_may_have_body(status: int, method: str, expected: bool) -> None:
     if status >= 200 and status not in (204, 304):
         data = encode_response(status, body=b"abc", method=method, date=False)
         assert data.endswith(b"\r\n\r\nabc") is expected
+
+
+@pytest.mark.parametrize("status", [200, 201, 205, 404, 500, 204, 304, 101])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_fixed_response_fast_path_matches_encode_response(
+    status: int, method: str, version: str, keep_alive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's hot-path encoder writes exactly what encode_response writes."""
+    from peregrine_rt._http import _writer, encode_fixed_response
+
+    # One Date for both calls, even if a second boundary falls between them.
+    monkeypatch.setattr(_writer, "date_header_value", lambda: b"Thu, 26 Nov 2026 08:00:00 GMT")
+
+    headers = [(b"content-type", b"text/plain"), (b"x-a", b"1")]
+    body = b"" if status < 200 or status in (204, 205, 304) else b"hello"
+
+    def call(fn: Any) -> bytes | type[Exception]:
+        try:
+            return fn()
+        except LocalProtocolError:
+            return LocalProtocolError
+
+    fast = call(lambda: encode_fixed_response(status, headers, body, method, version, keep_alive))
+    slow = call(
+        lambda: encode_response(
+            status, headers, body, method=method, version=version, keep_alive=keep_alive
+        )
+    )
+    assert fast == slow
