@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ._http import (
     MAX_BODY_SIZE,
@@ -111,6 +111,27 @@ class Config:
         "403.  None allows any origin; set it for browser apps (cross-site WebSocket "
         "hijacking).",
     )
+    ws_outbox_size: int = _opt(
+        1 << 20,
+        "Bytes a WebSocket may have queued for sending (hub and broadcast deliveries to a "
+        "client that reads slowly); beyond it ws_slow_policy applies, so one slow "
+        "subscriber never delays the others.",
+    )
+    ws_slow_policy: Literal["close", "drop-oldest"] = _opt(
+        "close",
+        "What happens when a socket's outbox is full: 'close' (close it with 1008 and "
+        "log it) or 'drop-oldest' (drop the oldest queued messages to make room).",
+    )
+    workers: int = _opt(
+        1,
+        "Worker processes accepting on the same port (SO_REUSEPORT), supervised by the "
+        "parent; >1 needs redis_url for topics to cross processes.",
+    )
+    redis_url: str | None = _opt(
+        None,
+        "redis://HOST:PORT: the app's hub is a RedisHub, so topics cross processes and "
+        "machines; None keeps the in-memory hub.",
+    )
     access_log: bool = _opt(False, "Log every request to the 'peregrine_rt.access' logger.")
     server_header: str | None = _opt(
         None, "Value of a Server response header; None sends none (no fingerprinting)."
@@ -131,6 +152,8 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")
-        for name in ("max_connections", "backlog", "thread_pool_size"):
+        if self.ws_slow_policy not in ("close", "drop-oldest"):
+            raise ValueError("Config.ws_slow_policy must be 'close' or 'drop-oldest'")
+        for name in ("max_connections", "backlog", "thread_pool_size", "workers", "ws_outbox_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be at least 1")
