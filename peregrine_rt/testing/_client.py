@@ -157,7 +157,7 @@ class ClientResponse:
 
     @property
     def content(self) -> bytes:
-        """The whole body (of a streamed response: once read to its end)."""
+        """The whole body (of a streamed response, once read to its end)."""
         if self._content is None:
             raise RuntimeError(
                 "the body of this streamed response is not read yet: await response.aread()"
