@@ -27,7 +27,7 @@ import peregrine_rt  # noqa: E402
 
 project = "peregrine_rt"
 author = "the peregrine_rt authors"
-copyright = "2026, the peregrine_rt authors"  # noqa: A001
+copyright = "2026, the peregrine_rt authors"
 version = release = peregrine_rt.__version__
 
 extensions = [

@@ -29,11 +29,11 @@ class _Page(HTMLParser):
                 continue
             if name == "id" or (name == "name" and tag == "a"):
                 self.ids.add(value)
-            elif (name == "href" and tag in ("a", "link")) or (
-                name == "src" and tag in ("img", "script", "iframe", "embed")
+            elif (
+                (name == "href" and tag in ("a", "link"))
+                or (name == "src" and tag in ("img", "script", "iframe", "embed"))
+                or (name == "data" and tag == "object")
             ):
-                self.links.append(value)
-            elif name == "data" and tag == "object":
                 self.links.append(value)
 
 
@@ -84,7 +84,8 @@ def main() -> None:
         print(problem, file=sys.stderr)
     if problems:
         sys.exit(f"{len(problems)} broken link(s) in {site}")
-    print(f"links: {len(list(site.rglob('*.html')))} pages, every internal link and anchor resolves")
+    count = len(list(site.rglob("*.html")))
+    print(f"links: {count} pages, every internal link and anchor resolves")
 
 
 if __name__ == "__main__":
