@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._config import Config
 from ._http import Headers
+from ._hub import Hub, broadcast
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
 from ._server import Server, run
@@ -34,6 +35,7 @@ __all__ = [
     "HandlerError",
     "HandshakeError",
     "Headers",
+    "Hub",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
@@ -46,6 +48,7 @@ __all__ = [
     "Server",
     "WebSocket",
     "__version__",
+    "broadcast",
     "run",
     "run_sync",
     "upgrade",

@@ -10,6 +10,7 @@ from ._http import RequestHead, parse_query
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
+    from ._hub import Hub
 
 __all__ = ["QueryParams", "Request"]
 
@@ -112,6 +113,11 @@ class Request(RequestHead):
                         cookies[name] = value
             self._cookies = cookies
             return cookies
+
+    @property
+    def hub(self) -> Hub:
+        """The server's hub (publish from HTTP handlers, subscribe SSE streams)."""
+        return self._conn.server.hub
 
     async def stream(self) -> AsyncIterator[bytes]:
         """Yield the body in pieces as they arrive (each call starts where the last stopped)."""

@@ -30,6 +30,7 @@ from ._config import Config
 from ._connection import HTTPConnection, SocketTransport, StreamTransport, Transport
 from ._handler import HandlerSpec, check_handler
 from ._http import encode_response
+from ._hub import Hub
 from ._threads import thread_limiter
 
 if TYPE_CHECKING:
@@ -49,6 +50,14 @@ _BUSY = encode_response(
     keep_alive=False,
     date=False,
 )
+
+
+def _make_hub(config: Config) -> Hub:
+    if config.redis_url is None:
+        return Hub()
+    from ._redis_hub import RedisHub  # noqa: PLC0415 - coredis is an optional extra
+
+    return RedisHub(config.redis_url)
 
 
 class Server:
@@ -82,6 +91,8 @@ class Server:
         self._no_connections = trio.Event()
         self._hard_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self.hub: Hub = _make_hub(self.config)
+        """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
     # -- addresses ------------------------------------------------------------
 
@@ -229,6 +240,7 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                await nursery.start(self.hub.serve)
                 nursery.start_soon(self._reaper)
                 with trio.CancelScope() as accepting:
                     async with trio.open_nursery() as accept_nursery:

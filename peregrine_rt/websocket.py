@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
-from ._connection import Disconnected
+from ._connection import Disconnected, SocketTransport
 from ._deflate import BoundedDeflate
 from ._frames import encode_frame, parse_simple_frames
 from .exceptions import ConnectionClosed, HandshakeError
@@ -52,6 +53,7 @@ _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
+    from ._hub import Hub
     from ._request import Request
     from ._response import Response
 
@@ -205,12 +207,16 @@ class WebSocket:
         "_close_deadline",
         "_conn",
         "_fast",
+        "_hubs",
         "_max_size",
+        "_outbox",
+        "_outbox_bytes",
         "_ping_counter",
         "_ping_sent_at",
         "_pong_waiters",
         "_reader",
-        "_send_lock",
+        "_sock",
+        "_writing",
         "_ws",
         "close_code",
         "close_reason",
@@ -238,7 +244,20 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._max_size = max_size
-        self._send_lock = trio.StrictFIFOLock()
+        # Sending.  One writer at a time (``_writing``); whatever is to be sent
+        # while it writes waits in ``_outbox``, in order: hub deliveries
+        # (``done`` None, counted in ``_outbox_bytes`` against
+        # Config.ws_outbox_size) and the frames of ``send`` calls (``done`` an
+        # Event their caller waits on).  ``droppable`` is False for a frame
+        # partly written already, and for frames a ``send`` caller waits on.
+        self._writing = False
+        self._outbox: deque[tuple[bytes, trio.Event | None, bool]] = deque()
+        self._outbox_bytes = 0
+        transport = conn.transport
+        self._sock: socket.socket | None = (
+            transport.sock if isinstance(transport, SocketTransport) else None
+        )
+        self._hubs: list[Hub] | None = None  # hubs this socket is subscribed on
         self._pong_waiters: dict[bytes, trio.Event] = {}
         self._ping_sent_at: float | None = None  # the heartbeat's outstanding ping
         self._close_deadline: float | None = None
@@ -257,6 +276,18 @@ class WebSocket:
         return self.request.client
 
     @property
+    def hub(self) -> Hub:
+        """The server's hub (``ws.hub.subscribe(ws, "room.lobby")``)."""
+        return self._conn.server.hub
+
+    def _on_subscribe(self, hub: Hub) -> None:
+        hubs = self._hubs
+        if hubs is None:
+            self._hubs = [hub]
+        elif hub not in hubs:
+            hubs.append(hub)
+
+    @property
     def closed(self) -> bool:
         """Whether the close handshake started (no more sending)."""
         return self.close_code is not None or self._ws.state is not ConnectionState.OPEN
@@ -265,34 +296,172 @@ class WebSocket:
         return ConnectionClosed.for_code(self.close_code or 1006, self.close_reason or "")
 
     async def _send_bytes(self, data: bytes) -> None:
-        lock = self._send_lock
-        # Uncontended (the common case), take the lock without the scheduling
-        # round trip that ``await lock.acquire()`` always makes.
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
+        """Send ``data`` after everything queued before it; wait until it is written.
+
+        The caller waits while the peer reads slowly (backpressure).  Cancelled
+        while its turn has not come, the frame still goes out in its turn (the
+        frames after it, compressed ones included, are encoded after it).
+        """
+        if self._broken:
+            raise self._closed_error()
+        if self._writing or self._outbox:
+            done = trio.Event()
+            self._outbox.append((data, done, False))
+            self._start_drain()
+            await done.wait()
             if self._broken:
                 raise self._closed_error()
-            try:
-                await self._conn.transport.send_all(data)
-            except Disconnected:
-                if self.close_code is None:
-                    self.close_code, self.close_reason = 1006, "connection lost"
-                raise self._closed_error() from None
-            except BaseException:
-                # Interrupted (cancelled) part-way through a frame: whatever
-                # follows would be read as the rest of it.  The stream cannot be
-                # framed any more, so the connection is dropped (1006).
-                self._broken = True
-                if self.close_code is None:
-                    self.close_code, self.close_reason = 1006, "a send was interrupted"
-                with trio.CancelScope(shield=True):
-                    await self._conn.transport.abort()
-                raise
+            return
+        self._writing = True
+        try:
+            await self._write(data)
+            if self._outbox:
+                await self._flush()
         finally:
-            lock.release()
+            self._writing = False
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._conn.transport.send_all(data)
+        except Disconnected:
+            self._fail(1006, "connection lost")
+            raise self._closed_error() from None
+        except BaseException:
+            # Interrupted (cancelled) part-way through a frame: whatever
+            # follows would be read as the rest of it.  The stream cannot be
+            # framed any more, so the connection is dropped (1006).
+            self._fail(1006, "a send was interrupted")
+            with trio.CancelScope(shield=True):
+                await self._conn.transport.abort()
+            raise
+
+    def _fail(self, code: int, reason: str) -> None:
+        """The byte stream is unusable: release everyone waiting to send."""
+        self._broken = True
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        for _, done, _ in self._outbox:
+            if done is not None:
+                done.set()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+
+    async def _flush(self) -> None:
+        """Write the outbox in order (the caller is the writer)."""
+        outbox = self._outbox
+        while outbox:
+            data, done, _ = outbox.popleft()
+            if done is None:
+                self._outbox_bytes -= len(data)
+            try:
+                await self._write(data)
+            except ConnectionClosed:
+                return
+            if done is not None:
+                done.set()
+
+    def _start_drain(self) -> None:
+        """Make sure a writer will empty the outbox."""
+        if self._writing:
+            return  # the current writer flushes before it stops
+        nursery = self._conn.server._nursery
+        if nursery is None:  # pragma: no cover - the server is gone
+            self._fail(1006, "server stopped")
+            return
+        self._writing = True
+        nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            await self._flush()
+        finally:
+            self._writing = False
+
+    def _deliver(self, frame: bytes) -> bool:
+        """Queue one encoded frame without waiting (hub deliveries, broadcast).
+
+        Written at once when nothing else is being written and the socket
+        takes it; otherwise queued, and a writer task empties the queue.  When
+        the queue would pass ``Config.ws_outbox_size`` the slow-consumer policy
+        applies.  Returns False when the socket is closed or closing.
+        """
+        if self.close_code is not None or self._broken:
+            return False
+        droppable = True
+        if not self._writing and not self._outbox and (sock := self._sock) is not None:
+            try:
+                sent = sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return False  # the receive loop sees the error and ends the socket
+            if sent == len(frame):
+                return True
+            if sent:
+                frame = frame[sent:]
+                droppable = False  # the rest of a frame already begun
+        elif self._outbox_bytes + len(frame) > self._conn.server.config.ws_outbox_size and (
+            not self._overflow(len(frame))
+        ):
+            return False
+        self._outbox.append((frame, None, droppable))
+        self._outbox_bytes += len(frame)
+        self._start_drain()
+        return True
+
+    def _deliver_message(self, message: str | bytes) -> bool:
+        """Queue ``message`` encoded for this socket (its own compression state)."""
+        if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
+            return False
+        if self._fast:
+            return self._deliver(encode_frame(message))
+        event: Message[Any] = (
+            TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+        )
+        return self._deliver(self._ws.send(event))
+
+    def _overflow(self, incoming: int) -> bool:
+        """The outbox is full: apply Config.ws_slow_policy.  True: queue the frame."""
+        config = self._conn.server.config
+        outbox = self._outbox
+        # Dropping a compressed frame would desynchronise the peer's inflater.
+        if config.ws_slow_policy == "drop-oldest" and self._fast:
+            kept: deque[tuple[bytes, trio.Event | None, bool]] = deque()
+            dropped = 0
+            limit = config.ws_outbox_size - incoming
+            while outbox and self._outbox_bytes > limit:
+                item = outbox.popleft()
+                if item[2]:
+                    self._outbox_bytes -= len(item[0])
+                    dropped += 1
+                else:
+                    kept.append(item)
+            kept.extend(outbox)
+            self._outbox = kept
+            if dropped:
+                error_log.warning(
+                    "%r: slow consumer, dropped the %d oldest queued messages", self, dropped
+                )
+            return True
+        error_log.warning(
+            "%r: slow consumer, %d bytes queued; closing it with 1008",
+            self,
+            self._outbox_bytes,
+        )
+        # Keep what cannot be dropped (a frame begun, frames a sender waits
+        # on), drop the rest, and queue the close frame behind them.
+        kept = deque(item for item in outbox if not item[2])
+        self._outbox = kept
+        self._outbox_bytes = sum(len(item[0]) for item in kept if item[1] is None)
+        reason = "slow consumer: outbox full"
+        self.close_code, self.close_reason = 1008, reason
+        if self._ws.state is ConnectionState.OPEN:
+            data = self._ws.send(CloseConnection(code=1008, reason=reason))
+            kept.append((data, None, False))
+            self._outbox_bytes += len(data)
+            self._start_drain()
+        self._close_deadline = trio.current_time() + config.ws_close_timeout
+        return False
 
     async def send(self, message: str | bytes) -> None:
         """Send one message: ``str`` as a text message, ``bytes`` as a binary one.
@@ -442,6 +611,9 @@ class WebSocket:
                 self._release_waiters()
         finally:
             server.websockets.discard(self)
+            if self._hubs:
+                for hub in self._hubs:
+                    hub.unsubscribe(self)
             if spec.has_on_close:
                 with (
                     trio.CancelScope(shield=True),

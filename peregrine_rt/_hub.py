@@ -1,0 +1,191 @@
+"""The hub: publish/subscribe between connections, by topic.
+
+A topic is a string (``"room.lobby"``); a subscriber is a
+:class:`~peregrine_rt.WebSocket` or a Server-Sent Events stream
+(:class:`~peregrine_rt.EventStream`).  :meth:`Hub.publish` delivers a message
+to every subscriber of the topic without waiting for any of them: each socket
+has a bounded outbox (``Config.ws_outbox_size``) and a slow one gets the
+slow-consumer policy (``Config.ws_slow_policy``) instead of holding up the
+others.  Uncompressed WebSocket frames from a server are the same bytes for
+every client, so a message is encoded once per publish, not once per
+subscriber.
+
+Every server has one hub, ``server.hub`` (``ws.hub`` and ``request.hub`` from a
+handler): this in-memory :class:`Hub` unless ``Config.redis_url`` is set, in
+which case it is a :class:`~peregrine_rt.RedisHub` and topics cross processes
+and machines.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import trio
+
+from ._frames import encode_frame
+from .websocket import WebSocket
+
+__all__ = ["Hub", "Subscriber", "broadcast"]
+
+
+class Subscriber(Protocol):
+    """What the hub can deliver to besides a WebSocket (an SSE stream, say)."""
+
+    def _deliver_message(self, message: str | bytes) -> bool: ...
+
+    def _on_subscribe(self, hub: Hub) -> None: ...
+
+
+def broadcast(websockets: Iterable[WebSocket], message: str | bytes) -> int:
+    """Send ``message`` to every socket of ``websockets`` without waiting.
+
+    The frame is encoded once for all uncompressed sockets.  Sockets that are
+    closed or closing are skipped; a slow one gets the slow-consumer policy
+    (``Config.ws_slow_policy``), never holding up the others.  This is the
+    websockets library's ``broadcast()``, and what :meth:`Hub.publish` uses.
+
+    Returns:
+        How many sockets took the message (written or queued).
+    """
+    return _fanout(websockets, message)
+
+
+def _fanout(subscribers: Iterable[Any], message: str | bytes) -> int:
+    if not isinstance(message, (str, bytes)):
+        raise TypeError(f"messages are str or bytes, not {type(message).__name__}")
+    frame: bytes | None = None
+    delivered = 0
+    for sub in subscribers:
+        if type(sub) is WebSocket and sub._fast:
+            if frame is None:
+                frame = encode_frame(message)
+            if sub._deliver(frame):
+                delivered += 1
+        elif sub._deliver_message(message):
+            delivered += 1
+    return delivered
+
+
+class Hub:
+    """In-memory publish/subscribe for one process (the default hub).
+
+    Topics are created by subscribing and vanish with their last subscriber.
+    A topic containing ``*`` subscribes to a pattern: ``"room.*"`` receives
+    what is published to ``"room.lobby"`` and ``"room.42"`` (``*`` matches any
+    characters, ``.`` included).
+
+    Publishing delivers in call order: two messages published one after the
+    other reach each subscriber in that order.
+    """
+
+    def __init__(self) -> None:
+        self._topics: dict[str, dict[Any, None]] = {}
+        self._patterns: dict[str, tuple[re.Pattern[str], dict[Any, None]]] = {}
+        self._by_subscriber: dict[Any, set[str]] = {}
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def subscribe(self, subscriber: WebSocket | Subscriber, topic: str) -> None:
+        """Deliver what is published to ``topic`` (or a ``*`` pattern) to ``subscriber``.
+
+        Subscribing twice is the same as once.  A WebSocket is unsubscribed
+        from everything when it closes.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"topics are str, not {type(topic).__name__}")
+        if "*" in topic:
+            entry = self._patterns.get(topic)
+            if entry is None:
+                regex = re.compile(fnmatch.translate(topic))
+                entry = self._patterns[topic] = (regex, {})
+            members = entry[1]
+        else:
+            members = self._topics.setdefault(topic, {})
+        if subscriber in members:
+            return
+        members[subscriber] = None
+        topics = self._by_subscriber.get(subscriber)
+        if topics is None:
+            topics = self._by_subscriber[subscriber] = set()
+            subscriber._on_subscribe(self)
+        topics.add(topic)
+        self._subscribed(topic, len(members))
+
+    def unsubscribe(self, subscriber: WebSocket | Subscriber, topic: str | None = None) -> None:
+        """Stop delivering ``topic`` (every topic, if None) to ``subscriber``."""
+        topics = self._by_subscriber.get(subscriber)
+        if not topics:
+            return
+        for name in [topic] if topic is not None else list(topics):
+            if name not in topics:
+                continue
+            topics.discard(name)
+            if "*" in name:
+                members = self._patterns[name][1]
+                members.pop(subscriber, None)
+                if not members:
+                    del self._patterns[name]
+            else:
+                members = self._topics[name]
+                members.pop(subscriber, None)
+                if not members:
+                    del self._topics[name]
+            self._unsubscribed(name, len(members))
+        if not topics:
+            del self._by_subscriber[subscriber]
+
+    def subscribers(self, topic: str) -> list[Any]:
+        """The local subscribers of ``topic`` (pattern subscribers included)."""
+        found = list(self._topics.get(topic, ()))
+        for regex, members in self._patterns.values():
+            if regex.match(topic):
+                found.extend(m for m in members if m not in found)
+        return found
+
+    def count(self, topic: str) -> int:
+        """How many local subscribers ``topic`` has."""
+        return len(self.subscribers(topic))
+
+    def topics(self, subscriber: WebSocket | Subscriber | None = None) -> list[str]:
+        """The topics (and patterns) with local subscribers, or those of ``subscriber``."""
+        if subscriber is not None:
+            return sorted(self._by_subscriber.get(subscriber, ()))
+        return sorted([*self._topics, *self._patterns])
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def publish(self, topic: str, message: str | bytes) -> int:
+        """Deliver ``message`` to every subscriber of ``topic``; never waits on one.
+
+        Returns:
+            How many local subscribers took it.
+        """
+        await trio.lowlevel.checkpoint()
+        return self.publish_local(topic, message)
+
+    def publish_local(self, topic: str, message: str | bytes) -> int:
+        """Deliver to this process's subscribers only, synchronously."""
+        if self._patterns:
+            return _fanout(self.subscribers(topic), message)
+        return _fanout(self._topics.get(topic, ()), message)
+
+    # -- for subclasses (RedisHub) and the server ----------------------------------
+
+    def _subscribed(self, topic: str, members: int) -> None:
+        """A subscription was added (``members`` subscribers now)."""
+
+    def _unsubscribed(self, topic: str, members: int) -> None:
+        """A subscription was removed (``members`` left)."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run what the hub needs in the background (nothing, in memory).
+
+        The server starts it before accepting connections and cancels it last.
+        """
+        task_status.started()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {len(self._topics) + len(self._patterns)} topics>"
