@@ -10,6 +10,7 @@
     ├── HandlerError               a handler class does not meet the handler contract
     ├── HandshakeError             a WebSocket upgrade was refused (.status)
     ├── ClientDisconnected         the client went away while a handler read or sent
+    ├── HubUnavailable             a publish reached local subscribers only (.topic, .delivered)
     └── ConnectionClosed           the WebSocket is closed (.code, .reason)
         ├── ConnectionClosedOK     it closed normally (1000, 1001)
         └── ConnectionClosedError  it closed on an error (any other code, 1006 if no close frame)
@@ -27,6 +28,7 @@ __all__ = [
     "ConnectionClosedOK",
     "HandlerError",
     "HandshakeError",
+    "HubUnavailable",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
@@ -127,3 +129,23 @@ class ClientDisconnected(PeregrineError):
     handler may catch it to stop work early; if it does not, the server ends
     the connection quietly (it is not logged as a handler error).
     """
+
+
+class HubUnavailable(PeregrineError):
+    """A message was delivered to this process's subscribers but not sent to the other nodes.
+
+    Raised by :meth:`RedisHub.publish <peregrine_rt.RedisHub.publish>` when
+    Redis cannot be reached (or the connection dropped before Redis answered):
+    local subscribers have the message, subscribers on other processes and
+    machines do not — and will not get it later, since nothing is retried.
+    ``hub.lost`` counts these messages.
+
+    Attributes:
+        topic: the topic published to.
+        delivered: how many local subscribers took the message.
+    """
+
+    def __init__(self, msg: str, topic: str, delivered: int) -> None:
+        super().__init__(msg)
+        self.topic = topic
+        self.delivered = delivered
