@@ -147,7 +147,11 @@ class RedisServer:
 
 
 def start_redis_server(
-    directory: Path, *, executable: str | None = None, timeout: float = 10.0
+    directory: Path,
+    *,
+    executable: str | None = None,
+    timeout: float = 10.0,
+    port: int | None = None,
 ) -> RedisServer:
     """Start ``redis-server`` on a free port, persisting nothing, and wait until it answers PING.
 
@@ -155,6 +159,8 @@ def start_redis_server(
         directory: an empty directory for it (``--dir``) and its log.
         executable: the ``redis-server`` to run (default: the one on ``PATH``).
         timeout: seconds to wait for the first ``PONG``.
+        port: this port instead of a free one (to restart a stopped server
+            where its clients expect it: ``start_redis_server(d, port=old.port)``).
 
     Raises:
         FileNotFoundError: there is no ``redis-server``.
@@ -164,21 +170,22 @@ def start_redis_server(
     if executable is None:
         raise FileNotFoundError(REDIS_MISSING)
     directory.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, _ATTEMPTS + 1):
-        port = _free_port()
+    attempts = _ATTEMPTS if port is None else 1
+    for attempt in range(1, attempts + 1):
+        port_now = _free_port() if port is None else port
         with open(directory / "redis.log", "wb") as log:
             process = subprocess.Popen(
-                [executable, *itertools.chain.from_iterable(_options(port, directory).items())],
+                [executable, *itertools.chain.from_iterable(_options(port_now, directory).items())],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=directory,
             )
-        server = RedisServer(process, port, directory)
+        server = RedisServer(process, port_now, directory)
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                if "in use" in server.log and attempt < _ATTEMPTS:
+                if "in use" in server.log and attempt < attempts:
                     break  # the port was taken meanwhile: try another
                 raise RuntimeError(
                     f"redis-server exited with status {process.returncode}:\n{server.log}"
