@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._config import Config
 from ._http import Headers
 from ._hub import Hub, broadcast
@@ -16,6 +18,7 @@ from .exceptions import (
     ConnectionClosedOK,
     HandlerError,
     HandshakeError,
+    HubUnavailable,
     LimitExceeded,
     LocalProtocolError,
     PeregrineError,
@@ -23,6 +26,9 @@ from .exceptions import (
     RemoteProtocolError,
 )
 from .websocket import WebSocket, upgrade
+
+if TYPE_CHECKING:
+    from ._redis_hub import RedisHub
 
 __version__ = "0.1.0.dev0"
 
@@ -36,11 +42,13 @@ __all__ = [
     "HandshakeError",
     "Headers",
     "Hub",
+    "HubUnavailable",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
     "ProtocolError",
     "QueryParams",
+    "RedisHub",
     "RemoteProtocolError",
     "Request",
     "Response",
@@ -53,3 +61,14 @@ __all__ = [
     "run_sync",
     "upgrade",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisHub needs coredis, an optional extra (peregrine_rt[redis]): it is
+    # imported when first asked for, not with the package.
+    if name == "RedisHub":
+        from ._redis_hub import RedisHub  # noqa: PLC0415
+
+        globals()["RedisHub"] = RedisHub
+        return RedisHub
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,373 @@
+"""RedisHub: the hub over Redis pub/sub, so that several processes or machines serve one app.
+
+Each node (server process) holds two connections to Redis: one publishes, one
+is subscribed with a single pattern, ``PSUBSCRIBE {prefix}*``.  A topic
+``"room.lobby"`` is the channel ``"peregrine:room.lobby"``; a payload is this
+node's random id (16 bytes), ``b"t"`` (text) or ``b"b"`` (bytes), then the
+message (UTF-8 for text).
+
+:meth:`RedisHub.publish` delivers to the local subscribers first, then
+publishes; when the message comes back from Redis the node recognises its own
+id and skips it, so local subscribers get it exactly once.  Other nodes
+deliver it to their local subscribers.
+
+The guarantee (``docs/redis.rst`` says the same for users):
+
+* A message that :meth:`~RedisHub.publish` returned for reaches every
+  subscriber of its topic on every node whose link to Redis is up, exactly
+  once (Redis pub/sub sends each message once per subscribed connection, and
+  this node subscribes once).
+* Messages of one publisher (one node) arrive in the order of the
+  ``publish`` calls, from any number of tasks: each call queues its
+  ``PUBLISH`` on the one publishing connection before its first await, and
+  Redis answers and forwards them in that order.  Calls that overlap are
+  pipelined (written together), not serialised by a lock.
+* While Redis is unreachable ``publish`` still delivers locally, then raises
+  :class:`~peregrine_rt.exceptions.HubUnavailable` and counts the message in
+  ``hub.lost``; nothing is queued or retried (no duplicates, no late
+  delivery).  A message whose connection dropped before Redis answered is
+  reported the same way, although Redis may have forwarded it.
+* While this node is disconnected, what other nodes publish does not reach
+  its subscribers, then or later: pub/sub has no replay.  Use Redis streams
+  (as the chat example does) for history.
+
+Reconnection: the link is watched (a ``PING`` on both connections every
+``PING_INTERVAL`` seconds, answered within ``timeout``); when it drops, it is
+rebuilt with exponential backoff (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``,
+with jitter) and the pattern subscribed again.  Drops and reconnections are
+logged on the ``peregrine_rt.hub`` logger.
+
+The trade-off of one pattern per node: every node receives every message of
+the namespace, including topics it has no subscriber for (dropped after a
+dictionary lookup).  That keeps the subscription state trivial across
+reconnects and subscribe/unsubscribe churn; give each app its own ``prefix``
+so that apps sharing a Redis do not receive each other's traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+try:
+    import anyio
+    from coredis import ConnectionPool
+    from coredis.connection import BaseConnection
+    from coredis.exceptions import ConnectionError as RedisConnectionError
+    from coredis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - the extra is installed in development
+    raise ImportError(
+        "RedisHub needs coredis: pip install 'peregrine_rt[redis]'", name=exc.name
+    ) from exc
+
+from ._hub import Hub
+from .exceptions import HubUnavailable
+
+__all__ = ["RedisHub"]
+
+log = logging.getLogger("peregrine_rt.hub")
+
+NODE_ID_SIZE = 16
+"""Bytes of random node id at the start of every payload."""
+DEFAULT_PREFIX = "peregrine:"
+DEFAULT_TIMEOUT = 2.0
+"""Seconds to connect, to get the subscription acknowledged, and for any reply."""
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+PING_INTERVAL = 5.0
+
+_TEXT = b"t"
+_BYTES = b"b"
+_HEADER = NODE_ID_SIZE + 1
+
+# What a broken or unreachable Redis raises (coredis, anyio and trio timeouts).
+_LINK_ERRORS: tuple[type[Exception], ...] = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    trio.TooSlowError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+def _glob_escape(text: bytes) -> bytes:
+    """``text`` matched literally by a Redis glob pattern."""
+    for special in (b"\\", b"*", b"?", b"[", b"]"):
+        text = text.replace(special, b"\\" + special)
+    return text
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    leaf = _first_leaf(exc)
+    text = str(leaf)
+    cause = leaf.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
+
+
+class RedisHub(Hub):
+    """The hub over Redis pub/sub: topics cross processes and machines.
+
+    The same interface as :class:`~peregrine_rt.Hub` (subscriptions are
+    local, as are :meth:`~Hub.subscribers`, :meth:`~Hub.count` and
+    :meth:`~Hub.topics`); :meth:`publish` reaches the subscribers of every
+    node.  ``Config.redis_url`` (``--redis URL`` on the command line) makes a
+    server use one; the server runs :meth:`serve`.
+
+    Args:
+        url: ``redis://[:password@]host:port[/db]`` (or ``unix://path``).
+        prefix: the channel namespace of this app: topic ``t`` is channel
+            ``prefix + t``, and the node subscribes to ``prefix*``.
+        timeout: seconds allowed to connect, to have the subscription
+            acknowledged, and for Redis to answer a publish or a ping.
+
+    Attributes:
+        node_id: this node's random id, which tags what it publishes.
+        lost: how many messages :meth:`publish` could not send to the other
+            nodes (each also raised :class:`~peregrine_rt.exceptions.HubUnavailable`).
+
+    Resource handling:
+        :meth:`serve` owns both connections to Redis; cancelling it closes them.
+
+    Error handling:
+        Redis being unreachable never stops the server: :meth:`publish` raises
+        :class:`~peregrine_rt.exceptions.HubUnavailable` after delivering
+        locally, and :meth:`serve` keeps reconnecting, logging each drop and
+        reconnection on the ``peregrine_rt.hub`` logger.
+    """
+
+    def __init__(
+        self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self.node_id = os.urandom(NODE_ID_SIZE)
+        self.lost = 0
+        # Parsed now, so that a malformed URL fails when the server is built.
+        self._pool: ConnectionPool[Any] = ConnectionPool.from_url(
+            url, connect_timeout=timeout, stream_timeout=timeout
+        )
+        self._where = str(self._pool.location)  # host:port, never the password
+        self._channel_prefix = prefix.encode()
+        self._pattern = _glob_escape(self._channel_prefix) + b"*"
+        self._pub: BaseConnection | None = None  # while the link is up
+        self._broken: trio.Event | None = None
+        self._down_since: float | None = None
+        self._lost_at_drop = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link to Redis is up (publishes reach the other nodes)."""
+        return self._pub is not None
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def publish(self, topic: str, message: str | bytes) -> int:
+        """Deliver ``message`` to the subscribers of ``topic`` here, then on every other node.
+
+        Returns:
+            How many local subscribers took it.
+
+        Raises:
+            HubUnavailable: Redis is unreachable (or the connection dropped
+                before it answered): the local subscribers have the message,
+                the other nodes do not; ``hub.lost`` counted it.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"topics are str, not {type(topic).__name__}")
+        delivered = self.publish_local(topic, message)
+        conn = self._pub
+        if conn is None:
+            raise self._unavailable(topic, delivered, "not connected to Redis")
+        if isinstance(message, str):
+            payload = b"".join((self.node_id, _TEXT, message.encode()))
+        else:
+            payload = b"".join((self.node_id, _BYTES, message))
+        try:
+            # Queued on the connection now, in call order; written (pipelined
+            # with any other queued publishes) by its writer task.
+            request = conn.create_request(
+                b"PUBLISH", self._channel_prefix + topic.encode(), payload
+            )
+            await request
+        except _LINK_ERRORS as exc:
+            if self._pub is conn:
+                self._pub = None  # the next publishes fail fast until reconnected
+                if self._broken is not None:
+                    self._broken.set()
+            raise self._unavailable(topic, delivered, _describe(exc)) from exc
+        return delivered
+
+    def _unavailable(self, topic: str, delivered: int, why: str) -> HubUnavailable:
+        self.lost += 1
+        if self.lost == self._lost_at_drop + 1:  # once per outage; the total comes at reconnection
+            log.warning(
+                "publishing on %r reached this process only (%s); until Redis at %s is back, "
+                "messages do not reach other nodes (counted in hub.lost)",
+                topic,
+                why,
+                self._where,
+            )
+        return HubUnavailable(
+            f"{topic!r}: delivered to {delivered} local subscriber(s), "
+            f"not sent to other nodes ({why})",
+            topic,
+            delivered,
+        )
+
+    # -- the link to Redis --------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect to Redis, relay what other nodes publish, reconnect when needed.
+
+        Reports started once subscribed, or after ``timeout`` seconds if Redis
+        cannot be reached: the server then starts anyway (its publishes stay
+        local and raise HubUnavailable) and the hub keeps trying in the
+        background.  Runs until cancelled.
+        """
+        up = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stay_linked, up)
+            with trio.move_on_after(self.timeout):
+                await up.wait()
+            if not up.is_set():
+                log.warning(
+                    "Redis at %s is unreachable: serving anyway; publishes reach this "
+                    "process only until it connects",
+                    self._where,
+                )
+            task_status.started()
+
+    async def _stay_linked(self, up: trio.Event) -> None:
+        delay = BACKOFF_MIN
+        while True:
+            linked = False
+
+            def on_up() -> None:
+                nonlocal delay, linked
+                linked, delay = True, BACKOFF_MIN
+                if self._down_since is None:
+                    log.info("connected to Redis at %s (channels %s*)", self._where, self.prefix)
+                else:
+                    log.warning(
+                        "reconnected to Redis at %s after %.1f s; %d message(s) published "
+                        "meanwhile reached this process only",
+                        self._where,
+                        trio.current_time() - self._down_since,
+                        self.lost - self._lost_at_drop,
+                    )
+                self._down_since = None
+                up.set()
+
+            error: BaseException | None = None
+            try:
+                await self._link(on_up)
+            except* _LINK_ERRORS as group:
+                error = group
+            reason = _describe(error) if error is not None else "closed"
+            if linked or self._down_since is None:
+                self._down_since = trio.current_time()
+                self._lost_at_drop = self.lost
+                log.warning(
+                    "%s Redis at %s (%s); retrying, and until then messages published on "
+                    "other nodes do not reach this one",
+                    "lost the connection to" if linked else "cannot connect to",
+                    self._where,
+                    reason,
+                )
+            else:
+                log.info("still cannot connect to Redis at %s (%s)", self._where, reason)
+            await trio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _connect(self, nursery: trio.Nursery) -> BaseConnection:
+        pool = self._pool
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "processing_budget"}
+        conn: BaseConnection = pool.connection_class(pool.location, **kwargs)
+        with trio.fail_after(self.timeout):
+            await nursery.start(conn.run)
+        return conn
+
+    async def _link(self, on_up: Callable[[], None]) -> None:
+        """Connect, subscribe, relay until the link breaks (raises a link error)."""
+        async with trio.open_nursery() as nursery:
+            pub = sub = None
+            try:
+                pub = await self._connect(nursery)
+                sub = await self._connect(nursery)
+                messages: AsyncIterator[list[Any]] = sub.push_messages.__aiter__()
+                sub.send_command(b"PSUBSCRIBE", self._pattern)
+                with trio.fail_after(self.timeout):
+                    reply = await messages.__anext__()
+                if reply[:2] != [b"psubscribe", self._pattern]:
+                    raise RedisError(f"unexpected answer to PSUBSCRIBE: {reply!r}")
+                self._broken = broken = trio.Event()
+                self._pub = pub
+                on_up()
+                nursery.start_soon(self._keepalive, pub, sub, broken)
+                await self._relay(messages)
+            finally:
+                self._pub = None
+                for conn in (pub, sub):
+                    if conn is not None:
+                        conn.invalidate()
+                nursery.cancel_scope.cancel()
+
+    async def _keepalive(
+        self, pub: BaseConnection, sub: BaseConnection, broken: trio.Event
+    ) -> None:
+        while True:
+            with trio.move_on_after(PING_INTERVAL):
+                await broken.wait()
+                raise RedisConnectionError("a publish failed")
+            with trio.fail_after(self.timeout):
+                await pub.create_request(b"PING")
+                await sub.create_request(b"PING")
+
+    async def _relay(self, messages: AsyncIterator[list[Any]]) -> None:
+        """Deliver what other nodes publish to the local subscribers."""
+        node_id = self.node_id
+        skip = len(self._channel_prefix)
+        async for item in messages:
+            if item[0] != b"pmessage":
+                continue
+            payload = item[3]
+            if payload[:NODE_ID_SIZE] == node_id:
+                continue  # ours: delivered locally when published
+            try:
+                topic = item[2][skip:].decode()
+                if topic not in self._topics and not self._patterns:
+                    continue  # no subscriber here (the cost of one pattern per node)
+                kind = payload[NODE_ID_SIZE:_HEADER]
+                if kind == _TEXT:
+                    message: str | bytes = payload[_HEADER:].decode()
+                elif kind == _BYTES:
+                    message = payload[_HEADER:]
+                else:
+                    raise ValueError(f"unknown kind {kind!r}")
+            except ValueError as exc:  # UnicodeDecodeError included
+                log.warning("dropped a malformed message on channel %r: %s", item[2], exc)
+                continue
+            self.publish_local(topic, message)
+        raise RedisConnectionError("the subscription ended")
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        topics = len(self._topics) + len(self._patterns)
+        return f"<RedisHub {self._where} {self.prefix!r} {state}, {topics} topics lost={self.lost}>"
