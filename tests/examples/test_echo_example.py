@@ -1,4 +1,4 @@
-"""Tests of examples/echo.py: HTTP requests are described, WebSocket messages echoed."""
+"""Tests of examples/echo.py: HTTP requests described, WebSocket messages echoed or broadcast."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import trio
 import trio.testing
 
-from examples.echo import Echo
+from examples.echo import BROADCAST_TOPIC, Echo
+from peregrine_rt import Hub
 from peregrine_rt.testing import Close, open_client, open_server
 
 
@@ -72,3 +73,64 @@ async def test_over_a_real_socket() -> None:
         async with client.websocket("/ws") as ws:
             await ws.send("over tcp")
             assert await ws.receive() == "over tcp"
+
+
+# -- /bcast: every message to every /bcast socket, through the hub ----------------------
+
+
+async def wait_subscribed(hub: Hub, n: int) -> None:
+    """Until ``n`` sockets are subscribed to the broadcast topic (each subscribes in on_open)."""
+    while hub.count(BROADCAST_TOPIC) != n:
+        await trio.sleep(0.001)
+
+
+async def test_a_broadcast_reaches_every_socket_the_sender_included() -> None:
+    with trio.fail_after(10):
+        async with (
+            open_client(Echo) as client,
+            client.websocket("/bcast") as a,
+            client.websocket("/bcast") as b,
+            client.websocket("/bcast") as c,
+            client.websocket("/ws") as echo_only,
+        ):
+            await wait_subscribed(client.server.hub, 3)
+            await b.send("from b")
+            await b.send(b"\x00binary")
+            for ws in (a, b, c):
+                assert await ws.receive() == "from b"
+                assert await ws.receive() == b"\x00binary"
+            # /ws still echoes, to its sender only, and got nothing of the broadcast.
+            await echo_only.send("echo")
+            assert await echo_only.receive() == "echo"
+            # Exactly once: the next message each /bcast socket gets is the next one sent.
+            await a.send("end")
+            for ws in (a, b, c):
+                assert await ws.receive() == "end"
+
+
+async def test_broadcasts_keep_the_order_they_were_received_in() -> None:
+    with trio.fail_after(10):
+        async with (
+            open_client(Echo) as client,
+            client.websocket("/bcast") as sender,
+            client.websocket("/bcast") as other,
+        ):
+            await wait_subscribed(client.server.hub, 2)
+            for i in range(200):
+                await sender.send(f"m{i}")
+            expected = [f"m{i}" for i in range(200)]
+            assert [await other.receive() for _ in range(200)] == expected
+            assert [await sender.receive() for _ in range(200)] == expected
+
+
+async def test_a_closed_socket_leaves_the_broadcast() -> None:
+    with trio.fail_after(10):
+        async with open_client(Echo) as client, client.websocket("/bcast") as stays:
+            hub = client.server.hub
+            async with client.websocket("/bcast") as leaves:
+                await wait_subscribed(hub, 2)
+                await leaves.send("hello")
+                assert await stays.receive() == "hello"
+            await wait_subscribed(hub, 1)
+            await stays.send("alone")
+            assert await stays.receive() == "alone"
