@@ -206,6 +206,7 @@ class WebSocket:
         "_broken",
         "_close_deadline",
         "_conn",
+        "_dropping",
         "_fast",
         "_hubs",
         "_max_size",
@@ -253,6 +254,7 @@ class WebSocket:
         self._writing = False
         self._outbox: deque[tuple[bytes, trio.Event | None, bool]] = deque()
         self._outbox_bytes = 0
+        self._dropping = False  # drop-oldest is dropping (logged once per episode)
         transport = conn.transport
         self._sock: socket.socket | None = (
             transport.sock if isinstance(transport, SocketTransport) else None
@@ -349,6 +351,7 @@ class WebSocket:
     async def _flush(self) -> None:
         """Write the outbox in order (the caller is the writer)."""
         outbox = self._outbox
+        self._dropping = False
         while outbox:
             data, done, _ = outbox.popleft()
             if done is None:
@@ -436,12 +439,10 @@ class WebSocket:
                     dropped += 1
                 else:
                     kept.append(item)
-            kept.extend(outbox)
-            self._outbox = kept
-            if dropped:
-                error_log.warning(
-                    "%r: slow consumer, dropped the %d oldest queued messages", self, dropped
-                )
+            outbox.extendleft(reversed(kept))  # in place: a writer may hold a reference
+            if dropped and not self._dropping:  # one line per episode, not per message
+                self._dropping = True
+                error_log.warning("%r: slow consumer, dropping the oldest queued messages", self)
             return True
         error_log.warning(
             "%r: slow consumer, %d bytes queued; closing it with 1008",
@@ -450,14 +451,15 @@ class WebSocket:
         )
         # Keep what cannot be dropped (a frame begun, frames a sender waits
         # on), drop the rest, and queue the close frame behind them.
-        kept = deque(item for item in outbox if not item[2])
-        self._outbox = kept
-        self._outbox_bytes = sum(len(item[0]) for item in kept if item[1] is None)
+        undroppable = [item for item in outbox if not item[2]]
+        outbox.clear()  # in place: a writer may hold a reference
+        outbox.extend(undroppable)
+        self._outbox_bytes = sum(len(item[0]) for item in undroppable if item[1] is None)
         reason = "slow consumer: outbox full"
         self.close_code, self.close_reason = 1008, reason
         if self._ws.state is ConnectionState.OPEN:
             data = self._ws.send(CloseConnection(code=1008, reason=reason))
-            kept.append((data, None, False))
+            outbox.append((data, None, False))
             self._outbox_bytes += len(data)
             self._start_drain()
         self._close_deadline = trio.current_time() + config.ws_close_timeout
