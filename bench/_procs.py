@@ -222,3 +222,65 @@ class RunningServer:
             )
         self._log.close()
         return note
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of ``pid`` (children first), from ``/proc/<pid>/task/*/children``."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process and its live descendants (worker processes), in seconds."""
+    total = cpu_seconds(pid)
+    for child in descendants(pid):
+        try:
+            total += cpu_seconds(child)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+CpuDetail = dict[int, tuple[int, int, int]]  # CPU number -> (busy, irq + softirq, total) jiffies
+
+
+def cpu_times_detail() -> CpuDetail:
+    """Per CPU: (busy, irq + softirq, total) jiffies since boot, from /proc/stat.
+
+    Interrupt time is charged to no process: on loopback, much of the TCP
+    receive work of the peer runs as softirq on the sender's CPU.
+    """
+    times = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in values[:8]]
+                total = sum(v)
+                times[int(name[3:])] = (total - v[3] - v[4], v[5] + v[6], total)
+    return times
+
+
+def cpu_split_pct(before: CpuDetail, after: CpuDetail, cpu: int) -> tuple[float, float]:
+    """How busy ``cpu`` was between two ``cpu_times_detail()`` readings, and in interrupts, in %."""
+    total = after[cpu][2] - before[cpu][2]
+    if not total:
+        return 0.0, 0.0
+    busy = after[cpu][0] - before[cpu][0]
+    irq = after[cpu][1] - before[cpu][1]
+    return 100.0 * busy / total, 100.0 * irq / total
