@@ -20,15 +20,15 @@ Configuration reference
    edit the field's ``doc`` there, not here.
 
 Every option of :class:`peregrine_rt.Config`, with its default and why. Pass
-only what you change::
+only what you change:
 
-    import peregrine_rt as pr
+.. literalinclude:: snippets/config_usage.py
+   :language: python
+   :start-after: # [usage]
+   :end-before: # [/usage]
+   :dedent: 4
 
-    pr.run(MyHandler, pr.Config(port=3000, access_log=True))
-    # or, the same:
-    pr.run(MyHandler, port=3000, access_log=True)
-
-The command line sets the most common ones (``peregrine-rt --help``).
+The command line sets the most common ones (:doc:`cli`).
 
 """
 

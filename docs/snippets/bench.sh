@@ -1,0 +1,4 @@
+make bench-parser               # the HTTP parser against h11 and httptools
+make bench-http                 # HTTP hello world against the peers (wrk, pinned CPUs)
+python bench/ws.py              # WebSocket echo and idle memory against the peers
+python bench/ws_deflate_memory.py 1000   # memory cost of permessage-deflate
