@@ -26,7 +26,8 @@ sender included:
 * websockets_trio: ``await websockets.trio.server.broadcast()``;
 * trio_websocket: a loop of ``await ws.send_message(message)`` over the
   members (trio-websocket has no broadcast helper; the loop beat a nursery
-  with one task per member here).
+  with one task per member here: ``trio_websocket_nursery``, not run by
+  default).
 
 Scenario: N connections (1000, and 100 for a second row) open; connection 0
 is also the publisher.  It sends 32-byte text messages carrying a sequence
@@ -50,9 +51,14 @@ from a slow-consumer policy) are printed with the row, never hidden.
 
 CPU time of the server (all its processes), of redis-server and of the load
 generator over the measured window comes from ``/proc/<pid>/stat``, how busy
-CPUs 0 and 1 were from ``/proc/stat``: a load generator above 90 % of its CPU
-is flagged (it may be the limit), and so is a CPU much busier than what was
-pinned to it (someone else used it).
+CPUs 0 and 1 were, and how much of it was irq/softirq, from ``/proc/stat``.
+Softirq time is charged to no process, and on loopback much of the
+receiver's TCP work runs as softirq on the sending CPU: a fan-out server's
+core shows 20-30 % of it.  A load generator above 90 % of its CPU is flagged
+(it may be the limit), and so is a CPU busier than its pinned process plus
+softirq by more than 10 points (someone else used it).  The header says which
+``peregrine_rt`` the servers import and its git state (run from an exported
+tree with ``PYTHONPATH`` to measure a given commit).
 
 The last line is ``peregrine_fanout n1000=<deliveries/s> p99_ms=<n>
 vs_websockets_asyncio=<r>x``.  Every phase is bounded in time; every process
@@ -64,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -171,6 +178,16 @@ PEERS = {
         "trio-websocket (loop)",
         ("trio_websocket",),
         _module("bench.servers.fanout_trio_websocket"),
+    ),
+    "trio_websocket_nursery": Peer(
+        "trio_websocket_nursery",
+        "trio-websocket (nursery)",
+        ("trio_websocket",),
+        lambda port: [
+            *_module("bench.servers.fanout_trio_websocket")(port),
+            "--fanout",
+            "nursery",
+        ],
     ),
 }
 DEFAULT_SERVERS = (
@@ -293,6 +310,27 @@ def workers_missing() -> str | None:
     if not Path(REDIS).exists():
         reasons.append(f"no {REDIS} (apt-get install -y redis-server)")
     return "; ".join(reasons) or None
+
+
+def provenance() -> str:
+    """Which peregrine_rt the servers run: its folder, and the git state when there is one."""
+    spec = importlib.util.find_spec("peregrine_rt")
+    where = Path(spec.origin).parent if spec and spec.origin else Path("?")
+    try:
+        git = ["git", "-C", str(where.parent)]
+        sha = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "peregrine_rt"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        state = f"git {sha}" + (", with uncommitted changes in peregrine_rt/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        state = "not a git checkout"
+    return f"peregrine_rt from {where} ({state})"
 
 
 # --- the load generator --------------------------------------------------------
@@ -588,7 +626,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=WINDOW, help="messages in flight at most")
     ap.add_argument(
         "--subscribers",
-        default=",".join(str(n) for n in SUBSCRIBERS),
+        default=None,
         help="comma-separated room sizes (default 1000,100; 1000 with --quick)",
     )
     ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1000 members only")
@@ -602,8 +640,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
-        if args.subscribers == ap.get_default("subscribers"):
+        if args.subscribers is None:
             args.subscribers = "1000"
+    if args.subscribers is None:
+        args.subscribers = ",".join(str(n) for n in SUBSCRIBERS)
     counts = [int(n) for n in args.subscribers.split(",") if n.strip()]
     if not counts or min(counts) < 2:
         ap.error("--subscribers: room sizes of at least 2")
@@ -627,6 +667,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {_loadavg()}"
     )
     print("# " + ", ".join(f"{d} {_version(d)}" for d in DISTRIBUTIONS))
+    print(f"# {provenance()}")
     print(
         f"# server on CPU {SERVER_CPU}, load generator (picows on uvloop, 1 process) on "
         f"CPU {CLIENT_CPU}; one room of N members, member 0 publishes {MESSAGE_SIZE}-byte "
