@@ -14,6 +14,7 @@ import trio
 
 from ._config import Config
 from ._server import Server, _install_default_logging, serve_until_signalled
+from ._workers import run_workers
 from .exceptions import HandlerError
 
 __all__ = ["main"]
@@ -24,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="peregrine-rt",
         description="Serve a peregrine_rt handler class.",
-        epilog="Example: peregrine-rt examples.echo:Echo --port 8080",
+        epilog="Example: peregrine-rt examples.echo:Echo --port 8080 --workers 2",
     )
     p.add_argument("app", metavar="MODULE:ATTR", help="the handler class, e.g. examples.echo:Echo")
     p.add_argument(
@@ -51,6 +52,21 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.shutdown_grace,
         help=f"seconds in-flight requests get on shutdown (default {defaults.shutdown_grace:g})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        metavar="N",
+        help="worker processes sharing the port with SO_REUSEPORT, supervised by this one "
+        f"(default {defaults.workers})",
+    )
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get("REDIS_URL") or None,
+        help="the hub's Redis (redis://HOST:PORT): topics then cross worker processes and "
+        "machines (default: $REDIS_URL)",
     )
     return p
 
@@ -94,10 +110,21 @@ def _find_os_error(exc: BaseException) -> OSError | None:
     return None
 
 
+def _check_spec(spec: str) -> None:
+    """The form checks of :func:`load_app`, without importing anything (LookupError)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise LookupError(f"{spec!r} is not of the form MODULE:ATTR")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    app: object = None
     try:
-        app = load_app(args.app)
+        if args.workers > 1:
+            _check_spec(args.app)  # the parent only supervises: the workers import the app
+        else:
+            app = load_app(args.app)
     except LookupError as exc:
         return _fail(str(exc))
     ssl_context = None
@@ -117,10 +144,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_context=ssl_context,
             access_log=args.access_log,
             shutdown_grace=args.shutdown_grace,
+            workers=args.workers,
+            redis_url=args.redis,
         )
+        if config.workers > 1:
+            if config.uds is not None:
+                return _fail("--workers shares a TCP port (SO_REUSEPORT), not a Unix socket")
+            return run_workers(
+                args.app,
+                config.replace(ssl_context=None),
+                log_level=args.log_level.upper(),
+                certfile=args.certfile,
+                keyfile=args.keyfile,
+            )
         server = Server(app, config)
     except (HandlerError, ValueError) as exc:
         return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot listen: {exc}")
     _install_default_logging(args.log_level.upper())
     try:
         trio.run(serve_until_signalled, server)

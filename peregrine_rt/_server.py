@@ -32,6 +32,7 @@ from ._handler import HandlerSpec, check_handler
 from ._http import encode_response
 from ._hub import Hub
 from ._threads import thread_limiter
+from .mixins import HubMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -235,6 +236,8 @@ class Server:
         thread_limiter().total_tokens = config.thread_pool_size
         handler = self._handler
         self.handler_instance = handler() if isinstance(handler, type) else handler
+        if isinstance(self.handler_instance, HubMixin):
+            self.handler_instance.hub = self.hub
         if self.spec.has_startup:
             await self.handler_instance.startup()
         try:
@@ -477,7 +480,19 @@ def run(
 
     The first signal shuts down gracefully (``Config.shutdown_grace``), a second
     one at once.  Logging goes to stderr unless the application configured it.
+
+    With ``workers=N`` (N > 1), N worker processes serve the port and this
+    process supervises them (see :doc:`deployment`); ``handler`` must then be a
+    class importable by its ``module:qualname``.  If the first worker cannot
+    start, the program exits with its status.
     """
     server = Server(handler, config, **overrides)
+    if server.config.workers > 1:
+        from ._workers import run_workers  # noqa: PLC0415  (_workers imports this module)
+
+        status = run_workers(handler, server.config, log_level=log_level)
+        if status:
+            raise SystemExit(status)
+        return
     _install_default_logging(log_level)
     trio.run(serve_until_signalled, server)

@@ -52,6 +52,8 @@ def test_help_lists_the_options() -> None:
         "--log-level",
         "--access-log",
         "--shutdown-grace",
+        "--workers",
+        "--redis",
         "MODULE:ATTR",
     ):
         assert option in result.stdout, option
@@ -92,6 +94,18 @@ def bad_app_dir(tmp_path: Path) -> Path:
         (["badapp:Fine", "--certfile", "only.pem"], "--certfile and --keyfile go together"),
         (["badapp:Fine", "--certfile", "no.pem", "--keyfile", "no.pem"], "cannot load the TLS"),
         (["badapp:Fine", "--shutdown-grace", "0"], "shutdown_grace must be positive"),
+        (["badapp:Fine", "--workers", "0"], "workers must be at least 1"),
+        (["badapp:Fine", "--workers", "2", "--uds", "x.sock"], "not a Unix socket"),
+        (["badapp", "--workers", "2"], "is not of the form MODULE:ATTR"),
+        # With workers the parent does not import the app: worker 0 reports, alone.
+        (
+            ["no_such_module_xyz:App", "--workers", "2", "--port", "0"],
+            "no module named 'no_such_module_xyz'",
+        ),
+        (
+            ["badapp:SyncHandler", "--workers", "2", "--port", "0"],
+            "SyncHandler.handle must be async def handle(self, request, response)",
+        ),
     ],
     ids=[
         "missing-module",
@@ -104,6 +118,11 @@ def bad_app_dir(tmp_path: Path) -> Path:
         "certfile-alone",
         "missing-cert",
         "bad-config",
+        "zero-workers",
+        "workers-uds",
+        "workers-no-colon",
+        "workers-missing-module",
+        "workers-handler-contract",
     ],
 )
 def test_errors_are_one_line_and_exit_2(args: list[str], message: str, bad_app_dir: Path) -> None:
@@ -117,12 +136,13 @@ def test_errors_are_one_line_and_exit_2(args: list[str], message: str, bad_app_d
     assert result.stdout == ""
 
 
-def test_address_in_use_is_one_line_and_exit_2() -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_address_in_use_is_one_line_and_exit_2(workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("examples.echo:Echo", "--port", str(port))
+        result = run_cli("examples.echo:Echo", "--port", str(port), "--workers", workers)
     lines = result.stderr.splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1, result.stderr
