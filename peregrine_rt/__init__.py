@@ -10,6 +10,7 @@ from ._hub import Hub, broadcast
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
 from ._server import Server, run
+from ._static import DirServer, StaticMixin
 from ._threads import run_sync
 from .exceptions import (
     ClientDisconnected,
@@ -38,6 +39,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DirServer",
     "HandlerError",
     "HandshakeError",
     "Headers",
@@ -54,6 +56,7 @@ __all__ = [
     "Response",
     "ResponseHeaders",
     "Server",
+    "StaticMixin",
     "WebSocket",
     "__version__",
     "broadcast",

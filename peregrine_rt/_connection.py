@@ -5,6 +5,12 @@ serves a raw non-blocking socket (the fast path: ``recv``/``send`` straight on
 the socket, ``trio.lowlevel.wait_readable``/``wait_writable`` when they would
 block) and any trio ``Stream`` (TLS, memory streams in tests).
 
+A file body (``Response.file()``, ``DirServer``: a :class:`~._files.FileBody`)
+is sent after the handler returns by ``transport.send_file``: ``os.sendfile``
+on a socket (the file's bytes never enter Python), else pieces of
+``CHUNK_SIZE`` read with ``os.pread``, each sent before the next is read, so a
+slow reader costs at most one piece of memory.
+
 Timeouts do not create a cancel scope per request: each connection has one
 scope, notes what it is waiting for and since when, and the server's reaper
 task cancels the scopes that waited too long (see ``Server._reaper``).
@@ -13,13 +19,16 @@ task cancels the scopes that waited too long (see ``Server._reaper``).
 from __future__ import annotations
 
 import enum
+import errno
 import logging
+import os
 import socket
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from ._files import CHUNK_SIZE, FILE_STATS, FileBody
 from ._http import (
     CLOSED,
     LAST_CHUNK,
@@ -58,6 +67,9 @@ RECEIVE_SIZE = 65536
 LINGER_SECONDS = 1.0  # how long a closing connection keeps reading what the peer still sends
 LINGER_BYTES = 1 << 20
 _CHECKPOINT_EVERY = 16  # requests served without blocking before yielding to other tasks
+SENDFILE_MAX = 1 << 20  # bytes asked of one sendfile() call, so that one call stays short
+USE_SENDFILE = hasattr(os, "sendfile")  # tests and bench/static.py turn it off to compare
+_NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # this file cannot be sendfile'd
 
 error_log = logging.getLogger("peregrine_rt.error")
 access_log = logging.getLogger("peregrine_rt.access")
@@ -66,12 +78,48 @@ access_log = logging.getLogger("peregrine_rt.access")
 Disconnected = ClientDisconnected  # the transports' name for it
 
 
+async def send_file_by_reads(
+    transport: Transport, fd: int, offset: int, count: int, head: bytes = b""
+) -> int:
+    """Send ``head``, then ``count`` bytes of ``fd`` from ``offset`` in CHUNK_SIZE pieces.
+
+    Each piece is read only once the previous one is accepted (``send_all``
+    returns), so memory in use is one piece whatever the client's speed.
+    Returns the file bytes sent: fewer than ``count`` if the file is shorter.
+    (``os.pread`` of a file in the page cache is a memory copy; a cold read
+    from a slow disk blocks the loop for that piece, as ``sendfile`` would.)
+    """
+    stats = FILE_STATS
+    sent = 0
+    while sent < count:
+        data = os.pread(fd, min(CHUNK_SIZE, count - sent), offset + sent)
+        if not data:
+            break
+        size = len(data)
+        stats.read += size
+        stats.in_flight += size
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            await transport.send_all(head + data if head else data)
+        finally:
+            stats.in_flight -= size
+        head = b""
+        del data
+        stats.sent += size
+        sent += size
+        await trio.lowlevel.checkpoint()  # a fast client must not starve the others
+    if head:
+        await transport.send_all(head)
+    return sent
+
+
 class Transport(Protocol):
     client: tuple[str, int] | None
     scheme: str
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
+    async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int: ...
     async def aclose(self, linger: bool = False) -> None: ...
     async def abort(self) -> None: ...
 
@@ -129,6 +177,47 @@ class SocketTransport:
                 continue
             except OSError as exc:
                 raise Disconnected(str(exc)) from exc
+
+    async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
+        """Send ``head`` and ``count`` bytes of ``fd`` with ``os.sendfile``; the file bytes sent.
+
+        The head goes with ``MSG_MORE`` so that the kernel packs it with the
+        file's first bytes.  Files ``sendfile`` cannot read fall back to reads.
+        """
+        if not USE_SENDFILE or count == 0:
+            return await send_file_by_reads(self, fd, offset, count, head)
+        sock = self.sock
+        if head:
+            try:
+                done = sock.send(head, socket.MSG_MORE)
+            except BlockingIOError:
+                done = 0
+            except OSError as exc:
+                raise Disconnected(str(exc)) from exc
+            if done < len(head):
+                await self.send_all(head[done:])
+        stats = FILE_STATS
+        out = sock.fileno()
+        sent = 0
+        while sent < count:
+            try:
+                n = os.sendfile(out, fd, offset + sent, min(count - sent, SENDFILE_MAX))
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_writable(sock)
+                except trio.ClosedResourceError as exc:
+                    raise Disconnected(str(exc)) from exc
+                continue
+            except OSError as exc:
+                if exc.errno in _NO_SENDFILE and sent == 0:
+                    return await send_file_by_reads(self, fd, offset, count)
+                raise Disconnected(str(exc)) from exc
+            if n == 0:
+                break  # the end of the file came early: it shrank
+            sent += n
+            stats.sent += n
+            await trio.lowlevel.checkpoint()  # a fast client must not starve the others
+        return sent
 
     async def aclose(self, linger: bool = False) -> None:
         """Close; with ``linger``, first half-close and read what the peer still sends.
@@ -193,6 +282,10 @@ class StreamTransport:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Disconnected(str(exc)) from exc
+
+    async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
+        """Send ``head`` and ``count`` bytes of ``fd`` in pieces (TLS and memory streams)."""
+        return await send_file_by_reads(self, fd, offset, count, head)
 
     async def aclose(self, linger: bool = False) -> None:
         with trio.move_on_after(1) as scope:
@@ -320,6 +413,8 @@ class HTTPConnection:
                         await self._send_error(408, "request timed out")
         finally:
             self.waiting = Waiting.CLOSING
+            if self.response is not None:
+                self.response._set_file(None)
             with trio.CancelScope(shield=True):
                 await self.transport.aclose(self._linger)
 
@@ -354,6 +449,8 @@ class HTTPConnection:
             self.waiting = Waiting.HEAD
             self.since = trio.current_time()
             self.request = None
+            if self.response is not None:
+                self.response._set_file(None)  # closes a file the handler opened and left
             self.response = None
             if parser.has_pending_data or parser.their_eof:
                 event = parser.next_event()
@@ -408,6 +505,7 @@ class HTTPConnection:
                 )
                 if response.started:
                     return  # mid-stream: all we can do is close
+                response._set_file(None)
                 response = Response(self)
                 response.text("500 Internal Server Error\n", status=500)
                 self.response = response
@@ -419,6 +517,10 @@ class HTTPConnection:
                 if not self._stream_chunked:
                     return  # an HTTP/1.0 stream ends by closing
                 keep_alive = not response.close_connection  # decided by start_stream
+            elif response._file is not None:
+                keep_alive = self._keep_alive(request, response)
+                if not await self._send_file(request, response, response._file, keep_alive):
+                    return
             else:
                 keep_alive = self._keep_alive(request, response)
                 status = response.status
@@ -467,6 +569,55 @@ class HTTPConnection:
             parser.start_next_cycle()
             if self.handled % _CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()
+
+    async def _send_file(
+        self, request: Request, response: Response, body: FileBody, keep_alive: bool
+    ) -> bool:
+        """Send a response whose body is (ranges of) a file; False if the connection must close."""
+        headers = response.headers.raw
+        if self._extra_headers:
+            headers = headers + self._extra_headers
+        head = encode_response_head(
+            response.status,
+            headers,
+            version=request.http_version,
+            keep_alive=keep_alive,
+            content_length=body.length,
+            check=False,
+        )
+        response.started = True
+        transport = self.transport
+        complete = True
+        try:
+            if body.fd < 0 or not may_have_body(response.status, request.method):
+                await transport.send_all(head)
+            else:
+                fd = body.fd
+                for part in body.parts:
+                    if isinstance(part, bytes):
+                        head += part
+                        continue
+                    offset, count = part
+                    if await transport.send_file(fd, offset, count, head) < count:
+                        complete = False
+                        break
+                    head = b""
+                if head and complete:
+                    await transport.send_all(head)
+        except OSError:
+            error_log.exception("reading a file for %r failed", request.target[:200])
+            complete = False
+        finally:
+            response._set_file(None)
+        if not complete:
+            FILE_STATS.shortfalls += 1
+            error_log.warning(
+                "a file shrank while %r was sent: connection closed", request.target[:200]
+            )
+            return False
+        if self.server.config.access_log:
+            self._log_access(request, response.status, body.length)
+        return True
 
     def _keep_alive(self, request: Request, response: Response) -> bool:
         """Whether the connection can serve another request after this response."""

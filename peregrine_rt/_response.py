@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._http import check_headers
+from ._static import serve_file
 from .exceptions import LocalProtocolError
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
+    from ._files import FileBody
 
 __all__ = ["Response", "ResponseHeaders"]
 
@@ -105,7 +108,7 @@ class Response:
         close_connection: set True to close the connection after this response.
     """
 
-    __slots__ = ("_conn", "body", "close_connection", "headers", "started", "status")
+    __slots__ = ("_conn", "_file", "body", "close_connection", "headers", "started", "status")
 
     def __init__(self, conn: HTTPConnection | None = None) -> None:
         self.status = 200
@@ -115,10 +118,20 @@ class Response:
         self.started = False
         """Whether the head has been sent (by :meth:`stream`)."""
         self._conn = conn
+        self._file: FileBody | None = None
+
+    def _set_file(self, body: FileBody | None) -> None:
+        """Make ``body`` (an open file's bytes, sent after the handler returns) the body."""
+        if self._file is not None:
+            self._file.close()
+        self._file = body
+        self.body = b""
 
     def _set_body(self, body: bytes, content_type: bytes, status: int | None) -> None:
         if status is not None:
             self.status = status
+        if self._file is not None:
+            self._set_file(None)
         self.body = body
         raw = self.headers.raw
         for name, _ in raw:
@@ -139,6 +152,47 @@ class Response:
         """Send ``data`` encoded as compact JSON (``application/json``)."""
         body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
         self._set_body(body, _JSON, status)
+
+    def file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        cache_control: str | None = None,
+        filename: str | None = None,
+        precompressed: bool = True,
+    ) -> None:
+        """Answer with the file at ``path``, as :class:`~peregrine_rt.DirServer` serves one.
+
+        The request's ``If-None-Match``/``If-Modified-Since`` (304),
+        ``If-Match``/``If-Unmodified-Since`` (412) and ``Range``/``If-Range``
+        (206, 416) apply; ``ETag``, ``Last-Modified`` and the content type
+        (from the name, unless ``content_type`` is given) are set; a
+        ``path.br``/``path.gz`` sibling is sent to clients that accept it
+        (unless ``precompressed=False``).  A small file is sent with its head
+        in one write; a large one is streamed after ``handle`` returns, in
+        bounded pieces (``sendfile`` on plain sockets).  A missing file is a
+        404, a request other than GET/HEAD a 405.
+
+        ``path`` is used as given: never build it from the request (use
+        ``DirServer``, which keeps requests inside a directory).
+
+        Args:
+            path: the file.
+            content_type: the ``Content-Type`` (default: from the file name).
+            cache_control: a ``Cache-Control`` value to send.
+            filename: send ``Content-Disposition: attachment`` with this name
+                (the browser downloads the file instead of showing it).
+            precompressed: look for ``.br``/``.gz`` siblings.
+        """
+        serve_file(
+            self,
+            path,
+            content_type=content_type,
+            cache_control=cache_control,
+            filename=filename,
+            precompressed=precompressed,
+        )
 
     def redirect(self, location: str, status: int = 307) -> None:
         """Redirect to ``location`` (307 keeps the method; use 303 after a POST)."""
