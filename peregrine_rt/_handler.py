@@ -115,31 +115,38 @@ def check_handler(handler: type | object) -> HandlerSpec:
             )
     found: dict[str, bool] = {}
     funcs: dict[str, Any] = {}
-    for method, (params, required) in _CONTRACT.items():
+    contract = dict(_CONTRACT)
+    # Mixins (peregrine_rt.mixins) name the methods they need from the handler.
+    for base in reversed(cls.__mro__):
+        for method, params in vars(base).get("_peregrine_requires", {}).items():
+            contract[method] = (params, True)
+    for method, (params, required) in contract.items():
         attr = inspect.getattr_static(cls, method, None)
+        expected = f"async def {method}({', '.join(('self', *params))})"
         if attr is None:
             if required:
-                raise HandlerError(
-                    f"{name} has no '{method}' method; a handler needs {_expected(method)}"
-                )
+                raise HandlerError(f"{name} has no '{method}' method; a handler needs {expected}")
             found[method] = False
             continue
         func = getattr(cls, method)
         if isinstance(attr, (staticmethod, classmethod)) or not callable(func):
-            raise HandlerError(f"{name}.{method} must be a plain method: {_expected(method)}")
+            raise HandlerError(f"{name}.{method} must be a plain method: {expected}")
         if not inspect.iscoroutinefunction(func):
             kind = "an async generator" if inspect.isasyncgenfunction(func) else "a plain 'def'"
-            raise HandlerError(f"{name}.{method} must be {_expected(method)}; it is {kind}")
+            raise HandlerError(f"{name}.{method} must be {expected}; it is {kind}")
         if not _accepts(func, len(params) + 1):
             try:
                 actual = f"def {method}{inspect.signature(func)}"
             except (TypeError, ValueError):  # pragma: no cover - checked above
                 actual = method
-            raise HandlerError(f"{name}.{method} must be {_expected(method)}; it is {actual}")
+            raise HandlerError(f"{name}.{method} must be {expected}; it is {actual}")
         found[method] = True
         funcs[method] = func
     ws = [m for m in _WS_CALLBACKS if found[m]]
-    if not found["on_message"] and _calls_upgrade(funcs["handle"]):
+    handle = funcs["handle"]
+    # StaticMixin.handle upgrades only when the handler accepts WebSockets.
+    trusted = getattr(handle, "__module__", "") == "peregrine_rt.mixins"
+    if not found["on_message"] and not trusted and _calls_upgrade(handle):
         raise HandlerError(
             f"{name}.handle calls upgrade() but {name} has no on_message: a handler that "
             f"accepts WebSockets needs {_expected('on_message')}"
