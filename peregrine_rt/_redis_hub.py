@@ -56,6 +56,7 @@ import trio
 
 try:
     import anyio
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from coredis import ConnectionPool
     from coredis.connection import BaseConnection
     from coredis.exceptions import ConnectionError as RedisConnectionError
@@ -104,6 +105,17 @@ def _glob_escape(text: bytes) -> bytes:
     return text
 
 
+def _close_buffers(conn: BaseConnection) -> None:
+    """Close the memory streams of a connection that never connected.
+
+    coredis 6.9 creates them with the connection and closes them only when
+    ``run`` got connected; otherwise they warn (ResourceWarning) when collected.
+    """
+    for value in vars(conn).values():
+        if isinstance(value, (MemoryObjectSendStream, MemoryObjectReceiveStream)):
+            value.close()
+
+
 def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
@@ -129,7 +141,8 @@ class RedisHub(Hub):
     server use one; the server runs :meth:`serve`.
 
     Args:
-        url: ``redis://[:password@]host:port[/db]`` (or ``unix://path``).
+        url: ``redis://[:password@]host:port[/db]`` (``rediss://`` for TLS,
+            ``unix://path``); anything else raises ``ValueError``.
         prefix: the channel namespace of this app: topic ``t`` is channel
             ``prefix + t``, and the node subscribes to ``prefix*``.
         timeout: seconds allowed to connect, to have the subscription
@@ -154,6 +167,9 @@ class RedisHub(Hub):
         self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         super().__init__()
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"not a Redis URL (redis://HOST:PORT, rediss:// or unix://): {url!r}")
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
@@ -300,8 +316,12 @@ class RedisHub(Hub):
         pool = self._pool
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "processing_budget"}
         conn: BaseConnection = pool.connection_class(pool.location, **kwargs)
-        with trio.fail_after(self.timeout):
-            await nursery.start(conn.run)
+        try:
+            with trio.fail_after(self.timeout):
+                await nursery.start(conn.run)
+        except BaseException:
+            _close_buffers(conn)
+            raise
         return conn
 
     async def _link(self, on_up: Callable[[], None]) -> None:
