@@ -9,7 +9,7 @@ import trio.testing
 
 from examples.echo import BROADCAST_TOPIC, Echo
 from peregrine_rt import Hub
-from peregrine_rt.testing import Close, open_client, open_server
+from peregrine_rt.testing import Client, Close, open_client, open_server
 
 
 async def test_a_request_is_described() -> None:
@@ -78,6 +78,11 @@ async def test_over_a_real_socket() -> None:
 # -- /bcast: every message to every /bcast socket, through the hub ----------------------
 
 
+def hub_of(client: Client) -> Hub:
+    assert client.server is not None  # an in-memory client runs its server
+    return client.server.hub
+
+
 async def wait_subscribed(hub: Hub, n: int) -> None:
     """Until ``n`` sockets are subscribed to the broadcast topic (each subscribes in on_open)."""
     while hub.count(BROADCAST_TOPIC) != n:
@@ -93,7 +98,7 @@ async def test_a_broadcast_reaches_every_socket_the_sender_included() -> None:
             client.websocket("/bcast") as c,
             client.websocket("/ws") as echo_only,
         ):
-            await wait_subscribed(client.server.hub, 3)
+            await wait_subscribed(hub_of(client), 3)
             await b.send("from b")
             await b.send(b"\x00binary")
             for ws in (a, b, c):
@@ -115,7 +120,7 @@ async def test_broadcasts_keep_the_order_they_were_received_in() -> None:
             client.websocket("/bcast") as sender,
             client.websocket("/bcast") as other,
         ):
-            await wait_subscribed(client.server.hub, 2)
+            await wait_subscribed(hub_of(client), 2)
             for i in range(200):
                 await sender.send(f"m{i}")
             expected = [f"m{i}" for i in range(200)]
@@ -126,7 +131,7 @@ async def test_broadcasts_keep_the_order_they_were_received_in() -> None:
 async def test_a_closed_socket_leaves_the_broadcast() -> None:
     with trio.fail_after(10):
         async with open_client(Echo) as client, client.websocket("/bcast") as stays:
-            hub = client.server.hub
+            hub = hub_of(client)
             async with client.websocket("/bcast") as leaves:
                 await wait_subscribed(hub, 2)
                 await leaves.send("hello")
