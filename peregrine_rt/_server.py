@@ -441,14 +441,8 @@ def _install_default_logging(level: int | str | None) -> None:
             root.setLevel(logging.INFO)
 
 
-async def serve_until_signalled(
-    server: Server, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Serve; SIGINT/SIGTERM start a graceful shutdown, a second one stops at once.
-
-    With ``nursery.start`` it returns once the server listens (a worker process
-    then tells its supervisor it is ready).
-    """
+async def serve_until_signalled(server: Server) -> None:
+    """Serve; SIGINT/SIGTERM start a graceful shutdown, a second one stops at once."""
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
@@ -464,7 +458,6 @@ async def serve_until_signalled(
         nursery.start_soon(watch_signals)
         await nursery.start(server.serve)
         log.info("serving %s on %s", server.spec.name, server.url)
-        task_status.started()
         await server._stopped.wait()
         nursery.cancel_scope.cancel()
 

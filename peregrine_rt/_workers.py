@@ -13,19 +13,22 @@ serves a connection.  It
 3. restarts a worker that exits, logging why, after a delay that doubles with
    each quick failure (``BACKOFF_BASE`` up to ``BACKOFF_MAX``; a worker that
    served ``STABLE_AFTER`` seconds starts the count again);
-4. on SIGINT or SIGTERM sends SIGTERM to every worker (each runs the usual
-   graceful shutdown), forwards a second signal the same way (each worker then
-   stops at once), kills workers still running ``Config.shutdown_grace +
-   KILL_MARGIN`` seconds after the first signal, and returns when all are gone.
+4. on SIGINT or SIGTERM tells every worker to stop (each runs the usual
+   graceful shutdown), on a second signal to stop at once, kills workers still
+   running ``Config.shutdown_grace + KILL_MARGIN`` seconds after the first
+   signal, and returns when all are gone.
 
 Each worker is ``python -c ...`` in its own process group (a Ctrl-C in a
-terminal reaches the parent only, which forwards it once).  It creates its
-*own* listening socket on the reserved port with ``SO_REUSEPORT``: the kernel
-then spreads new connections over the workers' sockets.  A socket pair connects
-each worker to the parent: the parent sends the plan (a pickled
-:class:`WorkerPlan`) down it, the worker answers ``ready`` once it listens, and
+terminal reaches the parent only).  It creates its *own* listening socket on
+the reserved port with ``SO_REUSEPORT``: the kernel then spreads new
+connections over the workers' sockets.  A socket pair connects each worker to
+the parent: the parent sends the plan (a pickled :class:`WorkerPlan`) down it,
+then ``_STOP`` or ``_ABORT``; the worker answers ``ready`` once it listens; and
 end-of-file tells a worker its parent is gone (even killed with SIGKILL), upon
-which it shuts down gracefully.
+which it shuts down gracefully.  Stop requests go through the socket, not
+signals, so a worker that also gets SIGTERM directly (systemd signals the whole
+control group) still shuts down gracefully, once: in a worker any number of
+signals only ever mean "shut down gracefully".
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import Config
-from ._server import Server, serve_until_signalled
+from ._server import Server
 from .exceptions import HandlerError
 
 if TYPE_CHECKING:
@@ -61,7 +64,9 @@ BACKOFF_MAX = 10.0  # the delay doubles per quick failure, up to this
 STABLE_AFTER = 10.0  # a worker that served this long resets the failure count
 KILL_MARGIN = 3.0  # seconds past shutdown_grace before stragglers get SIGKILL
 
-_READY = b"ready"
+_READY = b"ready"  # worker -> supervisor: listening
+_STOP = b"S"  # supervisor -> worker: shut down gracefully
+_ABORT = b"A"  # supervisor -> worker: stop at once
 _LENGTH = struct.Struct("!I")
 _MAIN_MODULE = "__peregrine_main__"  # the name a worker imports a script's handler under
 _WORKER_CODE = "import sys; from peregrine_rt._workers import worker_main; sys.exit(worker_main())"
@@ -269,6 +274,7 @@ class _Worker:
     index: int
     process: trio.Process
     control: trio.SocketStream
+    raw: socket.socket  # the control socket's stdlib object, for a send from sync code
     ready_at: float | None = None
 
 
@@ -366,12 +372,13 @@ class _Supervisor:
         finally:
             theirs.close()
         control = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-        worker = _Worker(index, process, control)
+        worker = _Worker(index, process, control, ours)
         self.live[index] = worker
+        message = _LENGTH.pack(len(self.payload)) + self.payload
         if self.stopping:  # a signal came while it was being started
-            process.send_signal(signal.SIGTERM)
+            message += _STOP
         try:
-            await control.send_all(_LENGTH.pack(len(self.payload)) + self.payload)
+            await control.send_all(message)
         except trio.BrokenResourceError:
             pass  # it died already; process.wait() says how
         return worker
@@ -418,13 +425,17 @@ class _Supervisor:
                     self.first_outcome.set()
                     assert self._nursery is not None
                     self._nursery.start_soon(self._kill_stragglers)
+                    self._tell_all(_STOP)
                 else:
                     log.warning("second signal: workers stop now")
-                self._signal_all(signal.SIGTERM)
+                    self._tell_all(_ABORT)
 
-    def _signal_all(self, signum: int) -> None:
+    def _tell_all(self, message: bytes) -> None:
         for worker in self.live.values():
-            worker.process.send_signal(signum)
+            try:
+                worker.raw.send(message)  # non-blocking; a byte always fits in the buffer
+            except OSError:
+                pass  # it has exited; _keep() hears of it from process.wait()
 
     async def _kill_stragglers(self) -> None:
         await trio.sleep(self.grace + KILL_MARGIN)
@@ -458,21 +469,46 @@ def _read_plan(control: socket.socket) -> WorkerPlan:
 
 
 async def _serve_worker(server: Server, control: socket.socket) -> None:
+    """Serve until the supervisor says stop (or dies); a signal only ever stops gracefully.
+
+    Unlike :func:`~peregrine_rt._server.serve_until_signalled`, a second signal
+    does not abort: under systemd's default ``KillMode=control-group`` a worker
+    gets SIGTERM from systemd *and* the stop the supervisor forwards, and that
+    must still be one graceful shutdown.  Stopping at once is the supervisor's
+    call (``_ABORT``, on a second signal to it).
+    """
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(control))
 
-    async def watch_parent() -> None:
-        try:
-            data = await stream.receive_some(64)
-        except trio.BrokenResourceError:
-            data = b""
-        if not data:  # the supervisor is gone (even with SIGKILL)
-            log.warning("the supervisor exited; shutting down")
-            server._request_shutdown()
+    async def watch_signals(task_status: trio.TaskStatus[None]) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if not server.shutting_down:
+                    log.info("received %s", signal.Signals(signum).name)
+                    server._request_shutdown()
+
+    async def watch_supervisor() -> None:
+        while True:
+            try:
+                data = await stream.receive_some(64)
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:  # the supervisor is gone (even with SIGKILL)
+                if not server.shutting_down:
+                    log.warning("the supervisor exited; shutting down")
+                    server._request_shutdown()
+                return
+            if _ABORT in data:
+                server.abort()
+            elif _STOP in data:
+                server._request_shutdown()
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_until_signalled, server)
+        await nursery.start(watch_signals)
+        await nursery.start(server.serve)
+        log.info("serving %s on %s", server.spec.name, server.url)
         await stream.send_all(_READY)
-        nursery.start_soon(watch_parent)
+        nursery.start_soon(watch_supervisor)
         await server._stopped.wait()
         nursery.cancel_scope.cancel()
 

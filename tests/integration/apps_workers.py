@@ -22,7 +22,8 @@ import peregrine_rt as pr
 
 
 class Pid:
-    """Every request gets the worker's PID; a WebSocket answers each message with it."""
+    """Every request gets the worker's PID (``/hang`` never answers); a WebSocket answers
+    each message with it."""
 
     async def startup(self) -> None:
         marker = os.environ.get("PID_APP_FAIL_IF")
@@ -33,6 +34,8 @@ class Pid:
         if request.upgrade is not None:
             await pr.upgrade(request, response)
             return
+        if request.path == "/hang":
+            await trio.sleep_forever()
         response.text(str(os.getpid()))
 
     async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:

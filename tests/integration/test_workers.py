@@ -298,9 +298,11 @@ def test_a_worker_that_crashes_at_startup_is_restarted_with_backoff(
     assert returncode == 0, log
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["parent", "whole-group"])
 def test_sigterm_closes_websockets_with_1001_and_stops_every_worker(
-    supervised: Callable[..., Supervised],
+    supervised: Callable[..., Supervised], group: bool
 ) -> None:
+    """SIGTERM to the parent; or, as systemd's KillMode=control-group does, to every process."""
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import ClientConnection, connect
 
@@ -321,6 +323,9 @@ def test_sigterm_closes_websockets_with_1001_and_stops_every_worker(
         assert set(holders) == workers
         start = time.monotonic()
         app.server.proc.send_signal(signal.SIGTERM)
+        if group:  # the workers get it too, and must still shut down gracefully
+            for pid in workers:
+                app.kill_worker(pid, signal.SIGTERM)
         for ws in connections:
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=GRACE + 3)
@@ -330,9 +335,38 @@ def test_sigterm_closes_websockets_with_1001_and_stops_every_worker(
     assert time.monotonic() - start < GRACE + 1  # graceful, not killed after the margin
     assert returncode == 0, log
     assert "received SIGTERM; stopping 2 workers" in log
-    assert log.count("] INFO received SIGTERM\n") == 2  # each worker's own graceful shutdown
+    assert log.count("INFO shutting down (grace 2.0 s)") == 2  # each worker's graceful shutdown
     assert "killing" not in log
     assert "Traceback" not in log
+    for pid in workers:
+        assert not alive(pid)
+
+
+def test_a_second_signal_stops_the_workers_at_once(
+    supervised: Callable[..., Supervised],
+) -> None:
+    app = start_app(supervised, "--shutdown-grace", "30")  # the last option wins
+    port = app.port
+    workers = app.workers()
+    hanging = []
+    for _ in range(8):  # requests that never finish, in one worker or both
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(get("/hang"))
+        hanging.append(sock)
+    try:
+        app.server.proc.send_signal(signal.SIGTERM)
+        app.wait_for_log("received SIGTERM; stopping 2 workers")
+        time.sleep(0.5)
+        assert app.server.proc.poll() is None  # draining: the grace is 30 s
+        start = time.monotonic()
+        returncode, log = app.stop(signal.SIGINT, timeout=5)
+        assert time.monotonic() - start < 2
+    finally:
+        for sock in hanging:
+            sock.close()
+    assert returncode == 0, log
+    assert "second signal: workers stop now" in log
+    assert "killing" not in log
     for pid in workers:
         assert not alive(pid)
 
