@@ -10,7 +10,7 @@ from ._hub import Hub, broadcast
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
 from ._server import Server, run
-from ._static import DirServer, StaticMixin
+from ._static import DirServer
 from ._threads import run_sync
 from .exceptions import (
     ClientDisconnected,
@@ -56,7 +56,6 @@ __all__ = [
     "Response",
     "ResponseHeaders",
     "Server",
-    "StaticMixin",
     "WebSocket",
     "__version__",
     "broadcast",

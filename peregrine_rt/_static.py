@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ._request import Request
     from ._response import Response
 
-__all__ = ["DirServer", "StaticMixin", "serve_file"]
+__all__ = ["DirServer", "serve_file"]
 
 LISTING_MAX: Final = 10_000  # entries shown in a directory listing
 ALLOW: Final = b"GET, HEAD"
@@ -283,19 +283,6 @@ def _quote(path: str) -> str:
 
 class _Listing(str):
     """The filesystem path of a directory to list."""
-
-
-class StaticMixin:
-    """A handler base class that serves ``self.static`` (a :class:`DirServer`) for every request.
-
-    Override ``handle`` for your own routes and fall back on
-    ``await super().handle(request, response)``.
-    """
-
-    static: DirServer
-
-    async def handle(self, request: Request, response: Response) -> None:
-        await self.static.serve(request, response)
 
 
 # -- Response.file ---------------------------------------------------------------------

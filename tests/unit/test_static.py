@@ -285,21 +285,6 @@ async def test_prefix(tree: Path) -> None:
         assert (await client.get("/static/../static/hello.txt")).content == HELLO
 
 
-async def test_static_mixin(tree: Path) -> None:
-    class Site(pr.StaticMixin):
-        static = pr.DirServer(tree)
-
-        async def handle(self, request: pr.Request, response: pr.Response) -> None:
-            if request.path == "/api":
-                response.json({"ok": True})
-            else:
-                await super().handle(request, response)
-
-    async with open_client(Site) as client:
-        assert (await client.get("/api")).json() == {"ok": True}
-        assert (await client.get("/hello.txt")).content == HELLO
-
-
 # -- security: no file outside the root, no hidden file, no path in an answer -------------
 
 
