@@ -10,6 +10,7 @@ from ._hub import Hub, broadcast
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
 from ._server import Server, run
+from ._sse import EventStream
 from ._static import DirServer
 from ._threads import run_sync
 from .exceptions import (
@@ -26,6 +27,7 @@ from .exceptions import (
     ProtocolError,
     RemoteProtocolError,
 )
+from .mixins import StaticMixin
 from .websocket import WebSocket, upgrade
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "DirServer",
+    "EventStream",
     "HandlerError",
     "HandshakeError",
     "Headers",
@@ -56,6 +59,7 @@ __all__ = [
     "Response",
     "ResponseHeaders",
     "Server",
+    "StaticMixin",
     "WebSocket",
     "__version__",
     "broadcast",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._http import check_headers
+from ._sse import EventStream, open_event_stream
 from ._static import serve_file
 from .exceptions import LocalProtocolError
 
@@ -262,6 +263,40 @@ class Response:
 
         yield send
         await conn.end_stream()
+
+    def sse(
+        self,
+        *,
+        ping_interval: float | None = 15.0,
+        retry: float | None = None,
+    ) -> AbstractAsyncContextManager[EventStream]:
+        """Stream Server-Sent Events: ``async with response.sse() as events``.
+
+        Sends ``text/event-stream`` with ``Cache-Control: no-cache``; inside the
+        block, ``await events.send(data, event=..., id=...)`` sends an event and
+        ``await events.forward(request.hub, "topic")`` relays a hub topic.
+        ``events.last_event_id`` is the browser's ``Last-Event-ID`` on reconnection.
+
+        Args:
+            ping_interval: seconds of silence after which a comment line is
+                sent, so proxies keep the connection and a gone client is
+                noticed (None: no pings).
+            retry: tell the browser how many seconds to wait before reconnecting.
+        """
+        if self._conn is None:
+            raise LocalProtocolError("this Response is not attached to a connection")
+        conn = self._conn
+        request = conn.request
+        last_id = request.headers.get("last-event-id") if request is not None else None
+        config = conn.server.config
+        return open_event_stream(
+            self,
+            last_id,
+            ping_interval=ping_interval,
+            retry=retry,
+            outbox_size=config.ws_outbox_size,
+            policy=config.ws_slow_policy,
+        )
 
     def __repr__(self) -> str:
         try:

@@ -23,6 +23,7 @@ import trio
 from .exceptions import ClientDisconnected
 
 if TYPE_CHECKING:
+    from ._connection import HTTPConnection
     from ._hub import Hub
     from ._response import Response
 
@@ -186,6 +187,26 @@ class EventStream:
         return f"<EventStream {'closed' if self.closed else 'open'}>"
 
 
+async def _watch_disconnect(conn: HTTPConnection, stream: EventStream) -> None:
+    """Notice at once a client that closes its end (not only at the next write).
+
+    An SSE client sends nothing while it listens; bytes that arrive anyway (a
+    pipelined request) go to the parser for after the stream.
+    """
+    parser = conn.parser
+    while True:
+        try:
+            data = await conn.transport.receive_some()
+        except ClientDisconnected:
+            data = b""
+        if not data:
+            parser.feed_eof()
+            stream.closed = True
+            stream._wakeup.set()
+            return
+        parser.feed(data)
+
+
 @asynccontextmanager
 async def open_event_stream(
     response: Response,
@@ -206,6 +227,8 @@ async def open_event_stream(
             async with trio.open_nursery() as nursery:
                 if ping_interval is not None:
                     nursery.start_soon(stream._keep_alive, ping_interval)
+                if response._conn is not None:
+                    nursery.start_soon(_watch_disconnect, response._conn, stream)
                 try:
                     yield stream
                 finally:
