@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import peregrine_rt as pr
-from peregrine_rt.mixins import JSONMixin, PresenceMixin, RoomsMixin
-from peregrine_rt.testing import open_client
+from peregrine_rt.mixins import JSONMixin, PresenceMixin, RoomsMixin, StaticMixin
+from peregrine_rt.testing import WebSocketRejected, open_client
 
 
 class Chat(PresenceMixin, JSONMixin):
@@ -168,3 +169,33 @@ async def test_rooms_mixin_alone_and_the_hub_on_self() -> None:
             await b.assert_no_message()
             assert len(client.app.members("a")) == 2
         assert client.app.members("a") == []
+
+
+async def test_static_mixin_serves_files_and_upgrades_its_paths(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<h1>hello</h1>")
+
+    class Site(StaticMixin, JSONMixin):
+        static = pr.DirServer(tmp_path)
+
+        async def on_json(self, ws: pr.WebSocket, data: Any) -> None:
+            await self.send_json(ws, {"echo": data})
+
+    class FilesOnly(StaticMixin):
+        static = pr.DirServer(tmp_path)
+
+    async with open_client(Site) as client:
+        page = await client.get("/")
+        assert (page.status, page.text) == (200, "<h1>hello</h1>")
+        assert (await client.get("/missing")).status == 404
+        async with client.websocket("/ws") as ws:
+            await ws.send_json([1])
+            assert await ws.receive_json() == {"echo": [1]}
+        with pytest.raises(WebSocketRejected):  # only websocket_paths upgrade
+            async with client.websocket("/other"):
+                pass
+    # Without on_message the class is valid (it never upgrades): /ws is a path like any other.
+    async with open_client(FilesOnly) as client:
+        assert (await client.get("/")).text == "<h1>hello</h1>"
+        with pytest.raises(WebSocketRejected):
+            async with client.websocket("/ws"):
+                pass
