@@ -60,6 +60,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Awaitable|AsyncIterator|AsyncGenerator|Callable|Iterator|Mapping)"),
     (r"py:.*", r"(Sequence|Iterable|MutableMapping|TracebackType|SSLContext|Path)"),
     (r"py:.*", r"(pathlib|os|argparse|asyncio|anyio|coredis|pytest|_pytest|abc)\..*"),
+    (r"py:.*", r"(contextlib)\..*"),
+    # type aliases of DirServer's options, spelt out in the static files guide
+    (r"py:.*", r"(CacheControl)"),
 ]
 
 # autodoc: the documented surface is what __all__ exports (tests/test_docs.py
