@@ -139,11 +139,11 @@ class Hub:
 
     def subscribers(self, topic: str) -> list[Any]:
         """The local subscribers of ``topic`` (pattern subscribers included)."""
-        found = list(self._topics.get(topic, ()))
+        found = dict(self._topics.get(topic, {}))
         for regex, members in self._patterns.values():
             if regex.match(topic):
-                found.extend(m for m in members if m not in found)
-        return found
+                found.update(members)
+        return list(found)
 
     def count(self, topic: str) -> int:
         """How many local subscribers ``topic`` has."""
