@@ -15,7 +15,9 @@ skipped, unless ``CI`` is set: there they fail.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +30,7 @@ import pytest
 import trio
 
 from examples.echo import BROADCAST_PATH, BROADCAST_TOPIC, Echo
-from peregrine_rt import Hub, HubUnavailable, RedisHub, Server
+from peregrine_rt import Hub, HubUnavailable, RedisHub, Server, _redis_hub
 from peregrine_rt.testing import LiveServer, open_client, open_server
 from peregrine_rt.testing._redis import RedisServer, start_redis_server
 
@@ -494,3 +496,48 @@ async def test_two_server_processes_share_one_redis(redis_url: str, tmp_path: Pa
     finally:
         for proc in procs:
             proc.stop()
+
+
+# -- the keepalive ----------------------------------------------------------------------
+
+
+async def test_the_keepalive_ping_keeps_a_quiet_link_up(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_redis_hub, "PING_INTERVAL", 0.02)
+    with trio.fail_after(TIMEOUT):
+        async with running(RedisHub(redis_url)) as hub_a, running(RedisHub(redis_url)) as hub_b:
+            got = Collector()
+            hub_b.subscribe(got, "t")
+            await trio.sleep(0.5)  # some 25 pings on each connection of each hub
+            assert hub_a.connected and hub_b.connected
+            await hub_a.publish("t", "still linked")
+            assert await got.wait_for(1) == ["still linked"]
+    assert not [r for r in caplog.records if r.name == HUB_LOG and r.levelno >= logging.WARNING]
+
+
+async def test_a_redis_that_stops_answering_is_dropped_and_rejoined(
+    own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP: the TCP connections stay open but nothing answers; the pings notice."""
+    monkeypatch.setattr(_redis_hub, "PING_INTERVAL", 0.1)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            running(RedisHub(own_redis.url, timeout=0.3)) as hub_a,
+            running(RedisHub(own_redis.url, timeout=0.3)) as hub_b,
+        ):
+            got = Collector()
+            hub_b.subscribe(got, "t")
+            os.kill(own_redis.server.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(HubUnavailable, match="timed out"):
+                    await hub_a.publish("t", "unanswered")
+                await until(lambda: not hub_a.connected and not hub_b.connected, timeout=5)
+            finally:
+                os.kill(own_redis.server.pid, signal.SIGCONT)
+            await until(lambda: hub_a.connected and hub_b.connected)
+            await hub_a.publish("t", "answered")
+            await until(lambda: "answered" in got.messages)
+            assert hub_a.lost == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == HUB_LOG]
+    assert sum("lost the connection to Redis" in m for m in messages) == 2, messages
