@@ -185,7 +185,7 @@ class RedisHub(Hub):
         self._pub: BaseConnection | None = None  # while the link is up
         self._broken: trio.Event | None = None
         self._down_since: float | None = None
-        self._lost_at_drop = 0
+        self._lost_in_outage = 0  # reported, and reset, at reconnection
 
     @property
     def connected(self) -> bool:
@@ -232,7 +232,8 @@ class RedisHub(Hub):
 
     def _unavailable(self, topic: str, delivered: int, why: str) -> HubUnavailable:
         self.lost += 1
-        if self.lost == self._lost_at_drop + 1:  # once per outage; the total comes at reconnection
+        self._lost_in_outage += 1
+        if self._lost_in_outage == 1:  # once per outage; the count comes at reconnection
             log.warning(
                 "publishing on %r reached this process only (%s); until Redis at %s is back, "
                 "messages do not reach other nodes (counted in hub.lost)",
@@ -286,9 +287,10 @@ class RedisHub(Hub):
                         "meanwhile reached this process only",
                         self._where,
                         trio.current_time() - self._down_since,
-                        self.lost - self._lost_at_drop,
+                        self._lost_in_outage,
                     )
                 self._down_since = None
+                self._lost_in_outage = 0
                 up.set()
 
             error: BaseException | None = None
@@ -299,7 +301,6 @@ class RedisHub(Hub):
             reason = _describe(error) if error is not None else "closed"
             if linked or self._down_since is None:
                 self._down_since = trio.current_time()
-                self._lost_at_drop = self.lost
                 log.warning(
                     "%s Redis at %s (%s); retrying, and until then messages published on "
                     "other nodes do not reach this one",
