@@ -333,26 +333,30 @@ class ServerProcess:
         self.log = ""
 
     def wait_for_log(self, needle: str, timeout: float = 10.0) -> str:
-        """The first stderr line containing ``needle``, reading more until it appears."""
-        for line in self.log.splitlines(keepends=True):
-            if needle in line:
-                return line
+        """The first stderr line containing ``needle``, reading more until it appears.
+
+        Reads the pipe with ``os.read`` on its descriptor: a buffered
+        ``readline`` can take two lines at once and leave the second in its
+        buffer, where ``select`` does not see it.
+        """
         assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
         deadline = time.monotonic() + timeout
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while True:
+                for line in self.log.splitlines(keepends=True):
+                    if needle in line and line.endswith("\n"):
+                        return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(f"{needle!r} not logged in {timeout} s: {self.log!r}")
                 if not sel.select(remaining):
                     continue
-                line = self.proc.stderr.readline()
-                if not line:
+                data = os.read(fd, 65536)
+                if not data:
                     raise AssertionError(f"exited before logging {needle!r}: {self.log!r}")
-                self.log += line
-                if needle in line:
-                    return line
+                self.log += data.decode("utf-8", "replace")
 
     @property
     def port(self) -> int:
@@ -397,4 +401,5 @@ async def client_over(
             yield client, live.server
     else:
         async with open_client(app, **options) as client:
+            assert client.server is not None  # open_client(app) always builds one
             yield client, client.server
