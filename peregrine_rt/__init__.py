@@ -13,6 +13,7 @@ from ._server import Server, run
 from ._sse import EventStream
 from ._static import DirServer
 from ._threads import run_sync
+from ._upgrade import upgrade
 from .exceptions import (
     ClientDisconnected,
     ConnectionClosed,
@@ -28,7 +29,7 @@ from .exceptions import (
     RemoteProtocolError,
 )
 from .mixins import StaticMixin
-from .websocket import WebSocket, upgrade
+from .websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._redis_hub import RedisHub

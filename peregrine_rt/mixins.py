@@ -18,7 +18,8 @@ import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._hub import Hub
-from .websocket import WebSocket, upgrade
+from ._upgrade import upgrade
+from .websocket import WebSocket
 
 if TYPE_CHECKING:
     from ._request import Request

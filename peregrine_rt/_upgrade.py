@@ -1,0 +1,152 @@
+"""``upgrade()``: the WebSocket opening handshake (RFC 6455 §4.2), on our own parser.
+
+The request was parsed by the HTTP core; here it is validated (method,
+version, ``Upgrade``, ``Sec-WebSocket-Key`` and ``-Version``, Origin
+allow-list), a subprotocol and permessage-deflate are negotiated, the
+``101`` is written, and the connection gets its :class:`~peregrine_rt.WebSocket`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionType
+from wsproto.extensions import PerMessageDeflate
+from wsproto.handshake import server_extensions_handshake
+
+from ._deflate import BoundedDeflate
+from .exceptions import HandshakeError
+from .websocket import WebSocket
+
+if TYPE_CHECKING:
+    from ._request import Request
+    from ._response import Response
+
+__all__ = ["upgrade"]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TEXT = b"text/plain; charset=utf-8"
+
+
+_UNSET: Any = object()  # "use the Config value"
+
+
+def _accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def _refuse(response: Response, status: int, message: str, **headers: str) -> HandshakeError:
+    response.status = status
+    response.body = f"{status} {message}\n".encode()
+    response.headers["content-type"] = _TEXT
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return HandshakeError(message, status)
+
+
+async def upgrade(
+    request: Request,
+    response: Response,
+    *,
+    subprotocols: tuple[str, ...] | list[str] = (),
+    compression: bool | None = None,
+    max_message_size: int | None = _UNSET,
+    allowed_origins: tuple[str, ...] | None = _UNSET,
+) -> WebSocket:
+    """Answer ``101 Switching Protocols`` and turn this connection into a WebSocket.
+
+    Call it from ``handle``.  When ``handle`` returns, the server calls the
+    handler's ``on_open(ws)``, then ``on_message(ws, message)`` for each message,
+    in order, then ``on_close(ws, code, reason)`` once.  Code after
+    ``await upgrade(...)`` in ``handle`` may prepare ``ws.state``.
+
+    Args:
+        subprotocols: the subprotocols this endpoint speaks, in order of
+            preference; the first one the client offers is chosen
+            (``ws.subprotocol``, ``None`` if there is no match).
+        compression: negotiate permessage-deflate (default: ``Config.ws_compression``).
+        max_message_size: overrides ``Config.ws_max_message_size`` for this socket.
+        allowed_origins: overrides ``Config.ws_allowed_origins`` for this socket.
+
+    Raises:
+        HandshakeError: not an acceptable handshake; the response is already set
+            to the refusal (400, 403 or 426) and is sent when ``handle`` returns.
+    """
+    conn = request._conn
+    config = conn.server.config
+    if not conn.server.spec.has_websocket:
+        raise RuntimeError(
+            f"{conn.server.spec.name} calls upgrade() but has no on_message: "
+            "define async def on_message(self, ws, message)"
+        )
+    headers = request.headers
+    if request.method != "GET" or request.http_version != "1.1":
+        raise _refuse(response, 400, "a WebSocket handshake is a GET over HTTP/1.1")
+    upgrade_to = (request.upgrade or b"").lower()
+    if b"websocket" not in [t.strip() for t in upgrade_to.split(b",")]:
+        raise _refuse(response, 426, "Upgrade Required", upgrade="websocket")
+    if (headers.get("sec-websocket-version") or "").strip() != "13":
+        raise _refuse(response, 426, "unsupported WebSocket version", sec_websocket_version="13")
+    key = (headers.get("sec-websocket-key") or "").strip().encode("latin-1")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            raise ValueError("length")
+    except (binascii.Error, ValueError):
+        raise _refuse(response, 400, "invalid Sec-WebSocket-Key") from None
+    if request.has_body:
+        raise _refuse(response, 400, "a WebSocket handshake has no body")
+    origins = config.ws_allowed_origins if allowed_origins is _UNSET else allowed_origins
+    if origins is not None and headers.get("origin") not in origins:
+        raise _refuse(response, 403, "origin not allowed")
+
+    chosen: str | None = None
+    if subprotocols:
+        offered = [
+            p.strip() for h in headers.getlist("sec-websocket-protocol") for p in h.split(",")
+        ]
+        chosen = next((p for p in subprotocols if p in offered), None)
+    extensions: list[PerMessageDeflate] = []
+    accepted_extensions: bytes | None = None
+    limit = config.ws_max_message_size if max_message_size is _UNSET else max_message_size
+    if config.ws_compression if compression is None else compression:
+        offers = [
+            o.strip() for h in headers.getlist("sec-websocket-extensions") for o in h.split(",")
+        ]
+        deflate = BoundedDeflate(limit)
+        accepted_extensions = server_extensions_handshake(offers, [deflate])
+        if accepted_extensions is not None:
+            extensions.append(deflate)
+
+    parts = [
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-accept: ",
+        _accept_key(key),
+        b"\r\n",
+    ]
+    if chosen is not None:
+        parts += (b"sec-websocket-protocol: ", chosen.encode("latin-1"), b"\r\n")
+    if accepted_extensions is not None:
+        parts += (b"sec-websocket-extensions: ", accepted_extensions, b"\r\n")
+    for name, value in response.headers.raw:  # e.g. set-cookie from the handler
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    response.status = 101
+    response.started = True
+    ws = WebSocket(
+        conn,
+        request,
+        WSConnection(
+            ConnectionType.SERVER,
+            extensions=list(extensions),
+            trailing_data=conn.parser.trailing_data,
+        ),
+        chosen,
+        limit,
+    )
+    conn.websocket = ws
+    await conn.transport.send_all(b"".join(parts))
+    return ws
