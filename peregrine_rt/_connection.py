@@ -604,9 +604,9 @@ class HTTPConnection:
                     head = b""
                 if head and complete:
                     await transport.send_all(head)
-        except OSError:
+        except OSError:  # EIO and the like: the body cannot be completed
             error_log.exception("reading a file for %r failed", request.target[:200])
-            complete = False
+            return False
         finally:
             response._set_file(None)
         if not complete:
