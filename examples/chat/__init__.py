@@ -1,0 +1,8 @@
+"""The chat example: ``peregrine-rt examples.chat.app:Chat`` (``make run``).
+
+* ``app.py``: the server, a handler built from the mixins (the protocol is in
+  its docstring);
+* ``store.py``: history, message ids, rooms and presence, in memory or in Redis;
+* ``static/``: the browser client, plain HTML, CSS and JavaScript modules;
+* ``steps.py``: the first steps of the tutorial (``docs/tutorial.rst``).
+"""

@@ -1,0 +1,456 @@
+"""The chat server: rooms, history, presence, typing, resume after a reconnect.
+
+Run it: ``peregrine-rt examples.chat.app:Chat --port 8000`` (``make run``), or
+on several processes or machines sharing a Redis:
+``peregrine-rt examples.chat.app:Chat --redis redis://127.0.0.1:6379``.
+``/`` is the browser client (``static/``); ``/ws`` the WebSocket.
+
+The protocol: JSON text messages, each an object with a ``type``.
+
+Client to server:
+
+* ``{"type": "hello", "nick": "ada", "rooms": ["lobby"], "since": {"lobby": 41}}``
+  first, and once: the nick, the rooms to be in (default ``["lobby"]``;
+  created if need be) and, when resuming, the last message id seen per room.
+* ``{"type": "join", "room": "dev", "since": 12}`` (``since`` optional),
+  ``{"type": "leave", "room": "dev"}``, ``{"type": "create", "room": "dev"}``
+  (creates the room and joins it), ``{"type": "rooms"}``.
+* ``{"type": "say", "room": "dev", "text": "hi"}``, ``{"type": "typing", "room": "dev"}``.
+
+Server to client:
+
+* ``welcome`` (``nick``, ``rooms``: every room, ``limits``), then for each
+  room joined ``history`` (``room``, ``messages``: the last 100, or every one
+  after ``since``; ``resumed``: whether ``since`` was used).
+* ``message``: ``id``, ``room``, ``nick``, ``text``, ``ts`` (ms since the epoch).
+* ``presence``: ``room``, ``event`` (``join``/``leave``/``sync``), ``nick``,
+  ``online`` (the nicks in the room, sorted).
+* ``typing`` (``room``, ``nick``), ``rooms`` (``rooms``), ``left`` (``room``).
+* ``resync`` (``room``, ``since``): this node may have missed messages of
+  the room (its link to Redis dropped): send ``join`` with that ``since``.
+* ``error``: ``code`` and ``text``, for a request refused (the connection
+  stays open): ``bad_message``, ``unknown_type``, ``hello_first``,
+  ``bad_nick``, ``bad_room``, ``no_such_room``, ``not_in_room``,
+  ``too_many_rooms``, ``empty``, ``too_long``, ``rate_limited``,
+  ``unavailable``.
+
+Text that is not JSON closes the connection with 1007, binary with 1003
+(JSONMixin); a client that keeps going over the rate limit gets 1008.
+
+Nothing lost, nothing twice: a room's messages reach each node in id order
+(``store.py`` says why); :class:`RoomFeed` delivers them to the node's
+sockets in the room.  A socket joining (or resuming) is *pending* while its
+history is read: what arrives meanwhile is buffered, then sent after the
+history, minus what the history had already.  Ids are dense, so a node that
+sees one skipped (its link to Redis dropped) tells its sockets to ``resync``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import peregrine_rt as pr
+from peregrine_rt.mixins import JSONMixin, RoomsMixin, StaticMixin
+
+from .store import MSG_TOPIC, ROOMS_TOPIC, MemoryStore, RedisStore, dumps, make_store
+
+log = logging.getLogger("examples.chat")
+
+# start limits
+DEFAULT_ROOM = "lobby"
+MAX_TEXT = 2000  # characters in a message
+MAX_ROOMS = 100  # rooms on the server
+RATE = 5.0  # messages per second per connection, on average...
+BURST = 10  # ...with bursts of up to this many
+STRIKES = 3  # refusals for going too fast, within...
+STRIKE_WINDOW = 10.0  # ...this many seconds: then close 1008
+TYPING_EVERY = 1.0  # a connection's typing events are relayed at most this often
+NICK = re.compile(r"[\w-](?:[\w -]{0,22}[\w-])?")  # 1-24 characters, spaces inside
+ROOM = re.compile(r"[\w-]{1,32}")
+# end limits
+
+
+def valid_nick(nick: Any) -> bool:
+    """1-24 letters, digits, ``_``, ``-``, and spaces inside."""
+    return isinstance(nick, str) and NICK.fullmatch(nick) is not None and "  " not in nick
+
+
+def valid_room(room: Any) -> bool:
+    return isinstance(room, str) and ROOM.fullmatch(room) is not None
+
+
+# start bucket
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; a message takes one."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.at = trio.current_time()
+
+    def take(self) -> bool:
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+# end bucket
+
+
+@dataclass
+class Session:
+    """What the server knows about one connection (``ws.state["chat"]``)."""
+
+    conn: str
+    nick: str = ""
+    rooms: set[str] = field(default_factory=set)
+    bucket: TokenBucket = field(default_factory=lambda: TokenBucket(RATE, BURST))
+    strikes: deque[float] = field(default_factory=deque)
+    typed_at: dict[str, float] = field(default_factory=dict)
+
+
+class ChatError(Exception):
+    """A request refused: sent to the client as ``{"type": "error", ...}``."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+# start feed
+class RoomFeed:
+    """This node's subscriber to a room's messages, delivering them to its sockets there.
+
+    Messages arrive in id order (see ``store.py``).  Each socket is in one
+    of three states: *pending* (its history is being read: messages are
+    buffered), *ahead* (its history went past what this feed delivered: skip
+    up to ``floor``) or *live* (everything is sent, the frame encoded once).
+    """
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.last: int | None = None  # the last id delivered
+        self.live: dict[pr.WebSocket, None] = {}
+        self.ahead: dict[pr.WebSocket, int] = {}
+        self.pending: dict[pr.WebSocket, list[tuple[int, str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.live or self.ahead or self.pending)
+
+    def _on_subscribe(self, hub: pr.Hub) -> None:
+        pass
+
+    def _deliver_message(self, message: str | bytes) -> bool:
+        assert isinstance(message, str)
+        mid = json.loads(message)["id"]
+        last = self.last
+        if last is not None and mid <= last:
+            return False  # delivered already
+        if last is not None and mid != last + 1 and self.live:
+            # A gap: the link to Redis dropped for a while.  History has it all.
+            resync = dumps({"type": "resync", "room": self.room, "since": last})
+            pr.broadcast(self.live, resync)
+        self.last = mid
+        for buffer in self.pending.values():
+            buffer.append((mid, message))
+        for ws, floor in list(self.ahead.items()):
+            if mid > floor:
+                del self.ahead[ws]
+                self.live[ws] = None
+        return pr.broadcast(self.live, message) > 0
+
+    def start(self, ws: pr.WebSocket) -> None:
+        """``ws`` is about to read history: buffer what arrives."""
+        self.live.pop(ws, None)
+        self.ahead.pop(ws, None)
+        self.pending[ws] = []
+
+    def finish(self, ws: pr.WebSocket, floor: int) -> None:
+        """``ws`` was sent the history up to ``floor``: send the rest, then go live."""
+        buffer = self.pending.pop(ws, None)
+        if buffer is None:
+            return  # it left meanwhile
+        for mid, message in buffer:
+            if mid > floor:
+                pr.broadcast([ws], message)
+                floor = mid
+        if self.last is not None and floor >= self.last:
+            self.live[ws] = None
+        else:
+            self.ahead[ws] = floor
+
+    def drop(self, ws: pr.WebSocket) -> None:
+        self.live.pop(ws, None)
+        self.ahead.pop(ws, None)
+        self.pending.pop(ws, None)
+
+
+# end feed
+
+_connections = count(1)
+
+
+class Chat(RoomsMixin, JSONMixin, StaticMixin):
+    """The chat: ``peregrine-rt examples.chat.app:Chat``."""
+
+    static = pr.DirServer(
+        Path(__file__).resolve().parent / "static",
+        cache_control={"*": "no-cache"},
+    )
+    websocket_paths = ("/ws",)
+
+    def __init__(self) -> None:
+        self.feeds: dict[str, RoomFeed] = {}
+        self.store: MemoryStore | RedisStore
+        self._stop: trio.CancelScope | None = None
+
+    # start lifecycle
+    async def startup(self) -> None:
+        self.store = make_store(self.hub)
+        # The store may need a task for as long as the server runs (Redis:
+        # its connections and heartbeat); a handler has no nursery, so it is
+        # a system task, cancelled by shutdown().
+        started = trio.Event()
+        failed: list[BaseException] = []
+
+        async def run_store() -> None:
+            with trio.CancelScope() as self._stop:
+                try:
+                    await self.store.run(task_status=_Started(started))
+                except Exception as exc:
+                    failed.append(exc)
+            started.set()
+
+        trio.lowlevel.spawn_system_task(run_store)
+        await started.wait()
+        if failed:
+            raise failed[0]
+        await self.store.add_room(DEFAULT_ROOM)
+
+    async def shutdown(self) -> None:
+        if self._stop is not None:
+            self._stop.cancel()
+
+    # end lifecycle
+
+    # start on_json
+    async def on_json(self, ws: pr.WebSocket, data: Any) -> None:
+        session: Session = ws.state.setdefault("chat", Session(str(next(_connections))))
+        try:
+            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                raise ChatError("bad_message", 'a message is an object with a "type"')
+            kind = data["type"]
+            handler = getattr(self, f"do_{kind}", None)
+            if handler is None:
+                raise ChatError("unknown_type", f"unknown message type {kind[:40]!r}")
+            if kind != "hello" and not session.nick:
+                raise ChatError("hello_first", 'say "hello" first')
+            if kind != "typing" and not session.bucket.take():
+                await self._strike(ws, session)
+                return
+            await handler(ws, session, data)
+        except ChatError as exc:
+            await self.send_json(ws, {"type": "error", "code": exc.code, "text": exc.text})
+        except pr.HubUnavailable:
+            pass  # delivered here, not to the other nodes: logged by the hub
+        except pr.ConnectionClosed:
+            pass
+        except Exception as exc:
+            if not _redis_error(exc):
+                raise
+            log.warning("chat store unavailable: %s", exc)
+            text = "the server cannot reach its store: try again"
+            await self.send_json(ws, {"type": "error", "code": "unavailable", "text": text})
+
+    async def _strike(self, ws: pr.WebSocket, session: Session) -> None:
+        now = trio.current_time()
+        strikes = session.strikes
+        strikes.append(now)
+        while strikes and strikes[0] < now - STRIKE_WINDOW:
+            strikes.popleft()
+        if len(strikes) >= STRIKES:
+            await ws.close(1008, "too many messages")
+            return
+        text = f"too many messages: at most {RATE:g} a second (bursts of {BURST})"
+        await self.send_json(ws, {"type": "error", "code": "rate_limited", "text": text})
+
+    # end on_json
+
+    # start hello
+    async def do_hello(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        if session.nick:
+            raise ChatError("bad_message", "hello was said already")
+        nick = data.get("nick")
+        if not valid_nick(nick):
+            raise ChatError(
+                "bad_nick", "a nick is 1-24 letters, digits, _ or -, with spaces inside"
+            )
+        rooms = data.get("rooms") or [DEFAULT_ROOM]
+        since = data.get("since") or {}
+        if not isinstance(rooms, list) or not all(valid_room(r) for r in rooms[:MAX_ROOMS]):
+            raise ChatError("bad_room", "rooms is a list of room names")
+        if not isinstance(since, dict):
+            raise ChatError("bad_message", "since maps rooms to message ids")
+        session.nick = str(nick)
+        ws.hub.subscribe(ws, ROOMS_TOPIC)
+        limits = {"text": MAX_TEXT, "rate": RATE, "burst": BURST}
+        welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "limits": limits}
+        for room in dict.fromkeys(rooms[:MAX_ROOMS]):
+            await self._create(room)  # resuming after a restart of an in-memory server
+        welcome["rooms"] = await self.store.rooms()
+        await self.send_json(ws, welcome)
+        for room in dict.fromkeys(rooms[:MAX_ROOMS]):
+            await self._join(ws, session, room, _since(since.get(room)))
+
+    # end hello
+
+    # start join
+    async def _join(self, ws: pr.WebSocket, session: Session, room: str, since: int | None) -> None:
+        feed = self.feeds.get(room)
+        if feed is None:
+            feed = self.feeds[room] = RoomFeed(room)
+            ws.hub.subscribe(feed, MSG_TOPIC + room)
+        feed.start(ws)  # from now on, what arrives is buffered for ws
+        try:
+            messages = await self.store.history(room, since)
+            floor = messages[-1]["id"] if messages else (since or 0)
+            history = {"type": "history", "room": room, "messages": messages}
+            await self.send_json(ws, {**history, "resumed": since is not None})
+        except BaseException:
+            self._drop(ws, room)
+            raise
+        feed.finish(ws, floor)  # the buffer, minus what history had; then live
+        if room not in session.rooms:
+            session.rooms.add(room)
+            await self.join(ws, room)  # presence and typing events
+            await self.store.enter(room, session.conn, session.nick)
+
+    # end join
+
+    def _drop(self, ws: pr.WebSocket, room: str) -> None:
+        feed = self.feeds.get(room)
+        if feed is not None:
+            feed.drop(ws)
+            if not feed:
+                del self.feeds[room]
+                self.hub.unsubscribe(feed, MSG_TOPIC + room)
+
+    async def _create(self, room: str) -> bool:
+        rooms = await self.store.rooms()
+        if room in rooms:
+            return False
+        if len(rooms) >= MAX_ROOMS:
+            raise ChatError("too_many_rooms", f"this server has {MAX_ROOMS} rooms already")
+        if not await self.store.add_room(room):
+            return False  # another node was quicker
+        await self.publish_json(ROOMS_TOPIC, {"type": "rooms", "rooms": await self.store.rooms()})
+        return True
+
+    async def do_join(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        room = _room(data)
+        if room not in await self.store.rooms():
+            raise ChatError("no_such_room", f"there is no room {room!r}: create it")
+        await self._join(ws, session, room, _since(data.get("since")))
+
+    async def do_create(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        room = _room(data)
+        await self._create(room)
+        await self._join(ws, session, room, None)
+
+    async def do_leave(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        room = _room(data)
+        if room not in session.rooms:
+            raise ChatError("not_in_room", f"you are not in {room!r}")
+        session.rooms.discard(room)
+        self._drop(ws, room)
+        await self.leave(ws, room)
+        await self.store.exit(room, session.conn)
+        await self.send_json(ws, {"type": "left", "room": room})
+
+    async def do_rooms(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        await self.send_json(ws, {"type": "rooms", "rooms": await self.store.rooms()})
+
+    # start say
+    async def do_say(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        room = _room(data)
+        text = data.get("text")
+        if room not in session.rooms:
+            raise ChatError("not_in_room", f"join {room!r} first")
+        if not isinstance(text, str) or not text.strip():
+            raise ChatError("empty", "a message has some text")
+        if len(text) > MAX_TEXT:
+            raise ChatError("too_long", f"a message has at most {MAX_TEXT} characters")
+        await self.store.post(room, session.nick, text)
+        session.typed_at.pop(room, None)  # the next keystroke is news again
+
+    async def do_typing(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
+        room = _room(data)
+        now = trio.current_time()
+        if (
+            room in session.rooms
+            and now - session.typed_at.get(room, -TYPING_EVERY) >= TYPING_EVERY
+        ):
+            session.typed_at[room] = now
+            await self.broadcast_json(room, {"type": "typing", "room": room, "nick": session.nick})
+
+    # end say
+
+    async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
+        session: Session | None = ws.state.get("chat")
+        if session is None:
+            return
+        for room in list(session.rooms):
+            self._drop(ws, room)
+            try:
+                await self.store.exit(room, session.conn)
+            except Exception as exc:
+                if not _redis_error(exc):
+                    raise
+                log.warning("chat store unavailable: %s", exc)  # the entry expires with the node
+
+
+def _room(data: dict[str, Any]) -> str:
+    room = data.get("room")
+    if not valid_room(room):
+        raise ChatError("bad_room", "a room name is 1-32 letters, digits, _ or -")
+    return str(room)
+
+
+def _since(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ChatError("bad_message", "since is a message id (an integer)")
+    return value
+
+
+def _redis_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis (or the way to it) failing."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return type(exc).__module__.startswith(("coredis", "anyio"))
+
+
+class _Started:
+    """A task_status for a task not started by a nursery: sets an event."""
+
+    def __init__(self, event: trio.Event) -> None:
+        self.event = event
+
+    def started(self, value: Any = None) -> None:
+        self.event.set()
