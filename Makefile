@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs docs-gen bench-parser bench-http docs-config clean
+.PHONY: run test lint typecheck pytest docs docs-gen bench-parser bench-http bench-chat docs-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-# The most complete example so far: the echo app (the chat example replaces it
-# once it lands).  Ctrl-C stops it gracefully.
+# The chat example on http://127.0.0.1:8000 with the in-memory hub (add
+# --redis URL, or set REDIS_URL, to share it between processes).  Ctrl-C stops
+# it gracefully.
 run: $(STAMP)
-	$(BIN)/peregrine-rt examples.echo:Echo --host 127.0.0.1 --port 8000 --access-log
+	$(BIN)/peregrine-rt examples.chat.app:Chat --host 127.0.0.1 --port 8000 --access-log
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,6 +37,11 @@ bench-parser: $(STAMP)
 
 bench-http: $(STAMP)
 	bench/http.sh
+
+# The chat scenario: K clients in one room, each sending at a steady rate
+# (bench/chat.py --help for the options).
+bench-chat: $(STAMP)
+	$(BIN)/python bench/chat.py
 
 # The documentation, as CI builds it: generated pages current, HTML with
 # warnings as errors and every cross-reference resolved (-n), the pages'

@@ -1,0 +1,162 @@
+"""Fixtures of the browser tests: the chat server as a child process, and headless Chromium.
+
+These tests are plain (synchronous) tests: Playwright's sync API runs its own
+event loop, so the server runs in a subprocess (``python -m peregrine_rt
+examples.chat.app:Chat``), started on a free port and stopped by PID.
+
+Chromium is Debian's (``/usr/bin/chromium``; no browser is downloaded).
+Without it, or without Playwright, the tests are skipped, unless the ``CI``
+environment variable is set: there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peregrine_rt.testing._redis import in_ci
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000  # every wait of a page
+
+
+def _missing(what: str, install: str) -> None:
+    if in_ci():
+        pytest.fail(f"{what} is not installed, and CI must run the browser tests: {install}")
+    pytest.skip(f"{what} is not installed (CI would fail here: {install})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ChatServer:
+    """``python -m peregrine_rt examples.chat.app:Chat`` on a fixed port, restartable."""
+
+    def __init__(self, log: Path, *, redis_url: str | None = None) -> None:
+        self.port = free_port()
+        self.log_path = log
+        self.redis_url = redis_url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.starts += 1
+        command = [sys.executable, "-m", "peregrine_rt", "examples.chat.app:Chat"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.redis_url:
+            command += ["--redis", self.redis_url]
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        pattern = re.compile(rf"serving \S+ on http://127\.0\.0\.1:{self.port}")
+        while len(pattern.findall(self.log)) < self.starts:
+            assert self.proc.poll() is None, f"the chat server exited:\n{self.log}"
+            assert time.monotonic() < deadline, f"the chat server did not start:\n{self.log}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM by PID; SIGKILL if it has not exited within 10 s."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def chat_server(tmp_path: Path) -> Iterator[ChatServer]:
+    """The chat on one process with the in-memory hub."""
+    server = ChatServer(tmp_path / "chat.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        _missing("chromium", "apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright (Python)", "pip install playwright")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Any]:
+    """``new_page(url, nick)``: a page in its own browser context, logged in as ``nick``."""
+    contexts: list[Any] = []
+
+    def open_page(url: str, nick: str) -> Any:
+        context = browser.new_context(viewport={"width": 1200, "height": 720})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.fill("#nick-input", nick)
+        page.click("#login button")
+        page.wait_for_function("document.querySelector('#status').dataset.state === 'open'")
+        page.wait_for_function(
+            "(nick) => [...document.querySelectorAll('#online li')]"
+            ".some((li) => li.textContent === nick)",
+            arg=nick,
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
