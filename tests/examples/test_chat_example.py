@@ -305,3 +305,30 @@ async def test_a_gap_in_ids_asks_for_a_resync(client: Client) -> None:
         await ada.send_json({"type": "join", "room": "lobby", "since": last})
         history = await receive(ada, "history")
         assert history["resumed"] and history["messages"] == []  # the store never had it
+
+
+# -- the tutorial's first steps -------------------------------------------------------
+
+
+async def test_step_bare_chat() -> None:
+    from examples.chat.steps import BareChat
+
+    async with open_client(BareChat) as client:
+        assert (await client.get("/")).status == 404
+        async with client.websocket("/ws") as ada, client.websocket("/ws") as bob:
+            await ada.send("hi")
+            assert await bob.receive() == "hi"
+            assert await ada.receive() == "hi"
+
+
+async def test_step_room_chat() -> None:
+    from examples.chat.steps import RoomChat
+
+    async with open_client(RoomChat) as client:
+        assert (await client.get("/")).status == 200
+        async with client.websocket("/ws") as ada, client.websocket("/ws") as bob:
+            await ada.send_json({"type": "hello", "nick": "ada"})
+            await bob.send_json({"type": "hello", "nick": "bob"})
+            await ada.send_json({"type": "say", "text": "hi"})
+            expected = {"type": "message", "nick": "ada", "text": "hi"}
+            assert await bob.receive_json() == expected
