@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import Config
 from ._http import Headers
-from ._hub import Hub, broadcast
+from ._hub import Hub, Subscriber, broadcast
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
 from ._server import Server, run
@@ -61,6 +61,7 @@ __all__ = [
     "ResponseHeaders",
     "Server",
     "StaticMixin",
+    "Subscriber",
     "WebSocket",
     "__version__",
     "broadcast",

@@ -1,8 +1,8 @@
 """The hub: publish/subscribe between connections, by topic.
 
 A topic is a string (``"room.lobby"``); a subscriber is a
-:class:`~peregrine_rt.WebSocket` or a Server-Sent Events stream
-(:class:`~peregrine_rt.EventStream`).  :meth:`Hub.publish` delivers a message
+:class:`~peregrine_rt.WebSocket`, a Server-Sent Events stream
+(:class:`~peregrine_rt.EventStream`) or any :class:`Subscriber`.  :meth:`Hub.publish` delivers a message
 to every subscriber of the topic without waiting for any of them: each socket
 has a bounded outbox (``Config.ws_outbox_size``) and a slow one gets the
 slow-consumer policy (``Config.ws_slow_policy``) instead of holding up the
@@ -32,11 +32,15 @@ __all__ = ["Hub", "Subscriber", "broadcast"]
 
 
 class Subscriber(Protocol):
-    """What the hub can deliver to besides a WebSocket (an SSE stream, say)."""
+    """Anything the hub can deliver to: a WebSocket, an SSE stream, or your own class.
 
-    def _deliver_message(self, message: str | bytes) -> bool: ...
+    ``deliver`` is called synchronously during :meth:`Hub.publish` and must not
+    block: queue the message (boundedly) and return.  It returns whether the
+    message was taken (False: closed, or refused by a slow-consumer policy).
+    A subscriber other than a WebSocket unsubscribes itself when it is done.
+    """
 
-    def _on_subscribe(self, hub: Hub) -> None: ...
+    def deliver(self, message: str | bytes) -> bool: ...
 
 
 def broadcast(websockets: Iterable[WebSocket], message: str | bytes) -> int:
@@ -64,7 +68,7 @@ def _fanout(subscribers: Iterable[Any], message: str | bytes) -> int:
                 frame = encode_frame(message)
             if sub._deliver(frame):
                 delivered += 1
-        elif sub._deliver_message(message):
+        elif sub.deliver(message):
             delivered += 1
     return delivered
 
@@ -110,7 +114,8 @@ class Hub:
         topics = self._by_subscriber.get(subscriber)
         if topics is None:
             topics = self._by_subscriber[subscriber] = set()
-            subscriber._on_subscribe(self)
+            if type(subscriber) is WebSocket:
+                subscriber._on_subscribe(self)  # it leaves its hubs when it closes
         topics.add(topic)
         self._subscribed(topic, len(members))
 

@@ -126,10 +126,8 @@ class EventStream:
 
     # -- hub subscriber -----------------------------------------------------------------
 
-    def _on_subscribe(self, hub: Hub) -> None:
-        pass
-
-    def _deliver_message(self, message: str | bytes) -> bool:
+    def deliver(self, message: str | bytes) -> bool:
+        """Queue ``message`` for :meth:`forward` (the hub's Subscriber interface)."""
         if self.closed:
             return False
         size = len(message)

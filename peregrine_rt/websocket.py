@@ -282,8 +282,18 @@ class WebSocket:
         self._start_drain()
         return True
 
-    def _deliver_message(self, message: str | bytes) -> bool:
-        """Queue ``message`` encoded for this socket (its own compression state)."""
+    def deliver(self, message: str | bytes) -> bool:
+        """Send ``message`` without waiting: written now, or queued in the outbox.
+
+        What :meth:`Hub.publish <peregrine_rt.Hub.publish>` does for each
+        subscriber (the hub's :class:`~peregrine_rt.Subscriber` interface).
+        A client that reads too slowly gets ``Config.ws_slow_policy`` instead
+        of holding up the caller.
+
+        Returns:
+            False when the socket is closed or closing (or was just closed by
+            the slow-consumer policy), True otherwise.
+        """
         if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
             return False
         if self._fast:

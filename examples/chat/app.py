@@ -152,10 +152,7 @@ class RoomFeed:
     def __bool__(self) -> bool:
         return bool(self.live or self.ahead or self.pending)
 
-    def _on_subscribe(self, hub: pr.Hub) -> None:
-        pass
-
-    def _deliver_message(self, message: str | bytes) -> bool:
+    def deliver(self, message: str | bytes) -> bool:
         assert isinstance(message, str)
         mid = json.loads(message)["id"]
         last = self.last

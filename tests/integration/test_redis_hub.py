@@ -30,7 +30,7 @@ import pytest
 import trio
 
 from examples.echo import BROADCAST_PATH, BROADCAST_TOPIC, Echo
-from peregrine_rt import Hub, HubUnavailable, RedisHub, Server, _redis_hub
+from peregrine_rt import HubUnavailable, RedisHub, Server, _redis_hub
 from peregrine_rt.testing import LiveServer, open_client, open_server
 from peregrine_rt.testing._redis import RedisServer, start_redis_server
 
@@ -46,12 +46,9 @@ class Collector:
     def __init__(self) -> None:
         self.messages: list[str | bytes] = []
 
-    def _deliver_message(self, message: str | bytes) -> bool:
+    def deliver(self, message: str | bytes) -> bool:
         self.messages.append(message)
         return True
-
-    def _on_subscribe(self, hub: Hub) -> None:
-        pass
 
     async def wait_for(self, n: int, timeout: float = 5.0) -> list[str | bytes]:
         with trio.fail_after(timeout):
