@@ -24,12 +24,15 @@ __all__ = ["HandlerSpec", "check_handler"]
 _CONTRACT: dict[str, tuple[tuple[str, ...], bool]] = {
     "handle": (("request", "response"), True),
     "startup": ((), False),
+    "background": ((), False),
     "shutdown": ((), False),
     "on_open": (("ws",), False),
     "on_message": (("ws", "message"), False),
     "on_close": (("ws", "code", "reason"), False),
 }
 _WS_CALLBACKS = ("on_open", "on_message", "on_close")
+# keyword arguments the server may pass: background() can report when it is ready
+_KEYWORDS: dict[str, tuple[str, ...]] = {"background": ("task_status",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,8 @@ class HandlerSpec:
     has_websocket: bool
     has_on_open: bool = False
     has_on_close: bool = False
+    has_background: bool = False
+    background_reports_ready: bool = False  # background() takes task_status
 
 
 def _expected(method: str) -> str:
@@ -50,8 +55,12 @@ def _expected(method: str) -> str:
     return f"async def {method}({params})"
 
 
-def _accepts(func: Any, nargs: int) -> bool:
-    """Whether ``func`` (bound or not, minus self) can be called with ``nargs`` positionals."""
+def _accepts(func: Any, nargs: int, keywords: tuple[str, ...] = ()) -> bool:
+    """Whether ``func`` can be called with ``nargs`` positionals (self included).
+
+    ``keywords`` are keyword arguments the caller may pass (``task_status``):
+    a keyword-only parameter of one of those names may be required.
+    """
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):  # builtins without a signature: trust them
@@ -69,7 +78,9 @@ def _accepts(func: Any, nargs: int) -> bool:
     keyword_required = [
         p
         for p in params
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and p.default is inspect.Parameter.empty
+        and p.name not in keywords
     ]
     return not keyword_required and len(required) <= nargs <= len(positional)
 
@@ -134,7 +145,7 @@ def check_handler(handler: type | object) -> HandlerSpec:
         if not inspect.iscoroutinefunction(func):
             kind = "an async generator" if inspect.isasyncgenfunction(func) else "a plain 'def'"
             raise HandlerError(f"{name}.{method} must be {expected}; it is {kind}")
-        if not _accepts(func, len(params) + 1):
+        if not _accepts(func, len(params) + 1, _KEYWORDS.get(method, ())):
             try:
                 actual = f"def {method}{inspect.signature(func)}"
             except (TypeError, ValueError):  # pragma: no cover - checked above
@@ -161,6 +172,9 @@ def check_handler(handler: type | object) -> HandlerSpec:
         name=name,
         has_startup=found["startup"],
         has_shutdown=found["shutdown"],
+        has_background=found["background"],
+        background_reports_ready=found["background"]
+        and "task_status" in inspect.signature(funcs["background"]).parameters,
         has_websocket=found["on_message"],
         has_on_open=found["on_open"],
         has_on_close=found["on_close"],

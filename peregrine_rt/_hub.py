@@ -2,13 +2,13 @@
 
 A topic is a string (``"room.lobby"``); a subscriber is a
 :class:`~peregrine_rt.WebSocket`, a Server-Sent Events stream
-(:class:`~peregrine_rt.EventStream`) or any :class:`Subscriber`.  :meth:`Hub.publish` delivers a message
-to every subscriber of the topic without waiting for any of them: each socket
-has a bounded outbox (``Config.ws_outbox_size``) and a slow one gets the
-slow-consumer policy (``Config.ws_slow_policy``) instead of holding up the
-others.  Uncompressed WebSocket frames from a server are the same bytes for
-every client, so a message is encoded once per publish, not once per
-subscriber.
+(:class:`~peregrine_rt.EventStream`) or any :class:`Subscriber`.
+:meth:`Hub.publish` delivers a message to every subscriber of the topic
+without waiting for any of them: each socket has a bounded outbox
+(``Config.ws_outbox_size``) and a slow one gets the slow-consumer policy
+(``Config.ws_slow_policy``) instead of holding up the others.  Uncompressed
+WebSocket frames from a server are the same bytes for every client, so a
+message is encoded once per publish, not once per subscriber.
 
 Every server has one hub, ``server.hub`` (``ws.hub`` and ``request.hub`` from a
 handler): this in-memory :class:`Hub` unless ``Config.redis_url`` is set, in

@@ -53,6 +53,13 @@ _BUSY = encode_response(
 )
 
 
+class _ReadyStatus:
+    """The ``task_status`` handed to ``background()``: notes when it reports ready."""
+
+    def __init__(self, started: Any) -> None:
+        self.started = started
+
+
 def _make_hub(config: Config) -> Hub:
     if config.redis_url is None:
         return Hub()
@@ -244,6 +251,8 @@ class Server:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.hub.serve)
+                if self.spec.has_background:
+                    await nursery.start(self._background)
                 nursery.start_soon(self._reaper)
                 with trio.CancelScope() as accepting:
                     async with trio.open_nursery() as accept_nursery:
@@ -276,6 +285,37 @@ class Server:
                         await self.handler_instance.shutdown()
                     except Exception:
                         error_log.exception("%s.shutdown() raised", self.spec.name)
+
+    async def _background(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Run the handler's ``background()`` for the server's life (see handlers.rst).
+
+        It gets ``task_status`` if it takes one, and the server accepts
+        connections once it reports ready; an exception before that fails the
+        start, after it is logged and shuts the server down gracefully.
+        """
+        handler = self.handler_instance
+        ready = False
+
+        def started(value: object = None) -> None:
+            nonlocal ready
+            if not ready:
+                ready = True
+                task_status.started()
+
+        status = _ReadyStatus(started)
+        try:
+            if self.spec.background_reports_ready:
+                await handler.background(task_status=status)
+            else:
+                status.started()
+                await handler.background()
+        except Exception:
+            if not ready:
+                raise
+            error_log.exception("%s.background() raised; shutting down", self.spec.name)
+            self._request_shutdown()
+        else:
+            status.started()  # returned without reporting: nothing more to wait for
 
     async def _wait_for_shutdown(self, accepting: trio.CancelScope) -> None:
         await self._shutdown_requested.wait()

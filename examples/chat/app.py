@@ -214,34 +214,18 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
     def __init__(self) -> None:
         self.feeds: dict[str, RoomFeed] = {}
         self.store: MemoryStore | RedisStore
-        self._stop: trio.CancelScope | None = None
 
     # start lifecycle
     async def startup(self) -> None:
         self.store = make_store(self.hub)
-        # The store may need a task for as long as the server runs (Redis:
-        # its connections and heartbeat); a handler has no nursery, so it is
-        # a system task, cancelled by shutdown().
-        started = trio.Event()
-        failed: list[BaseException] = []
 
-        async def run_store() -> None:
-            with trio.CancelScope() as self._stop:
-                try:
-                    await self.store.run(task_status=_Started(started))
-                except Exception as exc:
-                    failed.append(exc)
-            started.set()
-
-        trio.lowlevel.spawn_system_task(run_store)
-        await started.wait()
-        if failed:
-            raise failed[0]
-        await self.store.add_room(DEFAULT_ROOM)
-
-    async def shutdown(self) -> None:
-        if self._stop is not None:
-            self._stop.cancel()
+    async def background(self, *, task_status: trio.TaskStatus[None]) -> None:
+        # For the server's whole life: the store's connections to Redis and its
+        # heartbeat.  Connections are accepted once the default room exists.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.store.run)
+            await self.store.add_room(DEFAULT_ROOM)
+            task_status.started()
 
     # end lifecycle
 
@@ -441,13 +425,3 @@ def _redis_error(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError)):
         return True
     return type(exc).__module__.startswith(("coredis", "anyio"))
-
-
-class _Started:
-    """A task_status for a task not started by a nursery: sets an event."""
-
-    def __init__(self, event: trio.Event) -> None:
-        self.event = event
-
-    def started(self, value: Any = None) -> None:
-        self.event.set()
