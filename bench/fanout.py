@@ -1,7 +1,8 @@
 """Fan-out: a chat room of N WebSocket clients, every message delivered to all (issue #6).
 
 Run: ``.venv/bin/python bench/fanout.py [--quick] [--duration 10] [--window 8]
-[--subscribers 1000,100] [--servers peregrine,websockets_asyncio]``
+[--subscribers 1000,100] [--servers peregrine,websockets_asyncio]
+[--quiet-wait 300 --retries 2]``
 (Makefile target ``bench-fanout``; peers and the load generator:
 ``.venv/bin/pip install -r bench/requirements-ws.txt``; the ``--workers 2``
 row needs ``/usr/bin/redis-server`` and ``pip install -e '.[redis]'``)
@@ -58,7 +59,9 @@ core shows 20-30 % of it.  A load generator above 90 % of its CPU is flagged
 (it may be the limit), and so is a CPU busier than its pinned process plus
 softirq by more than 10 points (someone else used it).  The header says which
 ``peregrine_rt`` the servers import and its git state (run from an exported
-tree with ``PYTHONPATH`` to measure a given commit).
+tree with ``PYTHONPATH`` to measure a given commit).  On a shared machine,
+``--quiet-wait`` waits before each point for both CPUs to be idle, and
+``--retries`` measures a contended point again (the row says so).
 
 The last line is ``peregrine_fanout n1000=<deliveries/s> p99_ms=<n>
 vs_websockets_asyncio=<r>x``.  Every phase is bounded in time; every process
@@ -535,7 +538,19 @@ def bench_peer(peer: Peer, args: argparse.Namespace, counts: list[int], logdir: 
         check_echo(server)
         for n in counts:
             try:
-                r = run_fanout(server, redis, n, args.window, args.warmup, args.duration, logdir)
+                for attempt in range(args.retries + 1):
+                    waited = wait_quiet(args.quiet_wait)
+                    r = run_fanout(
+                        server, redis, n, args.window, args.warmup, args.duration, logdir
+                    )
+                    if waited:
+                        r.notes.append(waited)
+                    contended = any("someone else" in note for note in r.notes)
+                    if not contended or attempt == args.retries:
+                        break
+                    print(f"  n={n:<5} contended ({r.rate:.0f} deliveries/s); measuring again")
+                if attempt:
+                    r.notes.append(f"measured {attempt + 1} times; earlier runs were contended")
             except BenchError as exc:
                 res.errors.append(f"n{n}: {exc}")
                 server.check_alive()
@@ -566,6 +581,30 @@ def bench_peer(peer: Peer, args: argparse.Namespace, counts: list[int], logdir: 
     for note in res.notes:
         print(f"  note: {note}", flush=True)
     return res
+
+
+def wait_quiet(limit: float, busy_max: float = 15.0) -> str | None:
+    """Wait (at most ``limit`` s) until both CPUs are under ``busy_max`` % busy over 2 s.
+
+    Other people's work on a shared machine shows up as a CPU busier than its
+    pinned process; this waits for it to pass.  Returns a note, or None.
+    """
+    if limit <= 0:
+        return None
+    t0 = time.monotonic()
+    while True:
+        before = cpu_times_detail()
+        time.sleep(2.0)
+        after = cpu_times_detail()
+        busy = [cpu_split_pct(before, after, cpu)[0] for cpu in (SERVER_CPU, CLIENT_CPU)]
+        waited = time.monotonic() - t0
+        if max(busy) < busy_max:
+            return f"waited {waited:.0f} s for idle CPUs" if waited > 3 else None
+        if waited >= limit:
+            return (
+                f"CPUs still {busy[0]:.0f}/{busy[1]:.0f}% busy after waiting {waited:.0f} s; "
+                "measured anyway"
+            )
 
 
 # --- the report ------------------------------------------------------------------
@@ -630,6 +669,20 @@ def main() -> None:
         help="comma-separated room sizes (default 1000,100; 1000 with --quick)",
     )
     ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, 1000 members only")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each point, wait up to this many seconds for both CPUs to be idle "
+        "(a shared machine); 0: do not wait",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="measure a point again (up to this many times) when another process used "
+        "a benchmark CPU during it",
+    )
     ap.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
