@@ -187,10 +187,12 @@ class WebSocket:
         self._writing = True
         try:
             await self._write(data)
-            if self._outbox:
-                await self._flush()
         finally:
             self._writing = False
+            # What was queued meanwhile goes to a writer task: the caller
+            # returns once its own frame is written, not when the queue is.
+            if self._outbox:
+                self._start_drain()
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -230,8 +232,10 @@ class WebSocket:
                 await self._write(data)
             except ConnectionClosed:
                 return
-            if done is not None:
-                done.set()
+            finally:
+                # Its sender learns the outcome either way (``_broken`` on failure).
+                if done is not None:
+                    done.set()
 
     def _start_drain(self) -> None:
         """Make sure a writer will empty the outbox."""
@@ -481,7 +485,10 @@ class WebSocket:
                 with trio.move_on_after(server.config.ws_close_timeout):
                     await self.close(1011, "internal error")
             finally:
-                if self._conn.timeout_reason == "ws-ping":
+                if (
+                    self._conn.timeout_reason == "ws-ping"
+                    and self._ws.state is ConnectionState.OPEN  # no close() raced it
+                ):
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
                         data = self._ws.send(CloseConnection(code=1011, reason="ping timeout"))
                         try:

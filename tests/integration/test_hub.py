@@ -373,3 +373,81 @@ async def test_close_frame_follows_queued_deliveries() -> None:
                     got.append(int(payload.split(b" ")[0]))
             assert got == list(range(200))
         await stream.aclose()
+
+
+# -- a sender waiting behind queued deliveries -------------------------------------------
+
+
+def _reset_after_first_frame(port: int, size: int, events: list[str]) -> None:
+    """A blocking client: handshake, one message, read the first frame, then reset."""
+    import struct as struct_
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(handshake("/ws/x", key=new_key()))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(4096)
+    got = len(buf.split(b"\r\n\r\n", 1)[1])
+    sock.sendall(b"\x81\x81\x00\x00\x00\x00x")  # a masked text message "x"
+    sock.settimeout(10)
+    need = 10 + size + 1000  # the first frame and a bit of the second
+    while got < need:
+        data = sock.recv(min(65536, need - got))
+        assert data, "EOF"
+        got += len(data)
+    events.append("client reset")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct_.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_a_sender_queued_behind_a_delivery_learns_that_the_peer_left() -> None:
+    size = 4 << 20
+    events: list[str] = []
+
+    class App:
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await pr.upgrade(request, response)
+
+        async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+            assert ws._sock is not None
+            ws._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+            ws.deliver(b"a" * size)  # partly written: the rest goes to a writer task
+            try:
+                await ws.send(b"b" * size)  # queued behind it
+                events.append("send returned")
+            except pr.ConnectionClosed as exc:
+                events.append(f"send raised {exc.code}")
+
+        async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
+            events.append(f"on_close {code}")
+
+    server = pr.Server(App(), ws_ping_interval=None)  # no heartbeat to end it otherwise
+    async with open_server(server):
+        await trio.to_thread.run_sync(_reset_after_first_frame, server.port, size, events)
+        with trio.fail_after(10):
+            while "on_close 1006" not in events:
+                await trio.sleep(0.02)
+        assert events == ["client reset", "send raised 1006", "on_close 1006"]
+        assert not server.websockets
+
+
+async def test_deliveries_queued_before_a_send_leave_first() -> None:
+    """A send waits its turn behind queued deliveries, then returns with the queue empty."""
+    done: list[int] = []
+
+    class App:
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await pr.upgrade(request, response)
+
+        async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+            ws.deliver("queued 1")
+            ws.deliver("queued 2")
+            await ws.send("direct")
+            done.append(len(ws._outbox))
+
+    async with open_client(App) as client, client.websocket("/") as ws:
+        await ws.send("go")
+        assert [await ws.receive() for _ in range(3)] == ["queued 1", "queued 2", "direct"]
+        assert done == [0]
