@@ -89,6 +89,10 @@ class Hub:
         self._topics: dict[str, dict[Any, None]] = {}
         self._patterns: dict[str, tuple[re.Pattern[str], dict[Any, None]]] = {}
         self._by_subscriber: dict[Any, set[str]] = {}
+        # What a publish iterates: a tuple per topic, made on the first publish
+        # after a change.  Iterating a snapshot lets a subscriber unsubscribe
+        # (itself or others) from inside deliver().
+        self._snapshots: dict[str, tuple[Any, ...]] = {}
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -100,6 +104,8 @@ class Hub:
         """
         if not isinstance(topic, str):
             raise TypeError(f"topics are str, not {type(topic).__name__}")
+        if type(subscriber) is WebSocket and subscriber._ended:
+            raise subscriber._closed_error()  # it would never leave
         if "*" in topic:
             entry = self._patterns.get(topic)
             if entry is None:
@@ -111,6 +117,7 @@ class Hub:
         if subscriber in members:
             return
         members[subscriber] = None
+        self._changed(topic)
         topics = self._by_subscriber.get(subscriber)
         if topics is None:
             topics = self._by_subscriber[subscriber] = set()
@@ -128,6 +135,7 @@ class Hub:
             if name not in topics:
                 continue
             topics.discard(name)
+            self._changed(name)
             if "*" in name:
                 members = self._patterns[name][1]
                 members.pop(subscriber, None)
@@ -173,9 +181,18 @@ class Hub:
 
     def publish_local(self, topic: str, message: str | bytes) -> int:
         """Deliver to this process's subscribers only, synchronously."""
-        if self._patterns:
-            return _fanout(self.subscribers(topic), message)
-        return _fanout(self._topics.get(topic, ()), message)
+        snapshot = self._snapshots.get(topic)
+        if snapshot is None:
+            if topic not in self._topics:  # no snapshot kept: topics come and go
+                return _fanout(self.subscribers(topic) if self._patterns else (), message)
+            snapshot = self._snapshots[topic] = tuple(self.subscribers(topic))
+        return _fanout(snapshot, message)
+
+    def _changed(self, topic: str) -> None:
+        if "*" in topic:
+            self._snapshots.clear()  # a pattern may match any topic
+        else:
+            self._snapshots.pop(topic, None)
 
     # -- for subclasses (RedisHub) and the server ----------------------------------
 

@@ -77,6 +77,7 @@ class WebSocket:
         "_close_deadline",
         "_conn",
         "_dropping",
+        "_ended",
         "_fast",
         "_hubs",
         "_max_size",
@@ -125,6 +126,7 @@ class WebSocket:
         self._outbox: deque[tuple[bytes, trio.Event | None, bool]] = deque()
         self._outbox_bytes = 0
         self._dropping = False  # drop-oldest is dropping (logged once per episode)
+        self._ended = False  # its life (_run) is over: it can join no hub
         transport = conn.transport
         self._sock: socket.socket | None = (
             transport.sock if isinstance(transport, SocketTransport) else None
@@ -499,6 +501,7 @@ class WebSocket:
                     self.close_code, self.close_reason = 1006, "connection lost"
                 self._release_waiters()
         finally:
+            self._ended = True
             server.websockets.discard(self)
             if self._hubs:
                 for hub in self._hubs:

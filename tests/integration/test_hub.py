@@ -450,4 +450,48 @@ async def test_deliveries_queued_before_a_send_leave_first() -> None:
     async with open_client(App) as client, client.websocket("/") as ws:
         await ws.send("go")
         assert [await ws.receive() for _ in range(3)] == ["queued 1", "queued 2", "direct"]
+        with trio.fail_after(5):
+            while not done:  # the send returns once its frame is written
+                await trio.sleep(0.01)
         assert done == [0]
+
+
+def test_a_subscriber_may_unsubscribe_during_delivery() -> None:
+    hub = pr.Hub()
+
+    class Once:
+        def __init__(self) -> None:
+            self.got: list[str | bytes] = []
+
+        def deliver(self, message: str | bytes) -> bool:
+            self.got.append(message)
+            hub.unsubscribe(self)  # one message is enough
+            return True
+
+    subscribers = [Once() for _ in range(5)]
+    for sub in subscribers:
+        hub.subscribe(sub, "t")
+    assert hub.publish_local("t", "first") == 5
+    assert hub.publish_local("t", "second") == 0
+    assert [s.got for s in subscribers] == [["first"]] * 5
+    assert hub.topics() == []
+
+
+async def test_a_closed_socket_cannot_subscribe() -> None:
+    kept: list[pr.WebSocket] = []
+
+    class App:
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await pr.upgrade(request, response)
+
+        async def on_open(self, ws: pr.WebSocket) -> None:
+            kept.append(ws)
+
+        async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None: ...
+
+    async with open_client(App) as client:
+        async with client.websocket("/"):
+            pass
+        with pytest.raises(pr.ConnectionClosed):
+            client.server.hub.subscribe(kept[0], "late")
+        assert client.server.hub.topics() == []
