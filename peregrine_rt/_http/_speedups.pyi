@@ -1,0 +1,13 @@
+"""Type stub for the optional C accelerator (``_speedups.c``)."""
+
+from ._headers import Headers
+from ._parser import _Cache, _Scanned
+
+def scan_head(
+    buf: bytes,
+    limit: int,
+    max_count: int,
+    cache: _Cache | None,
+    headers_class: type[Headers],
+    /,
+) -> _Scanned | None: ...
