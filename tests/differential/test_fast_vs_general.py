@@ -1,7 +1,9 @@
 """The fast path and the general path of RequestParser must be indistinguishable.
 
-``RequestParser()`` tries its fast path first; ``RequestParser(fast_path=False)``
-reads every head line by line.  For the same bytes both must report the same
+``RequestParser()`` tries its fast path first (with the C accelerator where it
+is built; ``speedups=False`` keeps the fast path in pure Python);
+``RequestParser(fast_path=False)`` reads every head line by line.  For the same
+bytes all three must report the same
 requests (every attribute of every head, the bodies and the trailers), or
 refuse at the same request with the same exception type and ``status_hint``.
 How the bytes arrive must not matter either: the fast path only sees a head
@@ -72,27 +74,37 @@ def snapshot(run: PeregrineRun) -> Snapshot:
     return Snapshot(requests, (type(run.error), run.error.status_hint), False, b"")
 
 
+# The three ways of reading a head: RequestParser's arguments for each.
+PATHS: dict[str, dict[str, Any]] = {
+    "fast": {},  # the default: the C accelerator where it is built
+    "py-fast": {"speedups": False},
+    "general": {"fast_path": False},
+}
+
+
 def outcomes(data: bytes, chunks: list[bytes], **limits: Any) -> dict[str, Snapshot]:
     """The snapshot for each path, fed whole and in ``chunks``."""
     return {
-        f"{path}/{how}": snapshot(
-            run_peregrine(RequestParser(fast_path=path == "fast", **limits), feed)
-        )
-        for path in ("fast", "general")
+        f"{path}/{how}": snapshot(run_peregrine(RequestParser(**options, **limits), feed))
+        for path, options in PATHS.items()
         for how, feed in (("whole", [data]), ("pieces", chunks))
     }
 
 
 def assert_consistent(results: dict[str, Snapshot]) -> None:
-    """Both paths agree exactly, fed the same way; any feeding gives the same requests.
+    """All paths agree exactly, fed the same way; any feeding gives the same requests.
 
     Across feedings only the requests and whether the stream was refused must
     match: when a head breaks two size limits at once, which one is noticed
     first (414 or 431) may depend on where the bytes were cut.
     """
     for how in ("whole", "pieces"):
-        fast, general = results[f"fast/{how}"], results[f"general/{how}"]
-        assert fast == general, f"fed {how}, the paths differ:\nfast:    {fast}\ngeneral: {general}"
+        general = results[f"general/{how}"]
+        for path in ("fast", "py-fast"):
+            fast = results[f"{path}/{how}"]
+            assert fast == general, (
+                f"fed {how}, the paths differ:\n{path}: {fast}\ngeneral: {general}"
+            )
     whole, cut = results["fast/whole"], results["fast/pieces"]
     assert (cut.requests, cut.error is None) == (whole.requests, whole.error is None), (
         f"the result depends on where the bytes are cut:\nwhole:  {whole}\npieces: {cut}"
@@ -167,8 +179,8 @@ def test_size_limits_same_on_both_paths(raw: bytes, data: st.DataObject) -> None
     event("accepted" if error is None else f"refused: {error[1]}")
 
 
-def _accepts(raw: bytes, chunks: list[bytes], fast_path: bool, **limits: Any) -> bool:
-    run = run_peregrine(RequestParser(fast_path=fast_path, **limits), chunks)
+def _accepts(raw: bytes, chunks: list[bytes], path: str, **limits: Any) -> bool:
+    run = run_peregrine(RequestParser(**PATHS[path], **limits), chunks)
     snapshot(run)  # only RemoteProtocolError may escape
     return run.error is None
 
@@ -182,25 +194,25 @@ def test_limit_thresholds_do_not_depend_on_path_or_feeding(
 ) -> None:
     """The smallest limit that lets valid requests through is the same however they are read.
 
-    Found with the default parser fed whole, then checked on both paths fed
+    Found with the default parser fed whole, then checked on every path fed
     whole and byte by byte: accepted at the threshold, refused one below.
     """
     raw = generated.data
     low, high = 0, len(raw) + 1
-    assert _accepts(raw, [raw], True, **{name: high})
+    assert _accepts(raw, [raw], "fast", **{name: high})
     while low < high:  # the smallest accepting value
         mid = (low + high) // 2
-        if _accepts(raw, [raw], True, **{name: mid}):
+        if _accepts(raw, [raw], "fast", **{name: mid}):
             high = mid
         else:
             low = mid + 1
     bytewise = [raw[i : i + 1] for i in range(len(raw))]
-    for fast_path in (True, False):
+    for path in PATHS:
         for chunks in ([raw], bytewise):
-            assert _accepts(raw, chunks, fast_path, **{name: low}), (fast_path, len(chunks), low)
+            assert _accepts(raw, chunks, path, **{name: low}), (path, len(chunks), low)
             if low:
-                assert not _accepts(raw, chunks, fast_path, **{name: low - 1}), (
-                    fast_path,
+                assert not _accepts(raw, chunks, path, **{name: low - 1}), (
+                    path,
                     len(chunks),
                     low - 1,
                 )

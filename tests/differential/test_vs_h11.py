@@ -29,6 +29,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import h11
@@ -149,14 +150,23 @@ def run_h11(chunks: Sequence[bytes], *, eof: bool = True) -> H11Run:
     return run
 
 
-def parser() -> RequestParser:
+def parser(speedups: bool = True) -> RequestParser:
     """A parser whose size limits cannot interfere with the comparison."""
     return RequestParser(
         max_request_line=1 << 20,
         max_header_line=1 << 20,
         max_headers_size=1 << 22,
         max_body_size=None,
+        speedups=speedups,
     )
+
+
+# The properties run with the fast path in C (where it is built) and in pure Python.
+with_speedups = pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
+
+# The ways of reading a head, as RequestParser's arguments: the fast path in
+# C (where built) and in pure Python, and the general path.
+PATHS: tuple[dict[str, Any], ...] = ({}, {"speedups": False}, {"fast_path": False})
 
 
 # -- one normal form for both ------------------------------------------------------
@@ -383,12 +393,13 @@ def compare(data: bytes, p: PeregrineRun, h: H11Run) -> str | None:
 # -- the properties ---------------------------------------------------------------
 
 
+@with_speedups
 @given(generated=request_sequences(), data=st.data())
 def test_valid_requests_are_accepted_by_both(
-    generated: GeneratedRequests, data: st.DataObject
+    generated: GeneratedRequests, data: st.DataObject, speedups: bool
 ) -> None:
     chunks = data.draw(pieces(generated.data), label="pieces")
-    p = run_peregrine(parser(), chunks)
+    p = run_peregrine(parser(speedups), chunks)
     h = run_h11(chunks)
     assert p.error is None, f"peregrine refused a valid request: {p.error!r}"
     assert p.closed and not p.leftover
@@ -408,10 +419,13 @@ def test_valid_requests_are_accepted_by_both(
     assert compare(generated.data, p, h) is None
 
 
+@with_speedups
 @given(raw=mutated_requests(), data=st.data())
-def test_mutated_requests_agree_or_differ_as_documented(raw: bytes, data: st.DataObject) -> None:
+def test_mutated_requests_agree_or_differ_as_documented(
+    raw: bytes, data: st.DataObject, speedups: bool
+) -> None:
     chunks = data.draw(pieces(raw), label="pieces")
-    p, h = run_peregrine(parser(), chunks), run_h11(chunks)
+    p, h = run_peregrine(parser(speedups), chunks), run_h11(chunks)
     label = compare(raw, p, h)
     event(label or ("agree: refused" if p.error else "agree: accepted"))
 
@@ -420,11 +434,11 @@ def test_mutated_requests_agree_or_differ_as_documented(raw: bytes, data: st.Dat
 
 
 def peregrine_error(data: bytes, *, eof: bool = True) -> RemoteProtocolError:
-    """The error peregrine raises for ``data``, the same whole and byte by byte, on both paths."""
+    """The error peregrine raises for ``data``, the same whole and byte by byte, on every path."""
     errors = []
-    for fast_path in (True, False):
+    for options in PATHS:
         for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
-            run = run_peregrine(RequestParser(fast_path=fast_path), chunks, eof=eof)
+            run = run_peregrine(RequestParser(**options), chunks, eof=eof)
             assert isinstance(run.error, RemoteProtocolError), run.error
             errors.append(run.error)
     assert len({(type(e), e.status_hint) for e in errors}) == 1, errors
@@ -433,9 +447,9 @@ def peregrine_error(data: bytes, *, eof: bool = True) -> RemoteProtocolError:
 
 def peregrine_accepts(data: bytes) -> list[PeregrineRequest]:
     runs = []
-    for fast_path in (True, False):
+    for options in PATHS:
         for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
-            run = run_peregrine(RequestParser(fast_path=fast_path), chunks)
+            run = run_peregrine(RequestParser(**options), chunks)
             assert run.error is None, run.error
             assert run.closed
             runs.append([peregrine_view(r) for r in run.requests])

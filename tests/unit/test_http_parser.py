@@ -23,11 +23,11 @@ from peregrine_rt._http import (
     RequestHead,
     RequestParser,
 )
+from peregrine_rt._http._parser import SPEEDUPS
 from peregrine_rt.exceptions import LimitExceeded, LocalProtocolError, RemoteProtocolError
 
 from ..helpers import (
     MODES,
-    PARSER_FACTORIES,
     TRAILING,
     Feeder,
     Mode,
@@ -36,6 +36,28 @@ from ..helpers import (
     parse_error,
     parse_request,
     parse_stream,
+)
+
+
+def _py_fast_path_parser(**limits: Any) -> RequestParser:
+    return RequestParser(speedups=False, **limits)
+
+
+def _general_path_parser(**limits: Any) -> RequestParser:
+    return RequestParser(fast_path=False, **limits)
+
+
+# Every case runs on each way of reading a head: the fast path with the C
+# accelerator (the default where it is built), the same fast path in pure
+# Python, and the general path.  They must agree.
+PARSER_FACTORIES = (
+    pytest.param(
+        RequestParser,
+        id="c-fast-path",
+        marks=pytest.mark.skipif(not SPEEDUPS, reason="the C accelerator is not built or is off"),
+    ),
+    pytest.param(_py_fast_path_parser, id="py-fast-path"),
+    pytest.param(_general_path_parser, id="general-path"),
 )
 
 HOST = b"Host: a\r\n"
@@ -543,9 +565,12 @@ def test_accepted(case: Case, mode: Mode, make_parser: Any) -> None:
     assert result.summary() == reference.summary()
 
 
+@pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
 @pytest.mark.parametrize("case", CASES)
-def test_fast_and_general_paths_agree(case: Case) -> None:
-    fast = parse_stream(RequestParser(**case.limits), case.data, "whole", eof=case.eof)
+def test_fast_and_general_paths_agree(case: Case, speedups: bool) -> None:
+    fast = parse_stream(
+        RequestParser(speedups=speedups, **case.limits), case.data, "whole", eof=case.eof
+    )
     general = parse_stream(
         RequestParser(fast_path=False, **case.limits), case.data, "whole", eof=case.eof
     )
@@ -917,7 +942,7 @@ def test_limit_boundary_is_the_same_whichever_way_bytes_arrive(
 
 def test_request_and_header_line_limits_exclude_the_line_end() -> None:
     # MAX_REQUEST_LINE: "Longest request line accepted (bytes, without the line end)".
-    for make_parser in (RequestParser, lambda **kw: RequestParser(fast_path=False, **kw)):
+    for make_parser in (RequestParser, _py_fast_path_parser, _general_path_parser):
         for mode in MODES:
             assert isinstance(
                 _outcome(make_parser, _request_line_of_size(64), mode, {"max_request_line": 64}),
