@@ -326,6 +326,7 @@ class HTTPConnection:
         "_linger",
         "_sent_continue",
         "_stream_chunked",
+        "_stream_state",
         "handled",
         "parser",
         "request",
@@ -360,6 +361,10 @@ class HTTPConnection:
         self.response: Response | None = None
         self._sent_continue = False
         self._stream_chunked = False
+        # A streamed body: "open", "ended" (its last chunk written) or "broken"
+        # (a write was interrupted part-way).  Only an ended one lets the
+        # connection carry another request.
+        self._stream_state = "open"
         self._linger = False
         self.websocket: WebSocket | None = None
         self._extra_headers: list[tuple[bytes, bytes]] = (
@@ -514,8 +519,11 @@ class HTTPConnection:
                 await self.websocket._run(server.handler_instance)
                 return
             if response.started:
-                if not self._stream_chunked:
-                    return  # an HTTP/1.0 stream ends by closing
+                if not self._stream_chunked or self._stream_state != "ended":
+                    # An HTTP/1.0 stream ends by closing; so does one the
+                    # handler left early (an exception, a cancel scope) or
+                    # whose write was interrupted: its framing is incomplete.
+                    return
                 keep_alive = not response.close_connection  # decided by start_stream
             elif response._file is not None:
                 keep_alive = self._keep_alive(request, response)
@@ -703,6 +711,7 @@ class HTTPConnection:
         body_allowed = may_have_body(response.status, request.method)
         chunked = request.http_version == "1.1" and body_allowed
         self._stream_chunked = chunked or not body_allowed
+        self._stream_state = "open"
         keep_alive = self._stream_chunked and self._keep_alive(request, response)
         response.close_connection = not keep_alive
         headers = response.headers.raw
@@ -725,14 +734,24 @@ class HTTPConnection:
             return
         if request.method == "HEAD" or not may_have_body(self.response.status, "GET"):  # type: ignore[union-attr]
             return
-        await self.transport.send_all(encode_chunk(data) if self._stream_chunked else data)
+        await self._stream_write(encode_chunk(data) if self._stream_chunked else data)
+
+    async def _stream_write(self, data: bytes) -> None:
+        if self._stream_state != "open":
+            raise LocalProtocolError(f"this streamed response is {self._stream_state}")
+        try:
+            await self.transport.send_all(data)
+        except BaseException:
+            self._stream_state = "broken"  # part of it may be on the wire
+            raise
 
     async def end_stream(self) -> None:
         request = self.request
         response = self.response
-        if request is None or response is None:
-            return
+        if request is None or response is None or self._stream_state == "broken":
+            return  # broken: the connection closes, which is all that can end it
         if self._stream_chunked and may_have_body(response.status, request.method):
-            await self.transport.send_all(LAST_CHUNK)
+            await self._stream_write(LAST_CHUNK)
+        self._stream_state = "ended"
         if self.server.config.access_log:
             self._log_access(request, response.status, -1)

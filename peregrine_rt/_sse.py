@@ -31,11 +31,31 @@ __all__ = ["EventStream", "open_event_stream"]
 
 error_log = logging.getLogger("peregrine_rt.error")
 
+# Bytes a client may send while it listens (a pipelined request) before the
+# stream is ended for it: an SSE client has nothing to say.
+_MAX_PIPELINED = 65_536
+
 
 def _field(name: str, value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValueError(f"an SSE {name} cannot contain a line break: {value!r}")
     return f"{name}: {value}\n"
+
+
+def _size(message: str | bytes) -> int:
+    """Bytes on the wire (``isascii`` is O(1): no encoding for the common case)."""
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode())
+
+
+def _lines(text: str) -> list[str]:
+    """Split at every line end the SSE parser knows: CRLF, LF and a lone CR.
+
+    A lone CR left in a ``data:`` line would let the text that follows it
+    (user input relayed by a hub, say) start a field of its own.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def format_event(
@@ -64,7 +84,7 @@ def format_event(
     if data is not None:
         if not isinstance(data, str):
             data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        parts.extend(f"data: {line}\n" for line in data.replace("\r\n", "\n").split("\n"))
+        parts.extend(f"data: {line}\n" for line in _lines(data))
     parts.append("\n")
     return "".join(parts)
 
@@ -122,7 +142,7 @@ class EventStream:
 
     async def comment(self, text: str = "") -> None:
         """Send a comment line (browsers ignore it; proxies see traffic)."""
-        await self._write("".join(f": {line}\n" for line in text.split("\n")) + "\n")
+        await self._write("".join(f": {line}\n" for line in _lines(text)) + "\n")
 
     # -- hub subscriber -----------------------------------------------------------------
 
@@ -130,7 +150,7 @@ class EventStream:
         """Queue ``message`` for :meth:`forward` (the hub's Subscriber interface)."""
         if self.closed:
             return False
-        size = len(message)
+        size = _size(message)
         if self._queued_bytes + size > self._outbox_size:
             if self._policy != "drop-oldest":
                 error_log.warning("%r: slow consumer, %d bytes queued; ending it", self, size)
@@ -138,7 +158,7 @@ class EventStream:
                 self._wakeup.set()
                 return False
             while self._queue and self._queued_bytes + size > self._outbox_size:
-                self._queued_bytes -= len(self._queue.popleft())
+                self._queued_bytes -= _size(self._queue.popleft())
         self._queue.append(message)
         self._queued_bytes += size
         self._wakeup.set()
@@ -160,7 +180,7 @@ class EventStream:
                 self._wakeup = trio.Event()
                 while self._queue and not self.closed:
                     message = self._queue.popleft()
-                    self._queued_bytes -= len(message)
+                    self._queued_bytes -= _size(message)
                     if isinstance(message, bytes):
                         message = message.decode("utf-8", "replace")
                     try:
@@ -192,13 +212,20 @@ async def _watch_disconnect(conn: HTTPConnection, stream: EventStream) -> None:
     pipelined request) go to the parser for after the stream.
     """
     parser = conn.parser
+    kept = 0
     while True:
         try:
             data = await conn.transport.receive_some()
         except ClientDisconnected:
             data = b""
-        if not data:
-            parser.feed_eof()
+        kept += len(data)
+        if not data or kept > _MAX_PIPELINED:
+            # Gone, or sending more than any request head while it listens:
+            # either way the stream ends, and the connection with it.
+            if data and conn.response is not None:
+                conn.response.close_connection = True
+            if not data:
+                parser.feed_eof()
             stream.closed = True
             stream._wakeup.set()
             return
@@ -230,6 +257,13 @@ async def open_event_stream(
                 try:
                     yield stream
                 finally:
+                    # Never cut a ping in half: wait (briefly) for one being
+                    # written, then stop the helpers.  A ping that cannot
+                    # finish leaves the stream broken and the connection closes.
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await stream._lock.acquire()
+                        stream._lock.release()
+                    stream.closed = True
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The pinger never raises: the one exception is the block's own

@@ -7,7 +7,7 @@ import trio
 
 import peregrine_rt as pr
 from peregrine_rt._sse import format_event
-from peregrine_rt.testing import ClientResponse, UnexpectedEvent, open_client
+from peregrine_rt.testing import ClientResponse, UnexpectedEvent, open_client, open_server
 
 
 class Feed:
@@ -137,3 +137,66 @@ async def test_an_invalid_field_ends_the_stream_and_is_logged(
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], ValueError)  # as itself, not in a group
     assert "cannot contain a line break" in str(record.exc_info[1])
+
+
+def test_a_lone_cr_cannot_start_a_field() -> None:
+    # Browsers end a line at a lone CR too: relayed text must not set event/id/retry.
+    assert format_event("hi\revent: admin\rid: 999") == (
+        "data: hi\ndata: event: admin\ndata: id: 999\n\n"
+    )
+
+
+class Cut:
+    """``/sse`` is cut short by a cancel scope; ``/next`` is a plain request."""
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        if request.path == "/sse":
+            with trio.move_on_after(0.2):
+                async with response.sse(ping_interval=None) as events:
+                    await events.send("hello")
+                    await trio.sleep(10)
+        else:
+            response.text("next\n")
+
+
+async def raw_exchange(port: int, data: bytes, then: bytes = b"") -> bytes:
+    """Send ``data`` (and ``then``), read until the server closes (bounded)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        if then:
+            try:
+                await stream.send_all(then)
+            except trio.BrokenResourceError:
+                pass  # cut off while sending
+        received = b""
+        with trio.fail_after(10):
+            try:
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            except trio.BrokenResourceError:
+                pass  # reset: the server closed with our bytes unread
+    return received
+
+
+async def test_a_stream_cut_short_closes_the_connection_instead_of_desyncing() -> None:
+    server = pr.Server(Cut())
+    async with open_server(server):
+        pipelined = b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+        received = await raw_exchange(server.port, pipelined)
+    assert b"data: hello\n\n" in received
+    # The body never got its last chunk, so the connection must end there: the
+    # next response written inside the unfinished body would be read as events.
+    assert b"next\n" not in received
+    assert not received.endswith(b"0\r\n\r\n")
+
+
+async def test_a_client_that_talks_while_it_listens_is_cut_off() -> None:
+    server = pr.Server(Feed())
+    async with open_server(server):
+        flood = b"x" * 200_000
+        received = await raw_exchange(
+            server.port, b"GET /topic/t HTTP/1.1\r\nHost: x\r\n\r\n", flood
+        )
+    assert b": subscribed" in received
+    assert server.hub.count("t") == 0
