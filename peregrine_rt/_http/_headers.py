@@ -31,7 +31,9 @@ class Headers(Mapping[str, str]):
         block: bytes = b"",
     ) -> None:
         # Either a ready list of pairs, or a block of already-validated
-        # ``name: value\r\n`` lines to split on first use.
+        # ``name: value\r\n`` lines to split on first use.  _speedups.c builds
+        # Headers(block=...) without calling this (its make_headers): keep the
+        # two in step (tests/unit/test_speedups.py compares every slot).
         self._raw = raw
         self._block = block
         self._index: dict[str, list[str]] | None = None

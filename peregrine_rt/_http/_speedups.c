@@ -26,6 +26,10 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
+#include <emmintrin.h>
+#define HAVE_SSE2 1
+#endif
 
 /* Byte classes (one 256-entry table, filled once at import). */
 enum {
@@ -81,6 +85,8 @@ static const char *const method_names[] = {"GET", "POST", "PUT", "DELETE", "HEAD
 static PyObject *method_strs[N_METHODS];
 static PyObject *kwnames_block; /* ("block",) for headers_class(block=...) */
 static PyObject *version_11, *version_10;
+static PyObject *headers_type;                   /* set by _set_headers_type() */
+static PyObject *str_block, *str_raw, *str_index; /* its slots */
 
 /* The special fields, as bits (a second occurrence sends the head to the general path). */
 enum {
@@ -221,6 +227,23 @@ valid_host(const uint8_t *b, Py_ssize_t s, Py_ssize_t e)
 static inline Py_ssize_t
 find_line_end(const uint8_t *b, Py_ssize_t i, Py_ssize_t stop)
 {
+#ifdef HAVE_SSE2
+    /* Sixteen bytes a round while none is a control byte (0x00-0x1f) or DEL:
+     * the first one found is usually the CR; HTAB goes on below. */
+    const __m128i k1f = _mm_set1_epi8(0x1f);
+    const __m128i k7f = _mm_set1_epi8(0x7f);
+    while (i + 16 <= stop) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        __m128i bad = _mm_or_si128(_mm_cmpeq_epi8(_mm_max_epu8(v, k1f), k1f),
+                                   _mm_cmpeq_epi8(v, k7f));
+        int mask = _mm_movemask_epi8(bad);
+        if (mask != 0) {
+            i += __builtin_ctz((unsigned)mask);
+            break;
+        }
+        i += 16;
+    }
+#endif
     /* Four bytes a round while they are all field bytes (and all present). */
     while (i + 4 <= stop && (ctab[b[i]] & ctab[b[i + 1]] & ctab[b[i + 2]] & ctab[b[i + 3]] & C_FIELD)) {
         i += 4;
@@ -264,6 +287,49 @@ make_int(const uint8_t *b, Py_ssize_t n)
         v = v * 10 + d;
     }
     return PyLong_FromUnsignedLongLong(v);
+}
+
+/* headers_class(block=block).  For the Headers class itself, what its
+ * __init__ does, without running Python code: an instance with _block set and
+ * _raw and _index None (_headers.py says to keep the two in step, and
+ * test_speedups compares every slot).  Any other class is called. */
+static PyObject *
+make_headers(PyObject *headers_class, PyObject *block)
+{
+    if (headers_class == headers_type) {
+        PyTypeObject *tp = (PyTypeObject *)headers_class;
+        PyObject *h = tp->tp_alloc(tp, 0);
+        if (h == NULL) {
+            return NULL;
+        }
+        if (PyObject_GenericSetAttr(h, str_block, block) < 0
+            || PyObject_GenericSetAttr(h, str_raw, Py_None) < 0
+            || PyObject_GenericSetAttr(h, str_index, Py_None) < 0) {
+            Py_DECREF(h);
+            return NULL;
+        }
+        return h;
+    }
+    PyObject *callargs[2] = {NULL, block};
+    return PyObject_Vectorcall(headers_class, callargs + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                               kwnames_block);
+}
+
+PyDoc_STRVAR(set_headers_type_doc,
+"_set_headers_type(cls, /)\n"
+"--\n\n"
+"Name the Headers class whose instances scan_head may build directly.");
+
+static PyObject *
+set_headers_type(PyObject *module, PyObject *cls)
+{
+    (void)module;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "_set_headers_type() needs a class");
+        return NULL;
+    }
+    Py_XSETREF(headers_type, Py_NewRef(cls));
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(scan_head_doc,
@@ -478,9 +544,7 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         block = PyBytes_FromStringAndSize((const char *)b + start, end - start);
         if (block != NULL) {
-            PyObject *callargs[2] = {NULL, block};
-            headers = PyObject_Vectorcall(headers_class, callargs + 1,
-                                          0 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames_block);
+            headers = make_headers(headers_class, block);
         }
         if (host != NULL && upgrade != NULL && clen != NULL && headers != NULL) {
             info = PyTuple_Pack(8, host, close ? Py_True : Py_False, keep ? Py_True : Py_False,
@@ -543,6 +607,7 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef speedups_methods[] = {
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL, scan_head_doc},
+    {"_set_headers_type", set_headers_type, METH_O, set_headers_type_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -566,12 +631,28 @@ speedups_exec(PyObject *module)
             return -1;
         }
     }
+    if (str_block == NULL) {
+        str_block = PyUnicode_InternFromString("_block");
+        str_raw = PyUnicode_InternFromString("_raw");
+        str_index = PyUnicode_InternFromString("_index");
+        if (str_block == NULL || str_raw == NULL || str_index == NULL) {
+            return -1;
+        }
+    }
     if (kwnames_block == NULL) {
         kwnames_block = Py_BuildValue("(s)", "block");
         if (version_11 == NULL) {
         version_11 = PyUnicode_InternFromString("1.1");
         version_10 = PyUnicode_InternFromString("1.0");
         if (version_11 == NULL || version_10 == NULL) {
+            return -1;
+        }
+    }
+    if (str_block == NULL) {
+        str_block = PyUnicode_InternFromString("_block");
+        str_raw = PyUnicode_InternFromString("_raw");
+        str_index = PyUnicode_InternFromString("_index");
+        if (str_block == NULL || str_raw == NULL || str_index == NULL) {
             return -1;
         }
     }

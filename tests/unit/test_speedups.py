@@ -82,6 +82,7 @@ def test_speedups_argument_chooses_the_scanner() -> None:
         (b"GET / HTTP/1.1\r\n\r\n", 100, 10, b"", Headers),
         (b"GET / HTTP/1.1\r\n\r\n", 100, 10, (b"", (1, 2)), Headers),
         (b"GET / HTTP/1.1\r\n\r\n", 100, 10, None),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 100, 10, None, lambda: None),
     ],
 )
 def test_misuse_raises_type_error(args: tuple[Any, ...]) -> None:
@@ -90,13 +91,27 @@ def test_misuse_raises_type_error(args: tuple[Any, ...]) -> None:
         _speedups.scan_head(*args)
 
 
+@needs_c
+def test_any_headers_class_is_called() -> None:
+    # Only the Headers class is built directly; another class is called as Headers(block=...).
+    class Other(Headers):
+        pass
+
+    assert _speedups is not None
+    result = _speedups.scan_head(GET + b"X: y\r\n\r\n", 100, 10, None, Other)
+    assert result is not None and type(result[4]) is Other
+    assert result[4].raw == [(b"Host", b"a"), (b"X", b"y")]
+    assert type(_speedups.scan_head(GET + b"\r\n", 100, 10, None, Headers)[4]) is Headers
+
+
 # -- the two scanners side by side ------------------------------------------------
 
 
 def _plain(result: Any) -> Any:
     """A scanner's result with each Headers replaced by its block (compared exactly)."""
     if isinstance(result, Headers):
-        return ("Headers", result._block, result._raw)
+        # Every slot: the C code builds Headers without calling __init__.
+        return ("Headers", *(getattr(result, name) for name in Headers.__slots__))
     if isinstance(result, tuple):
         return tuple(_plain(item) for item in result)
     return result
