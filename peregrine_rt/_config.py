@@ -58,6 +58,11 @@ class Config:
     body_timeout: float = _opt(
         30.0, "Seconds the body of a request may stay silent while a handler reads it (408)."
     )
+    send_timeout: float = _opt(
+        30.0,
+        "Seconds a response may wait for a client that takes no bytes (a reader that "
+        "stopped: files, streams, large bodies) before the connection is dropped.",
+    )
     keep_alive_timeout: float = _opt(
         5.0, "Seconds an idle keep-alive connection is kept open waiting for the next request."
     )
@@ -146,6 +151,7 @@ class Config:
             "header_timeout",
             "body_timeout",
             "keep_alive_timeout",
+            "send_timeout",
             "shutdown_grace",
             "ws_ping_timeout",
             "ws_close_timeout",

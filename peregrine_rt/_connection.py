@@ -116,6 +116,9 @@ async def send_file_by_reads(
 class Transport(Protocol):
     client: tuple[str, int] | None
     scheme: str
+    # When a send began waiting for the peer to read (None: not waiting); the
+    # reaper drops a connection whose send waited past Config.send_timeout.
+    stalled: float | None
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
@@ -127,12 +130,23 @@ class Transport(Protocol):
 class SocketTransport:
     """A connected non-blocking stdlib socket, driven with trio.lowlevel."""
 
-    __slots__ = ("client", "scheme", "sock")
+    __slots__ = ("client", "scheme", "sock", "stalled")
 
     def __init__(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         self.sock = sock
         self.client = client
         self.scheme = "http"
+        self.stalled: float | None = None
+
+    async def _wait_writable(self) -> None:
+        """Wait for room in the send buffer; ``stalled`` says since when, meanwhile."""
+        self.stalled = trio.current_time()
+        try:
+            await trio.lowlevel.wait_writable(self.sock)
+        except trio.ClosedResourceError as exc:
+            raise Disconnected(str(exc)) from exc
+        finally:
+            self.stalled = None
 
     async def receive_some(self, wait_first: bool = False) -> bytes:
         """Receive up to RECEIVE_SIZE bytes (b"" at EOF).
@@ -167,10 +181,7 @@ class SocketTransport:
             return
         view = memoryview(data)[sent:]
         while view:
-            try:
-                await trio.lowlevel.wait_writable(sock)
-            except trio.ClosedResourceError as exc:
-                raise Disconnected(str(exc)) from exc
+            await self._wait_writable()
             try:
                 view = view[sock.send(view) :]
             except BlockingIOError:
@@ -203,10 +214,7 @@ class SocketTransport:
             try:
                 n = os.sendfile(out, fd, offset + sent, min(count - sent, SENDFILE_MAX))
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_writable(sock)
-                except trio.ClosedResourceError as exc:
-                    raise Disconnected(str(exc)) from exc
+                await self._wait_writable()
                 continue
             except OSError as exc:
                 if exc.errno in _NO_SENDFILE and sent == 0:
@@ -262,7 +270,7 @@ class SocketTransport:
 class StreamTransport:
     """Any trio ``Stream``: TLS over TCP, or a memory stream in tests."""
 
-    __slots__ = ("client", "scheme", "stream")
+    __slots__ = ("client", "scheme", "stalled", "stream")
 
     def __init__(
         self, stream: trio.abc.Stream, client: tuple[str, int] | None, scheme: str = "http"
@@ -270,6 +278,7 @@ class StreamTransport:
         self.stream = stream
         self.client = client
         self.scheme = scheme
+        self.stalled: float | None = None
 
     async def receive_some(self, wait_first: bool = False) -> bytes:
         try:
@@ -278,10 +287,14 @@ class StreamTransport:
             raise Disconnected(str(exc)) from exc
 
     async def send_all(self, data: bytes) -> None:
+        # A stream hides its partial progress: the whole call counts as waiting.
+        self.stalled = trio.current_time()
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Disconnected(str(exc)) from exc
+        finally:
+            self.stalled = None
 
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
         """Send ``head`` and ``count`` bytes of ``fd`` in pieces (TLS and memory streams)."""
@@ -377,6 +390,15 @@ class HTTPConnection:
         """Cancel this connection if it waited longer than its current timeout."""
         waiting = self.waiting
         config = self.server.config
+        stalled = self.transport.stalled
+        if (
+            stalled is not None
+            and waiting is not Waiting.WEBSOCKET  # its heartbeat notices a reader that stopped
+            and now - stalled > config.send_timeout
+        ):
+            self.timeout_reason = "send"
+            self.scope.cancel()
+            return
         if waiting is Waiting.HEAD:
             if self.handled and not self.parser.has_pending_data:
                 limit, reason = config.keep_alive_timeout, "idle"

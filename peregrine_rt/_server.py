@@ -446,12 +446,13 @@ class Server:
         await self._run_connection(conn)
 
     async def _reaper(self) -> None:
-        """Enforce the header, body and keep-alive timeouts of every connection."""
+        """Enforce the header, body, keep-alive and send timeouts of every connection."""
         config = self.config
         timeouts = [
             config.header_timeout,
             config.body_timeout,
             config.keep_alive_timeout,
+            config.send_timeout,
             config.ws_ping_timeout,
             config.ws_close_timeout,
         ]
