@@ -15,10 +15,12 @@ a :class:`~peregrine_rt.RedisHub`.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._hub import Hub
 from ._upgrade import upgrade
+from .exceptions import HubUnavailable
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from ._static import DirServer
 
 __all__ = ["HubMixin", "JSONMixin", "PresenceMixin", "RoomsMixin", "StaticMixin"]
+
+error_log = logging.getLogger("peregrine_rt.error")
 
 
 def dumps(data: Any) -> str:
@@ -46,10 +50,21 @@ class HubMixin:
     Methods a mixin requires from the handler are listed in
     ``_peregrine_requires`` (name → parameters after ``self``); ``Server()``
     checks them like the rest of the handler contract.
+
+    The mixins publish through :meth:`_publish`: when a RedisHub cannot reach
+    Redis, the message still reaches this process's sockets, the hub logs the
+    outage and counts the message in ``hub.lost``, and the mixin carries on
+    (a chat should not close every client because Redis restarts).
     """
 
     hub: Hub
     _peregrine_requires: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    async def _publish(self, topic: str, message: str | bytes) -> int:
+        try:
+            return await self.hub.publish(topic, message)
+        except HubUnavailable as exc:
+            return exc.delivered
 
 
 class JSONMixin(HubMixin):
@@ -78,8 +93,11 @@ class JSONMixin(HubMixin):
         await ws.send(dumps(data))
 
     async def publish_json(self, topic: str, data: Any) -> int:
-        """Publish ``data`` as JSON text to a hub topic (encoded once for all)."""
-        return await self.hub.publish(topic, dumps(data))
+        """Publish ``data`` as JSON text to a hub topic (encoded once for all).
+
+        Returns the local deliveries; see :class:`HubMixin` for a Redis outage.
+        """
+        return await self._publish(topic, dumps(data))
 
 
 class RoomsMixin(HubMixin):
@@ -111,11 +129,11 @@ class RoomsMixin(HubMixin):
 
     async def broadcast(self, room: str, message: str | bytes) -> int:
         """Send ``message`` to everyone in ``room`` (every node, with Redis), sender included."""
-        return await self.hub.publish(self.room_prefix + room, message)
+        return await self._publish(self.room_prefix + room, message)
 
     async def broadcast_json(self, room: str, data: Any) -> int:
         """:meth:`broadcast` ``data`` as JSON text."""
-        return await self.hub.publish(self.room_prefix + room, dumps(data))
+        return await self._publish(self.room_prefix + room, dumps(data))
 
 
 class PresenceMixin(RoomsMixin):
@@ -185,9 +203,14 @@ class PresenceMixin(RoomsMixin):
         )
 
     async def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
-        for room in list(ws.state.get("presence", {})):
-            await self.exit(ws, room)
-        await _super_call(self, PresenceMixin, "on_close", ws, code, reason)
+        try:
+            for room in list(ws.state.get("presence", {})):
+                try:
+                    await self.exit(ws, room)
+                except Exception:  # one room's announcement must not keep the others
+                    error_log.exception("presence: leaving %r failed", room)
+        finally:
+            await _super_call(self, PresenceMixin, "on_close", ws, code, reason)
 
 
 class StaticMixin(HubMixin):

@@ -199,3 +199,26 @@ async def test_static_mixin_serves_files_and_upgrades_its_paths(tmp_path: Path) 
         with pytest.raises(WebSocketRejected):
             async with client.websocket("/ws"):
                 pass
+
+
+class DownHub(pr.Hub):
+    """A hub whose link to other nodes is down: local delivery, then HubUnavailable."""
+
+    async def publish(self, topic: str, message: str | bytes) -> int:
+        delivered = self.publish_local(topic, message)
+        raise pr.HubUnavailable("redis is down", topic, delivered)
+
+
+async def test_mixins_carry_on_when_the_hub_cannot_reach_other_nodes() -> None:
+    server = pr.Server(Chat)
+    server.hub = DownHub()
+    async with open_client(server) as client:
+        async with client.websocket("/ws?user=ann") as ann:
+            for room in ("a", "b", "c"):
+                await ann.send_json({"type": "enter", "room": room})
+                assert (await ann.receive_json())["event"] == "join"
+            await ann.send_json({"type": "say", "room": "b", "text": "still here"})
+            assert await ann.receive_json() == {"type": "said", "by": "ann", "text": "still here"}
+        # Closing left every room, though each announcement met the outage.
+        assert client.app._presence() == {}
+        assert client.app.closed == [("ann", 1000)]
