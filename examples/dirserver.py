@@ -6,7 +6,8 @@ exists, else ``docs/``)::
     STATIC_ROOT=/some/dir peregrine-rt examples.dirserver:DirServerApp
 
 * ``/healthz`` answers ``ok`` (a route of the app's own, before the files);
-* ``/download/<name>`` sends a file as an attachment (``response.file``);
+* ``/download/<path>`` sends a file of the root as an attachment (the same
+  ``DirServer``, told which path to serve and to add ``Content-Disposition``);
 * every other path is a file under the root (``DirServer``): ``index.html``
   for directories, long-lived caching for ``assets/``, revalidation for HTML.
 """
@@ -41,12 +42,11 @@ class DirServerApp:
         if request.path == "/healthz":
             response.text("ok\n")
         elif request.path.startswith("/download/"):
-            name = request.path.removeprefix("/download/")
-            # Only plain names from the root: a request never chooses a path.
-            if "/" in name or name.startswith(".") or not name:
-                response.text("404 Not Found\n", status=404)
-                return
-            response.file(Path(self.static.root) / name, filename=name)
+            # The DirServer checks this path as it checks request.path (no
+            # dot segments, hidden files or symlinks out of the root).
+            path = request.path.removeprefix("/download")
+            name = path.rpartition("/")[2]
+            await self.static.serve(request, response, path=path, filename=name or None)
         else:
             await self.static.serve(request, response)
 

@@ -146,15 +146,33 @@ class DirServer:
     def __repr__(self) -> str:
         return f"DirServer(prefix={self.prefix!r})"
 
-    async def serve(self, request: Request, response: Response) -> None:
-        """Answer ``request`` from the directory (see the class docstring for what it refuses)."""
+    async def serve(
+        self,
+        request: Request,
+        response: Response,
+        *,
+        path: str | None = None,
+        filename: str | None = None,
+    ) -> None:
+        """Answer ``request`` from the directory (see the class docstring for what it refuses).
+
+        Args:
+            path: the URL path to look up instead of ``request.path`` (a
+                route such as ``/download/<name>`` passes ``"/" + name``);
+                it gets the same checks, so it cannot leave the root either.
+            filename: send the file as an attachment with this name
+                (``Content-Disposition``: the browser saves it).
+        """
         method = request.method
         if method not in ("GET", "HEAD"):
             error(response, 405)
             response.headers.raw.append((b"allow", ALLOW))
             return
-        found = self._files.answer(request, response, request.path, self._find, request.path)
+        target = request.path if path is None else path
+        found = self._files.answer(request, response, target, self._find, target)
         if found is None:
+            if filename is not None and response.status < 300:
+                response.headers["content-disposition"] = _disposition(filename)
             return
         if isinstance(found, int):
             error(response, found)

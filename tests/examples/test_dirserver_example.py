@@ -54,6 +54,22 @@ async def test_download_and_refusals(site: Path) -> None:
         assert r.text == "a,b\n1,2\n"
         assert (await client.get("/download/../../etc/passwd")).status == 404
         assert (await client.get("/download/.env")).status == 404
+        assert (await client.get("/download/assets/")).status == 404  # a directory: no listing
+
+
+async def test_download_never_follows_a_symlink_out_of_the_root(
+    site: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("outside") / "secret.txt"
+    outside.write_text("secret")
+    (site / "link.txt").symlink_to(outside)
+    (site / ".env").write_text("TOKEN=1")
+    (site / "envlink").symlink_to(site / ".env")
+    async with open_client(DirServerApp) as client:
+        for path in ("/download/link.txt", "/link.txt", "/download/envlink", "/download/.env"):
+            r = await client.get(path)
+            assert r.status == 404, path
+            assert b"secret" not in r.content and b"TOKEN" not in r.content
         assert (await client.get("/../etc/passwd")).status == 404
         assert (await client.get("/missing")).status == 404
 
