@@ -15,6 +15,7 @@ open descriptor the connection streams after the handler returns (see
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -447,12 +448,20 @@ class Files:
                 if attempt:
                     error(response, 503, "the file is changing; try again")
                     response.headers.raw.append((b"retry-after", b"1"))
-            except OSError:
-                # Gone between stat and open, unreadable, an I/O error: 404, no path shown.
-                log.warning("cannot read the file for %r", request, exc_info=True)
+            except OSError as exc:
+                # Gone between stat and open, or unreadable: 404.  Out of file
+                # descriptors, an I/O error: 503 (not a 404 a proxy may cache).
+                # Never the path.
                 self.forget(key)
                 del response.headers.raw[mark:]
-                error(response, 404)
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP):
+                    log.info("cannot open the file for %r: %s", request, exc.strerror)
+                    error(response, 404)
+                else:
+                    log.warning("cannot read the file for %r", request, exc_info=True)
+                    error(response, 503, "the file cannot be read now; try again")
+                    response.headers.raw.append((b"retry-after", b"1"))
+                return None
         return None
 
 

@@ -9,10 +9,12 @@ slow readers, files shrinking mid-send) are in tests/integration/test_static.py.
 from __future__ import annotations
 
 import doctest
+import errno
 import gzip
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -422,13 +424,29 @@ async def test_not_regular_files_are_refused(tree: Path) -> None:
         assert_refused(await client.get("/fifo"), tree)
 
 
-async def test_unreadable_file_is_a_404_without_path(tree: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file: permissions cannot make one unreadable")
-    (tree / "locked.txt").write_text("x")
-    (tree / "locked.txt").chmod(0)
+@pytest.mark.parametrize(
+    ("err", "status"),
+    [(errno.EACCES, 404), (errno.ENOENT, 404), (errno.EMFILE, 503), (errno.EIO, 503)],
+)
+async def test_a_file_that_cannot_be_opened(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, err: int, status: int
+) -> None:
+    """Unreadable or gone: 404.  Out of descriptors, an I/O error: 503 (not cacheable)."""
+    real_open = os.open
+
+    def failing_open(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith("hello.txt"):
+            raise OSError(err, os.strerror(err), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", failing_open)
     async with open_client(app_for(tree)) as client:
-        assert_refused(await client.get("/locked.txt"), tree)
+        r = await client.get("/hello.txt")
+        assert r.status == status
+        assert str(tree) not in r.text
+        assert len(r.headers.getlist("content-type")) == 1
+        if status == 503:
+            assert r.headers["retry-after"] == "1"
 
 
 # -- caching: validators, 304, 412, Cache-Control, changed files --------------------------
