@@ -248,36 +248,41 @@ class Server:
         if self.spec.has_startup:
             await self.handler_instance.startup()
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await nursery.start(self.hub.serve)
+            # Two nurseries: the hub and background() outlive the connections,
+            # so that on_close (shielded, bounded) can still publish and reach
+            # what background() holds while the connections wind down.
+            async with trio.open_nursery() as services:
+                await services.start(self.hub.serve)
                 if self.spec.has_background:
-                    await nursery.start(self._background)
-                nursery.start_soon(self._reaper)
-                with trio.CancelScope() as accepting:
-                    async with trio.open_nursery() as accept_nursery:
-                        for sock in socks:
-                            accept_nursery.start_soon(self._accept_loop, sock, nursery)
-                        for listener in listeners or ():
-                            accept_nursery.start_soon(self._listener_loop, listener, nursery)
-                        accept_nursery.start_soon(self._wait_for_shutdown, accepting)
-                        task_status.started()
-                # Shutting down: no new connections from here on.
-                for sock in socks:
-                    sock.close()
-                for listener in listeners or ():
-                    await trio.aclose_forcefully(listener)
-                for conn in list(self.connections):
-                    if conn.idle:
+                    await services.start(self._background)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._reaper)
+                    with trio.CancelScope() as accepting:
+                        async with trio.open_nursery() as accept_nursery:
+                            for sock in socks:
+                                accept_nursery.start_soon(self._accept_loop, sock, nursery)
+                            for listener in listeners or ():
+                                accept_nursery.start_soon(self._listener_loop, listener, nursery)
+                            accept_nursery.start_soon(self._wait_for_shutdown, accepting)
+                            task_status.started()
+                    # Shutting down: no new connections from here on.
+                    for sock in socks:
+                        sock.close()
+                    for listener in listeners or ():
+                        await trio.aclose_forcefully(listener)
+                    for conn in list(self.connections):
+                        if conn.idle:
+                            conn.scope.cancel()
+                    for ws in list(self.websockets):
+                        nursery.start_soon(ws.close, 1001, "server shutting down")
+                    if self.connections:
+                        with trio.move_on_after(config.shutdown_grace):
+                            await self._no_connections.wait()
+                    for conn in list(self.connections):
                         conn.scope.cancel()
-                for ws in list(self.websockets):
-                    nursery.start_soon(ws.close, 1001, "server shutting down")
-                if self.connections:
-                    with trio.move_on_after(config.shutdown_grace):
-                        await self._no_connections.wait()
-                for conn in list(self.connections):
-                    conn.scope.cancel()
-                nursery.cancel_scope.cancel()
+                    nursery.cancel_scope.cancel()
+                services.cancel_scope.cancel()
         finally:
             if self.spec.has_shutdown:
                 with trio.move_on_after(config.shutdown_grace):

@@ -106,3 +106,45 @@ def test_background_is_checked_like_the_rest_of_the_contract() -> None:
 
     with pytest.raises(pr.HandlerError, match=r"SyncBackground.background must be async def"):
         pr.Server(SyncBackground)
+
+
+async def test_background_outlives_the_connections_at_shutdown() -> None:
+    """on_close of a socket cut at the end of the grace still finds background() running."""
+    from .ws_helpers import handshake, new_key
+
+    class Service:
+        def __init__(self) -> None:
+            self.alive = False
+            self.seen_in_on_close: list[bool] = []
+
+        async def background(self) -> None:
+            self.alive = True
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.alive = False
+
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await pr.upgrade(request, response)
+
+        async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None: ...
+
+        async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
+            await trio.sleep(0.05)  # some work: publishing a "left" event, say
+            self.seen_in_on_close.append(self.alive)
+
+    app = Service()
+    server = pr.Server(app, shutdown_grace=0.3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        # A client that never answers the close: cut when the grace is over.
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(handshake("/", key=new_key()))
+        with trio.fail_after(5):
+            while not server.websockets:
+                await trio.sleep(0.01)
+        with trio.fail_after(10):
+            await server.aclose()
+        await stream.aclose()
+    assert app.seen_in_on_close == [True]
+    assert app.alive is False  # and it was cancelled in the end
