@@ -9,23 +9,35 @@
 * ``POST /publish/<topic>``: publish the JSON body; answers how many local
   subscribers took it.
 
-Every topic is a hub topic, so with ``--redis URL`` the feed crosses processes
-and machines.
+Every topic is a hub topic (``live:<name>``), so with ``--redis URL`` the feed
+crosses processes and machines.  Names are letters, digits, ``.``, ``_`` and
+``-``: a ``*`` from a client would subscribe to a pattern (every topic).
 
 Run: ``peregrine-rt examples.live:Live --port 8000``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import peregrine_rt as pr
 from peregrine_rt.mixins import JSONMixin, dumps
 
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def valid(topic: object) -> bool:
+    """A topic name a client may use: no pattern characters, not empty, short."""
+    return isinstance(topic, str) and 0 < len(topic) <= 64 and _NAME.fullmatch(topic) is not None
+
 
 class Live(JSONMixin):
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
         kind, _, topic = request.path.strip("/").partition("/")
+        if topic and not valid(topic):
+            response.text("invalid topic name\n", status=400)
+            return
         if kind == "ws" and not topic:
             await pr.upgrade(request, response)
         elif kind == "events" and topic:
@@ -46,10 +58,12 @@ class Live(JSONMixin):
     async def on_json(self, ws: pr.WebSocket, data: Any) -> None:
         if not isinstance(data, dict):
             await ws.send(dumps({"error": "send a JSON object"}))
-        elif isinstance(topic := data.get("subscribe"), str):
-            self.hub.subscribe(ws, f"live:{topic}")
-        elif isinstance(topic := data.get("unsubscribe"), str):
-            self.hub.unsubscribe(ws, f"live:{topic}")
+        elif any(k in data and not valid(data[k]) for k in ("subscribe", "unsubscribe", "publish")):
+            await ws.send(dumps({"error": "invalid topic name"}))
+        elif "subscribe" in data:
+            self.hub.subscribe(ws, f"live:{data['subscribe']}")
+        elif "unsubscribe" in data:
+            self.hub.unsubscribe(ws, f"live:{data['unsubscribe']}")
         elif isinstance(topic := data.get("publish"), str):
             await self.publish_json(f"live:{topic}", {"topic": topic, "data": data.get("data")})
         else:

@@ -54,7 +54,6 @@ __all__ = [
     "PeregrineError",
     "ProtocolError",
     "QueryParams",
-    "RedisHub",
     "RemoteProtocolError",
     "Request",
     "Response",
@@ -73,7 +72,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # RedisHub needs coredis, an optional extra (peregrine_rt[redis]): it is
-    # imported when first asked for, not with the package.
+    # imported when first asked for, not with the package, and it is not in
+    # __all__, so that "from peregrine_rt import *" works without the extra.
     if name == "RedisHub":
         from ._redis_hub import RedisHub  # noqa: PLC0415
 

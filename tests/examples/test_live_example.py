@@ -55,6 +55,10 @@ async def test_bad_requests() -> None:
         assert (await client.get("/elsewhere")).status == 404
         await ws.send_json(["not", "an", "object"])
         assert await ws.receive_json() == {"error": "send a JSON object"}
+        await ws.send_json({"subscribe": "*"})  # would be a pattern: every topic
+        assert await ws.receive_json() == {"error": "invalid topic name"}
+        assert client.server.hub.topics() == []
+        assert (await client.get("/events/live*")).status == 400
         await ws.send_json({"shout": "x"})
         assert await ws.receive_json() == {"error": "unknown command"}
         await ws.send("not json")
