@@ -245,8 +245,13 @@ class DirServer:
         try:
             st = os.lstat(fs_path)
             if stat.S_ISLNK(st.st_mode):
-                if not self.follow_symlinks or not inside(os.path.realpath(fs_path), self.root):
+                if not self.follow_symlinks:
                     return None
+                target = os.path.realpath(fs_path)
+                if not inside(target, self.root) or (
+                    not self.hidden and _hidden_below(target, self.root)
+                ):
+                    return None  # out of the root, or a way round the hidden-file rule
                 st = os.stat(fs_path)
         except (OSError, ValueError):
             return None  # missing, not a directory, too long, no permission
@@ -293,6 +298,12 @@ class DirServer:
                 if len(dirs) + len(files) >= LISTING_MAX:
                     break
         return sorted(dirs) + sorted(files)
+
+
+def _hidden_below(target: str, root: str) -> bool:
+    """Whether a path inside ``root`` has a segment starting with a dot."""
+    rel = os.path.relpath(target, root)
+    return any(part.startswith(".") for part in rel.split(os.sep) if part != ".")
 
 
 def _quote(path: str) -> str:

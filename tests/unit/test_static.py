@@ -391,6 +391,16 @@ async def test_followed_symlinks_stay_inside_the_root(tree: Path) -> None:
         assert (await client.get("/indir/page.html")).text == "<p>page</p>\n"
 
 
+async def test_a_followed_symlink_cannot_reach_a_hidden_file(tree: Path) -> None:
+    (tree / "envlink").symlink_to(tree / ".env")
+    (tree / "gitdir").symlink_to(".git")
+    async with open_client(app_for(tree, follow_symlinks=True)) as client:
+        for target in ("/envlink", "/gitdir/config"):
+            assert_refused(await client.get(target), tree)
+    async with open_client(app_for(tree, follow_symlinks=True, hidden=True)) as client:
+        assert (await client.get("/envlink")).text == "SECRET=1\n"
+
+
 async def test_symlinked_index_file_is_checked_too(tree: Path) -> None:
     (tree / "empty" / "index.html").symlink_to(tree.parent / "outside" / "secret.txt")
     async with open_client(app_for(tree, follow_symlinks=True)) as client:
