@@ -32,7 +32,7 @@ from .mixins import StaticMixin
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
-    from ._redis_hub import RedisHub
+    from ._redis_hub import RedisHub as RedisHub  # re-exported lazily, see __getattr__
 
 __version__ = "0.1.0.dev0"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -10,6 +9,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._http import check_headers
+from ._json import dumps
 from ._sse import EventStream, open_event_stream
 from ._static import serve_file
 from .exceptions import LocalProtocolError
@@ -151,7 +151,7 @@ class Response:
 
     def json(self, data: Any, *, status: int | None = None) -> None:
         """Send ``data`` encoded as compact JSON (``application/json``)."""
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        body = dumps(data).encode()
         self._set_body(body, _JSON, status)
 
     def file(

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import types
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -51,13 +52,6 @@ _BUSY = encode_response(
     keep_alive=False,
     date=False,
 )
-
-
-class _ReadyStatus:
-    """The ``task_status`` handed to ``background()``: notes when it reports ready."""
-
-    def __init__(self, started: Any) -> None:
-        self.started = started
 
 
 def _make_hub(config: Config) -> Hub:
@@ -307,7 +301,7 @@ class Server:
                 ready = True
                 task_status.started()
 
-        status = _ReadyStatus(started)
+        status = types.SimpleNamespace(started=started)  # the task_status it is given
         try:
             if self.spec.background_reports_ready:
                 await handler.background(task_status=status)

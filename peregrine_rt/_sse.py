@@ -11,7 +11,6 @@ feed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._json import dumps
 from .exceptions import ClientDisconnected
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def format_event(
         parts.append(f"retry: {int(retry * 1000)}\n")
     if data is not None:
         if not isinstance(data, str):
-            data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+            data = dumps(data)
         parts.extend(f"data: {line}\n" for line in _lines(data))
     parts.append("\n")
     return "".join(parts)

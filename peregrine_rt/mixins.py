@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._hub import Hub
+from ._json import dumps
 from ._upgrade import upgrade
 from .exceptions import HubUnavailable
 from .websocket import WebSocket
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["HubMixin", "JSONMixin", "PresenceMixin", "RoomsMixin", "StaticMixin"]
 
 error_log = logging.getLogger("peregrine_rt.error")
-
-
-def dumps(data: Any) -> str:
-    """Compact JSON text (no spaces, UTF-8 kept as is)."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 async def _super_call(obj: Any, cls: type, name: str, *args: Any) -> None:

@@ -302,12 +302,16 @@ class WebSocket:
         """
         if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
             return False
-        if self._fast:
-            return self._deliver(encode_frame(message))
+        return self._deliver(self._encode(message))
+
+    def _encode(self, message: str | bytes) -> bytes:
+        """The frame of ``message`` for this socket (with its compression state, if any)."""
+        if self._fast:  # no extension: the frame is the same bytes wsproto would write
+            return encode_frame(message)
         event: Message[Any] = (
             TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         )
-        return self._deliver(self._ws.send(event))
+        return self._ws.send(event)
 
     def _overflow(self, incoming: int) -> bool:
         """The outbox is full: apply Config.ws_slow_policy.  True: queue the frame."""
@@ -359,13 +363,7 @@ class WebSocket:
         """
         if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
             raise self._closed_error()
-        if self._fast:  # no extension: the frame is the same bytes wsproto would write
-            await self._send_bytes(encode_frame(message))
-            return
-        event: Message[Any] = (
-            TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
-        )
-        await self._send_bytes(self._ws.send(event))
+        await self._send_bytes(self._encode(message))
 
     def _wsproto_idle(self) -> bool:
         """Whether wsproto sits between frames with nothing buffered (fast path allowed)."""

@@ -39,6 +39,7 @@ from typing import Any
 import trio
 
 from peregrine_rt import Hub
+from peregrine_rt.mixins import dumps
 
 log = logging.getLogger("examples.chat")
 
@@ -54,10 +55,6 @@ ROOM_TOPIC = "room:"
 """Hub topic of a room's presence and typing events (RoomsMixin's ``room_prefix``)."""
 ROOMS_TOPIC = "chat.rooms"
 """Hub topic of the room list."""
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def now_ms() -> int:
