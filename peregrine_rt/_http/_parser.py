@@ -315,6 +315,8 @@ def _scan_block(
 # same reading as _scan_head_py, about ten times faster.  PEREGRINE_RT_NO_SPEEDUPS=1
 # in the environment at import time, or RequestParser(speedups=False), keeps to
 # pure Python.
+_SPEEDUPS_INTERFACE: Final = 1
+"""The ``_speedups.INTERFACE`` this module expects; a build from other source is not used."""
 _scan_head_c: _Scanner | None = None
 if os.environ.get("PEREGRINE_RT_NO_SPEEDUPS", "") in ("", "0"):
     try:
@@ -322,8 +324,9 @@ if os.environ.get("PEREGRINE_RT_NO_SPEEDUPS", "") in ("", "0"):
     except ImportError:  # not built (no compiler at install time): pure Python
         pass
     else:
-        _speedups._set_headers_type(Headers)
-        _scan_head_c = _speedups.scan_head
+        if getattr(_speedups, "INTERFACE", None) == _SPEEDUPS_INTERFACE:
+            _speedups._set_headers_type(Headers)
+            _scan_head_c = _speedups.scan_head
 
 SPEEDUPS: Final = _scan_head_c is not None
 """Whether parsers use the C accelerator by default (built, and not turned off)."""

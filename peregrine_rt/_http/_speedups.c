@@ -611,10 +611,17 @@ static PyMethodDef speedups_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Bumped whenever scan_head's arguments or answers change: _parser.py uses
+ * the module only when this matches its _SPEEDUPS_INTERFACE, so a stale build
+ * (an editable install does not rebuild by itself) is ignored, not misused. */
+#define INTERFACE 1
+
 static int
 speedups_exec(PyObject *module)
 {
-    (void)module;
+    if (PyModule_AddIntConstant(module, "INTERFACE", INTERFACE) < 0) {
+        return -1;
+    }
     init_tables();
     for (int m = 0; m < N_METHODS; m++) {
         if (method_strs[m] == NULL) {

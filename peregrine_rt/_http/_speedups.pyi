@@ -3,6 +3,8 @@
 from ._headers import Headers
 from ._parser import _Cache, _Scanned
 
+INTERFACE: int
+
 def scan_head(
     buf: bytes,
     limit: int,

@@ -67,6 +67,13 @@ def test_environment_variable_turns_the_accelerator_off(value: str, in_use: bool
     assert out.strip() == str(in_use)
 
 
+@needs_c
+def test_interface_version_matches() -> None:
+    # _parser ignores a build whose interface differs (one from older source).
+    assert _speedups is not None
+    assert _speedups.INTERFACE == _parser._SPEEDUPS_INTERFACE
+
+
 def test_speedups_argument_chooses_the_scanner() -> None:
     assert RequestParser(speedups=False)._scan_head is _parser._scan_head_py
     expected = _parser._scan_head_c if _parser.SPEEDUPS else _parser._scan_head_py
@@ -171,6 +178,7 @@ EXAMPLES = [
     (b"GET / HTTP/1.1\r\n\r\n", False),  # HTTP/1.1 without Host
     (b"GET / HTTP/1.0\r\n\r\n", True),
     (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", True),
+    (b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", True),
     (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", False),
     (b"GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: ws\r\nExpect: 100-continue\r\n\r\n", True),
     (GET + b"Content-Length: 0\r\n\r\n", True),
@@ -268,7 +276,17 @@ SPECIAL: dict[bytes, tuple[list[bytes], list[bytes]]] = {
         [b"", b"a", b"A.Example:80", b"[::1]", b"[V1.fe]:8", b"a:"],
         [b"x[", b"a:8x", b"a:1:2"],
     ),
-    b"connection": ([b"close", b"Keep-Alive", b"upgrade", b"Upgrade, keep-alive", b"x,,close"], []),
+    b"connection": (
+        [
+            b"close",
+            b"Keep-Alive",
+            b"upgrade",
+            b"Upgrade, keep-alive",
+            b"x,,close",
+            b"keep-alive, Close",
+        ],
+        [],
+    ),
     b"content-length": ([b"0", b"012", b"18446744073709551616", b"9" * 20], [b"1,1", b"9" * 21]),
     b"transfer-encoding": ([b"chunked", b"CHUNKED"], [b"gzip, chunked", b"chunked x"]),
     b"upgrade": ([b"", b"WebSocket", b"h2c, websocket"], []),
