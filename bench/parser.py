@@ -6,7 +6,9 @@ Each parser does what a server does with the bytes of one request:
 
 * peregrine_rt: ``feed`` + ``next_event`` until the body ends, then ``start_next_cycle``
   (a request without a body ends with its head, as in the server's loop)
-  on one ``RequestParser``.  Headers stay unsplit until asked for (that is the
+  on one ``RequestParser``: the default one (the fast path in C, where the
+  ``_speedups`` extension is built), and in pure Python (``speedups=False``,
+  "py" columns).  Headers stay unsplit until asked for (that is the
   design); the "+headers" column also builds the ``(name, value)`` list, to
   compare like with like.  "cold" turns the per-connection header-block cache
   off, so every request pays the full validation; "keep-alive" is the same
@@ -20,7 +22,7 @@ Each parser does what a server does with the bytes of one request:
   uses (url, each header into a list, body, message complete).
 
 The last line is ``browser_get_ns=<n> vs_h11=<ratio>x vs_httptools=<ratio>x`` for
-the cold browser GET (the conservative figure).
+the cold browser GET (the conservative figure) with the default parser.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import h11
 import httptools
 
 from peregrine_rt._http import NEED_DATA, PAUSED, EndOfMessage, RequestHead, RequestParser
+from peregrine_rt._http._parser import SPEEDUPS
 
 BROWSER_GET = (
     b"GET /chat/room?id=42 HTTP/1.1\r\n"
@@ -95,8 +98,10 @@ CASES = [
 ]
 
 
-def peregrine_runner(data: bytes, *, cache: bool, materialize: bool) -> Callable[[], None]:
-    parser = RequestParser(cache_headers=cache)
+def peregrine_runner(
+    data: bytes, *, cache: bool, materialize: bool, speedups: bool = True
+) -> Callable[[], None]:
+    parser = RequestParser(cache_headers=cache, speedups=speedups)
 
     def run() -> None:
         parser.feed(data)
@@ -218,8 +223,8 @@ def best_ns(fn: Callable[[], None], per: int, seconds: float) -> float:
 
 def check_equivalence() -> None:
     """Before timing: all parsers must see the same requests in the same bytes."""
-    for _name, data, per in CASES:
-        p = RequestParser()
+    for (_name, data, per), speedups in [(case, s) for case in CASES for s in (True, False)]:
+        p = RequestParser(speedups=speedups)
         p.feed(data)
         heads = []
         while (ev := p.next_event()) is not NEED_DATA:
@@ -253,23 +258,32 @@ def main() -> None:
     check_equivalence()
     print(f"# {platform.python_implementation()} {platform.python_version()}, {platform.machine()}")
     print(f"# h11 {h11.__version__}, httptools {httptools.__version__}; ns per request, best round")
-    cols = ["peregrine cold", "+headers", "keep-alive", "h11", "httptools"]
+    print(f"# peregrine_rt C accelerator: {'built and in use' if SPEEDUPS else 'NOT in use'}")
+    cols = ["cold", "+headers", "keep-alive", "py cold", "py keep-alive", "h11", "httptools"]
     print(
         f"{'request':<14}"
-        + "".join(f"{c:>16}" for c in cols)
-        + f"{'vs h11':>10}{'vs httptools':>14}"
+        + "".join(f"{c:>14}" for c in cols)
+        + f"{'vs h11':>9}{'vs httptools':>14}"
     )
     results: dict[str, dict[str, float]] = {}
     for name, data, per in CASES:
         row = {
-            "peregrine cold": best_ns(
-                peregrine_runner(data, cache=False, materialize=False), per, seconds
-            ),
+            "cold": best_ns(peregrine_runner(data, cache=False, materialize=False), per, seconds),
             "+headers": best_ns(
                 peregrine_runner(data, cache=False, materialize=True), per, seconds
             ),
             "keep-alive": best_ns(
                 peregrine_runner(data, cache=True, materialize=False), per, seconds
+            ),
+            "py cold": best_ns(
+                peregrine_runner(data, cache=False, materialize=False, speedups=False),
+                per,
+                seconds,
+            ),
+            "py keep-alive": best_ns(
+                peregrine_runner(data, cache=True, materialize=False, speedups=False),
+                per,
+                seconds,
             ),
             "h11": min(
                 best_ns(h11_fresh_runner(data), per, seconds),
@@ -280,20 +294,26 @@ def main() -> None:
         results[name] = row
         print(
             f"{name:<14}"
-            + "".join(f"{row[c]:>16.0f}" for c in cols)
-            + f"{row['h11'] / row['peregrine cold']:>9.1f}x"
-            + f"{row['httptools'] / row['peregrine cold']:>13.2f}x"
+            + "".join(f"{row[c]:>14.0f}" for c in cols)
+            + f"{row['h11'] / row['cold']:>8.1f}x"
+            + f"{row['httptools'] / row['cold']:>13.2f}x"
         )
     get = results["browser GET"]
+    for label, col in (("py_", "py cold"), ("py_keepalive_", "py keep-alive")):
+        print(
+            f"browser_get_{label}ns={get[col]:.0f} "
+            f"vs_h11={get['h11'] / get[col]:.1f}x "
+            f"vs_httptools={get['httptools'] / get[col]:.2f}x"
+        )
     print(
         f"browser_get_keepalive_ns={get['keep-alive']:.0f} "
         f"vs_h11={get['h11'] / get['keep-alive']:.1f}x "
         f"vs_httptools={get['httptools'] / get['keep-alive']:.2f}x"
     )
     print(
-        f"browser_get_ns={get['peregrine cold']:.0f} "
-        f"vs_h11={get['h11'] / get['peregrine cold']:.1f}x "
-        f"vs_httptools={get['httptools'] / get['peregrine cold']:.2f}x"
+        f"browser_get_ns={get['cold']:.0f} "
+        f"vs_h11={get['h11'] / get['cold']:.1f}x "
+        f"vs_httptools={get['httptools'] / get['cold']:.2f}x"
     )
     sys.stdout.flush()
 
