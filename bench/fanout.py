@@ -53,11 +53,12 @@ from a slow-consumer policy) are printed with the row, never hidden.
 CPU time of the server (all its processes), of redis-server and of the load
 generator over the measured window comes from ``/proc/<pid>/stat``, how busy
 CPUs 0 and 1 were, and how much of it was irq/softirq, from ``/proc/stat``.
-Softirq time is charged to no process, and on loopback much of the
-receiver's TCP work runs as softirq on the sending CPU: a fan-out server's
-core shows 20-30 % of it.  A load generator above 90 % of its CPU is flagged
-(it may be the limit), and so is a CPU busier than its pinned process plus
-softirq by more than 10 points (someone else used it).  The header says which
+On loopback much of the receiver's TCP work runs as softirq on the sending
+CPU (a fan-out server's core shows 20-40 % of it), charged to whatever process
+it interrupted or to none, so the process figures and the softirq figure may
+overlap.  A load generator above 90 % of its CPU is flagged (it may be the
+limit), and so is a CPU busier than its pinned process plus softirq by more
+than 10 points (someone else used it).  The header says which
 ``peregrine_rt`` the servers import and its git state (run from an exported
 tree with ``PYTHONPATH`` to measure a given commit).  On a shared machine,
 ``--quiet-wait`` waits before each point for both CPUs to be idle, and
@@ -494,7 +495,7 @@ def run_fanout(
             f"WARNING: load generator at {res.client_cpu:.0f}% CPU: it may be the limit"
         )
     if redis is None:
-        # softirq/irq time is charged to no process (loopback TCP work of both ends)
+        # softirq time (loopback TCP work of both ends) may be charged to no process
         for cpu, who, mine, busy, irq in (
             (SERVER_CPU, "server", res.server_cpu, res.busy[0], res.irq[0]),
             (CLIENT_CPU, "client", res.client_cpu, res.busy[1], res.irq[1]),
