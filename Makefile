@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs docs-gen bench-parser bench-http bench-chat docs-config clean
+.PHONY: run test lint typecheck pytest docs docs-gen bench-parser bench-http bench-chat bench-fanout docs-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-http: $(STAMP)
 # (bench/chat.py --help for the options).
 bench-chat: $(STAMP)
 	$(BIN)/python bench/chat.py
+
+bench-fanout: $(STAMP)
+	$(BIN)/python bench/fanout.py
 
 # The documentation, as CI builds it: generated pages current, HTML with
 # warnings as errors and every cross-reference resolved (-n), the pages'
