@@ -271,7 +271,7 @@ async def test_redis_store_two_nodes_agree(redis_url: str) -> None:
             assert [m["text"] for m in since] == ["a3", "a4", "from two"]
 
 
-async def test_redis_presence_of_a_dead_node_expires(redis_url: str, autojump_clock: Any) -> None:
+async def test_redis_presence_of_a_dead_node_expires(redis_url: str) -> None:
     async with open_client(Chat, redis_url=redis_url) as one:
         store = one.app.store
         # A node that vanished without a goodbye: its entry, no liveness key.
