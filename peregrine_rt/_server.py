@@ -93,6 +93,11 @@ class Server:
         self._no_connections = trio.Event()
         self._hard_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._corked: list[WebSocket] = []  # sockets with deliveries to write
+        # Bytes a socket gathers before the flush; a bigger burst is written at
+        # once (well under the outbox bound, so a fast client never meets it).
+        self._cork_limit = min(65_536, self.config.ws_outbox_size // 2)
+        self._flush_wanted = trio.Event()
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
@@ -252,6 +257,7 @@ class Server:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._reaper)
+                    nursery.start_soon(self._flusher)
                     with trio.CancelScope() as accepting:
                         async with trio.open_nursery() as accept_nursery:
                             for sock in socks:
@@ -284,6 +290,21 @@ class Server:
                         await self.handler_instance.shutdown()
                     except Exception:
                         error_log.exception("%s.shutdown() raised", self.spec.name)
+
+    def _cork(self, ws: WebSocket) -> None:
+        """``ws`` has deliveries waiting: write them when the running task yields."""
+        if not self._corked:
+            self._flush_wanted.set()
+        self._corked.append(ws)
+
+    async def _flusher(self) -> None:
+        """Write corked deliveries: one ``send`` per socket for a burst of publishes."""
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            corked, self._corked = self._corked, []
+            for ws in corked:
+                ws._uncork()
 
     async def _background(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the handler's ``background()`` for the server's life (see handlers.rst).

@@ -55,6 +55,7 @@ __all__ = ["WebSocket"]
 error_log = logging.getLogger("peregrine_rt.error")
 
 
+
 class WebSocket:
     """One WebSocket connection, as the handler's callbacks receive it.
 
@@ -76,6 +77,7 @@ class WebSocket:
         "_broken",
         "_close_deadline",
         "_conn",
+        "_corked",
         "_dropping",
         "_ended",
         "_fast",
@@ -126,6 +128,7 @@ class WebSocket:
         self._outbox: deque[tuple[bytes, trio.Event | None, bool]] = deque()
         self._outbox_bytes = 0
         self._dropping = False  # drop-oldest is dropping (logged once per episode)
+        self._corked = False  # deliveries wait in the outbox for the server's flush
         self._ended = False  # its life (_run) is over: it can join no hub
         transport = conn.transport
         self._sock: socket.socket | None = (
@@ -259,34 +262,80 @@ class WebSocket:
     def _deliver(self, frame: bytes) -> bool:
         """Queue one encoded frame without waiting (hub deliveries, broadcast).
 
-        Written at once when nothing else is being written and the socket
-        takes it; otherwise queued, and a writer task empties the queue.  When
-        the queue would pass ``Config.ws_outbox_size`` the slow-consumer policy
-        applies.  Returns False when the socket is closed or closing.
+        The frame joins the socket's outbox.  On a plain socket with nothing
+        being written, the server's flush writes the outbox when the running
+        task yields, in one ``send`` (a burst of publishes costs one system
+        call per subscriber, not one per message); a burst past the server's
+        cork limit is written at once.  A socket that cannot take it all gets
+        a writer task.  When the outbox would pass ``Config.ws_outbox_size``
+        the slow-consumer policy applies.  Returns False when the socket is
+        closed or closing.
         """
         if self.close_code is not None or self._broken:
             return False
-        droppable = True
-        if not self._writing and not self._outbox and (sock := self._sock) is not None:
-            try:
-                sent = sock.send(frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return False  # the receive loop sees the error and ends the socket
-            if sent == len(frame):
-                return True
-            if sent:
-                frame = frame[sent:]
-                droppable = False  # the rest of a frame already begun
-        elif self._outbox_bytes + len(frame) > self._conn.server.config.ws_outbox_size and (
-            not self._overflow(len(frame))
+        if self._corked and self._outbox_bytes + len(frame) > self._conn.server._cork_limit:
+            self._uncork()  # a big burst: write what it gathered so far now
+        if (
+            self._outbox
+            and self._outbox_bytes + len(frame) > self._conn.server.config.ws_outbox_size
+            and not self._overflow(len(frame))
         ):
             return False
-        self._outbox.append((frame, None, droppable))
+        self._outbox.append((frame, None, True))
         self._outbox_bytes += len(frame)
-        self._start_drain()
+        if self._writing or self._corked:
+            return True  # the writer, or the coming flush, takes it
+        if self._sock is None:
+            self._start_drain()
+        else:
+            # Written by the server's flush once this task yields, together
+            # with whatever else is delivered to this socket until then: a
+            # burst of publishes costs one send() per subscriber, not one per
+            # message per subscriber.
+            self._corked = True
+            self._conn.server._cork(self)
         return True
+
+    def _uncork(self) -> None:
+        """Write what deliveries queued since the last flush, in one ``send`` if it fits."""
+        self._corked = False
+        outbox = self._outbox
+        if self._writing or not outbox or self._broken:
+            return
+        frames = []
+        for item in outbox:
+            if item[1] is not None:
+                break  # a send() waits after these: the writer task keeps the order
+            frames.append(item[0])
+        if len(frames) < len(outbox):
+            self._start_drain()
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            sent = self._sock.send(data)  # type: ignore[union-attr]  # corked: a socket
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._start_drain()  # the writer meets the error and ends the socket
+            return
+        if sent == len(data):
+            outbox.clear()
+            self._outbox_bytes = 0
+            return
+        if sent:
+            # Drop what was written; the rest of a frame already begun cannot
+            # be dropped any more, the whole frames after it still can.
+            outbox.clear()
+            for frame in frames:
+                if sent >= len(frame):
+                    sent -= len(frame)
+                elif sent:
+                    outbox.append((frame[sent:], None, False))
+                    sent = 0
+                else:
+                    outbox.append((frame, None, True))
+            self._outbox_bytes = sum(len(item[0]) for item in outbox)
+        self._start_drain()
 
     def deliver(self, message: str | bytes) -> bool:
         """Send ``message`` without waiting: written now, or queued in the outbox.

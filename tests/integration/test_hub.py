@@ -495,3 +495,92 @@ async def test_a_closed_socket_cannot_subscribe() -> None:
         with pytest.raises(pr.ConnectionClosed):
             client.server.hub.subscribe(kept[0], "late")
         assert client.server.hub.topics() == []
+
+
+# -- a burst of publishes: one send() per subscriber ---------------------------------------
+
+
+class CountingSocket:
+    """Wraps a server-side socket and counts the send() calls deliveries make."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sends: list[int] = []
+
+    def send(self, data: bytes, *flags: int) -> int:
+        sent = self._sock.send(data, *flags)
+        self.sends.append(len(data))
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class Burst:
+    """``/sub`` subscribes (its socket's sends are counted); a message "SIZE COUNT"
+    on ``/pub`` publishes COUNT numbered messages of SIZE bytes in a row."""
+
+    def __init__(self) -> None:
+        self.counters: list[CountingSocket] = []
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        ws = await pr.upgrade(request, response)
+        if request.path == "/sub":
+            assert ws._sock is not None
+            counter = CountingSocket(ws._sock)
+            ws._sock = counter  # type: ignore[assignment]
+            self.counters.append(counter)
+            ws.hub.subscribe(ws, "burst")
+
+    async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+        size, count = (int(x) for x in str(message).split())
+        for i in range(count):
+            await ws.hub.publish("burst", f"{i:05d}".ljust(size, "."))
+
+
+async def read_messages(reader: FrameReader, count: int) -> list[str]:
+    got = []
+    with trio.fail_after(20):
+        while len(got) < count:
+            opcode, payload = await reader.frame()
+            assert opcode == OP_TEXT
+            got.append(payload.decode())
+    return got
+
+
+async def test_a_burst_of_publishes_is_one_send_per_subscriber() -> None:
+    server = pr.Server(Burst())
+    async with open_server(server), open_client(server.url) as client:
+        sub = await open_silent_subscriber(server.port, "/sub")
+        with trio.fail_after(5):
+            while server.hub.count("burst") < 1:
+                await trio.sleep(0.01)
+        async with client.websocket("/pub") as pub:
+            await pub.send("32 16")  # 16 (PUBLISH_BURST) messages of 32 bytes: no yield between
+            got = await read_messages(FrameReader(sub), 16)
+        assert [m[:5] for m in got] == [f"{i:05d}" for i in range(16)]
+        [counter] = server.handler_instance.counters
+        assert counter.sends == [16 * (2 + 32)]  # sixteen frames, one send()
+        await sub.aclose()
+
+
+async def test_a_burst_past_the_cork_limit_is_written_as_it_grows() -> None:
+    # ws_outbox_size 64 KiB: the cork limit is 32 KiB, and a reader that keeps up
+    # must never meet the slow-consumer policy however long the burst.
+    server = pr.Server(Burst(), ws_outbox_size=64 * 1024)
+    async with (
+        open_server(server),
+        open_client(server.url) as client,
+        client.websocket("/pub") as pub,
+        client.websocket("/sub") as fast,
+    ):
+        with trio.fail_after(5):
+            while server.hub.count("burst") < 1:
+                await trio.sleep(0.01)
+        await pub.send("4000 100")  # 16 messages between yields: 64 KB, past the limit
+        got = [await fast.receive() for _ in range(100)]
+        assert [str(m)[:5] for m in got] == [f"{i:05d}" for i in range(100)]
+        [counter] = server.handler_instance.counters
+        assert 1 < len(counter.sends) < 100
+        assert max(counter.sends) <= 32 * 1024
+        assert max(counter.sends) > 4004  # frames were gathered, up to the limit
