@@ -55,7 +55,6 @@ __all__ = ["WebSocket"]
 error_log = logging.getLogger("peregrine_rt.error")
 
 
-
 class WebSocket:
     """One WebSocket connection, as the handler's callbacks receive it.
 
