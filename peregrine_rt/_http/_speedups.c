@@ -648,22 +648,7 @@ speedups_exec(PyObject *module)
     }
     if (kwnames_block == NULL) {
         kwnames_block = Py_BuildValue("(s)", "block");
-        if (version_11 == NULL) {
-        version_11 = PyUnicode_InternFromString("1.1");
-        version_10 = PyUnicode_InternFromString("1.0");
-        if (version_11 == NULL || version_10 == NULL) {
-            return -1;
-        }
-    }
-    if (str_block == NULL) {
-        str_block = PyUnicode_InternFromString("_block");
-        str_raw = PyUnicode_InternFromString("_raw");
-        str_index = PyUnicode_InternFromString("_index");
-        if (str_block == NULL || str_raw == NULL || str_index == NULL) {
-            return -1;
-        }
-    }
-    if (kwnames_block == NULL) {
+        if (kwnames_block == NULL) {
             return -1;
         }
     }
