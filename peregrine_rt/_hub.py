@@ -127,7 +127,6 @@ class Hub:
             if type(subscriber) is WebSocket:
                 subscriber._on_subscribe(self)  # it leaves its hubs when it closes
         topics.add(topic)
-        self._subscribed(topic, len(members))
 
     def unsubscribe(self, subscriber: WebSocket | Subscriber, topic: str | None = None) -> None:
         """Stop delivering ``topic`` (every topic, if None) to ``subscriber``."""
@@ -149,7 +148,6 @@ class Hub:
                 members.pop(subscriber, None)
                 if not members:
                     del self._topics[name]
-            self._unsubscribed(name, len(members))
         if not topics:
             del self._by_subscriber[subscriber]
 
@@ -212,12 +210,6 @@ class Hub:
             self._snapshots.pop(topic, None)
 
     # -- for subclasses (RedisHub) and the server ----------------------------------
-
-    def _subscribed(self, topic: str, members: int) -> None:
-        """A subscription was added (``members`` subscribers now)."""
-
-    def _unsubscribed(self, topic: str, members: int) -> None:
-        """A subscription was removed (``members`` left)."""
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run what the hub needs in the background (nothing, in memory).
