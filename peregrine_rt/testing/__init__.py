@@ -18,6 +18,8 @@
   works).  HTTP requests (h11) and WebSockets (wsproto).
 * :func:`open_server` serves the app on a free port of 127.0.0.1, for tests
   that need the network stack or clients of other kinds.
+* :func:`wait_until` waits for a condition (``lambda: len(server.connections)
+  == 0``) instead of sleeping a fixed time, and fails naming it.
 * The pytest plugin (:mod:`peregrine_rt.testing.plugin`, registered as the
   ``peregrine_rt`` pytest11 entry point; needs pytest-trio) provides the
   ``peregrine_client`` factory, ``peregrine_server``, and a throwaway
@@ -47,6 +49,7 @@ from ._client import (
 )
 from ._redis import RedisServer, redis_server_path, start_redis_server
 from ._server import LiveServer, open_client, open_server
+from ._wait import wait_until
 from ._websocket import (
     DEFAULT_TIMEOUT,
     UNSET,
@@ -76,4 +79,5 @@ __all__ = [
     "open_server",
     "redis_server_path",
     "start_redis_server",
+    "wait_until",
 ]
