@@ -9,7 +9,7 @@ import trio.testing
 
 from examples.echo import BROADCAST_TOPIC, Echo
 from peregrine_rt import Hub
-from peregrine_rt.testing import Client, Close, open_client, open_server
+from peregrine_rt.testing import Client, Close, open_client, open_server, wait_until
 
 
 async def test_a_request_is_described() -> None:
@@ -85,8 +85,7 @@ def hub_of(client: Client) -> Hub:
 
 async def wait_subscribed(hub: Hub, n: int) -> None:
     """Until ``n`` sockets are subscribed to the broadcast topic (each subscribes in on_open)."""
-    while hub.count(BROADCAST_TOPIC) != n:
-        await trio.sleep(0.001)
+    await wait_until(lambda: hub.count(BROADCAST_TOPIC) == n)
 
 
 async def test_a_broadcast_reaches_every_socket_the_sender_included() -> None:

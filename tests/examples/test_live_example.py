@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import trio
-
 from examples.live import Live
-from peregrine_rt.testing import Client, open_client
+from peregrine_rt.testing import Client, open_client, wait_until
 
 
 async def wait_subscribers(client: Client, topic: str, n: int) -> None:
-    with trio.fail_after(5):
-        while client.server.hub.count(f"live:{topic}") < n:
-            await trio.sleep(0.01)
+    await wait_until(lambda: client.server.hub.count(f"live:{topic}") >= n)
 
 
 async def test_websocket_subscribe_publish_unsubscribe() -> None:
@@ -29,9 +25,7 @@ async def test_websocket_subscribe_publish_unsubscribe() -> None:
         assert await b.receive_json() == update
         await b.send_json({"unsubscribe": "prices"})
         await wait_subscribers(client, "prices", 1)
-        with trio.fail_after(5):
-            while client.server.hub.count("live:prices") != 1:
-                await trio.sleep(0.01)
+        await wait_until(lambda: client.server.hub.count("live:prices") == 1)
         reply = await client.post("/publish/prices", json=[1, 2])
         assert reply.json() == {"delivered": 1}
         assert await a.receive_json() == {"topic": "prices", "data": [1, 2]}

@@ -32,7 +32,7 @@ import trio.testing
 
 import peregrine_rt as pr
 from peregrine_rt import Config, Server
-from peregrine_rt.testing import Client, open_client
+from peregrine_rt.testing import Client, open_client, wait_until
 from peregrine_rt.testing import open_server as open_live_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,8 +73,7 @@ class Harness:
 
     async def wait_connections(self, n: int) -> None:
         """Wait until the server counts exactly ``n`` open connections."""
-        while len(self.server.connections) != n:
-            await trio.sleep(0.01)
+        await wait_until(lambda: len(self.server.connections) == n)
 
 
 @asynccontextmanager

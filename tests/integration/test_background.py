@@ -6,7 +6,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt.testing import open_client, open_server
+from peregrine_rt.testing import open_client, open_server, wait_until
 
 
 class Ticking:
@@ -140,9 +140,7 @@ async def test_background_outlives_the_connections_at_shutdown() -> None:
         # A client that never answers the close: cut when the grace is over.
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         await stream.send_all(handshake("/", key=new_key()))
-        with trio.fail_after(5):
-            while not server.websockets:
-                await trio.sleep(0.01)
+        await wait_until(lambda: server.websockets)
         with trio.fail_after(10):
             await server.aclose()
         await stream.aclose()

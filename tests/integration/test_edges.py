@@ -8,7 +8,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt.testing import open_client
+from peregrine_rt.testing import open_client, wait_until
 
 
 class Ticker:
@@ -35,9 +35,7 @@ async def test_a_client_leaving_a_stream_is_not_a_handler_error(
         async with client.stream("GET", "/events") as response:
             assert response.status == 200
             assert b"data: tick" in await response.next_chunk()
-        with trio.fail_after(2):
-            while not app.ended:
-                await trio.sleep(0.01)
+        await wait_until(lambda: app.ended)
     assert app.ended == ["client left"]  # the handler saw the public exception
     assert [r for r in caplog.records if r.name == "peregrine_rt.error"] == []
 

@@ -11,7 +11,7 @@ import trio
 
 import peregrine_rt as pr
 from peregrine_rt import _hub
-from peregrine_rt.testing import Client, open_client, open_server
+from peregrine_rt.testing import Client, open_client, open_server, wait_until
 
 from .ws_helpers import OP_CLOSE, OP_TEXT, handshake, new_key
 
@@ -284,9 +284,7 @@ async def test_a_slow_subscriber_never_delays_the_others(policy: str) -> None:
     piece = "x" * 60_000
     async with open_server(server) as live, open_client(live.url) as client:
         slow = await open_silent_subscriber(server.port, "/ws/feed")
-        with trio.fail_after(10):
-            while server.hub.count("feed") < 1:
-                await trio.sleep(0.01)
+        await wait_until(lambda: server.hub.count("feed") >= 1)
         async with client.websocket("/ws/feed") as fast:
             slow_ws = server_socket(server, "feed", 0)
             worst = 0
@@ -303,9 +301,7 @@ async def test_a_slow_subscriber_never_delays_the_others(policy: str) -> None:
                 assert slow_ws.close_code == 1008
                 assert slow_ws.close_reason == "slow consumer: outbox full"
                 # It is dropped after ws_close_timeout; the fast one carries on.
-                with trio.fail_after(10):
-                    while ("feed", 1008) not in server.handler_instance.closes:
-                        await trio.sleep(0.05)
+                await wait_until(lambda: ("feed", 1008) in server.handler_instance.closes)
                 assert server.hub.count("feed") == 1
                 await server.hub.publish("feed", "still here")
                 assert await fast.receive() == "still here"
@@ -336,16 +332,12 @@ async def test_a_subscriber_that_closes_mid_delivery_is_skipped() -> None:
     async with open_server(server) as live, open_client(live.url) as client:
         gone = await open_silent_subscriber(server.port, "/ws/t")
         async with client.websocket("/ws/t") as stays:
-            with trio.fail_after(10):
-                while server.hub.count("t") < 2:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: server.hub.count("t") >= 2)
             await gone.aclose()
             for i in range(50):
                 await server.hub.publish("t", json.dumps(i))
                 assert await stays.receive_json() == i
-            with trio.fail_after(10):
-                while server.hub.count("t") != 1:
-                    await trio.sleep(0.02)
+            await wait_until(lambda: server.hub.count("t") == 1)
         assert ("t", 1006) in server.handler_instance.closes
 
 
@@ -354,9 +346,7 @@ async def test_close_frame_follows_queued_deliveries() -> None:
     server = pr.Server(Topics(), ws_outbox_size=64 << 20)
     async with open_server(server):
         stream = await open_silent_subscriber(server.port, "/ws/q")
-        with trio.fail_after(10):
-            while server.hub.count("q") < 1:
-                await trio.sleep(0.01)
+        await wait_until(lambda: server.hub.count("q") >= 1)
         ws = server_socket(server, "q")
         for i in range(200):  # more than the kernel's socket buffers hold
             await server.hub.publish("q", f"{i} " + "y" * 60_000)
@@ -426,9 +416,7 @@ async def test_a_sender_queued_behind_a_delivery_learns_that_the_peer_left() -> 
     server = pr.Server(App(), ws_ping_interval=None)  # no heartbeat to end it otherwise
     async with open_server(server):
         await trio.to_thread.run_sync(_reset_after_first_frame, server.port, size, events)
-        with trio.fail_after(10):
-            while "on_close 1006" not in events:
-                await trio.sleep(0.02)
+        await wait_until(lambda: "on_close 1006" in events)
         assert events == ["client reset", "send raised 1006", "on_close 1006"]
         assert not server.websockets
 
@@ -450,9 +438,7 @@ async def test_deliveries_queued_before_a_send_leave_first() -> None:
     async with open_client(App) as client, client.websocket("/") as ws:
         await ws.send("go")
         assert [await ws.receive() for _ in range(3)] == ["queued 1", "queued 2", "direct"]
-        with trio.fail_after(5):
-            while not done:  # the send returns once its frame is written
-                await trio.sleep(0.01)
+        await wait_until(lambda: done)  # the send returns once its frame is written
         assert done == [0]
 
 
@@ -552,9 +538,7 @@ async def test_a_burst_of_publishes_is_one_send_per_subscriber() -> None:
     server = pr.Server(Burst())
     async with open_server(server), open_client(server.url) as client:
         sub = await open_silent_subscriber(server.port, "/sub")
-        with trio.fail_after(5):
-            while server.hub.count("burst") < 1:
-                await trio.sleep(0.01)
+        await wait_until(lambda: server.hub.count("burst") >= 1)
         async with client.websocket("/pub") as pub:
             await pub.send("32 16")  # 16 (PUBLISH_BURST) messages of 32 bytes: no yield between
             got = await read_messages(FrameReader(sub), 16)
@@ -574,9 +558,7 @@ async def test_a_burst_past_the_cork_limit_is_written_as_it_grows() -> None:
         client.websocket("/pub") as pub,
         client.websocket("/sub") as fast,
     ):
-        with trio.fail_after(5):
-            while server.hub.count("burst") < 1:
-                await trio.sleep(0.01)
+        await wait_until(lambda: server.hub.count("burst") >= 1)
         await pub.send("4000 100")  # 16 messages between yields: 64 KB, past the limit
         got = [await fast.receive() for _ in range(100)]
         assert [str(m)[:5] for m in got] == [f"{i:05d}" for i in range(100)]

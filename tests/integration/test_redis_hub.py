@@ -31,7 +31,7 @@ import trio
 
 from examples.echo import BROADCAST_PATH, BROADCAST_TOPIC, Echo
 from peregrine_rt import HubUnavailable, RedisHub, Server, _redis_hub
-from peregrine_rt.testing import LiveServer, open_client, open_server
+from peregrine_rt.testing import LiveServer, open_client, open_server, wait_until
 from peregrine_rt.testing._redis import RedisServer, start_redis_server
 
 from .conftest import FAST_CONFIG, PYTHON, REPO
@@ -51,16 +51,12 @@ class Collector:
         return True
 
     async def wait_for(self, n: int, timeout: float = 5.0) -> list[str | bytes]:
-        with trio.fail_after(timeout):
-            while len(self.messages) < n:
-                await trio.sleep(0.005)
+        await wait_until(lambda: len(self.messages) >= n, timeout=timeout)
         return self.messages
 
 
 async def until(predicate: Any, timeout: float = 10.0, what: str = "") -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.01)
+    await wait_until(predicate, timeout=timeout)
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt.testing import open_server
+from peregrine_rt.testing import open_server, wait_until
 
 
 class Big:
@@ -51,12 +51,9 @@ async def test_a_reader_that_stops_is_dropped_after_send_timeout(path: str, tmp_
     async with open_server(server):
         sock = await silent_request(server.port, path)
         try:
-            with trio.fail_after(1):  # the server is stuck writing to it
-                while not server.connections:
-                    await trio.sleep(0.01)
-            with trio.fail_after(10):  # dropped by the reaper, not ended by the client
-                while server.connections:
-                    await trio.sleep(0.05)
+            await wait_until(lambda: server.connections)  # stuck writing to it
+            # dropped by the reaper, not ended by the client
+            await wait_until(lambda: not server.connections)
         finally:
             sock.close()
     if path == "/stream":

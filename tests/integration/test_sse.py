@@ -7,7 +7,13 @@ import trio
 
 import peregrine_rt as pr
 from peregrine_rt._sse import format_event
-from peregrine_rt.testing import ClientResponse, UnexpectedEvent, open_client, open_server
+from peregrine_rt.testing import (
+    ClientResponse,
+    UnexpectedEvent,
+    open_client,
+    open_server,
+    wait_until,
+)
 
 
 class Feed:
@@ -85,9 +91,7 @@ async def test_hub_topic_reaches_sse_clients_and_pings_keep_it_alive() -> None:
     async with open_client(Feed) as client:
         async with client.stream("GET", "/topic/news") as response:
             assert await read_events(response, 1) == [": subscribed"]
-            with trio.fail_after(5):
-                while client.server.hub.count("news") < 1:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: client.server.hub.count("news") >= 1)
             reply = await client.post("/publish?topic=news", content=b"line one\nline two")
             assert reply.json() == {"delivered": 1}
             assert await read_events(response, 1) == ["data: line one\ndata: line two"]
@@ -117,9 +121,7 @@ async def test_sse_and_websocket_subscribers_share_a_topic() -> None:
         client.stream("GET", "/topic/news") as response,
     ):
         await read_events(response, 1)
-        with trio.fail_after(5):
-            while client.server.hub.count("news") < 2:
-                await trio.sleep(0.01)
+        await wait_until(lambda: client.server.hub.count("news") >= 2)
         await ws.send("from the socket")
         assert await ws.receive() == "from the socket"
         assert await read_events(response, 1) == ["data: from the socket"]

@@ -19,7 +19,7 @@ from wsproto.events import Ping, Pong
 
 import peregrine_rt as pr
 from examples.echo import Echo
-from peregrine_rt.testing import ClientWebSocket, WebSocketRejected, open_client
+from peregrine_rt.testing import ClientWebSocket, WebSocketRejected, open_client, wait_until
 from peregrine_rt.testing import open_server as open_live_server
 
 from .conftest import FAST_CONFIG, Reader, client_over, exchange, open_server
@@ -85,9 +85,7 @@ async def test_peer_close_with_error_code_and_no_code() -> None:
         ws2 = await connect_ws(h)
         await ws2.send_raw(frame(0x8, b""))  # a close frame without a status code
         assert await ws2.expect_close() == Close(1005, "")
-        with trio.fail_after(2):
-            while len(rec.closes()) < 2:
-                await trio.sleep(0.01)
+        await wait_until(lambda: len(rec.closes()) >= 2)
     assert rec.closes() == [(4001, "custom"), (1005, "")]
     assert type(rec.send_errors[0]) is pr.ConnectionClosedError
     assert (rec.send_errors[0].code, rec.send_errors[0].reason) == (4001, "custom")
@@ -286,9 +284,7 @@ async def test_on_open_exception_closes_1011(caplog: pytest.LogCaptureFixture) -
     caplog.set_level(logging.ERROR, logger="peregrine_rt.error")
     async with open_client(handler) as client, client.websocket("/ws") as ws:
         assert await ws.receive_close() == (1011, "internal error")
-        with trio.fail_after(2):
-            while len(handler.events) < 2:
-                await trio.sleep(0.01)
+        await wait_until(lambda: len(handler.events) >= 2)
     assert handler.events == ["open", ("close", 1011)]
     assert any(r.name == "peregrine_rt.error" for r in caplog.records)
 
@@ -478,8 +474,7 @@ async def test_many_outstanding_pings_all_return() -> None:
             for _ in range(n):
                 nursery.start_soon(ping)
             with trio.move_on_after(2):  # the client answers the pings as they come
-                while len(results) < n:
-                    await trio.sleep(0.01)
+                await wait_until(lambda: len(results) >= n)
             nursery.cancel_scope.cancel()
         errors = [r for r in results if isinstance(r, Exception)]
         assert not errors, f"{len(errors)} of {n} pings failed: {errors[0]!r}"
@@ -945,9 +940,7 @@ async def test_heartbeat_timeout_while_blocked_sending() -> None:
     config = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.3}
     async with open_server(handler, transport="tcp", **config) as h:
         await _small_buffer_client(h, "/flood")
-        with trio.fail_after(3):
-            while not handler.closes:
-                await trio.sleep(0.02)
+        await wait_until(lambda: handler.closes)
         assert handler.closes == [(1011, "ping timeout")]
         assert handler.sent < 64
         await trio.sleep(0.1)
@@ -1038,9 +1031,7 @@ async def test_many_connections_one_failing() -> None:
                 for i, ws in enumerate(clients):
                     nursery.start_soon(talk, i, ws)
         assert [f.code for f in failures] == [1002]
-        with trio.fail_after(2):
-            while len(rec.closes()) < n:
-                await trio.sleep(0.01)
+        await wait_until(lambda: len(rec.closes()) >= n)
         codes = [code for code, _ in rec.closes()]
         assert codes.count(1000) == n - 1
         assert codes.count(1002) == 1

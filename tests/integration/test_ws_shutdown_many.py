@@ -16,6 +16,8 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
+from peregrine_rt.testing import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETS = 1000
 GRACE = 5.0
@@ -85,10 +87,10 @@ async def test_sigterm_with_1000_open_websockets_closes_each_with_1001() -> None
             async with trio.open_nursery() as nursery:
                 for i in range(SOCKETS):
                     nursery.start_soon(_client, port, opened, codes)
-                    if i % 100 == 99:
-                        await trio.sleep(0.05)
-                while len(opened) < SOCKETS:
-                    await trio.sleep(0.05)
+                    if i % 100 == 99:  # in batches of 100, not to overflow the backlog
+                        batch_end = i + 1  # the lambda is called at once, inside wait_until
+                        await wait_until(lambda: len(opened) >= batch_end, timeout=60)  # noqa: B023
+                await wait_until(lambda: len(opened) >= SOCKETS, timeout=60)
                 start = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 returncode = await trio.to_thread.run_sync(proc.wait)
