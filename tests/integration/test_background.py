@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 import peregrine_rt as pr
 from peregrine_rt.testing import open_client, open_server, wait_until
@@ -54,9 +55,8 @@ class Ready:
 async def test_background_runs_while_serving_and_stops_before_shutdown() -> None:
     app = Ticking()
     async with open_server(app) as live, open_client(live.url) as client:
-        with trio.fail_after(5):
-            while (await client.get("/")).json()["ticks"] < 3:
-                await trio.sleep(0.01)
+        await wait_until(lambda: app.ticks >= 3)
+        assert (await client.get("/")).json()["ticks"] >= 3  # served while it ticks
     assert app.events == ["startup", "background", "background cancelled", "shutdown"]
 
 
@@ -82,7 +82,7 @@ async def test_a_background_that_fails_later_shuts_the_server_down(
 ) -> None:
     class Crashing:
         async def background(self) -> None:
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # once the server is up and idle
             raise RuntimeError("lost the feed")
 
         async def handle(self, request: pr.Request, response: pr.Response) -> None:
@@ -130,7 +130,8 @@ async def test_background_outlives_the_connections_at_shutdown() -> None:
         async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None: ...
 
         async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
-            await trio.sleep(0.05)  # some work: publishing a "left" event, say
+            # some work: publishing a "left" event, say; everything else runs first
+            await trio.testing.wait_all_tasks_blocked()
             self.seen_in_on_close.append(self.alive)
 
     app = Service()

@@ -194,7 +194,7 @@ async def test_failures_on_one_connection_do_not_affect_a_concurrent_one() -> No
     async with open_server(Mixed) as h:
         waiting = await h.connect()
         await waiting.send_all(get("POST /wait", body=b"abc"))
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # its handler waits for the release
         # a handler exception on another connection
         boom = await h.connect()
         assert (await exchange(boom, get("/boom"))).status == 500
@@ -219,7 +219,7 @@ async def test_plain_http_on_a_closed_client_mid_response_does_not_crash(
     async with open_server(Echo) as h:
         stream = await h.connect()
         await stream.send_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # the server waits for the rest of the body
         await stream.aclose()
         await h.wait_connections(0)
         fresh = await h.connect()

@@ -375,7 +375,12 @@ async def test_redis_restart_during_traffic(
             await until(lambda: "b after restart" in at_a.messages)
             await hub_a.publish("t", "a after restart")
             await until(lambda: "a after restart" in at_b.messages)
-            await trio.sleep(0.1)
+            # Order per publisher: a late duplicate of anything either node sent
+            # would arrive before that node's last word.
+            await hub_b.publish("t", "b's last word")
+            await hub_a.publish("t", "a's last word")
+            await until(lambda: "b's last word" in at_a.messages)
+            await until(lambda: "a's last word" in at_b.messages)
 
     # A's own subscriber got every message once, in order (local delivery never fails).
     numbers_a = [int(m) for m in at_a.messages if str(m).isdigit()]

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import peregrine_rt as pr
 from examples.echo import Echo
-from peregrine_rt.testing import open_client
+from peregrine_rt.testing import open_client, wait_until
 from peregrine_rt.testing import open_server as open_live_server
 
 from .conftest import H11Client, Reader, client_over, exchange, get, h11_header, open_server
@@ -312,7 +313,16 @@ async def test_unread_large_upload_still_gets_its_response_over_tcp() -> None:
     destroy the response before the client reads it; a server must half-close
     and discard input for a while ("lingering close") instead.
     """
-    async with open_server(App, transport="tcp", max_drain=1000) as h:
+
+    class Answering(App):
+        answered = False
+
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await super().handle(request, response)
+            self.answered = True
+
+    async with open_server(Answering, transport="tcp", max_drain=1000) as h:
+        app = h.server.handler_instance
         stream = await h.connect()
         head = b"POST /noread HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n"
         got: list[bytes] = []
@@ -328,7 +338,8 @@ async def test_unread_large_upload_still_gets_its_response_over_tcp() -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(upload)
-            await trio.sleep(0.3)  # the server has answered and closed by now
+            # The server has answered and closed before the client reads.
+            await wait_until(lambda: app.answered and not h.server.connections)
             try:
                 while data := await stream.receive_some(65536):
                     got.append(bytes(data))
@@ -659,7 +670,7 @@ async def test_run_sync_keeps_the_event_loop_free() -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(block)
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # /block waits in its thread
             assert (await client.get("/fast")).content == b"fast"
         assert slow == [b"unblocked"]
 

@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 import peregrine_rt as pr
+from peregrine_rt.testing import wait_until
 
 from .conftest import Reader, exchange, get, open_server
 
@@ -110,7 +111,7 @@ async def test_aclose_over_tcp_lets_the_request_finish_then_refuses_connections(
         await h.server.handler_instance.started.wait()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(h.server.aclose)
-            await trio.sleep(0.2)
+            await wait_until(lambda: h.server.listeners[0].fileno() == -1)  # stopped accepting
             with pytest.raises(OSError):
                 await trio.open_tcp_stream("127.0.0.1", port)
             resp = await Reader(busy).response()

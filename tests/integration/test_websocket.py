@@ -58,7 +58,7 @@ async def test_peer_close_runs_callbacks_in_order_and_on_close_once(transport: s
         answer = await ws.close(1000, "bye")
         assert answer == (1000, "bye")  # the server echoes the peer's close
         assert rec.closed.is_set()  # on_close has run when close() returns
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()  # and nothing else follows
         (sock,) = rec.sockets
         assert rec.events == [
             ("open", sock),
@@ -183,7 +183,7 @@ async def test_dropped_connection_is_1006(transport: str) -> None:
         await ws.abort()
         with trio.fail_after(2):
             await rec.closed.wait()
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()
         assert rec.names() == ["open", "message", "close"]
         assert rec.closes()[0][0] == 1006
         exc = rec.send_errors[0]
@@ -573,7 +573,7 @@ async def test_handshake_refusals(name: str) -> None:
         for header, value in headers.items():
             assert response.header(header) == value
         assert response.header("sec-websocket-accept") is None
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()
         assert rec.events == []
         assert rec.sockets == []
         assert h.server.websockets == set()
@@ -767,7 +767,7 @@ async def test_exception_in_handle_after_upgrade_closes_1011_without_callbacks(
         client.websocket("/chat?user=bob&fail=1") as ws,
     ):
         assert await ws.receive_close() == (1011, "internal error")  # and the connection ended
-        await trio.sleep(0.05)
+        await trio.testing.wait_all_tasks_blocked()
         assert handler.seen == []
         assert client.server.websockets == set()
     assert any("after upgrade" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
@@ -902,10 +902,11 @@ async def test_send_waits_over_a_real_socket() -> None:
     handler = Flood(count=32, size=size)
     async with open_server(handler, transport="tcp", ws_ping_interval=None) as h:
         ws = await _small_buffer_client(h)
-        await trio.sleep(0.3)
+        # Every task blocked: the server waits for the socket to become writable.
+        await trio.testing.wait_all_tasks_blocked()
         stalled_at = handler.sent
         assert stalled_at < 32, "32 MiB buffered for a client that reads nothing"
-        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked()
         assert handler.sent == stalled_at
         for i in range(32):
             assert await ws.receive_message() == bytes([i]) * size
@@ -943,8 +944,7 @@ async def test_heartbeat_timeout_while_blocked_sending() -> None:
         await wait_until(lambda: handler.closes)
         assert handler.closes == [(1011, "ping timeout")]
         assert handler.sent < 64
-        await trio.sleep(0.1)
-        assert h.server.websockets == set()
+        await wait_until(lambda: h.server.websockets == set())
         # The server still serves others.
         other = await connect_ws(h)
         await other.send(b"fine")
@@ -957,12 +957,16 @@ class CancelledSend:
 
     big = b"A" * (8 << 20)
 
+    def __init__(self) -> None:
+        self.first_send_over = False
+
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
         await pr.upgrade(request, response)
 
     async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
         with trio.move_on_after(0.1):
             await ws.send(self.big)
+        self.first_send_over = True
         try:
             for i in range(len(self.big) // 8000 + 10):
                 await ws.send(f"after {i:05d} " + "x" * 8000)
@@ -981,7 +985,8 @@ async def test_a_cancelled_send_never_corrupts_the_stream() -> None:
     async with open_server(CancelledSend, transport="tcp", ws_ping_interval=None) as h:
         ws = await _small_buffer_client(h)
         await ws.send("go")
-        await trio.sleep(0.3)
+        # The client reads only once the handler's first send was cut short (or done).
+        await wait_until(lambda: h.server.handler_instance.first_send_over)
         received: list[Any] = []
         with trio.fail_after(10):
             while True:

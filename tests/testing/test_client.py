@@ -327,7 +327,7 @@ async def test_the_servers_limits_apply() -> None:
 async def _pieces_of(data: bytes, n: int) -> AsyncIterator[bytes]:
     for i in range(0, len(data), n):
         yield data[i : i + n]
-        await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()  # the server takes each piece apart
 
 
 async def test_handler_error_is_a_500(caplog: pytest.LogCaptureFixture) -> None:
