@@ -398,13 +398,13 @@ class Files:
     ) -> None:
         """Give ``response`` a :class:`FileBody` of ``rep`` (read now if not on a connection)."""
         if method == "HEAD":
-            response._set_file(FileBody(-1, parts))
+            response.attach_file(FileBody(-1, parts))
             return
         fd = os.open(rep.path, self.open_flags)
         try:
             if _key(os.fstat(fd)) != rep.key:
                 raise _Changed
-            if response._conn is None:  # a Response built by hand: read it now
+            if response.connection is None:  # a Response built by hand: read it now
                 response.body = b"".join(
                     p if isinstance(p, bytes) else os.pread(fd, p[1], p[0]) for p in parts
                 )
@@ -412,7 +412,7 @@ class Files:
         except BaseException:
             os.close(fd)
             raise
-        response._set_file(FileBody(fd, parts))
+        response.attach_file(FileBody(fd, parts))
 
     def answer(
         self,

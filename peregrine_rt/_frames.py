@@ -13,15 +13,21 @@ that common shape (RFC 6455 §5.2) and hand everything else to wsproto:
 * :func:`encode_frame` writes an unmasked server frame for one whole message.
 
 Callers use them only while wsproto sits between frames with nothing
-buffered (see ``WebSocket._fast_ok``), so the two never see parts of the same
-frame.  The tests cross-check both against wsproto byte for byte.
+buffered, so the two never see parts of the same frame.  A
+:class:`FrameTracker` follows the frame headers of what is handed to wsproto,
+to know when that is (and to count every frame of a message toward its size
+limit, so that a message cut into millions of tiny or empty fragments trips
+the limit as a big one does).  The tests cross-check both against wsproto
+byte for byte.
 """
 
 from __future__ import annotations
 
 import struct
 
-__all__ = ["encode_frame", "parse_simple_frames"]
+__all__ = ["FRAME_COST", "FrameTracker", "encode_frame", "parse_simple_frames"]
+
+FRAME_COST = 16  # bytes each fragment after a message's first counts toward its size limit
 
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
@@ -36,8 +42,10 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 
-def parse_simple_frames(data: bytes, max_size: int | None) -> tuple[list[str | bytes], int]:
-    """Read the leading simple frames of ``data``.
+def parse_simple_frames(
+    data: bytes, max_size: int | None, pos: int = 0
+) -> tuple[list[str | bytes], int]:
+    """Read the simple frames of ``data`` from offset ``pos`` on.
 
     Returns:
         ``(messages, offset)``: the messages of the frames read (``str`` for
@@ -47,7 +55,6 @@ def parse_simple_frames(data: bytes, max_size: int | None) -> tuple[list[str | b
         (and judge) from there.
     """
     messages: list[str | bytes] = []
-    pos = 0
     n = len(data)
     while pos + 6 <= n:
         b0 = data[pos]
@@ -95,3 +102,85 @@ def encode_frame(message: str | bytes) -> bytes:
     if n < 65536:
         return _LEN16.pack(opcode, 126, n) + payload
     return _LEN64.pack(opcode, 127, n) + payload
+
+
+class FrameTracker:
+    """Follows the frame boundaries of a client's byte stream, reading only the headers.
+
+    Every byte handed to wsproto passes through :meth:`advance` first, so the
+    tracker knows whether wsproto is *idle*: between frames, with no partial
+    header and no fragmented message under way (the fast path may then read
+    the next frames itself).  It also keeps the cost of the current message:
+    its payload bytes, plus :data:`FRAME_COST` for each fragment after the
+    first, against ``limit`` (compressed payloads are checked again once
+    inflated, by the socket).
+
+    Attributes:
+        left: payload bytes of the current frame still to come.
+        in_message: a fragmented message has begun and not finished.
+        cost: what the current (or last) message counts toward the limit.
+    """
+
+    __slots__ = ("_head", "cost", "in_message", "left", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._head = b""  # a header cut short by the end of the data read so far
+        self.left = 0
+        self.in_message = False
+        self.cost = 0
+
+    @property
+    def idle(self) -> bool:
+        """Between frames and messages, with no partial header: wsproto holds nothing."""
+        return not self.left and not self.in_message and not self._head
+
+    def advance(self, data: bytes, pos: int, stop_when_idle: bool) -> tuple[int, bool]:
+        """Follow ``data[pos:]``.
+
+        Returns:
+            ``(end, over)``: where it stopped (the end of the data, or with
+            ``stop_when_idle`` the first point where it is idle again), and
+            whether the header just read took its message over the limit
+            (``end`` is then right after that header).
+        """
+        n = len(data)
+        while pos < n:
+            left = self.left
+            if left:
+                take = n - pos if n - pos < left else left
+                self.left = left - take
+                pos += take
+                if stop_when_idle and not self.left and not self.in_message:
+                    return pos, False
+                continue
+            head = self._head
+            buf = head + data[pos : pos + 14] if head else data[pos : pos + 14]
+            if len(buf) < 2:
+                self._head = buf
+                return n, False
+            b1 = buf[1]
+            length = b1 & 0x7F
+            size = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if b1 & 0x80 else 0)
+            if len(buf) < size:
+                self._head = buf  # all that is left of data: the header is incomplete
+                return n, False
+            pos += size - len(head)
+            self._head = b""
+            if length == 126:
+                length = int.from_bytes(buf[2:4], "big")
+            elif length == 127:
+                length = int.from_bytes(buf[2:10], "big")
+            b0 = buf[0]
+            opcode = b0 & 0x0F
+            over = False
+            if opcode < 8:  # a data frame: text, binary or continuation
+                self.cost = self.cost + length + FRAME_COST if opcode == 0 else length
+                self.in_message = not b0 & 0x80
+                over = self.limit is not None and self.cost > self.limit
+            self.left = length
+            if over:
+                return pos, True
+            if stop_when_idle and not length and not self.in_message:
+                return pos, False
+        return n, False

@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -59,16 +59,16 @@ def broadcast(websockets: Iterable[WebSocket], message: str | bytes) -> int:
     return _fanout(websockets, message)
 
 
-def _fanout(subscribers: Iterable[Any], message: str | bytes) -> int:
+def _fanout(subscribers: Iterable[WebSocket | Subscriber], message: str | bytes) -> int:
     if not isinstance(message, (str, bytes)):
         raise TypeError(f"messages are str or bytes, not {type(message).__name__}")
     frame: bytes | None = None
     delivered = 0
     for sub in subscribers:
-        if type(sub) is WebSocket and sub._fast:
-            if frame is None:
+        if type(sub) is WebSocket and sub.shares_frames:
+            if frame is None:  # encoded once for every uncompressed socket
                 frame = encode_frame(message)
-            if sub._deliver(frame):
+            if sub.deliver_frame(frame):
                 delivered += 1
         elif sub.deliver(message):
             delivered += 1
@@ -88,13 +88,13 @@ class Hub:
     """
 
     def __init__(self) -> None:
-        self._topics: dict[str, dict[Any, None]] = {}
-        self._patterns: dict[str, tuple[re.Pattern[str], dict[Any, None]]] = {}
-        self._by_subscriber: dict[Any, set[str]] = {}
+        self._topics: dict[str, dict[WebSocket | Subscriber, None]] = {}
+        self._patterns: dict[str, tuple[re.Pattern[str], dict[WebSocket | Subscriber, None]]] = {}
+        self._by_subscriber: dict[WebSocket | Subscriber, set[str]] = {}
         # What a publish iterates: a tuple per topic, made on the first publish
         # after a change.  Iterating a snapshot lets a subscriber unsubscribe
         # (itself or others) from inside deliver().
-        self._snapshots: dict[str, tuple[Any, ...]] = {}
+        self._snapshots: dict[str, tuple[WebSocket | Subscriber, ...]] = {}
         self._burst = 0  # publishes since this hub last yielded
 
     # -- subscriptions ------------------------------------------------------------
@@ -107,8 +107,8 @@ class Hub:
         """
         if not isinstance(topic, str):
             raise TypeError(f"topics are str, not {type(topic).__name__}")
-        if type(subscriber) is WebSocket and subscriber._ended:
-            raise subscriber._closed_error()  # it would never leave
+        if type(subscriber) is WebSocket:
+            subscriber.track_hub(self)  # it leaves its hubs when it closes; raises if it ended
         if "*" in topic:
             entry = self._patterns.get(topic)
             if entry is None:
@@ -124,8 +124,6 @@ class Hub:
         topics = self._by_subscriber.get(subscriber)
         if topics is None:
             topics = self._by_subscriber[subscriber] = set()
-            if type(subscriber) is WebSocket:
-                subscriber._on_subscribe(self)  # it leaves its hubs when it closes
         topics.add(topic)
 
     def unsubscribe(self, subscriber: WebSocket | Subscriber, topic: str | None = None) -> None:
@@ -151,7 +149,7 @@ class Hub:
         if not topics:
             del self._by_subscriber[subscriber]
 
-    def subscribers(self, topic: str) -> list[Any]:
+    def subscribers(self, topic: str) -> list[WebSocket | Subscriber]:
         """The local subscribers of ``topic`` (pattern subscribers included)."""
         found = dict(self._topics.get(topic, {}))
         for regex, members in self._patterns.values():

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._http import check_headers
 from ._json import dumps
-from ._sse import EventStream, open_event_stream
-from ._static import serve_file
 from .exceptions import LocalProtocolError
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
     from ._files import FileBody
+    from ._sse import EventStream
 
 __all__ = ["Response", "ResponseHeaders"]
 
@@ -111,6 +110,9 @@ class Response:
 
     __slots__ = ("_conn", "_file", "body", "close_connection", "headers", "started", "status")
 
+    # What collaborators use (the connection, static files, SSE): ``connection``,
+    # ``file_body``, ``attach_file`` and ``release_file``.
+
     def __init__(self, conn: HTTPConnection | None = None) -> None:
         self.status = 200
         self.headers = ResponseHeaders()
@@ -121,18 +123,39 @@ class Response:
         self._conn = conn
         self._file: FileBody | None = None
 
-    def _set_file(self, body: FileBody | None) -> None:
-        """Make ``body`` (an open file's bytes, sent after the handler returns) the body."""
+    @property
+    def connection(self) -> HTTPConnection | None:
+        """The connection this response will be sent on (None: built by hand, as in tests).
+
+        For the server's own collaborators (static files, Server-Sent Events).
+        """
+        return self._conn
+
+    @property
+    def file_body(self) -> FileBody | None:
+        """The open file to be sent as the body after the handler returns, if any."""
+        return self._file
+
+    def attach_file(self, body: FileBody | None) -> None:
+        """Make ``body`` (an open file's bytes, sent after the handler returns) the body.
+
+        A file attached before is closed; None just releases it.
+        """
         if self._file is not None:
             self._file.close()
         self._file = body
         self.body = b""
 
+    def release_file(self) -> None:
+        """Close the attached file, if any (the connection calls it once the response is out)."""
+        if self._file is not None:
+            self.attach_file(None)
+
     def _set_body(self, body: bytes, content_type: bytes, status: int | None) -> None:
         if status is not None:
             self.status = status
         if self._file is not None:
-            self._set_file(None)
+            self.attach_file(None)
         self.body = body
         raw = self.headers.raw
         for name, _ in raw:
@@ -186,6 +209,8 @@ class Response:
                 (the browser downloads the file instead of showing it).
             precompressed: look for ``.br``/``.gz`` siblings.
         """
+        from ._static import serve_file  # noqa: PLC0415 - a plug-in: static files sit above Response
+
         serve_file(
             self,
             path,
@@ -289,6 +314,8 @@ class Response:
         request = conn.request
         last_id = request.headers.get("last-event-id") if request is not None else None
         config = conn.server.config
+        from ._sse import open_event_stream  # noqa: PLC0415 - a plug-in: SSE sits above Response
+
         return open_event_stream(
             self,
             last_id,

@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._answers import ResponseHeads
 from ._config import Config
-from ._connection import HTTPConnection, SocketTransport, StreamTransport, Transport
+from ._connection import HTTPConnection
 from ._handler import HandlerSpec, check_handler
-from ._http import encode_response
 from ._hub import Hub
+from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
-from .mixins import HubMixin
+from ._transport import SocketTransport, StreamTransport, Transport
+from .mixins import HubMixin  # TODO(layers)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,14 +46,6 @@ __all__ = ["Server", "run"]
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
-
-_BUSY = encode_response(
-    503,
-    [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
-    b"503 Service Unavailable\nthe server is at its connection limit\n",
-    keep_alive=False,
-    date=False,
-)
 
 
 def _make_hub(config: Config) -> Hub:
@@ -93,11 +87,12 @@ class Server:
         self._no_connections = trio.Event()
         self._hard_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
-        self._corked: list[WebSocket] = []  # sockets with deliveries to write
-        # Bytes a socket gathers before the flush; a bigger burst is written at
-        # once (well under the outbox bound, so a fast client never meets it).
-        self._cork_limit = min(65_536, self.config.ws_outbox_size // 2)
-        self._flush_wanted = trio.Event()
+        self.heads = ResponseHeads(self.config)
+        """Builds every response head this server sends (its own answers included)."""
+        # A corked socket's burst past this is written at once (well under the
+        # outbox bound, so a fast client never meets it).
+        self.scheduler = SendScheduler(min(CORK_LIMIT, self.config.ws_outbox_size // 2))
+        """The WebSocket send path's flush task and writer tasks (``peregrine_rt._outbox``)."""
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
@@ -257,7 +252,7 @@ class Server:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._reaper)
-                    nursery.start_soon(self._flusher)
+                    await nursery.start(self.scheduler.run)
                     with trio.CancelScope() as accepting:
                         async with trio.open_nursery() as accept_nursery:
                             for sock in socks:
@@ -290,21 +285,6 @@ class Server:
                         await self.handler_instance.shutdown()
                     except Exception:
                         error_log.exception("%s.shutdown() raised", self.spec.name)
-
-    def _cork(self, ws: WebSocket) -> None:
-        """``ws`` has deliveries waiting: write them when the running task yields."""
-        if not self._corked:
-            self._flush_wanted.set()
-        self._corked.append(ws)
-
-    async def _flusher(self) -> None:
-        """Write corked deliveries: one ``send`` per socket for a burst of publishes."""
-        while True:
-            await self._flush_wanted.wait()
-            self._flush_wanted = trio.Event()
-            corked, self._corked = self._corked, []
-            for ws in corked:
-                ws._uncork()
 
     async def _background(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the handler's ``background()`` for the server's life (see handlers.rst).
@@ -386,7 +366,7 @@ class Server:
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if len(self.connections) >= self.config.max_connections:
                 try:
-                    conn.send(_BUSY)
+                    conn.send(self._busy())
                 except OSError:
                     pass
                 conn.close()
@@ -411,7 +391,7 @@ class Server:
             if len(self.connections) >= self.config.max_connections:
                 try:
                     with trio.move_on_after(1):
-                        await stream.send_all(_BUSY)
+                        await stream.send_all(self._busy())
                 except trio.BrokenResourceError:
                     pass
                 await trio.aclose_forcefully(stream)
@@ -421,6 +401,12 @@ class Server:
                 peer = stream.socket.getpeername()
                 client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
             self._start_connection(nursery, StreamTransport(stream, client))
+
+    def _busy(self) -> bytes:
+        """The 503 for a connection over ``Config.max_connections``."""
+        return self.heads.error(
+            503, "the server is at its connection limit", extra=[(b"retry-after", b"1")]
+        )
 
     def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
         conn = HTTPConnection(self, transport)
@@ -454,7 +440,7 @@ class Server:
         if len(self.connections) >= self.config.max_connections:
             try:
                 with trio.move_on_after(1):
-                    await stream.send_all(_BUSY)
+                    await stream.send_all(self._busy())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             await trio.aclose_forcefully(stream)

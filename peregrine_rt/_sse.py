@@ -201,35 +201,63 @@ class EventStream:
             except ClientDisconnected:
                 return
 
+    async def _watch_disconnect(self, conn: HTTPConnection) -> None:
+        """Notice at once a client that closes its end (not only at the next write).
+
+        An SSE client sends nothing while it listens; bytes that arrive anyway (a
+        pipelined request) go to the parser for after the stream.
+        """
+        parser = conn.parser
+        kept = 0
+        while True:
+            try:
+                data = await conn.transport.receive_some()
+            except ClientDisconnected:
+                data = b""
+            kept += len(data)
+            if not data or kept > _MAX_PIPELINED:
+                # Gone, or sending more than any request head while it listens:
+                # either way the stream ends, and the connection with it.
+                if data and conn.response is not None:
+                    conn.response.close_connection = True
+                if not data:
+                    parser.feed_eof()
+                self.closed = True
+                self._wakeup.set()
+                return
+            parser.feed(data)
+
+    @asynccontextmanager
+    async def _session(
+        self, conn: HTTPConnection | None, ping_interval: float | None
+    ) -> AsyncIterator[EventStream]:
+        """Run the keep-alive pinger and the disconnect watcher around the handler's block."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if ping_interval is not None:
+                    nursery.start_soon(self._keep_alive, ping_interval)
+                if conn is not None:
+                    nursery.start_soon(self._watch_disconnect, conn)
+                try:
+                    yield self
+                finally:
+                    # Never cut a ping in half: wait (briefly) for one being
+                    # written, then stop the helpers.  A ping that cannot
+                    # finish leaves the stream broken and the connection closes.
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await self._lock.acquire()
+                        self._lock.release()
+                    self.closed = True
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The pinger never raises: the one exception is the block's own
+            # (ClientDisconnected, a handler's error); let it out as itself.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise  # pragma: no cover - the pinger catches what it meets
+
     def __repr__(self) -> str:
         return f"<EventStream {'closed' if self.closed else 'open'}>"
-
-
-async def _watch_disconnect(conn: HTTPConnection, stream: EventStream) -> None:
-    """Notice at once a client that closes its end (not only at the next write).
-
-    An SSE client sends nothing while it listens; bytes that arrive anyway (a
-    pipelined request) go to the parser for after the stream.
-    """
-    parser = conn.parser
-    kept = 0
-    while True:
-        try:
-            data = await conn.transport.receive_some()
-        except ClientDisconnected:
-            data = b""
-        kept += len(data)
-        if not data or kept > _MAX_PIPELINED:
-            # Gone, or sending more than any request head while it listens:
-            # either way the stream ends, and the connection with it.
-            if data and conn.response is not None:
-                conn.response.close_connection = True
-            if not data:
-                parser.feed_eof()
-            stream.closed = True
-            stream._wakeup.set()
-            return
-        parser.feed(data)
 
 
 @asynccontextmanager
@@ -248,26 +276,5 @@ async def open_event_stream(
         stream = EventStream(send, last_event_id, outbox_size, policy)
         if retry is not None:
             await stream.send(retry=retry)
-        try:
-            async with trio.open_nursery() as nursery:
-                if ping_interval is not None:
-                    nursery.start_soon(stream._keep_alive, ping_interval)
-                if response._conn is not None:
-                    nursery.start_soon(_watch_disconnect, response._conn, stream)
-                try:
-                    yield stream
-                finally:
-                    # Never cut a ping in half: wait (briefly) for one being
-                    # written, then stop the helpers.  A ping that cannot
-                    # finish leaves the stream broken and the connection closes.
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await stream._lock.acquire()
-                        stream._lock.release()
-                    stream.closed = True
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The pinger never raises: the one exception is the block's own
-            # (ClientDisconnected, a handler's error); let it out as itself.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise  # pragma: no cover - the pinger catches what it meets
+        async with stream._session(response.connection, ping_interval):
+            yield stream

@@ -339,7 +339,7 @@ def serve_file(
     precompressed: bool,
 ) -> None:
     """``Response.file``: answer with one file, the request's conditionals and ranges applied."""
-    conn = response._conn
+    conn = response.connection
     request = conn.request if conn is not None and conn.response is response else None
     if request is not None and request.method not in ("GET", "HEAD"):
         error(response, 405)

@@ -131,7 +131,7 @@ async def upgrade(
         parts += (b"sec-websocket-protocol: ", chosen.encode("latin-1"), b"\r\n")
     if accepted_extensions is not None:
         parts += (b"sec-websocket-extensions: ", accepted_extensions, b"\r\n")
-    for name, value in response.headers.raw:  # e.g. set-cookie from the handler
+    for name, value in [*response.headers.raw, *conn.heads.standard]:  # set-cookie, server…
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     response.status = 101
@@ -139,13 +139,12 @@ async def upgrade(
     ws = WebSocket(
         conn,
         request,
-        WSConnection(
-            ConnectionType.SERVER,
-            extensions=list(extensions),
-            trailing_data=conn.parser.trailing_data,
-        ),
+        WSConnection(ConnectionType.SERVER, extensions=list(extensions)),
         chosen,
         limit,
+        scheduler=conn.server.scheduler,
+        compressed=bool(extensions),
+        initial=conn.parser.trailing_data,
     )
     conn.websocket = ws
     await conn.transport.send_all(b"".join(parts))

@@ -23,7 +23,6 @@ Close codes the server uses:
 from __future__ import annotations
 
 import logging
-import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -39,20 +38,29 @@ from wsproto.events import (
     TextMessage,
 )
 
-from ._connection import Disconnected, SocketTransport
-from ._frames import encode_frame, parse_simple_frames
-from .exceptions import ConnectionClosed
+from ._frames import FrameTracker, encode_frame, parse_simple_frames
+from ._outbox import Outbox
+from .exceptions import ClientDisconnected, ConnectionClosed
 
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
     from ._hub import Hub
+    from ._outbox import SendScheduler
     from ._request import Request
+    from .handlers import WebSocketHandler
 
 __all__ = ["WebSocket"]
 
 error_log = logging.getLogger("peregrine_rt.error")
+
+
+class _TooBig:
+    """Marks, in the backlog, where a message went over the size limit."""
+
+
+_TOO_BIG = _TooBig()
 
 
 class WebSocket:
@@ -69,27 +77,28 @@ class WebSocket:
     are serialised, each message leaves whole, and ``send`` waits while the
     peer reads slowly (backpressure).  Once closed, ``send`` raises
     :class:`~peregrine_rt.ConnectionClosed` with the code and reason.
+
+    The hub and :func:`~peregrine_rt.broadcast` use :attr:`shares_frames`,
+    :meth:`deliver_frame` and :meth:`track_hub`; the send path (``_outbox``)
+    uses :meth:`closed_error`, :meth:`send_failed` and :meth:`slow_consumer`.
+    Handlers do not need them.
     """
 
     __slots__ = (
         "_backlog",
-        "_broken",
         "_close_deadline",
         "_conn",
-        "_corked",
-        "_dropping",
         "_ended",
         "_fast",
         "_hubs",
+        "_initial",
         "_max_size",
         "_outbox",
-        "_outbox_bytes",
         "_ping_counter",
         "_ping_sent_at",
         "_pong_waiters",
         "_reader",
-        "_sock",
-        "_writing",
+        "_tracker",
         "_ws",
         "close_code",
         "close_reason",
@@ -107,6 +116,10 @@ class WebSocket:
         ws: WSConnection,
         subprotocol: str | None,
         max_size: int | None,
+        *,
+        scheduler: SendScheduler,
+        compressed: bool = False,
+        initial: bytes = b"",
     ) -> None:
         self._conn = conn
         self._ws = ws
@@ -117,22 +130,26 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._max_size = max_size
-        # Sending.  One writer at a time (``_writing``); whatever is to be sent
-        # while it writes waits in ``_outbox``, in order: hub deliveries
-        # (``done`` None, counted in ``_outbox_bytes`` against
-        # Config.ws_outbox_size) and the frames of ``send`` calls (``done`` an
-        # Event their caller waits on).  ``droppable`` is False for a frame
-        # partly written already, and for frames a ``send`` caller waits on.
-        self._writing = False
-        self._outbox: deque[tuple[bytes, trio.Event | None, bool]] = deque()
-        self._outbox_bytes = 0
-        self._dropping = False  # drop-oldest is dropping (logged once per episode)
-        self._corked = False  # deliveries wait in the outbox for the server's flush
-        self._ended = False  # its life (_run) is over: it can join no hub
-        transport = conn.transport
-        self._sock: socket.socket | None = (
-            transport.sock if isinstance(transport, SocketTransport) else None
+        config = conn.server.config
+        # The common-frame fast path (peregrine_rt._frames) needs frames as
+        # RFC 6455 writes them with no extension in between.
+        self._fast = not compressed
+        self._outbox = Outbox(
+            self,
+            conn.transport,
+            scheduler,
+            limit=config.ws_outbox_size,
+            policy=config.ws_slow_policy,
+            droppable=self._fast,
         )
+        # Follows the frames handed to wsproto (None once a message went over
+        # the limit: wsproto then reads on alone until the close handshake ends).
+        slack = 0 if max_size is None or not compressed else max_size // 1024 + 1024
+        self._tracker: FrameTracker | None = FrameTracker(
+            None if max_size is None else max_size + slack
+        )
+        self._initial = initial  # bytes that came with the upgrade request
+        self._ended = False  # its life (run) is over: it can join no hub
         self._hubs: list[Hub] | None = None  # hubs this socket is subscribed on
         self._pong_waiters: dict[bytes, trio.Event] = {}
         self._ping_sent_at: float | None = None  # the heartbeat's outstanding ping
@@ -141,10 +158,6 @@ class WebSocket:
         self._backlog: deque[Any] = deque()  # events read but not handled yet
         self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
         self._ping_counter = 0
-        self._broken = False  # a send was interrupted mid-frame: the stream is unusable
-        # The common-frame fast path (peregrine_rt._frames) needs frames as
-        # RFC 6455 writes them with no extension in between.
-        self._fast = not ws._proto.extensions
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -156,185 +169,30 @@ class WebSocket:
         """The server's hub (``ws.hub.subscribe(ws, "room.lobby")``)."""
         return self._conn.server.hub
 
-    def _on_subscribe(self, hub: Hub) -> None:
-        hubs = self._hubs
-        if hubs is None:
-            self._hubs = [hub]
-        elif hub not in hubs:
-            hubs.append(hub)
-
     @property
     def closed(self) -> bool:
         """Whether the close handshake started (no more sending)."""
         return self.close_code is not None or self._ws.state is not ConnectionState.OPEN
 
-    def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed.for_code(self.close_code or 1006, self.close_reason or "")
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes of hub deliveries queued for this socket and not written yet.
 
-    async def _send_bytes(self, data: bytes) -> None:
-        """Send ``data`` after everything queued before it; wait until it is written.
-
-        The caller waits while the peer reads slowly (backpressure).  Cancelled
-        while its turn has not come, the frame still goes out in its turn (the
-        frames after it, compressed ones included, are encoded after it).
+        What the browser's ``WebSocket.bufferedAmount`` says on the other side:
+        it grows while the peer reads slower than messages are published, up to
+        ``Config.ws_outbox_size``, where the slow-consumer policy applies.
         """
-        if self._broken:
-            raise self._closed_error()
-        if self._writing or self._outbox:
-            done = trio.Event()
-            self._outbox.append((data, done, False))
-            self._start_drain()
-            await done.wait()
-            if self._broken:
-                raise self._closed_error()
-            return
-        self._writing = True
-        try:
-            await self._write(data)
-        finally:
-            self._writing = False
-            # What was queued meanwhile goes to a writer task: the caller
-            # returns once its own frame is written, not when the queue is.
-            if self._outbox:
-                self._start_drain()
+        return self._outbox.buffered
 
-    async def _write(self, data: bytes) -> None:
-        try:
-            await self._conn.transport.send_all(data)
-        except Disconnected:
-            self._fail(1006, "connection lost")
-            raise self._closed_error() from None
-        except BaseException:
-            # Interrupted (cancelled) part-way through a frame: whatever
-            # follows would be read as the rest of it.  The stream cannot be
-            # framed any more, so the connection is dropped (1006).
-            self._fail(1006, "a send was interrupted")
-            with trio.CancelScope(shield=True):
-                await self._conn.transport.abort()
-            raise
+    async def send(self, message: str | bytes) -> None:
+        """Send one message: ``str`` as a text message, ``bytes`` as a binary one.
 
-    def _fail(self, code: int, reason: str) -> None:
-        """The byte stream is unusable: release everyone waiting to send."""
-        self._broken = True
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        for _, done, _ in self._outbox:
-            if done is not None:
-                done.set()
-        self._outbox.clear()
-        self._outbox_bytes = 0
-
-    async def _flush(self) -> None:
-        """Write the outbox in order (the caller is the writer)."""
-        outbox = self._outbox
-        self._dropping = False
-        while outbox:
-            data, done, _ = outbox.popleft()
-            if done is None:
-                self._outbox_bytes -= len(data)
-            try:
-                await self._write(data)
-            except ConnectionClosed:
-                return
-            finally:
-                # Its sender learns the outcome either way (``_broken`` on failure).
-                if done is not None:
-                    done.set()
-
-    def _start_drain(self) -> None:
-        """Make sure a writer will empty the outbox."""
-        if self._writing:
-            return  # the current writer flushes before it stops
-        nursery = self._conn.server._nursery
-        if nursery is None:  # pragma: no cover - the server is gone
-            self._fail(1006, "server stopped")
-            return
-        self._writing = True
-        nursery.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        try:
-            await self._flush()
-        finally:
-            self._writing = False
-
-    def _deliver(self, frame: bytes) -> bool:
-        """Queue one encoded frame without waiting (hub deliveries, broadcast).
-
-        The frame joins the socket's outbox.  On a plain socket with nothing
-        being written, the server's flush writes the outbox when the running
-        task yields, in one ``send`` (a burst of publishes costs one system
-        call per subscriber, not one per message); a burst past the server's
-        cork limit is written at once.  A socket that cannot take it all gets
-        a writer task.  When the outbox would pass ``Config.ws_outbox_size``
-        the slow-consumer policy applies.  Returns False when the socket is
-        closed or closing.
+        Raises:
+            ConnectionClosed: the socket is closed or closing (``.code``, ``.reason``).
         """
-        if self.close_code is not None or self._broken:
-            return False
-        if self._corked and self._outbox_bytes + len(frame) > self._conn.server._cork_limit:
-            self._uncork()  # a big burst: write what it gathered so far now
-        if (
-            self._outbox
-            and self._outbox_bytes + len(frame) > self._conn.server.config.ws_outbox_size
-            and not self._overflow(len(frame))
-        ):
-            return False
-        self._outbox.append((frame, None, True))
-        self._outbox_bytes += len(frame)
-        if self._writing or self._corked:
-            return True  # the writer, or the coming flush, takes it
-        if self._sock is None:
-            self._start_drain()
-        else:
-            # Written by the server's flush once this task yields, together
-            # with whatever else is delivered to this socket until then: a
-            # burst of publishes costs one send() per subscriber, not one per
-            # message per subscriber.
-            self._corked = True
-            self._conn.server._cork(self)
-        return True
-
-    def _uncork(self) -> None:
-        """Write what deliveries queued since the last flush, in one ``send`` if it fits."""
-        self._corked = False
-        outbox = self._outbox
-        if self._writing or not outbox or self._broken:
-            return
-        frames = []
-        for item in outbox:
-            if item[1] is not None:
-                break  # a send() waits after these: the writer task keeps the order
-            frames.append(item[0])
-        if len(frames) < len(outbox):
-            self._start_drain()
-            return
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        try:
-            sent = self._sock.send(data)  # type: ignore[union-attr]  # corked: a socket
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._start_drain()  # the writer meets the error and ends the socket
-            return
-        if sent == len(data):
-            outbox.clear()
-            self._outbox_bytes = 0
-            return
-        if sent:
-            # Drop what was written; the rest of a frame already begun cannot
-            # be dropped any more, the whole frames after it still can.
-            outbox.clear()
-            for frame in frames:
-                if sent >= len(frame):
-                    sent -= len(frame)
-                elif sent:
-                    outbox.append((frame[sent:], None, False))
-                    sent = 0
-                else:
-                    outbox.append((frame, None, True))
-            self._outbox_bytes = sum(len(item[0]) for item in outbox)
-        self._start_drain()
+        if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
+            raise self.closed_error()
+        await self._outbox.send(self._encode(message))
 
     def deliver(self, message: str | bytes) -> bool:
         """Send ``message`` without waiting: written now, or queued in the outbox.
@@ -350,7 +208,63 @@ class WebSocket:
         """
         if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
             return False
-        return self._deliver(self._encode(message))
+        return self._outbox.deliver(self._encode(message))
+
+    # -- for the hub and broadcast() ------------------------------------------------
+
+    @property
+    def shares_frames(self) -> bool:
+        """Whether a message's frame is the same bytes for this socket as for any other.
+
+        True without compression (server frames are unmasked): the hub encodes
+        a message once and hands the frame to :meth:`deliver_frame` of every
+        such socket.
+        """
+        return self._fast
+
+    def deliver_frame(self, frame: bytes) -> bool:
+        """:meth:`deliver` for a frame already encoded (only where :attr:`shares_frames`)."""
+        if self.close_code is not None:
+            return False
+        return self._outbox.deliver(frame)
+
+    def track_hub(self, hub: Hub) -> None:
+        """Note that ``hub`` has subscribed this socket: it leaves ``hub`` when it closes.
+
+        Raises:
+            ConnectionClosed: the socket's life is over (it could never leave).
+        """
+        if self._ended:
+            raise self.closed_error()
+        hubs = self._hubs
+        if hubs is None:
+            self._hubs = [hub]
+        elif hub not in hubs:
+            hubs.append(hub)
+
+    # -- for the send path (peregrine_rt._outbox.OutboxOwner) ------------------------
+
+    def closed_error(self) -> ConnectionClosed:
+        """The :class:`~peregrine_rt.ConnectionClosed` a sender gets now that it is closed."""
+        return ConnectionClosed.for_code(self.close_code or 1006, self.close_reason or "")
+
+    def send_failed(self, code: int, reason: str) -> None:
+        """The byte stream broke (peer gone, or a write interrupted): record how it ended."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+    def slow_consumer(self) -> bytes | None:
+        """The outbox overflowed under the ``close`` policy: close with 1008.
+
+        Returns:
+            The close frame for the outbox to queue (None if one was sent already).
+        """
+        reason = "slow consumer: outbox full"
+        self.close_code, self.close_reason = 1008, reason
+        self._close_deadline = trio.current_time() + self._conn.server.config.ws_close_timeout
+        if self._ws.state is not ConnectionState.OPEN:
+            return None
+        return self._ws.send(CloseConnection(code=1008, reason=reason))
 
     def _encode(self, message: str | bytes) -> bytes:
         """The frame of ``message`` for this socket (with its compression state, if any)."""
@@ -361,73 +275,44 @@ class WebSocket:
         )
         return self._ws.send(event)
 
-    def _overflow(self, incoming: int) -> bool:
-        """The outbox is full: apply Config.ws_slow_policy.  True: queue the frame."""
-        config = self._conn.server.config
-        outbox = self._outbox
-        # Dropping a compressed frame would desynchronise the peer's inflater.
-        if config.ws_slow_policy == "drop-oldest" and self._fast:
-            kept: deque[tuple[bytes, trio.Event | None, bool]] = deque()
-            dropped = 0
-            limit = config.ws_outbox_size - incoming
-            while outbox and self._outbox_bytes > limit:
-                item = outbox.popleft()
-                if item[2]:
-                    self._outbox_bytes -= len(item[0])
-                    dropped += 1
-                else:
-                    kept.append(item)
-            outbox.extendleft(reversed(kept))  # in place: a writer may hold a reference
-            if dropped and not self._dropping:  # one line per episode, not per message
-                self._dropping = True
-                error_log.warning("%r: slow consumer, dropping the oldest queued messages", self)
-            return True
-        error_log.warning(
-            "%r: slow consumer, %d bytes queued; closing it with 1008",
-            self,
-            self._outbox_bytes,
-        )
-        # Keep what cannot be dropped (a frame begun, frames a sender waits
-        # on), drop the rest, and queue the close frame behind them.
-        undroppable = [item for item in outbox if not item[2]]
-        outbox.clear()  # in place: a writer may hold a reference
-        outbox.extend(undroppable)
-        self._outbox_bytes = sum(len(item[0]) for item in undroppable if item[1] is None)
-        reason = "slow consumer: outbox full"
-        self.close_code, self.close_reason = 1008, reason
-        if self._ws.state is ConnectionState.OPEN:
-            data = self._ws.send(CloseConnection(code=1008, reason=reason))
-            outbox.append((data, None, False))
-            self._outbox_bytes += len(data)
-            self._start_drain()
-        self._close_deadline = trio.current_time() + config.ws_close_timeout
-        return False
+    # -- receiving --------------------------------------------------------------------
 
-    async def send(self, message: str | bytes) -> None:
-        """Send one message: ``str`` as a text message, ``bytes`` as a binary one.
+    def _feed(self, data: bytes) -> None:
+        """Parse received bytes into the backlog, in order.
 
-        Raises:
-            ConnectionClosed: the socket is closed or closing (``.code``, ``.reason``).
+        While wsproto is idle (the tracker says so) and the socket is open and
+        uncompressed, the fast path reads the common frames itself; everything
+        else goes to wsproto, through the tracker.  A message over the size
+        limit leaves a ``_TOO_BIG`` mark in the backlog where it began.
         """
-        if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
-            raise self._closed_error()
-        await self._send_bytes(self._encode(message))
-
-    def _wsproto_idle(self) -> bool:
-        """Whether wsproto sits between frames with nothing buffered (fast path allowed)."""
         ws = self._ws
-        try:
-            proto = ws._proto
-            decoder = proto._frame_decoder
-            return (
-                not ws._events
-                and decoder.header is None
-                and not len(decoder.buffer)
-                and proto._message_decoder.opcode is None
-            )
-        except AttributeError:  # pragma: no cover - another wsproto: no fast path
-            self._fast = False
-            return False
+        backlog = self._backlog
+        tracker = self._tracker
+        if tracker is None:  # a message went over the limit: wsproto reads on alone
+            ws.receive_data(data)
+            backlog.extend(ws.events())
+            return
+        fast = self._fast
+        pos = 0
+        n = len(data)
+        while pos < n:
+            if fast and tracker.idle and ws.state is ConnectionState.OPEN:
+                messages, pos = parse_simple_frames(data, self._max_size, pos)
+                if messages:
+                    backlog.extend(messages)
+                if pos >= n:
+                    return
+            end, over = tracker.advance(data, pos, fast)
+            ws.receive_data(data if pos == 0 and end == n else data[pos:end])
+            backlog.extend(ws.events())
+            pos = end
+            if over:
+                self._tracker = None
+                backlog.append(_TOO_BIG)
+                if pos < n:
+                    ws.receive_data(data[pos:])
+                    backlog.extend(ws.events())
+                return
 
     async def ping(self, payload: bytes | None = None) -> float:
         """Send a ping and wait for its pong; return the round trip in seconds.
@@ -436,7 +321,7 @@ class WebSocket:
         arrive meanwhile are kept, in order, for ``on_message``).
         """
         if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
-            raise self._closed_error()
+            raise self.closed_error()
         if payload is None:
             self._ping_counter += 1
             payload = b"peregrine-%d" % self._ping_counter
@@ -445,7 +330,7 @@ class WebSocket:
         event = self._pong_waiters[payload] = trio.Event()
         start = trio.current_time()
         try:
-            await self._send_bytes(self._ws.send(Ping(payload=payload)))
+            await self._outbox.send(self._ws.send(Ping(payload=payload)))
             if trio.lowlevel.current_task() is self._reader:
                 await self._read_until(event)  # inside a callback: nobody else reads
             else:
@@ -453,34 +338,43 @@ class WebSocket:
         finally:
             unanswered = self._pong_waiters.pop(payload, None) is not None
         if unanswered:
-            raise self._closed_error()
+            raise self.closed_error()
         self.latency = trio.current_time() - start
         return self.latency
 
     async def _read_until(self, event: trio.Event) -> None:
         """Read frames until ``event`` is set, keeping other events for the receive loop."""
         ws = self._ws
+        backlog = self._backlog
         while not event.is_set():
             try:
                 received = await self._conn.transport.receive_some()
-            except Disconnected:
+            except ClientDisconnected:
                 received = b""
             if not received:
                 if self.close_code is None:
                     self.close_code, self.close_reason = 1006, "connection lost"
                 return
-            ws.receive_data(received)
-            for ev in ws.events():
-                self.last_seen = trio.current_time()
-                if isinstance(ev, Pong):
+            self.last_seen = trio.current_time()
+            start = len(backlog)
+            self._feed(received)
+            new = [backlog.pop() for _ in range(len(backlog) - start)]
+            closing = False
+            while new:
+                ev = new.pop()
+                if closing:
+                    backlog.append(ev)
+                elif isinstance(ev, Pong):
                     self._handle_pong(ev)
                 elif isinstance(ev, Ping):
                     if ws.state is ConnectionState.OPEN:
-                        await self._send_bytes(ws.send(ev.response()))
+                        await self._outbox.send(ws.send(ev.response()))
                 else:
-                    self._backlog.append(ev)
-                    if isinstance(ev, CloseConnection):
-                        return  # no pong will come; the receive loop answers the close
+                    backlog.append(ev)
+                    # No pong will come after a close; the receive loop answers it.
+                    closing = isinstance(ev, CloseConnection)
+            if closing:
+                return
 
     def _handle_pong(self, event: Pong) -> None:
         waiter = self._pong_waiters.get(bytes(event.payload))
@@ -510,14 +404,17 @@ class WebSocket:
             self.close_code, self.close_reason = code, reason
         self._close_deadline = trio.current_time() + self._conn.server.config.ws_close_timeout
         try:
-            await self._send_bytes(data)
+            await self._outbox.send(data)
         except ConnectionClosed:
             pass
 
     # -- driven by the connection ------------------------------------------------
 
-    async def _run(self, handler: Any) -> None:
-        """Run the socket's life: on_open, messages, on_close exactly once."""
+    async def run(self, handler: Any) -> None:
+        """Run the socket's life: on_open, messages, on_close exactly once.
+
+        Called by the connection after ``upgrade()``; not for handlers.
+        """
         server = self._conn.server
         spec = server.spec
         server.websockets.add(self)
@@ -540,7 +437,7 @@ class WebSocket:
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
                         data = self._ws.send(CloseConnection(code=1011, reason="ping timeout"))
                         try:
-                            await self._send_bytes(data)
+                            await self._outbox.send(data)
                         except ConnectionClosed:
                             pass
                 if self.close_code is None:
@@ -566,43 +463,37 @@ class WebSocket:
         for event in list(self._pong_waiters.values()):
             event.set()
 
-    async def _receive_loop(self, handler: Any) -> None:
+    async def _receive_loop(self, handler: WebSocketHandler) -> None:
         ws = self._ws
         transport = self._conn.transport
         on_message = handler.on_message
         max_size = self._max_size
-        parts: list[Any] = []
+        parts: bytearray | None = None  # a fragmented message so far
         size = 0
         backlog = self._backlog
         self._reader = trio.lowlevel.current_task()
         wait_first = False
-        # Bytes that arrived with the upgrade request are already in ws.  Events
-        # are taken into the backlog before any callback runs, so that ping()
-        # called from a callback can read on while they wait their turn.
+        # Events are taken into the backlog before any callback runs, so that
+        # ping() called from a callback can read on while they wait their turn.
+        if self._initial:  # bytes that came with the upgrade request
+            self._feed(self._initial)
+            self._initial = b""
         while True:
             if not backlog:
-                backlog.extend(ws.events())
-                if not backlog:
-                    if ws.state is ConnectionState.CLOSED:
-                        return
-                    try:
-                        # Everything read has been handled (and most likely
-                        # answered): wait for the socket before trying recv().
-                        received = await transport.receive_some(wait_first)
-                    except Disconnected:
-                        return
-                    wait_first = True
-                    if not received:
-                        return
-                    self.last_seen = trio.current_time()
-                    if self._fast and ws.state is ConnectionState.OPEN and self._wsproto_idle():
-                        messages, offset = parse_simple_frames(received, max_size)
-                        backlog.extend(messages)
-                        if offset < len(received):
-                            ws.receive_data(received[offset:])
-                    else:
-                        ws.receive_data(received)
-                    continue
+                if ws.state is ConnectionState.CLOSED:
+                    return
+                try:
+                    # Everything read has been handled (and most likely
+                    # answered): wait for the socket before trying recv().
+                    received = await transport.receive_some(wait_first)
+                except ClientDisconnected:
+                    return
+                wait_first = True
+                if not received:
+                    return
+                self.last_seen = trio.current_time()
+                self._feed(received)
+                continue
             while backlog:
                 event = backlog.popleft()
                 if type(event) is str or type(event) is bytes:  # from the fast path
@@ -610,6 +501,12 @@ class WebSocket:
                         await on_message(self, event)
                     continue
                 self.last_seen = trio.current_time()
+                if event is _TOO_BIG:
+                    # Counted from the frame headers, fragments included.
+                    await self.close(1009, f"message over {max_size} bytes")
+                    parts = None
+                    size = 0
+                    continue
                 if isinstance(event, (TextMessage, BytesMessage)):
                     data = event.data
                     # Bytes, not characters (isascii() is O(1) on str).
@@ -617,29 +514,31 @@ class WebSocket:
                         size += len(data.encode())
                     else:
                         size += len(data)
-                    if max_size is not None and size > max_size:
+                    if max_size is not None and size > max_size:  # once inflated
                         await self.close(1009, f"message over {max_size} bytes")
-                        parts.clear()
+                        parts = None
                         size = 0
                         continue
                     if self.close_code is not None:
                         continue  # closing: drop messages still arriving
-                    if not event.message_finished:
-                        parts.append(event.data)
-                        continue
-                    if parts:
-                        parts.append(event.data)
-                        message: str | bytes = (
-                            "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
-                        )
-                        parts.clear()
+                    if parts is None and event.message_finished:
+                        message: str | bytes = bytes(data) if isinstance(data, bytearray) else data
                     else:
-                        message = bytes(data) if isinstance(data, bytearray) else data
+                        # Fragments go into one growing buffer (UTF-8 for text,
+                        # which wsproto has validated): memory stays about the
+                        # message's size however finely it is cut.
+                        if parts is None:
+                            parts = bytearray()
+                        parts += data.encode() if isinstance(data, str) else data
+                        if not event.message_finished:
+                            continue
+                        message = parts.decode() if type(event) is TextMessage else bytes(parts)
+                        parts = None
                     size = 0
                     await on_message(self, message)
                 elif isinstance(event, Ping):
                     if ws.state is ConnectionState.OPEN:
-                        await self._send_bytes(ws.send(event.response()))
+                        await self._outbox.send(ws.send(event.response()))
                 elif isinstance(event, Pong):
                     self._handle_pong(event)
                 elif isinstance(event, CloseConnection):
@@ -650,7 +549,7 @@ class WebSocket:
                             self.close_code = int(event.code)
                             self.close_reason = event.reason or ""
                         try:
-                            await self._send_bytes(ws.send(event.response()))
+                            await self._outbox.send(ws.send(event.response()))
                         except ConnectionClosed:
                             pass
                         return
@@ -689,7 +588,7 @@ class WebSocket:
         if self._ws.state is not ConnectionState.OPEN:
             return
         try:
-            await self._send_bytes(self._ws.send(Ping(payload=b"peregrine-hb")))
+            await self._outbox.send(self._ws.send(Ping(payload=b"peregrine-hb")))
         except Exception:  # the socket is going away; its own task reports how
             pass
 

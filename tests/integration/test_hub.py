@@ -291,7 +291,7 @@ async def test_a_slow_subscriber_never_delays_the_others(policy: str) -> None:
             with trio.fail_after(60):
                 for i in range(200):
                     await server.hub.publish("feed", f"{i:04d} {piece}")
-                    worst = max(worst, slow_ws._outbox_bytes)
+                    worst = max(worst, slow_ws.buffered_amount)
                     # Every message reaches the fast reader, whatever the slow one does.
                     assert (await fast.receive()).startswith(f"{i:04d} ")
             # The outbox never held more than its bound (one frame past it at most,
@@ -401,8 +401,8 @@ async def test_a_sender_queued_behind_a_delivery_learns_that_the_peer_left() -> 
             await pr.upgrade(request, response)
 
         async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
-            assert ws._sock is not None
-            ws._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+            sock = ws._conn.transport.sock  # type: ignore[attr-defined]  # a plain socket here
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
             ws.deliver(b"a" * size)  # partly written: the rest goes to a writer task
             try:
                 await ws.send(b"b" * size)  # queued behind it
@@ -512,9 +512,9 @@ class Burst:
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
         ws = await pr.upgrade(request, response)
         if request.path == "/sub":
-            assert ws._sock is not None
-            counter = CountingSocket(ws._sock)
-            ws._sock = counter  # type: ignore[assignment]
+            transport = ws._conn.transport  # a SocketTransport: wrap its socket
+            counter = CountingSocket(transport.sock)  # type: ignore[attr-defined]
+            transport.sock = counter  # type: ignore[attr-defined]
             self.counters.append(counter)
             ws.hub.subscribe(ws, "burst")
 

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt import _connection
+from peregrine_rt import _transport
 from peregrine_rt._files import CHUNK_SIZE, FILE_STATS
 from peregrine_rt.testing import open_client, open_server
 
@@ -39,7 +39,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=["sendfile", "reads"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(_connection, "USE_SENDFILE", request.param == "sendfile")
+    monkeypatch.setattr(_transport, "USE_SENDFILE", request.param == "sendfile")
     FILE_STATS.reset()
     yield request.param
 

@@ -1,0 +1,394 @@
+"""The WebSocket send path: a bounded outbox per socket, corked writes, one flush task.
+
+Everything a socket sends goes through its :class:`Outbox`, in order, with one
+writer at a time:
+
+* ``await outbox.send(frame)`` (``ws.send``, pings, close frames) waits for its
+  turn and until the frame is written: the caller feels the peer's speed
+  (backpressure).  Cancelled while waiting for its turn, the frame still goes
+  out in its turn, since the frames after it (compressed ones included) were
+  encoded after it.
+* ``outbox.deliver(frame)`` (hub publishes, ``broadcast()``) never waits: the
+  frame joins the queue, counted against ``Config.ws_outbox_size``.  On a
+  transport that can send without waiting (a plain socket), the socket is
+  *corked*: the :class:`SendScheduler`'s flush task writes everything queued
+  for it when the publishing task yields, in one ``send`` — a burst of
+  publishes costs one system call per subscriber, not one per message.  A
+  burst past the cork limit is written as it grows.  What the kernel does not
+  take goes to a writer task.
+* When a delivery would pass the bound, the slow-consumer policy applies
+  (``Config.ws_slow_policy``): ``drop-oldest`` drops whole queued deliveries
+  (never a frame already begun, never one a ``send`` caller waits on, never on
+  a compressed socket, whose peer's inflater would lose its place); ``close``
+  drops what it may, queues a 1008 close frame from the owner and reports it.
+
+The socket that owns an outbox implements :class:`OutboxOwner` (three calls);
+the server owns one :class:`SendScheduler`, which it runs for its life.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from .exceptions import ClientDisconnected, ConnectionClosed
+
+if TYPE_CHECKING:
+    from ._transport import Transport
+
+__all__ = ["Outbox", "OutboxItem", "OutboxOwner", "SendScheduler"]
+
+error_log = logging.getLogger("peregrine_rt.error")
+
+CORK_LIMIT = 65_536  # bytes a corked socket gathers before the burst is written at once
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    """One frame (or the rest of one) waiting to be written.
+
+    Attributes:
+        data: the bytes to write.
+        done: set once written (or once the stream failed) for a ``send``
+            caller waiting on it; None for a delivery nobody waits on.
+        droppable: a whole frame nobody waits on: the slow-consumer policy may
+            drop it.  False for the rest of a frame begun, and for waited-on ones.
+    """
+
+    data: bytes
+    done: trio.Event | None = None
+    droppable: bool = True
+
+
+class OutboxOwner(Protocol):
+    """What an :class:`Outbox` asks of the socket that owns it."""
+
+    def send_failed(self, code: int, reason: str) -> None:
+        """The byte stream is unusable (peer gone, or a write interrupted mid-frame)."""
+
+    def closed_error(self) -> ConnectionClosed:
+        """The exception a sender gets once the socket is closed or broken."""
+
+    def slow_consumer(self) -> bytes | None:
+        """The outbox overflowed under the ``close`` policy: the close frame to queue, if any."""
+
+
+class SendScheduler:
+    """The server's side of the send path: the flush task and the writer tasks.
+
+    Resource handling:
+        :meth:`run` holds a nursery for the server's life (the server starts it
+        with ``nursery.start``); writer tasks run in it, and end with it.
+    """
+
+    __slots__ = ("_corked", "_flush_wanted", "_nursery", "cork_limit")
+
+    def __init__(self, cork_limit: int = CORK_LIMIT) -> None:
+        self.cork_limit = cork_limit
+        self._corked: list[Outbox] = []
+        self._flush_wanted = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def cork(self, outbox: Outbox) -> None:
+        """``outbox`` has deliveries waiting: write them when the running task yields."""
+        if not self._corked:
+            self._flush_wanted.set()
+        self._corked.append(outbox)
+
+    def spawn(self, writer: Callable[[], Awaitable[None]]) -> bool:
+        """Start a writer task; False when the scheduler is not running (the server is gone)."""
+        nursery = self._nursery
+        if nursery is None:
+            return False
+        nursery.start_soon(writer)
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush corked outboxes until cancelled (one ``send`` per socket per burst)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                while True:
+                    await self._flush_wanted.wait()
+                    self._flush_wanted = trio.Event()
+                    corked, self._corked = self._corked, []
+                    for outbox in corked:
+                        outbox.uncork()
+        finally:
+            self._nursery = None
+
+
+class Outbox:
+    """One socket's send path (see the module docstring).
+
+    Args:
+        owner: the socket (:class:`OutboxOwner`).
+        transport: where the bytes go.
+        scheduler: the server's :class:`SendScheduler`.
+        limit: ``Config.ws_outbox_size``, the bytes of deliveries that may wait.
+        policy: ``Config.ws_slow_policy`` (``"close"`` or ``"drop-oldest"``).
+        droppable: whether queued deliveries may be dropped at all (False for
+            a compressed socket).
+    """
+
+    __slots__ = (
+        "_broken",
+        "_bytes",
+        "_corked",
+        "_dropping",
+        "_items",
+        "_writing",
+        "can_drop",
+        "limit",
+        "owner",
+        "policy",
+        "scheduler",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        owner: OutboxOwner,
+        transport: Transport,
+        scheduler: SendScheduler,
+        *,
+        limit: int,
+        policy: str = "close",
+        droppable: bool = True,
+    ) -> None:
+        self.owner = owner
+        self.transport = transport
+        self.scheduler = scheduler
+        self.limit = limit
+        self.policy = policy
+        self.can_drop = droppable
+        self._items: deque[OutboxItem] = deque()
+        self._bytes = 0  # bytes of queued deliveries (not of send() frames)
+        self._writing = False  # a writer is at work: whatever comes waits in _items
+        self._corked = False  # deliveries wait for the scheduler's flush
+        self._broken = False  # a write failed: nothing more can be framed
+        self._dropping = False  # drop-oldest is dropping (logged once per episode)
+
+    # -- what the socket reads ------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of deliveries queued and not written yet."""
+        return self._bytes
+
+    @property
+    def broken(self) -> bool:
+        """Whether a write failed, so that the byte stream cannot carry more frames."""
+        return self._broken
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` after everything queued before it; return once it is written.
+
+        Raises:
+            ConnectionClosed: the stream is broken (before or while writing).
+        """
+        if self._broken:
+            raise self.owner.closed_error()
+        if self._writing or self._items:
+            done = trio.Event()
+            self._items.append(OutboxItem(data, done, droppable=False))
+            self._start_writer()
+            await done.wait()
+            if self._broken:
+                raise self.owner.closed_error()
+            return
+        self._writing = True
+        try:
+            await self._write(data)
+        finally:
+            self._writing = False
+            # What was queued meanwhile goes to a writer task: the caller
+            # returns once its own frame is written, not when the queue is.
+            if self._items:
+                self._start_writer()
+
+    def deliver(self, frame: bytes) -> bool:
+        """Queue ``frame`` without waiting; False when the policy refused it (or closed).
+
+        The caller (the socket) has checked that it is open.
+        """
+        if self._broken:
+            return False
+        size = len(frame)
+        if self._corked and self._bytes + size > self.scheduler.cork_limit:
+            self.uncork()  # a big burst: write what it gathered so far now
+        if self._items and self._bytes + size > self.limit and not self._overflow(size):
+            return False
+        self._items.append(OutboxItem(frame))
+        self._bytes += size
+        if self._writing or self._corked:
+            return True  # the writer, or the coming flush, takes it
+        self._corked = True
+        self.scheduler.cork(self)
+        return True
+
+    def push(self, data: bytes) -> None:
+        """Queue ``data`` (a control frame) behind everything, nobody waiting on it."""
+        if self._broken:
+            return
+        self._items.append(OutboxItem(data, None, droppable=False))
+        self._bytes += len(data)
+        self._start_writer()
+
+    def uncork(self) -> None:
+        """Write what deliveries queued since the last flush: one ``try_send`` if it fits."""
+        self._corked = False
+        items = self._items
+        if self._writing or not items or self._broken:
+            return
+        frames = []
+        for item in items:
+            if item.done is not None:
+                break  # a send() waits after these: the writer task keeps the order
+            frames.append(item.data)
+        if len(frames) < len(items):
+            self._start_writer()
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            sent = self.transport.try_send(data)
+        except ClientDisconnected:
+            self._start_writer()  # the writer meets the error and ends the socket
+            return
+        if sent is None:
+            self._start_writer()  # a stream: only a task can write
+            return
+        if sent == len(data):
+            items.clear()
+            self._bytes = 0
+            return
+        if sent:
+            self._requeue(sent)
+        self._start_writer()
+
+    def _requeue(self, sent: int) -> None:
+        """Drop the first ``sent`` bytes of the queue (all deliveries).
+
+        A frame partly written stays as its rest, which cannot be dropped any
+        more; the whole frames after it still can.
+        """
+        items = self._items
+        kept: deque[OutboxItem] = deque()
+        for item in items:
+            size = len(item.data)
+            if sent >= size:
+                sent -= size
+            elif sent:
+                kept.append(OutboxItem(item.data[sent:], None, droppable=False))
+                sent = 0
+            else:
+                kept.append(item)
+        items.clear()  # in place: a writer may hold a reference
+        items.extend(kept)
+        self._bytes = sum(len(item.data) for item in items)
+
+    def fail(self) -> None:
+        """The stream is unusable: release every waiting sender, drop the queue."""
+        self._broken = True
+        for item in self._items:
+            if item.done is not None:
+                item.done.set()
+        self._items.clear()
+        self._bytes = 0
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.transport.send_all(data)
+        except ClientDisconnected:
+            self.fail()
+            self.owner.send_failed(1006, "connection lost")
+            raise self.owner.closed_error() from None
+        except BaseException:
+            # Interrupted (cancelled) part-way through a frame: whatever
+            # follows would be read as the rest of it.  The stream cannot be
+            # framed any more, so the connection is dropped (1006).
+            self.fail()
+            self.owner.send_failed(1006, "a send was interrupted")
+            with trio.CancelScope(shield=True):
+                await self.transport.abort()
+            raise
+
+    def _start_writer(self) -> None:
+        """Make sure a writer will empty the queue."""
+        if self._writing:
+            return  # the current writer flushes before it stops
+        if not self.scheduler.spawn(self._drain):  # pragma: no cover - the server is gone
+            self.fail()
+            self.owner.send_failed(1006, "server stopped")
+            return
+        self._writing = True
+
+    async def _drain(self) -> None:
+        """The writer task: write the queue in order."""
+        items = self._items
+        self._dropping = False
+        try:
+            while items:
+                item = items.popleft()
+                if item.done is None:
+                    self._bytes -= len(item.data)
+                try:
+                    await self._write(item.data)
+                except ConnectionClosed:
+                    return  # broken: fail() released the senders still queued
+                finally:
+                    # Its sender learns the outcome either way (``broken`` on failure).
+                    if item.done is not None:
+                        item.done.set()
+        finally:
+            self._writing = False
+
+    # -- the slow-consumer policy ---------------------------------------------------------
+
+    def _overflow(self, incoming: int) -> bool:
+        """The queue is full: apply the policy.  True: queue the incoming frame."""
+        items = self._items
+        if self.policy == "drop-oldest" and self.can_drop:
+            kept: deque[OutboxItem] = deque()
+            dropped = 0
+            limit = self.limit - incoming
+            while items and self._bytes > limit:
+                item = items.popleft()
+                if item.droppable:
+                    self._bytes -= len(item.data)
+                    dropped += 1
+                else:
+                    kept.append(item)
+            items.extendleft(reversed(kept))  # in place: a writer may hold a reference
+            if dropped and not self._dropping:  # one line per episode, not per message
+                self._dropping = True
+                error_log.warning(
+                    "%r: slow consumer, dropping the oldest queued messages", self.owner
+                )
+            return True
+        error_log.warning(
+            "%r: slow consumer, %d bytes queued; closing it with 1008", self.owner, self._bytes
+        )
+        # Keep what cannot be dropped (a frame begun, frames a sender waits
+        # on), drop the rest, and queue the close frame behind them.
+        undroppable = [item for item in items if not item.droppable]
+        items.clear()  # in place: a writer may hold a reference
+        items.extend(undroppable)
+        self._bytes = sum(len(item.data) for item in undroppable if item.done is None)
+        close_frame = self.owner.slow_consumer()
+        if close_frame is not None:
+            self.push(close_frame)
+        return False
