@@ -28,6 +28,7 @@ from .exceptions import (
     ProtocolError,
     RemoteProtocolError,
 )
+from .handlers import HTTPHandler, WebSocketHandler
 from .mixins import StaticMixin
 from .websocket import WebSocket
 
@@ -44,6 +45,7 @@ __all__ = [
     "ConnectionClosedOK",
     "DirServer",
     "EventStream",
+    "HTTPHandler",
     "HandlerError",
     "HandshakeError",
     "Headers",
@@ -62,6 +64,7 @@ __all__ = [
     "StaticMixin",
     "Subscriber",
     "WebSocket",
+    "WebSocketHandler",
     "__version__",
     "broadcast",
     "run",

@@ -14,6 +14,7 @@ import pytest
 import peregrine_rt
 import peregrine_rt._http
 import peregrine_rt.exceptions
+import peregrine_rt.handlers
 import peregrine_rt.testing
 
 HTTP_DIR = Path(peregrine_rt._http.__file__).parent
@@ -22,12 +23,24 @@ HTTP_MODULES = sorted(HTTP_DIR.glob("*.py"))
 
 @pytest.mark.parametrize(
     "module",
-    [peregrine_rt, peregrine_rt._http, peregrine_rt.exceptions, peregrine_rt.testing],
+    [
+        peregrine_rt,
+        peregrine_rt._http,
+        peregrine_rt.exceptions,
+        peregrine_rt.handlers,
+        peregrine_rt.testing,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_all_names_exist(module: ModuleType) -> None:
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == []
+
+
+def test_the_handler_protocols_are_exported_from_the_package() -> None:
+    for name in peregrine_rt.handlers.__all__:
+        assert name in peregrine_rt.__all__
+        assert getattr(peregrine_rt, name) is getattr(peregrine_rt.handlers, name)
 
 
 def isort_style_key(name: str) -> tuple[int, list[int | str]]:
@@ -63,7 +76,13 @@ def test_isort_style_key() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    [peregrine_rt, peregrine_rt._http, peregrine_rt.exceptions, peregrine_rt.testing],
+    [
+        peregrine_rt,
+        peregrine_rt._http,
+        peregrine_rt.exceptions,
+        peregrine_rt.handlers,
+        peregrine_rt.testing,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_all_is_sorted_and_unique(module: ModuleType) -> None:
