@@ -6,19 +6,35 @@ which refuses a class that cannot work — no ``handle``, a plain ``def`` where
 :class:`~peregrine_rt.exceptions.HandlerError` naming the class, the method and
 the signature expected.  It is Python's answer to a compile error: the mistake
 shows up when the server is built, not on the first request.
+
+A misspelt hook is the same kind of mistake, and Python would never report
+it: ``on_mesage`` is a perfectly good method that nothing calls.
+:func:`near_miss` finds the methods whose names look like a hook but are not
+one (``onMessage``, ``on_mesage``, ``handel``, or another framework's name,
+``on_connect``), and ``check_handler`` refuses them with the hook they
+probably meant.  It errs on the side of silence: a helper named after a hook
+(``handle_ws``, ``on_message_json``), a different word of the same stem
+(``start``, ``handler``), a name that does not start with ``on`` next to an
+``on_*`` hook (``message``, ``close``) and a private name (``_connect``) all
+pass.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
+import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import HandlerError
 
-__all__ = ["HandlerSpec", "check_handler"]
+if TYPE_CHECKING:
+    from collections.abc import Container, Iterable
+
+__all__ = ["HandlerSpec", "check_handler", "near_miss"]
 
 # method name -> (parameters after self, required?)
 _CONTRACT: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -33,6 +49,37 @@ _CONTRACT: dict[str, tuple[tuple[str, ...], bool]] = {
 _WS_CALLBACKS = ("on_open", "on_message", "on_close")
 # keyword arguments the server may pass: background() can report when it is ready
 _KEYWORDS: dict[str, tuple[str, ...]] = {"background": ("task_status",)}
+
+# How close (difflib's ratio) a name must be to a hook to be taken for a typo
+# of it.  0.8 takes on_mesage (0.95), handel (0.83), on_opne (0.86) and leaves
+# the on_* names people use for their own callbacks: on_json, on_join, on_ping,
+# on_pong (all 0.71 against on_open), on_leave, on_event, on_closing (0.78).
+NEAR_MISS_CUTOFF = 0.8
+# Other frameworks' names for our hooks (JavaScript's onopen, Django Channels'
+# connect/receive/disconnect, Starlette's on_startup, ...), keyed by the name
+# lowercased with its underscores removed, so on_connect, onConnect and
+# onconnect are one entry.
+_ALIASES: dict[str, str] = {
+    "onconnect": "on_open",
+    "onconnected": "on_open",
+    "connect": "on_open",
+    "ondisconnect": "on_close",
+    "ondisconnected": "on_close",
+    "disconnect": "on_close",
+    "onreceive": "on_message",
+    "onrecv": "on_message",
+    "onmsg": "on_message",
+    "receive": "on_message",
+    "onrequest": "handle",
+    "onstart": "startup",
+    "onstartup": "startup",
+    "onstop": "shutdown",
+    "onshutdown": "shutdown",
+}
+# Modules whose classes define hooks on purpose: the mixins (their methods
+# are never near misses) and the Protocols (whose stubs are not hooks).
+_OWN_MODULES = ("peregrine_rt.mixins", "peregrine_rt.handlers")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +132,91 @@ def _accepts(func: Any, nargs: int, keywords: tuple[str, ...] = ()) -> bool:
     return not keyword_required and len(required) <= nargs <= len(positional)
 
 
+def _normalise(name: str) -> str:
+    """``onMessage`` -> ``on_message``: camelCase split into snake_case, lowercased."""
+    return _CAMEL.sub("_", name).lower()
+
+
+def near_miss(name: str, hooks: Iterable[str], defined: Container[str] = ()) -> str | None:
+    """The hook that the method ``name`` was probably meant to be, or ``None``.
+
+    Args:
+        name: a public method name that is not itself a hook.
+        hooks: the hooks the server calls (with the mixins' own, ``on_json``).
+        defined: the hooks the class does define.  A plain word that another
+            framework uses for a hook (``connect``, ``receive``) is a near miss
+            only while the class lacks the hook it stands for: next to an
+            ``on_open``, ``connect`` is a helper.
+
+    A name is a near miss when, once camelCase is split and it is lowercased,
+    it is a hook spelt with other underscores (``onMessage``, ``shut_down``),
+    another framework's name for one (:data:`_ALIASES`), or within
+    :data:`NEAR_MISS_CUTOFF` of one by :func:`difflib.get_close_matches` —
+    except a helper named after the hook (``handle_ws``, ``on_message_json``),
+    a different word of the same stem (``start``, ``handler``; an ``on_`` name
+    such as ``on_messages`` is still a near miss), and a name not starting with
+    ``on`` measured against an ``on_*`` hook (``message``, ``close``).
+    """
+    hooks = list(hooks)
+    snake = _normalise(name)
+    compact = snake.replace("_", "")
+    for hook in hooks:
+        if hook.replace("_", "") == compact:
+            return hook
+    alias = _ALIASES.get(compact)
+    if alias in hooks:
+        if snake.startswith("on") or alias not in defined:
+            return alias
+        return None
+    is_on = snake.startswith("on")
+    pool = [hook for hook in hooks if is_on or not hook.startswith("on_")]
+    for hook in difflib.get_close_matches(snake, pool, n=1, cutoff=NEAR_MISS_CUTOFF):
+        if snake.startswith(f"{hook}_") or snake.endswith(f"_{hook}"):
+            return None  # a helper named after the hook: handle_ws, on_message_json
+        if not is_on and (snake.startswith(hook) or hook.startswith(snake)):
+            return None  # another word of the same stem: start/startup, handler/handle
+        return hook
+    return None
+
+
+def _check_near_misses(cls: type, name: str, contract: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a public method of ``cls`` whose name is a near miss of a hook."""
+    defined = {m for m in contract if _lookup(cls, m) is not None}
+    seen: set[str] = set(contract)
+    for base in cls.__mro__:
+        if base is object or base.__module__ in _OWN_MODULES:
+            continue
+        for attr, value in vars(base).items():
+            if attr.startswith("_") or attr in seen:
+                continue
+            seen.add(attr)
+            func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            if not inspect.isroutine(func):
+                continue  # attributes, properties, nested classes: not methods
+            hook = near_miss(attr, contract, defined)
+            if hook is None:
+                continue
+            where = "" if base is cls else f" (defined in {base.__qualname__})"
+            params = ", ".join(("self", *contract[hook]))
+            raise HandlerError(
+                f"{name}.{attr}{where} is not a hook peregrine_rt calls: did you mean "
+                f"{hook}? The hook is async def {hook}({params}); rename the method, or "
+                "start its name with '_' if it is a helper"
+            )
+
+
+def _lookup(cls: type, method: str) -> Any:
+    """``method`` as defined on ``cls`` (without binding), ``None`` if it has none.
+
+    A Protocol's stub (``class Echo(pr.WebSocketHandler)`` that does not define
+    ``on_message`` itself) is not a method: it would do nothing when called.
+    """
+    for base in cls.__mro__:
+        if method in vars(base):
+            return None if base.__module__ == "peregrine_rt.handlers" else vars(base)[method]
+    return None
+
+
 def _calls_upgrade(func: Any) -> bool:
     """Whether the source of ``func`` calls something named ``upgrade`` (best effort)."""
     try:
@@ -131,8 +263,9 @@ def check_handler(handler: type | object) -> HandlerSpec:
     for base in reversed(cls.__mro__):
         for method, params in vars(base).get("_peregrine_requires", {}).items():
             contract[method] = (params, True)
+    _check_near_misses(cls, name, {method: params for method, (params, _) in contract.items()})
     for method, (params, required) in contract.items():
-        attr = inspect.getattr_static(cls, method, None)
+        attr = _lookup(cls, method)
         expected = f"async def {method}({', '.join(('self', *params))})"
         if attr is None:
             if required:
