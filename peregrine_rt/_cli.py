@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import ssl
@@ -13,7 +12,8 @@ from collections.abc import Sequence
 import trio
 
 from ._config import Config
-from ._server import Server, _install_default_logging, serve_until_signalled
+from ._loader import check_spec, fail, find_os_error, load_app
+from ._server import Server, install_default_logging, serve_until_signalled
 from ._workers import run_workers
 from .exceptions import HandlerError
 
@@ -71,71 +71,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(message: str) -> int:
-    print(f"peregrine-rt: error: {message}", file=sys.stderr)
-    return 2
-
-
-def load_app(spec: str) -> object:
-    """Import ``MODULE:ATTR`` (the current directory is importable, as with ``python -m``)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise LookupError(f"{spec!r} is not of the form MODULE:ATTR")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise LookupError(f"no module named {module_name!r}") from None
-        raise
-    obj: object = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise LookupError(f"module {module_name!r} has no attribute {attr!r}") from None
-    return obj
-
-
-def _find_os_error(exc: BaseException) -> OSError | None:
-    """The OSError in ``exc`` (trio reports nursery failures as exception groups)."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_os_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
-def _check_spec(spec: str) -> None:
-    """The form checks of :func:`load_app`, without importing anything (LookupError)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise LookupError(f"{spec!r} is not of the form MODULE:ATTR")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     app: object = None
     try:
         if args.workers > 1:
-            _check_spec(args.app)  # the parent only supervises: the workers import the app
+            check_spec(args.app)  # the parent only supervises: the workers import the app
         else:
             app = load_app(args.app)
     except LookupError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     ssl_context = None
     if args.certfile or args.keyfile:
         if not (args.certfile and args.keyfile):
-            return _fail("--certfile and --keyfile go together")
+            return fail("--certfile and --keyfile go together")
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             ssl_context.load_cert_chain(args.certfile, args.keyfile)
         except (OSError, ssl.SSLError) as exc:
-            return _fail(f"cannot load the TLS certificate: {exc}")
+            return fail(f"cannot load the TLS certificate: {exc}")
     try:
         config = Config(
             host=args.host,
@@ -149,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if config.workers > 1:
             if config.uds is not None:
-                return _fail("--workers shares a TCP port (SO_REUSEPORT), not a Unix socket")
+                return fail("--workers shares a TCP port (SO_REUSEPORT), not a Unix socket")
             return run_workers(
                 args.app,
                 config.replace(ssl_context=None),
@@ -159,17 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         server = Server(app, config)
     except (HandlerError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except OSError as exc:
-        return _fail(f"cannot listen: {exc}")
-    _install_default_logging(args.log_level.upper())
+        return fail(f"cannot listen: {exc}")
+    install_default_logging(args.log_level.upper())
     try:
         trio.run(serve_until_signalled, server)
     except BaseException as exc:
-        os_error = _find_os_error(exc)
+        os_error = find_os_error(exc)
         if os_error is None:
             raise
-        return _fail(f"cannot listen: {os_error}")
+        return fail(f"cannot listen: {os_error}")
     except KeyboardInterrupt:  # pragma: no cover - signals are handled inside
         return 130
     logging.getLogger("peregrine_rt.server").info("stopped")

@@ -211,7 +211,7 @@ class Server:
         try:
             await self._stopped.wait()
         except trio.Cancelled:
-            self._request_shutdown()
+            self.request_shutdown()
             raise
 
     async def _run_shielded(
@@ -313,7 +313,7 @@ class Server:
             if not ready:
                 raise
             error_log.exception("%s.background() raised; shutting down", self.spec.name)
-            self._request_shutdown()
+            self.request_shutdown()
         else:
             status.started()  # returned without reporting: nothing more to wait for
 
@@ -321,21 +321,39 @@ class Server:
         await self._shutdown_requested.wait()
         accepting.cancel()
 
-    def _request_shutdown(self) -> None:
+    def request_shutdown(self) -> None:
+        """Start the graceful shutdown (see the module docstring) without waiting for it."""
         if not self.shutting_down:
             self.shutting_down = True
             log.info("shutting down (grace %.1f s)", self.config.shutdown_grace)
             self._shutdown_requested.set()
 
+    @property
+    def serving(self) -> bool:
+        """Whether :meth:`serve` has started and not finished yet."""
+        return self._nursery is not None and not self._stopped.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`serve` has finished."""
+        return self._stopped.is_set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`serve` has finished (shutdown complete, handler's ``shutdown()`` run).
+
+        Returns at once if it has finished already.
+        """
+        await self._stopped.wait()
+
     async def aclose(self) -> None:
         """Shut down gracefully and wait until done (idempotent; see the module docstring)."""
-        self._request_shutdown()
+        self.request_shutdown()
         if self._hard_scope is not None:
             await self._stopped.wait()
 
     def abort(self) -> None:
         """Stop at once: cancel every connection and the handler's work now."""
-        self._request_shutdown()
+        self.request_shutdown()
         for conn in list(self.connections):  # handle_stream() ones run outside our scope
             conn.scope.cancel()
         if self._hard_scope is not None:
@@ -476,7 +494,7 @@ class Server:
                 ws.check_timeout(now, nursery)
 
 
-def _install_default_logging(level: int | str | None) -> None:
+def install_default_logging(level: int | str | None) -> None:
     root = logging.getLogger("peregrine_rt")
     if level is not None:
         root.setLevel(level)
@@ -497,7 +515,7 @@ async def serve_until_signalled(server: Server) -> None:
                 async for signum in signals:
                     if not server.shutting_down:
                         log.info("received %s", signal.Signals(signum).name)
-                        server._request_shutdown()
+                        server.request_shutdown()
                     else:
                         log.warning("second signal: stopping now")
                         server.abort()
@@ -505,7 +523,7 @@ async def serve_until_signalled(server: Server) -> None:
         nursery.start_soon(watch_signals)
         await nursery.start(server.serve)
         log.info("serving %s on %s", server.spec.name, server.url)
-        await server._stopped.wait()
+        await server.wait_stopped()
         nursery.cancel_scope.cancel()
 
 
@@ -534,5 +552,5 @@ def run(
         if status:
             raise SystemExit(status)
         return
-    _install_default_logging(log_level)
+    install_default_logging(log_level)
     trio.run(serve_until_signalled, server)

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import Config
+from ._loader import fail, find_os_error, load_app
 from ._server import Server
 from .exceptions import HandlerError
 
@@ -133,8 +134,6 @@ def handler_target(handler: type | object) -> tuple[str, str | None]:
 
 def _load_handler(plan: WorkerPlan) -> object:
     """Import the handler class in a worker (LookupError/ImportError when that fails)."""
-    from ._cli import load_app  # noqa: PLC0415  (_cli imports this module)
-
     if plan.main_path is None:
         return load_app(plan.target)
     spec = importlib.util.spec_from_file_location(_MAIN_MODULE, plan.main_path)
@@ -181,7 +180,7 @@ def _reserve(config: Config) -> list[socket.socket]:
 
 
 def _install_logging(level: int | str | None) -> None:
-    """Like ``_server._install_default_logging``, with each line naming its process."""
+    """Like ``_server.install_default_logging``, with each line naming its process."""
     root = logging.getLogger("peregrine_rt")
     if level is not None:
         root.setLevel(level)
@@ -485,7 +484,7 @@ async def _serve_worker(server: Server, control: socket.socket) -> None:
             async for signum in signals:
                 if not server.shutting_down:
                     log.info("received %s", signal.Signals(signum).name)
-                    server._request_shutdown()
+                    server.request_shutdown()
 
     async def watch_supervisor() -> None:
         while True:
@@ -496,12 +495,12 @@ async def _serve_worker(server: Server, control: socket.socket) -> None:
             if not data:  # the supervisor is gone (even with SIGKILL)
                 if not server.shutting_down:
                     log.warning("the supervisor exited; shutting down")
-                    server._request_shutdown()
+                    server.request_shutdown()
                 return
             if _ABORT in data:
                 server.abort()
             elif _STOP in data:
-                server._request_shutdown()
+                server.request_shutdown()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
@@ -509,15 +508,13 @@ async def _serve_worker(server: Server, control: socket.socket) -> None:
         log.info("serving %s on %s", server.spec.name, server.url)
         await stream.send_all(_READY)
         nursery.start_soon(watch_supervisor)
-        await server._stopped.wait()
+        await server.wait_stopped()
         nursery.cancel_scope.cancel()
 
 
 def worker_main() -> int:
     """The worker process: ``python -c ... FD``, FD the socket to the supervisor."""
     global _in_worker
-    from ._cli import _fail, _find_os_error  # noqa: PLC0415  (_cli imports this module)
-
     _in_worker = True
     control = socket.socket(fileno=int(sys.argv[1]))
     control.set_inheritable(False)
@@ -527,24 +524,24 @@ def worker_main() -> int:
     try:
         handler = _load_handler(plan)
     except LookupError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     config = plan.config
     if plan.certfile and plan.keyfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(plan.certfile, plan.keyfile)
         except (OSError, ssl.SSLError) as exc:
-            return _fail(f"cannot load the TLS certificate: {exc}")
+            return fail(f"cannot load the TLS certificate: {exc}")
         config = config.replace(ssl_context=context)
     try:
         server = Server(handler, config)
     except (HandlerError, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     try:
         trio.run(_serve_worker, server, control)
     except BaseException as exc:
-        os_error = _find_os_error(exc)
+        os_error = find_os_error(exc)
         if os_error is None:
             raise
-        return _fail(f"cannot listen: {os_error}")
+        return fail(f"cannot listen: {os_error}")
     return 0

@@ -107,7 +107,7 @@ def as_server(app: Any, config: Config | None, overrides: dict[str, Any]) -> Ser
 
 def is_serving(server: Server) -> bool:
     """Whether ``server`` is serving already (started by someone else)."""
-    return server._nursery is not None and not server._stopped.is_set()
+    return server.serving
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ class _MemoryConnector:
 
     async def __call__(self) -> trio.abc.Stream:
         server = self.server
-        if server.shutting_down or server._stopped.is_set():
+        if server.shutting_down or server.stopped:
             raise RuntimeError(f"the server of {server.spec.name} is shut down")
         client_side, server_side = trio.testing.memory_stream_pair()
         address = None
