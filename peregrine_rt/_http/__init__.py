@@ -7,6 +7,8 @@ from ._headers import Headers
 from ._parser import (
     CLOSED,
     MAX_BODY_SIZE,
+    MAX_CHUNK_COUNT,
+    MAX_CHUNK_EXTENSIONS,
     MAX_HEADER_COUNT,
     MAX_HEADER_LINE,
     MAX_HEADERS_SIZE,
@@ -29,6 +31,8 @@ __all__ = [
     "CLOSED",
     "LAST_CHUNK",
     "MAX_BODY_SIZE",
+    "MAX_CHUNK_COUNT",
+    "MAX_CHUNK_EXTENSIONS",
     "MAX_HEADERS_SIZE",
     "MAX_HEADER_COUNT",
     "MAX_HEADER_LINE",

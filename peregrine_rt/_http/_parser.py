@@ -40,9 +40,7 @@ from enum import Enum, auto
 from typing import Final, TypeAlias
 
 from ..exceptions import LimitExceeded, LocalProtocolError, RemoteProtocolError
-from ._abnf import (
-    chunk_header_re,
-)
+from ._chunked import MAX_CHUNK_COUNT, MAX_CHUNK_EXTENSIONS, ChunkedDecoder
 from ._events import NEED_DATA, PAUSED, Data, EndOfMessage, Event, RequestHead, Sentinel
 from ._fields import (
     METHODS,
@@ -58,6 +56,8 @@ from ._headers import Headers
 __all__ = [
     "CLOSED",
     "MAX_BODY_SIZE",
+    "MAX_CHUNK_COUNT",
+    "MAX_CHUNK_EXTENSIONS",
     "MAX_HEADERS_SIZE",
     "MAX_HEADER_COUNT",
     "MAX_HEADER_LINE",
@@ -76,8 +76,6 @@ MAX_HEADER_COUNT: Final = 100
 """Most header lines accepted; more gets 431."""
 MAX_BODY_SIZE: Final = 1 << 20
 """Largest request body accepted (1 MiB); larger gets 413.  ``None`` lifts the limit."""
-MAX_CHUNK_LINE: Final = 4096
-"""Longest chunk-size line (with extensions) accepted; longer gets 400."""
 MAX_LEADING_EMPTY_LINES: Final = 16
 """Empty lines ignored before a request line (RFC 9112 §2.2); more gets 400."""
 
@@ -96,10 +94,7 @@ CLOSED: Final = _Closed.CLOSED
 class _State(Enum):
     IDLE = auto()  # waiting for a request head
     BODY_LENGTH = auto()  # reading a Content-Length body
-    CHUNK_SIZE = auto()  # waiting for a chunk-size line
-    CHUNK_DATA = auto()  # inside chunk data
-    CHUNK_CRLF = auto()  # waiting for the CRLF after chunk data
-    TRAILERS = auto()  # reading the trailer section
+    CHUNKED = auto()  # reading a chunked body (its ChunkedDecoder knows where)
     DONE = auto()  # request complete, waiting for start_next_cycle()
     ERROR = auto()  # a protocol error was raised; nothing more is parsed
 
@@ -109,10 +104,7 @@ class _State(Enum):
 # a state several times per request.
 _IDLE: Final = _State.IDLE
 _BODY_LENGTH: Final = _State.BODY_LENGTH
-_CHUNK_SIZE: Final = _State.CHUNK_SIZE
-_CHUNK_DATA: Final = _State.CHUNK_DATA
-_CHUNK_CRLF: Final = _State.CHUNK_CRLF
-_TRAILERS: Final = _State.TRAILERS
+_CHUNKED: Final = _State.CHUNKED
 _DONE: Final = _State.DONE
 _ERROR: Final = _State.ERROR
 
@@ -342,6 +334,11 @@ class RequestParser:
         max_header_count: most header lines (431 beyond).
         max_body_size: largest body, or ``None`` for no limit (413 beyond,
             enforced while the body streams, before it is buffered).
+        max_chunk_count: most chunks in a chunked body (413 beyond).
+        max_chunk_extensions: most chunk-extension bytes in a chunked body
+            (413 beyond).  A chunked body's trailer section has the head's
+            limits: ``max_header_line``, ``max_header_count`` and
+            ``max_headers_size`` (431 beyond).
         fast_path: use the fast path; ``False`` sends every request through
             the general path (the tests use it to cross-check the two).
         cache_headers: reuse the fast path's result for a header block that is
@@ -359,11 +356,10 @@ class RequestParser:
 
     __slots__ = (
         "_body_left",
-        "_body_seen",
         "_buf",
         "_cache",
         "_cache_headers",
-        "_chunked",
+        "_chunks",
         "_empty_lines",
         "_fast_limit",
         "_fast_path",
@@ -372,8 +368,9 @@ class RequestParser:
         "_scan",
         "_scan_head",
         "_state",
-        "_trailers",
         "max_body_size",
+        "max_chunk_count",
+        "max_chunk_extensions",
         "max_header_count",
         "max_header_line",
         "max_headers_size",
@@ -389,6 +386,8 @@ class RequestParser:
         max_headers_size: int = MAX_HEADERS_SIZE,
         max_header_count: int = MAX_HEADER_COUNT,
         max_body_size: int | None = MAX_BODY_SIZE,
+        max_chunk_count: int = MAX_CHUNK_COUNT,
+        max_chunk_extensions: int = MAX_CHUNK_EXTENSIONS,
         fast_path: bool = True,
         cache_headers: bool = True,
         head_class: type[RequestHead] = RequestHead,
@@ -399,6 +398,8 @@ class RequestParser:
         self.max_headers_size = max_headers_size
         self.max_header_count = max_header_count
         self.max_body_size = max_body_size
+        self.max_chunk_count = max_chunk_count
+        self.max_chunk_extensions = max_chunk_extensions
         # A head no longer than this cannot break a length limit, so the fast
         # path need not check them one by one.
         self._fast_limit = min(max_request_line, max_header_line, max_headers_size)
@@ -415,9 +416,7 @@ class RequestParser:
         self._state = _IDLE
         self._head: RequestHead | None = None
         self._body_left = 0
-        self._body_seen = 0
-        self._chunked = False
-        self._trailers: list[tuple[bytes, bytes]] = []
+        self._chunks: ChunkedDecoder | None = None
         self.their_eof = False
 
     # -- input ------------------------------------------------------------
@@ -654,11 +653,17 @@ class RequestParser:
 
     def _start_body(self, head: RequestHead) -> None:
         self._head = head
-        self._body_seen = 0
         limit = self.max_body_size
         if head.chunked:
-            self._state = _CHUNK_SIZE
-            self._trailers = []
+            self._state = _CHUNKED
+            self._chunks = ChunkedDecoder(
+                max_body_size=limit,
+                max_chunk_count=self.max_chunk_count,
+                max_chunk_extensions=self.max_chunk_extensions,
+                max_trailer_line=self.max_header_line,
+                max_trailer_count=self.max_header_count,
+                max_trailers_size=self.max_headers_size,
+            )
         elif head.content_length:
             if limit is not None and head.content_length > limit:
                 raise LimitExceeded(
@@ -690,86 +695,13 @@ class RequestParser:
         return Data(bytes(buf[:left]))
 
     def _next_chunked_body(self) -> Data | EndOfMessage | Sentinel:
-        while True:
-            state = self._state
-            buf = self._buf
-            if state is _CHUNK_DATA:
-                if not buf:
-                    break
-                left = self._body_left
-                if len(buf) <= left:
-                    self._buf = b""
-                    piece = bytes(buf)
-                else:
-                    self._buf = buf[left:]
-                    piece = bytes(buf[:left])
-                self._body_left = left - len(piece)
-                if self._body_left == 0:
-                    self._state = _CHUNK_CRLF
-                return Data(piece)
-            if state is _CHUNK_SIZE:
-                eol = buf.find(b"\r\n")
-                if eol < 0:
-                    if len(buf) > MAX_CHUNK_LINE + 1:  # + the CR of the line end
-                        raise RemoteProtocolError("chunk-size line too long")
-                    if b"\n" in buf:
-                        raise RemoteProtocolError("chunk-size line must end with CRLF")
-                    break
-                if eol > MAX_CHUNK_LINE:
-                    raise RemoteProtocolError("chunk-size line too long")
-                m = chunk_header_re.fullmatch(buf, 0, eol)
-                if m is None:
-                    raise RemoteProtocolError(f"invalid chunk-size line {bytes(buf[:eol])[:80]!r}")
-                size = int(m.group("size"), 16)
-                if size >= 1 << 63:
-                    raise RemoteProtocolError("chunk size overflows")
-                self._buf = buf[eol + 2 :]
-                if size == 0:
-                    self._state = _TRAILERS
-                    continue
-                limit = self.max_body_size
-                self._body_seen += size
-                if limit is not None and self._body_seen > limit:
-                    raise LimitExceeded(f"chunked request body is over the limit of {limit}", 413)
-                self._body_left = size
-                self._state = _CHUNK_DATA
-                continue
-            if state is _CHUNK_CRLF:
-                if len(buf) < 2:
-                    if buf and buf[:1] != b"\r":
-                        raise RemoteProtocolError("chunk data not followed by CRLF")
-                    break
-                if buf[:2] != b"\r\n":
-                    raise RemoteProtocolError("chunk data not followed by CRLF")
-                self._buf = buf[2:]
-                self._state = _CHUNK_SIZE
-                continue
-            # TRAILERS
-            return self._next_trailer_line()
-        if self.their_eof:
-            raise RemoteProtocolError("connection closed before the chunked body ended")
-        return NEED_DATA
-
-    def _next_trailer_line(self) -> EndOfMessage | Sentinel:
-        while True:
-            buf = self._buf
-            eol = buf.find(b"\n")
-            if eol < 0:
-                if len(buf) > self.max_header_line + 1:  # + the CR of the line end
-                    raise LimitExceeded("trailer line too long", 431)
-                if self.their_eof:
-                    raise RemoteProtocolError("connection closed in the chunked trailer")
-                return NEED_DATA
-            line = bytes(buf[:eol])
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            self._buf = buf[eol + 1 :]
-            if not line:
-                self._state = _DONE
-                return EndOfMessage(tuple(self._trailers))
-            if len(line) > self.max_header_line:
-                raise LimitExceeded("trailer line too long", 431)
-            if len(self._trailers) >= self.max_header_count:
-                raise LimitExceeded("too many trailer fields", 431)
-            name, value = parse_field_line(line)
-            self._trailers.append((name.lower(), value))
+        buf = self._buf
+        chunks = self._chunks
+        assert chunks is not None
+        event, used = chunks.decode(buf, self.their_eof)
+        if used:
+            self._buf = buf[used:]
+        if type(event) is EndOfMessage:
+            self._state = _DONE
+            self._chunks = None
+        return event

@@ -19,7 +19,10 @@ of those places is present in the request where they part, judged from
 independent evidence (what h11 parsed, the raw bytes, RFC grammar written here
 afresh), never from peregrine's error message.  Each difference also has its
 own named test, ``test_a_...`` to ``test_o_...``, pinning down exactly what
-each parser does.  Differences (i) and (j) only show before the end of input:
+each parser does.  The limits h11 does not have (the body size, the number of
+chunks and their extension bytes, the size of the trailer section) are lifted
+for the properties; ``test_p_...`` to ``test_r_...`` show each one at its
+default.  Differences (i) and (j) only show before the end of input:
 at EOF h11 refuses too, so the property sees agreement.
 """
 
@@ -37,8 +40,13 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from peregrine_rt._http import RequestParser
-from peregrine_rt.exceptions import RemoteProtocolError
+from peregrine_rt._http import (
+    MAX_CHUNK_COUNT,
+    MAX_CHUNK_EXTENSIONS,
+    MAX_HEADERS_SIZE,
+    RequestParser,
+)
+from peregrine_rt.exceptions import LimitExceeded, RemoteProtocolError
 
 from .strategies import (
     ExpectedRequest,
@@ -157,6 +165,8 @@ def parser(speedups: bool = True) -> RequestParser:
         max_header_line=1 << 20,
         max_headers_size=1 << 22,
         max_body_size=None,
+        max_chunk_count=1 << 40,
+        max_chunk_extensions=1 << 40,
         speedups=speedups,
     )
 
@@ -671,6 +681,43 @@ def test_o_framing_fields_in_the_trailers(trailer: bytes) -> None:
     name, _, value = trailer.partition(b": ")
     assert req.trailers == ((name.lower(), value),)
     h11_error(data)
+
+
+def test_p_more_chunks_than_max_chunk_count() -> None:
+    # Each chunk costs time whatever its size; h11 takes any number of them.  (Shown with a
+    # limit of 1,000 chunks: h11 needs minutes for MAX_CHUNK_COUNT of them; the default is
+    # checked in tests/unit/test_http_parser.py and tests/hostile/test_chunked_body.py.)
+    data = CHUNKED_POST + b"1\r\nx\r\n" * 1001 + b"0\r\n\r\n"
+    run = run_peregrine(RequestParser(max_chunk_count=1000), [data])
+    assert isinstance(run.error, LimitExceeded) and run.error.status_hint == 413
+    (req,) = h11_accepts(data)
+    assert req.body == b"x" * 1001
+    assert MAX_CHUNK_COUNT > 1000
+    assert [r.body for r in peregrine_accepts(data)] == [b"x" * 1001]  # under the default
+
+
+def test_q_chunk_extension_bytes_over_max_chunk_extensions() -> None:
+    # Extensions carry nothing the server uses; h11 reads and drops any amount of them.
+    chunk = b"1;" + b"e" * 4000 + b"\r\nx\r\n"  # each line within MAX_CHUNK_LINE
+    lines = MAX_CHUNK_EXTENSIONS // 4001 + 1
+    data = CHUNKED_POST + chunk * lines + b"0\r\n\r\n"
+    assert peregrine_error(data, eof=False).status_hint == 413
+    (req,) = h11_accepts(data)
+    assert req.body == b"x" * lines
+    # Under the limit, both accept.
+    data = CHUNKED_POST + chunk * (lines - 1) + b"0\r\n\r\n"
+    assert [r.body for r in peregrine_accepts(data)] == [b"x" * (lines - 1)]
+
+
+def test_r_trailer_section_over_max_headers_size() -> None:
+    # The trailer section has the head's limits; h11 (without its max_incomplete_event_size,
+    # as run here) takes any number of trailer bytes.
+    trailers = b"".join(b"T%d: %s\r\n" % (i, b"v" * 8000) for i in range(9))
+    assert len(trailers) > MAX_HEADERS_SIZE
+    data = CHUNKED_POST + b"0\r\n" + trailers + b"\r\n"
+    assert peregrine_error(data, eof=False).status_hint == 431
+    (req,) = h11_accepts(data)
+    assert len(req.trailers) == 9
 
 
 # -- bugs found by these tests (they fail until the parser is fixed) -------------------

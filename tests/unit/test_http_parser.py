@@ -13,7 +13,9 @@ import pytest
 
 from peregrine_rt._http import (
     CLOSED,
+    MAX_CHUNK_COUNT,
     MAX_HEADER_COUNT,
+    MAX_HEADERS_SIZE,
     MAX_REQUEST_LINE,
     NEED_DATA,
     PAUSED,
@@ -509,6 +511,26 @@ CASES = [
         limits=SMALL,
     ),
     case(
+        "chunk-count-at-limit",
+        chunked(b"1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n"),
+        Req({"chunked": True}, b"abc"),
+        limits={"max_chunk_count": 3},
+    ),
+    case(
+        # The extension bytes are what follows the size: ";ab" and " ;c=d".
+        "chunk-extensions-at-limit",
+        chunked(b"1;ab\r\na\r\n1 ;c=d\r\nb\r\n0\r\n\r\n"),
+        Req({"chunked": True}, b"ab"),
+        limits={"max_chunk_extensions": 8},
+    ),
+    case(
+        # Two 32-byte trailer lines (CRLF included): the section is 64 bytes.
+        "trailer-section-at-limit",
+        chunked(b"0\r\nA: " + b"1" * 27 + b"\r\nB: " + b"2" * 27 + b"\r\n\r\n"),
+        Req({"chunked": True}, b"", ((b"a", b"1" * 27), (b"b", b"2" * 27))),
+        limits={"max_headers_size": 64},
+    ),
+    case(
         "request-line-at-default-limit",
         b"GET /"
         + b"a" * (MAX_REQUEST_LINE - len(b"GET / HTTP/1.1"))
@@ -860,6 +882,40 @@ REJECTED = [
         limits=SMALL,
         error_by=len(chunked(b"100000\r\n")),
     ),
+    bad(
+        "chunk-count-over-limit",
+        chunked(b"1\r\na\r\n" * 4 + b"0\r\n\r\n"),
+        413,
+        limits={"max_chunk_count": 3},
+        # as soon as the fourth chunk-size line is complete
+        error_by=len(chunked(b"1\r\na\r\n" * 3 + b"1\r\n")),
+    ),
+    bad(
+        "chunk-extensions-over-limit",
+        chunked(b"1;ab\r\na\r\n1 ;c=de\r\nb\r\n0\r\n\r\n"),
+        413,
+        limits={"max_chunk_extensions": 8},
+        error_by=len(chunked(b"1;ab\r\na\r\n1 ;c=de\r\n")),
+    ),
+    bad(
+        "last-chunk-extensions-over-limit",
+        chunked(b"1;ab\r\na\r\n0;cdefgh\r\n\r\n"),
+        413,
+        limits={"max_chunk_extensions": 8},
+    ),
+    bad(
+        "trailer-section-over-limit",
+        chunked(b"0\r\nA: " + b"1" * 27 + b"\r\nB: " + b"2" * 28 + b"\r\n\r\n"),
+        431,
+        limits={"max_headers_size": 64},
+    ),
+    bad(
+        # Nine lines under MAX_HEADER_LINE make a section over MAX_HEADERS_SIZE (64 KiB).
+        "trailer-section-over-default-limit",
+        chunked(b"0\r\n" + b"".join(b"T%d: %s\r\n" % (i, b"v" * 8000) for i in range(9))),
+        431,
+        error_by=len(chunked(b"0\r\n")) + MAX_HEADERS_SIZE + 1,
+    ),
     # -- EOF in the middle of a request --
     bad("eof-in-request-line", b"GET / HT", eof=True),
     bad("eof-in-head", GET, eof=True),
@@ -914,6 +970,12 @@ def _header_line_of_size(n: int) -> bytes:
     return GET + b"X: " + b"b" * (n - 3) + b"\r\n\r\n"
 
 
+def _trailers_of_size(n: int) -> bytes:
+    """A chunked request whose trailer lines (with their CRLFs) are n bytes."""
+    first = b"A: " + b"a" * 20 + b"\r\n"
+    return chunked(b"0\r\n" + first + b"B: " + b"b" * (n - len(first) - 5) + b"\r\n\r\n")
+
+
 @pytest.mark.parametrize("make_parser", PARSER_FACTORIES)
 @pytest.mark.parametrize(
     ("build", "limit_name", "status"),
@@ -921,6 +983,7 @@ def _header_line_of_size(n: int) -> bytes:
         pytest.param(_head_of_size, "max_headers_size", 431, id="head"),
         pytest.param(_request_line_of_size, "max_request_line", 414, id="request-line"),
         pytest.param(_header_line_of_size, "max_header_line", 431, id="header-line"),
+        pytest.param(_trailers_of_size, "max_headers_size", 431, id="trailer-section"),
     ],
 )
 def test_limit_boundary_is_the_same_whichever_way_bytes_arrive(
@@ -970,6 +1033,44 @@ def test_no_body_limit() -> None:
     assert parser.next_event() is NEED_DATA
 
 
+def test_chunk_count_limit_holds_without_a_body_limit() -> None:
+    # MAX_CHUNK_COUNT bounds the work of one body even when max_body_size is None.
+    parser = RequestParser(max_body_size=None)
+    parser.feed(chunked(b"1\r\nx\r\n" * (MAX_CHUNK_COUNT + 1) + b"0\r\n\r\n"))
+    assert isinstance(parser.next_event(), RequestHead)
+    assert parser.next_event() == Data(b"x" * MAX_CHUNK_COUNT)
+    with pytest.raises(LimitExceeded) as info:
+        parser.next_event()
+    assert info.value.status_hint == 413
+
+
+def test_small_chunks_come_out_in_buffer_sized_pieces() -> None:
+    # One Data event per call for all the chunks the buffer holds, however small they are.
+    body = bytes(range(256)) * 40
+    wire = b"".join(b"2\r\n" + body[i : i + 2] + b"\r\n" for i in range(0, len(body), 2))
+    parser = RequestParser()
+    parser.feed(chunked(wire[: len(wire) // 2]))
+    assert isinstance(parser.next_event(), RequestHead)
+    first = parser.next_event()
+    assert isinstance(first, Data)
+    assert parser.next_event() is NEED_DATA
+    parser.feed(wire[len(wire) // 2 :] + b"0\r\n\r\n")
+    second = parser.next_event()
+    assert isinstance(second, Data)
+    assert first.data + second.data == body
+    assert parser.next_event() == EndOfMessage()
+
+
+def test_data_before_an_error_is_returned_first() -> None:
+    # The events before a refusal do not depend on how the bytes were cut.
+    parser = RequestParser()
+    parser.feed(chunked(b"3\r\nabc\r\n2\r\nde\r\nzz\r\n"))
+    assert isinstance(parser.next_event(), RequestHead)
+    assert parser.next_event() == Data(b"abcde")
+    with pytest.raises(RemoteProtocolError, match="invalid chunk-size line"):
+        parser.next_event()
+
+
 # -- the event interface ---------------------------------------------------------
 
 
@@ -978,7 +1079,8 @@ def test_events_of_a_chunked_request() -> None:
     parser.feed(chunked(b"3\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n") + b"GET")
     events = get_all_events(parser)
     assert isinstance(events[0], RequestHead)
-    assert events[1:] == [Data(b"abc"), Data(b"de"), EndOfMessage(((b"x-t", b"1"),))]
+    # The data of every chunk already received comes as one Data event.
+    assert events[1:] == [Data(b"abcde"), EndOfMessage(((b"x-t", b"1"),))]
     assert parser.next_event() is PAUSED
     assert parser.trailing_data == b"GET"  # nothing of the next request is consumed
     parser.start_next_cycle()
