@@ -9,7 +9,8 @@ from ._http import Headers
 from ._hub import Hub, Subscriber, broadcast
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
-from ._server import Server, run
+from ._run import run
+from ._server import Server
 from ._sse import EventStream
 from ._static import DirServer
 from ._threads import run_sync

@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 certfile=args.certfile,
                 keyfile=args.keyfile,
             )
-        server = Server(app, config)
+        server = Server(app, config)  # type: ignore[arg-type]  # any object: Server checks it
     except (HandlerError, ValueError) as exc:
         return fail(str(exc))
     except OSError as exc:

@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
 
@@ -32,6 +32,7 @@ from ._config import Config
 from ._connection import HTTPConnection
 from ._handler import HandlerSpec, check_handler
 from ._hub import Hub
+from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
 from ._transport import SocketTransport, StreamTransport, Transport
@@ -40,9 +41,11 @@ from .mixins import HubMixin  # TODO(layers)
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .handlers import HTTPHandler
+
     from .websocket import WebSocket
 
-__all__ = ["Server", "run"]
+__all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
@@ -72,7 +75,12 @@ class Server:
     or :func:`run` for a whole program with signal handling.
     """
 
-    def __init__(self, handler: type | object, config: Config | None = None, **overrides: Any):
+    def __init__(
+        self,
+        handler: type[HTTPHandler] | HTTPHandler,
+        config: Config | None = None,
+        **overrides: Unpack[ServerOptions],
+    ) -> None:
         self.spec: HandlerSpec = check_handler(handler)
         self._handler = handler
         config = config or Config()
@@ -525,32 +533,3 @@ async def serve_until_signalled(server: Server) -> None:
         log.info("serving %s on %s", server.spec.name, server.url)
         await server.wait_stopped()
         nursery.cancel_scope.cancel()
-
-
-def run(
-    handler: type | object,
-    config: Config | None = None,
-    *,
-    log_level: int | str | None = None,
-    **overrides: Any,
-) -> None:
-    """Serve ``handler`` until SIGINT or SIGTERM: ``peregrine_rt.run(Counter, port=3000)``.
-
-    The first signal shuts down gracefully (``Config.shutdown_grace``), a second
-    one at once.  Logging goes to stderr unless the application configured it.
-
-    With ``workers=N`` (N > 1), N worker processes serve the port and this
-    process supervises them (see :doc:`deployment`); ``handler`` must then be a
-    class importable by its ``module:qualname``.  If the first worker cannot
-    start, the program exits with its status.
-    """
-    server = Server(handler, config, **overrides)
-    if server.config.workers > 1:
-        from ._workers import run_workers  # noqa: PLC0415  (_workers imports this module)
-
-        status = run_workers(handler, server.config, log_level=log_level)
-        if status:
-            raise SystemExit(status)
-        return
-    install_default_logging(log_level)
-    trio.run(serve_until_signalled, server)

@@ -534,7 +534,7 @@ def worker_main() -> int:
             return fail(f"cannot load the TLS certificate: {exc}")
         config = config.replace(ssl_context=context)
     try:
-        server = Server(handler, config)
+        server = Server(handler, config)  # type: ignore[arg-type]  # any object: Server checks it
     except (HandlerError, ValueError) as exc:
         return fail(str(exc))
     try:

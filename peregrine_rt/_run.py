@@ -1,0 +1,48 @@
+"""``peregrine_rt.run()``: a whole program around one handler, with signals and workers.
+
+It sits above the server and the worker supervisor (it chooses between them),
+so that neither has to import the other's layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Unpack
+
+import trio
+
+from ._config import Config
+from ._server import Server, install_default_logging, serve_until_signalled
+from ._options import ServerOptions
+from ._workers import run_workers
+
+if TYPE_CHECKING:
+    from .handlers import HTTPHandler
+
+__all__ = ["run"]
+
+
+def run(
+    handler: type[HTTPHandler] | HTTPHandler,
+    config: Config | None = None,
+    *,
+    log_level: int | str | None = None,
+    **overrides: Unpack[ServerOptions],
+) -> None:
+    """Serve ``handler`` until SIGINT or SIGTERM: ``peregrine_rt.run(Counter, port=3000)``.
+
+    The first signal shuts down gracefully (``Config.shutdown_grace``), a second
+    one at once.  Logging goes to stderr unless the application configured it.
+
+    With ``workers=N`` (N > 1), N worker processes serve the port and this
+    process supervises them (see :doc:`deployment`); ``handler`` must then be a
+    class importable by its ``module:qualname``.  If the first worker cannot
+    start, the program exits with its status.
+    """
+    server = Server(handler, config, **overrides)
+    if server.config.workers > 1:
+        status = run_workers(handler, server.config, log_level=log_level)
+        if status:
+            raise SystemExit(status)
+        return
+    install_default_logging(log_level)
+    trio.run(serve_until_signalled, server)
