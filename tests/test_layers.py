@@ -22,6 +22,7 @@ not count: annotations may name anything.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,14 @@ def test_no_wsproto_private_state() -> None:
     wsproto_private = {"_proto", "_events", "_frame_decoder", "_message_decoder", "_deflater"}
     touched = [r for r in _private_reads() if r.rsplit(".", 1)[-1] in wsproto_private]
     assert not touched, touched
+
+
+def test_the_design_page_draws_these_layers() -> None:
+    """docs/design.rst's table lists the same layers, top first, with the same modules."""
+    page = (PACKAGE.parent / "docs" / "design.rst").read_text()
+    table = page.split("   * - layer\n     - modules\n", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for row in table.split("   * - ")[1:]:
+        name, _, modules = row.partition("\n     - ")
+        rows.append((name.strip(), set(re.findall(r"``(\w+)``", modules))))
+    assert rows == list(reversed(LAYERS))
