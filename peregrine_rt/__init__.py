@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import Config
 from ._http import Headers
 from ._hub import Hub, Subscriber, broadcast
+from ._options import ServerOptions
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
 from ._run import run
@@ -62,6 +63,7 @@ __all__ = [
     "Response",
     "ResponseHeaders",
     "Server",
+    "ServerOptions",
     "StaticMixin",
     "Subscriber",
     "WebSocket",

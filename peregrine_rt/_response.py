@@ -125,7 +125,7 @@ class Response:
 
     @property
     def connection(self) -> HTTPConnection | None:
-        """The connection this response will be sent on (None: built by hand, as in tests).
+        """The connection this response will be sent on, or None for one built by hand.
 
         For the server's own collaborators (static files, Server-Sent Events).
         """
