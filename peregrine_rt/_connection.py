@@ -72,12 +72,12 @@ class HTTPConnection:
     """Serves one connection until it closes (see the module docstring)."""
 
     __slots__ = (
-        "_linger",
         "_sent_continue",
         "_stream_chunked",
         "_stream_state",
         "handled",
         "heads",
+        "linger",
         "parser",
         "request",
         "response",
@@ -115,7 +115,9 @@ class HTTPConnection:
         # (a write was interrupted part-way).  Only an ended one lets the
         # connection carry another request.
         self._stream_state = "open"
-        self._linger = False
+        # Half-close and read what the peer still sends before closing, so that
+        # a last answer (a 413, a WebSocket's 1009) is not lost to a reset.
+        self.linger = False
         self.websocket: WebSocket | None = None
         self.heads: ResponseHeads = server.heads
 
@@ -162,7 +164,7 @@ class HTTPConnection:
                 except ClientDisconnected:
                     pass
                 except RemoteProtocolError as exc:
-                    self._linger = True
+                    self.linger = True
                     if self.response is None or not self.response.started:
                         await self._send_error(exc.status_hint, str(exc))
             if self.timeout_reason in ("head", "body"):
@@ -178,7 +180,7 @@ class HTTPConnection:
             if self.response is not None:
                 self.response.release_file()
             with trio.CancelScope(shield=True):
-                await self.transport.aclose(self._linger)
+                await self.transport.aclose(self.linger)
 
     async def _send_error(self, status: int, detail: str) -> None:
         request = self.request
@@ -312,7 +314,7 @@ class HTTPConnection:
                 await self._send_fixed(request, response, keep_alive)
         remaining = self.parser.body_remaining
         if not keep_alive:
-            self._linger = remaining != 0
+            self.linger = remaining != 0
             return False
         if remaining != 0 and not await self._drain():
             return False

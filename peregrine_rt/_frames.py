@@ -23,9 +23,19 @@ byte for byte.
 
 from __future__ import annotations
 
+import codecs
+import enum
 import struct
 
-__all__ = ["FRAME_COST", "FrameTracker", "encode_frame", "parse_simple_frames"]
+__all__ = [
+    "FRAME_COST",
+    "FragmentedMessage",
+    "Fragments",
+    "FrameTracker",
+    "encode_frame",
+    "parse_simple_frames",
+    "read_fragments",
+]
 
 FRAME_COST = 16  # bytes each fragment after a message's first counts toward its size limit
 
@@ -184,3 +194,113 @@ class FrameTracker:
             if stop_when_idle and not length and not self.in_message:
                 return pos, False
         return n, False
+
+
+class Fragments(enum.Enum):
+    """Why :func:`read_fragments` stopped."""
+
+    MORE = enum.auto()  # the data ends inside a frame: wait for more
+    DONE = enum.auto()  # the message is complete
+    CONTROL = enum.auto()  # a control frame is next: wsproto reads it
+    OVER = enum.auto()  # the message went over the size limit
+    ERROR = enum.auto()  # a protocol error (the close code and reason are on the message)
+
+
+class FragmentedMessage:
+    """A fragmented, uncompressed message that the fast path reads itself.
+
+    Its payloads are unmasked into one growing buffer (memory stays about
+    the message's size however finely it is cut); text is checked as UTF-8
+    fragment by fragment, so invalid text fails fast, as wsproto would.
+
+    Attributes:
+        text: a text message (else binary).
+        cost: what it counts toward the size limit so far.
+        error: ``(close code, reason)`` after :attr:`Fragments.ERROR`.
+    """
+
+    __slots__ = ("buffer", "cost", "decoder", "error", "need", "started", "text")
+
+    def __init__(self, text: bool) -> None:
+        self.text = text
+        self.buffer = bytearray()
+        self.cost = 0
+        self.started = False  # the first frame (text or binary opcode) has been read
+        self.error: tuple[int, str] = (1002, "")
+        self.need = 0  # after MORE: the bytes the next frame takes, when its header told
+        self.decoder = codecs.getincrementaldecoder("utf-8")() if text else None
+
+    def message(self) -> str | bytes:
+        """The whole message (once :func:`read_fragments` said DONE)."""
+        return self.buffer.decode() if self.text else bytes(self.buffer)
+
+    def fail(self, code: int, reason: str) -> Fragments:
+        """Note the protocol error (close code, reason); returns :attr:`Fragments.ERROR`."""
+        self.error = (code, reason)
+        return Fragments.ERROR
+
+
+def read_fragments(
+    data: bytes, pos: int, msg: FragmentedMessage, limit: int | None
+) -> tuple[int, Fragments]:
+    """Read the frames of ``msg`` from ``data[pos:]`` (whole frames only).
+
+    Returns:
+        ``(offset, why)``: where it stopped (the start of the frame it did not
+        read) and why.  The checks are RFC 6455's, as wsproto makes them:
+        RSV bits, opcodes, masking, minimal lengths, UTF-8.
+    """
+    n = len(data)
+    msg.need = 0
+    while pos + 2 <= n:
+        b0 = data[pos]
+        b1 = data[pos + 1]
+        opcode = b0 & 0x0F
+        if opcode >= 8:
+            return pos, Fragments.CONTROL
+        if b0 & 0x70:
+            return pos, msg.fail(1002, "reserved bits set")
+        if opcode != (0 if msg.started else (1 if msg.text else 2)):
+            if opcode in (1, 2):
+                return pos, msg.fail(1002, "a new message began before the last one ended")
+            return pos, msg.fail(1002, f"unexpected opcode {opcode:#x}")
+        if not b1 & 0x80:
+            return pos, msg.fail(1002, "client frames must be masked")
+        length = b1 & 0x7F
+        if length == 126:
+            if pos + 4 > n:
+                return pos, Fragments.MORE
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            if length < 126:
+                return pos, msg.fail(1002, "payload length not minimally encoded")
+            head = 8
+        elif length == 127:
+            if pos + 10 > n:
+                return pos, Fragments.MORE
+            length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+            if length < 65536 or length >> 63:
+                return pos, msg.fail(1002, "invalid 64-bit payload length")
+            head = 14
+        else:
+            head = 6
+        cost = msg.cost + length + (FRAME_COST if msg.started else 0)
+        if limit is not None and cost > limit:
+            return pos, Fragments.OVER
+        end = pos + head + length
+        if end > n:
+            msg.need = head + length
+            return pos, Fragments.MORE
+        payload = unmask(data[pos + head : end], data[pos + head - 4 : pos + head])
+        decoder = msg.decoder
+        if decoder is not None:
+            try:
+                decoder.decode(payload, final=bool(b0 & 0x80))
+            except UnicodeDecodeError:
+                return pos, msg.fail(1007, "invalid UTF-8 in a text message")
+        msg.cost = cost
+        msg.started = True
+        msg.buffer += payload
+        pos = end
+        if b0 & 0x80:
+            return pos, Fragments.DONE
+    return pos, Fragments.MORE

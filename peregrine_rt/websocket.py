@@ -38,7 +38,14 @@ from wsproto.events import (
     TextMessage,
 )
 
-from ._frames import FrameTracker, encode_frame, parse_simple_frames
+from ._frames import (
+    FragmentedMessage,
+    Fragments,
+    FrameTracker,
+    encode_frame,
+    parse_simple_frames,
+    read_fragments,
+)
 from ._outbox import Outbox
 from .exceptions import ClientDisconnected, ConnectionClosed
 
@@ -90,10 +97,13 @@ class WebSocket:
         "_conn",
         "_ended",
         "_fast",
+        "_fragments",
         "_hubs",
         "_initial",
         "_max_size",
         "_outbox",
+        "_pending",
+        "_pending_size",
         "_ping_counter",
         "_ping_sent_at",
         "_pong_waiters",
@@ -149,6 +159,9 @@ class WebSocket:
             None if max_size is None else max_size + slack
         )
         self._initial = initial  # bytes that came with the upgrade request
+        self._fragments: FragmentedMessage | None = None  # read by the fast path
+        self._pending: list[bytes] = []  # an incomplete frame of it, as received
+        self._pending_size = 0
         self._ended = False  # its life (run) is over: it can join no hub
         self._hubs: list[Hub] | None = None  # hubs this socket is subscribed on
         self._pong_waiters: dict[bytes, trio.Event] = {}
@@ -281,9 +294,10 @@ class WebSocket:
         """Parse received bytes into the backlog, in order.
 
         While wsproto is idle (the tracker says so) and the socket is open and
-        uncompressed, the fast path reads the common frames itself; everything
+        uncompressed, the fast path reads the common frames itself, and the
+        data frames of a fragmented message too (into one buffer); everything
         else goes to wsproto, through the tracker.  A message over the size
-        limit leaves a ``_TOO_BIG`` mark in the backlog where it began.
+        limit leaves a ``_TOO_BIG`` mark in the backlog where it stopped.
         """
         ws = self._ws
         backlog = self._backlog
@@ -292,16 +306,52 @@ class WebSocket:
             ws.receive_data(data)
             backlog.extend(ws.events())
             return
+        pending = self._pending
+        if pending:  # the start of a fragment the fast path reads whole
+            pending.append(data)
+            self._pending_size += len(data)
+            waiting = self._fragments
+            assert waiting is not None  # only a fragmented message leaves bytes pending
+            if self._pending_size < waiting.need:
+                return  # still short of the whole frame: join once, not per read
+            data = b"".join(pending)
+            pending.clear()
         fast = self._fast
+        limit = tracker.limit
         pos = 0
         n = len(data)
         while pos < n:
             if fast and tracker.idle and ws.state is ConnectionState.OPEN:
-                messages, pos = parse_simple_frames(data, self._max_size, pos)
-                if messages:
-                    backlog.extend(messages)
-                if pos >= n:
-                    return
+                fragments = self._fragments
+                if fragments is None:
+                    messages, pos = parse_simple_frames(data, self._max_size, pos)
+                    if messages:
+                        backlog.extend(messages)
+                    if pos >= n:
+                        return
+                    if data[pos] in (0x01, 0x02):  # a fragmented message begins
+                        fragments = self._fragments = FragmentedMessage(data[pos] == 0x01)
+                if fragments is not None:
+                    pos, why = read_fragments(data, pos, fragments, limit)
+                    if why is Fragments.DONE:
+                        backlog.append(fragments.message())
+                        self._fragments = None
+                        continue
+                    if why is Fragments.MORE:
+                        rest = data[pos:]  # under the limit: its header was checked
+                        self._pending.append(rest)
+                        self._pending_size = len(rest)
+                        return
+                    if why is Fragments.OVER:
+                        self._tracker = None
+                        backlog.append(_TOO_BIG)
+                        return
+                    if why is Fragments.ERROR:
+                        self._tracker = None
+                        code, reason = fragments.error
+                        backlog.append(CloseConnection(code=code, reason=reason))
+                        return
+                    # Fragments.CONTROL: a ping, pong or close between fragments.
             end, over = tracker.advance(data, pos, fast)
             ws.receive_data(data if pos == 0 and end == n else data[pos:end])
             backlog.extend(ws.events())
@@ -502,11 +552,13 @@ class WebSocket:
                     continue
                 self.last_seen = trio.current_time()
                 if event is _TOO_BIG:
-                    # Counted from the frame headers, fragments included.
+                    # Counted from the frame headers, fragments included.  The
+                    # rest of the message is not read: fail the connection
+                    # (RFC 6455 §7.1.7) after the close frame, lingering so
+                    # that the peer can read it.
+                    self._conn.linger = True
                     await self.close(1009, f"message over {max_size} bytes")
-                    parts = None
-                    size = 0
-                    continue
+                    return
                 if isinstance(event, (TextMessage, BytesMessage)):
                     data = event.data
                     # Bytes, not characters (isascii() is O(1) on str).
