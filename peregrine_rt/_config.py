@@ -18,6 +18,7 @@ from ._http import (
     MAX_HEADERS_SIZE,
     MAX_REQUEST_LINE,
 )
+from ._json import JSON_MAX_DEPTH
 
 __all__ = ["Config"]
 
@@ -82,6 +83,12 @@ class Config:
         65_536,
         "A body the handler did not read is read and dropped up to this many bytes so the "
         "connection can serve the next request; a larger one closes the connection.",
+    )
+    json_max_depth: int = _opt(
+        JSON_MAX_DEPTH,
+        "Deepest nesting of arrays and objects accepted in a client's JSON (request.json() "
+        "and JSONMixin messages); deeper gets 400, or close 1007 on a WebSocket, before "
+        "Python's recursive parser sees it.",
     )
     thread_pool_size: int = _opt(
         40, "Threads run_sync() may use at once (blocking or CPU-heavy work)."
@@ -160,6 +167,13 @@ class Config:
                 raise ValueError(f"Config.{name} must be positive")
         if self.ws_slow_policy not in ("close", "drop-oldest"):
             raise ValueError("Config.ws_slow_policy must be 'close' or 'drop-oldest'")
-        for name in ("max_connections", "backlog", "thread_pool_size", "workers", "ws_outbox_size"):
+        for name in (
+            "max_connections",
+            "backlog",
+            "thread_pool_size",
+            "workers",
+            "ws_outbox_size",
+            "json_max_depth",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be at least 1")

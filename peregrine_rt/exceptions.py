@@ -6,7 +6,8 @@
     ├── ProtocolError              .status_hint: the HTTP status that answers it
     │   ├── LocalProtocolError     our own misuse (e.g. an invalid response header)
     │   └── RemoteProtocolError    the peer sent something we must refuse
-    │       └── LimitExceeded      a configured size limit was crossed (413/414/431)
+    │       ├── LimitExceeded      a configured size limit was crossed (413/414/431)
+    │       └── InvalidJSON        a JSON body or message is malformed or too deep (400/1007)
     ├── HandlerError               a handler class does not meet the handler contract
     ├── HandshakeError             a WebSocket upgrade was refused (.status)
     ├── ClientDisconnected         the client went away while a handler read or sent
@@ -17,6 +18,7 @@
 
 The HTTP parser raises only :class:`RemoteProtocolError` (or its subclass
 :class:`LimitExceeded`) for bad input; any other exception escaping it is a bug.
+``request.json()`` raises ``InvalidJSON``, which is also a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "HandlerError",
     "HandshakeError",
     "HubUnavailable",
+    "InvalidJSON",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
@@ -70,6 +73,22 @@ class RemoteProtocolError(ProtocolError):
 
 class LimitExceeded(RemoteProtocolError):
     """The peer crossed a size limit: 414 (request line), 431 (headers) or 413 (body)."""
+
+
+class InvalidJSON(RemoteProtocolError, ValueError):
+    """A client's JSON is malformed, or nests deeper than ``Config.json_max_depth``.
+
+    ``await request.json()`` raises it; if the handler lets it propagate, the
+    client gets 400 with the reason (``invalid JSON: Expecting value: line 1
+    column 1``, ``JSON nested deeper than 64 levels``), and the log has one
+    warning line, not a handler failure with its traceback.  ``JSONMixin``
+    closes the WebSocket with 1007.  It is a ``ValueError`` too, as
+    ``json.loads`` errors are.  The framing of the request was sound
+    (``close`` is False).
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, 400, close=False)
 
 
 class HandlerError(PeregrineError):

@@ -14,14 +14,13 @@ a :class:`~peregrine_rt.RedisHub`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._hub import Hub
-from ._json import dumps
+from ._json import dumps, loads
 from ._upgrade import upgrade
-from .exceptions import HubUnavailable
+from .exceptions import HubUnavailable, InvalidJSON
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -67,8 +66,12 @@ class JSONMixin(HubMixin):
     """Every message is JSON: ``on_message`` parses it and calls ``on_json(ws, data)``.
 
     A text message that is not JSON closes the socket with 1007 (invalid
-    payload); a binary message closes it with 1003 (unsupported data).  The
-    handler must define ``async def on_json(self, ws, data)``.
+    payload, reason ``invalid JSON``), and so does one whose arrays and
+    objects nest deeper than ``Config.json_max_depth`` (64 by default; reason
+    ``JSON nested deeper than 64 levels``), before Python's recursive parser
+    sees it; each is one warning line on ``peregrine_rt.error``, without a
+    traceback.  A binary message closes the socket with 1003 (unsupported
+    data).  The handler must define ``async def on_json(self, ws, data)``.
     """
 
     _peregrine_requires: ClassVar[dict[str, tuple[str, ...]]] = {"on_json": ("ws", "data")}
@@ -78,9 +81,13 @@ class JSONMixin(HubMixin):
             await ws.close(1003, "messages are JSON text")
             return
         try:
-            data = json.loads(message)
-        except ValueError:
-            await ws.close(1007, "invalid JSON")
+            data = loads(message, ws.request.config.json_max_depth)
+        except InvalidJSON as exc:
+            reason = str(exc)
+            error_log.warning("%r: closing with 1007: %s", ws, reason)
+            # Malformed JSON keeps the short reason "invalid JSON" (where the parser
+            # stopped is in the log line); too deep says the limit.
+            await ws.close(1007, reason if reason.startswith("JSON nested") else "invalid JSON")
             return
         await self.on_json(ws, data)  # type: ignore[attr-defined]  # checked by Server()
 
