@@ -218,7 +218,8 @@ class HTTPConnection:
         parser = self.parser
         transport = self.transport
         self.waiting = Waiting.HEAD
-        self.since = trio.current_time()
+        if self.handled:  # the keep-alive idle time counts from the last response
+            self.since = trio.current_time()
         self.request = None
         if self.response is not None:
             self.response.release_file()  # closes a file the handler opened and left
@@ -234,7 +235,10 @@ class HTTPConnection:
             data = await transport.receive_some(wait_first)
             wait_first = False
             if data:
-                if not had_data:  # the head's first byte: header_timeout counts from here
+                if not had_data and self.handled:
+                    # A keep-alive request's first byte: the idle timeout ends and
+                    # header_timeout counts from here.  (The first request's
+                    # header_timeout counts from the connection's start.)
                     self.since = trio.current_time()
                 parser.feed(data)
             else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -42,10 +43,12 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from .handlers import HTTPHandler
-
     from .websocket import WebSocket
 
 __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
+
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refusals at the limit
+MAX_LINGERING_REFUSALS = 64  # refused sockets closed in order at once; past that, at once
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
@@ -101,6 +104,11 @@ class Server:
         # outbox bound, so a fast client never meets it).
         self.scheduler = SendScheduler(min(CORK_LIMIT, self.config.ws_outbox_size // 2))
         """The WebSocket send path's flush task and writer tasks (``peregrine_rt._outbox``)."""
+        self.refused_connections = 0
+        """Connections refused with 503 at ``Config.max_connections`` since the start."""
+        self._refusals_logged = 0
+        self._refusals_logged_at = -math.inf
+        self._lingering = 0  # refused sockets being closed in order
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
@@ -391,11 +399,7 @@ class Server:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if len(self.connections) >= self.config.max_connections:
-                try:
-                    conn.send(self._busy())
-                except OSError:
-                    pass
-                conn.close()
+                self._refuse(conn, nursery)
                 continue
             transport: Transport
             if is_tls:
@@ -415,6 +419,7 @@ class Server:
         while True:
             stream = await listener.accept()
             if len(self.connections) >= self.config.max_connections:
+                self._note_refusal()
                 try:
                     with trio.move_on_after(1):
                         await stream.send_all(self._busy())
@@ -427,6 +432,49 @@ class Server:
                 peer = stream.socket.getpeername()
                 client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
             self._start_connection(nursery, StreamTransport(stream, client))
+
+    def _note_refusal(self) -> None:
+        """Count a connection refused at the limit; log at most one line per interval."""
+        self.refused_connections += 1
+        now = trio.current_time()
+        if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+            error_log.warning(
+                "at the connection limit (max_connections=%d): %d connection(s) refused "
+                "with 503 since the last report (%d in all)",
+                self.config.max_connections,
+                self.refused_connections - self._refusals_logged,
+                self.refused_connections,
+            )
+            self._refusals_logged_at = now
+            self._refusals_logged = self.refused_connections
+
+    def _refuse(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """Answer 503 on an accepted socket over the limit, then close it in order.
+
+        Closing a socket with unread input (the request) makes the kernel send
+        a reset, which can destroy the 503 before the client reads it.  So the
+        socket is half-closed after the write, and what the client still sends
+        is read and dropped (briefly, boundedly) before the close — by at most
+        MAX_LINGERING_REFUSALS tasks at once; past that, closed at once.
+        """
+        self._note_refusal()
+        try:
+            sock.send(self._busy())
+        except OSError:
+            sock.close()
+            return
+        if self._lingering >= MAX_LINGERING_REFUSALS:
+            sock.close()
+            return
+        self._lingering += 1
+        nursery.start_soon(self._linger_and_close, sock)
+
+    async def _linger_and_close(self, sock: socket.socket) -> None:
+        try:
+            with trio.CancelScope(shield=True):  # bounded by LINGER_SECONDS: never leak the fd
+                await SocketTransport(sock, None).aclose(linger=True)
+        finally:
+            self._lingering -= 1
 
     def _busy(self) -> bytes:
         """The 503 for a connection over ``Config.max_connections``."""
@@ -464,6 +512,7 @@ class Server:
                 "the server is not serving (start serve() or serve_listeners() first)"
             )
         if len(self.connections) >= self.config.max_connections:
+            self._note_refusal()
             try:
                 with trio.move_on_after(1):
                     await stream.send_all(self._busy())

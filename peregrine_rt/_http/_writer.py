@@ -51,7 +51,10 @@ def _status_line(status: int, version: str) -> bytes:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = ""
-        line = f"HTTP/{version} {status} {phrase}\r\n".encode("ascii")
+        # The server's own version whatever the request's (RFC 9110 §2.5, as
+        # h11 does): an HTTP/1.0 client reads an HTTP/1.1 status line fine,
+        # and the framing below still follows the request's version.
+        line = f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
         _STATUS_LINES[(status, version)] = line
     return line
 
@@ -111,8 +114,10 @@ def encode_response_head(
         headers: ``(name, value)`` pairs; names must be tokens, values free of
             control bytes, and none of Content-Length, Transfer-Encoding or
             Connection (the writer sets those from the other arguments).
-        version: the request's HTTP version, ``"1.1"`` or ``"1.0"``; the
-            response is sent in the same version.
+        version: the request's HTTP version, ``"1.1"`` or ``"1.0"``: it decides
+            the framing (no chunked coding for 1.0, ``Connection: keep-alive``
+            to keep a 1.0 connection); the status line always says ``HTTP/1.1``,
+            the server's own version (RFC 9110 §2.5).
         keep_alive: whether the connection stays open after this response.
         content_length: written as ``Content-Length`` when not ``None``.
         chunked: write ``Transfer-Encoding: chunked`` (HTTP/1.1 only).

@@ -139,7 +139,7 @@ async def test_http10_closes_by_default(transport: str) -> None:
         await stream.send_all(get("/text", version="1.0") + get("/text", version="1.0"))
         responses = await Reader(stream).responses_until_eof()
         assert len(responses) == 1
-        assert responses[0].version == b"HTTP/1.0"
+        assert responses[0].version == b"HTTP/1.1"  # the server's version (RFC 9110 §2.5)
         assert responses[0].body == b"hello"
         assert responses[0].header("connection") == "close"
 
@@ -152,7 +152,7 @@ async def test_http10_keep_alive_when_asked(transport: str) -> None:
         for _ in range(2):
             await stream.send_all(get("/text", "Connection: keep-alive", version="1.0"))
             resp = await reader.response()
-            assert resp.version == b"HTTP/1.0"
+            assert resp.version == b"HTTP/1.1"
             assert resp.header("connection") == "keep-alive"
             assert resp.header("content-length") == "5"
             assert resp.body == b"hello"
@@ -441,7 +441,7 @@ async def test_streamed_response_is_close_delimited_for_http10(transport: str) -
         await stream.send_all(get("/stream", "Connection: keep-alive", version="1.0"))
         reader = Reader(stream)
         resp = await reader.response()
-        assert resp.version == b"HTTP/1.0"
+        assert resp.version == b"HTTP/1.1"
         assert not resp.chunked
         assert resp.header("transfer-encoding") is None
         assert resp.header("content-length") is None

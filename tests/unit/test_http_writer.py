@@ -209,7 +209,7 @@ OUTPUTS = [
     out(
         "http10-keep-alive",
         lambda: encode_response(200, body=b"hi", version="1.0"),
-        b"HTTP/1.0 200 OK",
+        b"HTTP/1.1 200 OK",  # the server's version (RFC 9110 §2.5); framing as 1.0
         [(CL, b"2"), (b"connection", b"keep-alive")],
         rest=b"hi",
         body=b"hi",
@@ -217,7 +217,7 @@ OUTPUTS = [
     out(
         "http10-close",
         lambda: encode_response(200, body=b"hi", version="1.0", keep_alive=False),
-        b"HTTP/1.0 200 OK",
+        b"HTTP/1.1 200 OK",
         [(CL, b"2"), (b"connection", b"close")],
         rest=b"hi",
         body=b"hi",
