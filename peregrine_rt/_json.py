@@ -14,21 +14,37 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any, Final
 
 from .exceptions import InvalidJSON
 
-__all__ = ["JSON_MAX_DEPTH", "dumps", "loads", "nesting_depth"]
+__all__ = ["JSON_MAX_DEPTH", "deeper_than", "dumps", "loads", "nesting_depth"]
 
 JSON_MAX_DEPTH: Final = 64
 """Deepest nesting of arrays and objects :func:`loads` accepts by default."""
 
-# What matters for nesting: brackets, and strings (whose brackets do not count).
-# The string branch is written so that it cannot fail once it starts at a quote
-# (an unterminated string runs to the end of the text), hence no backtracking:
-# a text of many quotes is still read once.
-_TOKENS: Final = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)|[\[\]{}]')
-_OPEN: Final = frozenset("[{")
+# Reading the nesting: drop every backslash escape (so that the only quotes
+# left are those that open and close strings), drop the strings (every other
+# piece between quotes), keep the brackets, "{" read as "[" and "}" as "]".
+# All of it is bytes methods in C; Python code runs per block of brackets, not
+# per bracket (see deeper_than).  On malformed text the result is only an
+# estimate, which is enough: json refuses that text anyway, and it never
+# recurses past the point where the estimate and the truth part.
+_ESCAPE: Final = re.compile(rb"\\[\s\S]")
+_BRACKETS: Final = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS: Final = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP: Final = (0,) * 91 + (1, 0, -1)  # indexed by byte: "[" (91) +1, "]" (93) -1
+
+
+def _brackets(text: str | bytes) -> bytes:
+    """The brackets of the JSON ``text`` outside strings, as ``[`` and ``]``, in order."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if b"\\" in data:
+        data = _ESCAPE.sub(b"", data)
+    if b'"' in data:
+        data = b"".join(data.split(b'"')[::2])
+    return data.translate(_BRACKETS, _NOT_BRACKETS)
 
 
 def dumps(data: Any) -> str:
@@ -40,31 +56,45 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-def nesting_depth(text: str, stop: int | None = None) -> int:
-    """How deeply arrays and objects nest in the JSON ``text`` (one pass, no recursion).
+def nesting_depth(text: str | bytes) -> int:
+    """How deeply arrays and objects nest in the JSON ``text`` (UTF-8 if bytes).
 
-    Brackets inside strings do not count.  The count stops once it passes
-    ``stop``, so a caller checking a limit need not read the rest.  On valid
-    JSON the answer is exact; on malformed text it is only an estimate (the
-    parser refuses that text anyway).
+    One pass, no recursion; brackets inside strings do not count.  On valid
+    JSON the answer is exact; on malformed text it is an estimate.
 
     >>> nesting_depth('{"a": [1, "]]"], "b": {}}')
     2
     """
-    depth = deepest = 0
-    for m in _TOKENS.finditer(text):
-        c = text[m.start()]  # the token's first character (a string is not copied)
-        if c == '"':
-            continue
-        if c in _OPEN:
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if stop is not None and depth > stop:
-                    break
-        else:
-            depth -= 1
-    return deepest
+    return max(accumulate(map(_STEP.__getitem__, _brackets(text))), default=0)
+
+
+def deeper_than(text: str | bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit`` in ``text`` (UTF-8 if bytes).
+
+    A text with at most ``limit`` opening brackets cannot, and is answered by
+    two counts.  Otherwise the brackets are read in blocks of ``limit``: a
+    block whose opening brackets cannot lift the depth past ``limit`` is
+    passed with two counts, and only the others are followed bracket by
+    bracket, up to the first level past ``limit``.
+    """
+    if isinstance(text, str):
+        opening = text.count("[") + text.count("{")
+    else:
+        opening = text.count(b"[") + text.count(b"{")
+    if opening <= limit:
+        return False
+    brackets = _brackets(text)
+    block = max(limit, 1)
+    depth = 0
+    for start in range(0, len(brackets), block):
+        part = brackets[start : start + block]
+        opening = part.count(b"[")
+        if depth + opening > limit:
+            for level in accumulate(map(_STEP.__getitem__, part), initial=depth):
+                if level > limit:
+                    return True
+        depth += 2 * opening - len(part)
+    return False
 
 
 def loads(text: str | bytes | bytearray, max_depth: int = JSON_MAX_DEPTH) -> Any:
@@ -84,15 +114,17 @@ def loads(text: str | bytes | bytearray, max_depth: int = JSON_MAX_DEPTH) -> Any
       ...
     peregrine_rt.exceptions.InvalidJSON: JSON nested deeper than 64 levels
     """
+    utf8: bytes | None = None  # the bytes, when the depth can be read from them as they are
     if not isinstance(text, str):
         encoding = json.detect_encoding(text)
         try:
-            text = text.decode(encoding, "surrogatepass")
+            decoded = text.decode(encoding, "surrogatepass")
         except UnicodeDecodeError:
             raise InvalidJSON(f"invalid JSON: not {encoding.upper()} text") from None
-    # Fewer brackets than the limit cannot nest deeper than it: the common
-    # message is checked by two counts in C, without reading it in Python.
-    if text.count("[") + text.count("{") > max_depth and nesting_depth(text, max_depth) > max_depth:
+        if type(text) is bytes and encoding.startswith("utf-8"):
+            utf8 = text
+        text = decoded
+    if deeper_than(text if utf8 is None else utf8, max_depth):
         raise InvalidJSON(f"JSON nested deeper than {max_depth} levels")
     try:
         return json.loads(text)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import peregrine_rt as pr
-from peregrine_rt._json import JSON_MAX_DEPTH, loads, nesting_depth
+from peregrine_rt._json import JSON_MAX_DEPTH, deeper_than, loads, nesting_depth
 from peregrine_rt.exceptions import InvalidJSON, RemoteProtocolError
 from peregrine_rt.mixins import JSONMixin
 from peregrine_rt.testing import open_client
@@ -58,11 +58,24 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 )
 def test_nesting_depth_counts_brackets_outside_strings(text: str, depth: int) -> None:
     assert nesting_depth(text) == depth
-    assert nesting_depth(text, stop=depth) == depth
+    assert not deeper_than(text, depth)
+    assert deeper_than(text, depth - 1) == (depth > 0)
 
 
-def test_nesting_depth_stops_once_past_the_limit() -> None:
-    assert nesting_depth(DEEP, stop=64) == 65
+@pytest.mark.parametrize("limit", [1, 7, 60, 61, 64])
+def test_deeper_than_agrees_with_the_exact_depth_block_by_block(limit: int) -> None:
+    # Teeth of 60 levels inside one more: many blocks of brackets come near the limit.
+    saw = "[" + ("[" * 60 + '"]"' + "]" * 60 + ",") * 50 + "1]"
+    assert nesting_depth(saw) == 61
+    assert deeper_than(saw, limit) == (limit < 61)
+    assert deeper_than(saw.encode(), limit) == (limit < 61)
+
+
+def test_deeper_than_reads_no_further_than_the_first_level_past_the_limit() -> None:
+    # The rest of the text is not even looked at: no closing brackets, no error.
+    assert deeper_than("[" * 65 + "garbage", 64)
+    assert not deeper_than("[" * 64 + "garbage", 64)
+    assert nesting_depth(DEEP) == 100_000
 
 
 def test_nesting_depth_reads_an_unterminated_string_to_the_end() -> None:
