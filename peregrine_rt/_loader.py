@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-__all__ = ["check_spec", "fail", "find_os_error", "load_app"]
+__all__ = ["check_spec", "fail", "find_os_error", "load_app", "sole_exception"]
 
 
 def fail(message: str) -> int:
@@ -51,6 +51,23 @@ def find_os_error(exc: BaseException) -> OSError | None:
             if found is not None:
                 return found
     return None
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` and its nested groups, or None if there are more.
+
+    trio's strict exception groups wrap whatever leaves a nursery; when that is
+    a single exception, the caller deserves it as itself (the unwrapping idiom
+    of trio's documentation on ``strict_exception_groups``).  Raise it outside
+    the ``except`` block that caught the group, so that it keeps its own
+    ``__context__`` instead of gaining the group as one.
+    """
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
 
 
 def check_spec(spec: str) -> None:

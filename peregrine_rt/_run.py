@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Unpack
 import trio
 
 from ._config import Config
-from ._server import Server, install_default_logging, serve_until_signalled
+from ._loader import sole_exception
 from ._options import ServerOptions
+from ._server import Server, install_default_logging, serve_until_signalled
 from ._workers import run_workers
 
 if TYPE_CHECKING:
@@ -37,6 +38,12 @@ def run(
     process supervises them (see :doc:`deployment`); ``handler`` must then be a
     class importable by its ``module:qualname``.  If the first worker cannot
     start, the program exits with its status.
+
+    Error handling:
+        An ``OSError`` binding the address (``Address already in use``), or an
+        exception raised by the handler's ``startup()``, comes out as itself,
+        not inside the ``ExceptionGroup`` of the nurseries it crossed: ``except
+        OSError`` catches it.
     """
     server = Server(handler, config, **overrides)
     if server.config.workers > 1:
@@ -45,4 +52,12 @@ def run(
             raise SystemExit(status)
         return
     install_default_logging(log_level)
-    trio.run(serve_until_signalled, server)
+    try:
+        trio.run(serve_until_signalled, server)
+    except BaseExceptionGroup as group:
+        lone = sole_exception(group)
+        if lone is None:
+            raise
+    else:
+        return
+    raise lone  # outside the except block: its own traceback and context, not the group's

@@ -182,8 +182,11 @@ class Server:
 
         Error handling:
             An ``OSError`` from binding (address in use, permission), or an
-            exception from the handler's ``startup()``, is raised before
-            ``task_status.started()``, so ``nursery.start`` raises it, unwrapped.
+            exception from the handler's ``startup()`` or from ``background()``
+            before it reports ready, is raised before ``task_status.started()``,
+            so ``nursery.start`` raises it as itself, not in an
+            ``ExceptionGroup``.  (Your own nursery then groups it on the way
+            out, as for any trio task: catch it around ``nursery.start``.)
         """
         self.listeners = self._bind()
         await self._serve(self.listeners, None, task_status)
@@ -203,17 +206,21 @@ class Server:
         listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None,
         task_status: trio.TaskStatus[Server],
     ) -> None:
+        lone: BaseException | None = None
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._watch_cancellation)
                 await outer.start(self._run_shielded, socks, listeners)
                 task_status.started(self)
         except BaseExceptionGroup as group:
-            # One failure (startup() raising, say) comes out as itself, as a
-            # bind error does, not wrapped in the nursery's group.
-            if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
-                raise group.exceptions[0] from None
-            raise
+            # One failure (startup() raising, background() failing before it
+            # is ready, however many nurseries deep) comes out as itself, as
+            # a bind error does, not wrapped in the nurseries' groups.
+            lone = group
+            while isinstance(lone, BaseExceptionGroup) and len(lone.exceptions) == 1:
+                lone = lone.exceptions[0]
+            if isinstance(lone, (BaseExceptionGroup, trio.Cancelled)):
+                raise
         finally:
             for sock in socks:
                 sock.close()
@@ -222,6 +229,8 @@ class Server:
                     os.unlink(self.config.uds)
                 except OSError:
                     pass
+        if lone is not None:
+            raise lone  # out of the except block: its own context, not the group
 
     async def _watch_cancellation(self) -> None:
         try:
