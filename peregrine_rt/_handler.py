@@ -80,6 +80,9 @@ _ALIASES: dict[str, str] = {
 # are never near misses) and the Protocols (whose stubs are not hooks).
 _OWN_MODULES = ("peregrine_rt.mixins", "peregrine_rt.handlers")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# A mixin's setting: a class variable it declares without a value
+# (``static: ClassVar[DirServer]``), which the handler class must give.
+_SETTING = re.compile(r"(?:typing\.)?ClassVar\[(?P<type>\w+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +236,27 @@ def _calls_upgrade(func: Any) -> bool:
     return False
 
 
+def _check_settings(handler: type | object, cls: type, name: str) -> None:
+    """Refuse a handler without a setting its mixins need (StaticMixin's ``static``).
+
+    Without this check the server would start and answer every request the
+    mixin handles with 500 (an ``AttributeError`` at request time).
+    """
+    for base in cls.__mro__:
+        if base.__module__ != "peregrine_rt.mixins":
+            continue
+        for attr, annotation in inspect.get_annotations(base).items():
+            match = _SETTING.fullmatch(str(annotation))
+            if match is None or attr in vars(base):
+                continue
+            if getattr(handler, attr, None) is None:
+                raise HandlerError(
+                    f"{name} uses {base.__name__} but has no {attr!r} attribute, which "
+                    f"{base.__name__} needs: set it on the class, e.g. "
+                    f"{attr} = pr.{match['type']}(...)"
+                )
+
+
 def check_handler(handler: type | object) -> HandlerSpec:
     """Check ``handler`` (a class, or an instance of one) against the contract.
 
@@ -286,6 +310,7 @@ def check_handler(handler: type | object) -> HandlerSpec:
             raise HandlerError(f"{name}.{method} must be {expected}; it is {actual}")
         found[method] = True
         funcs[method] = func
+    _check_settings(handler, cls, name)
     ws = [m for m in _WS_CALLBACKS if found[m]]
     handle = funcs["handle"]
     # StaticMixin.handle upgrades only when the handler accepts WebSockets.

@@ -18,6 +18,7 @@ opens one connection per WebSocket.
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
 import json as jsonlib
 import math
@@ -104,6 +105,36 @@ class RequestOptions(TypedDict, total=False):
     timeout: Timeout
 
 
+_OPTION_NAMES = tuple(RequestOptions.__annotations__)
+
+
+def check_options(method: str, options: Mapping[str, object]) -> None:
+    """Refuse keyword arguments a request does not take, as a Python function would.
+
+    ``Unpack[RequestOptions]`` tells a type checker, but nothing checks at run
+    time: without this, ``jsn={...}`` would send a request without a body and
+    the test could pass.
+
+    Raises:
+        TypeError: naming the argument and the closest option.
+    """
+    for name in options:
+        if name in _OPTION_NAMES:
+            continue
+        if name == "files":
+            raise TypeError(
+                f"a {method} request got files=, but the test client cannot send "
+                "multipart/form-data uploads yet: encode the body yourself and pass it "
+                "as content=, with its Content-Type header"
+            )
+        close = difflib.get_close_matches(name, _OPTION_NAMES, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"a {method} request got an unexpected keyword argument {name!r}{hint} "
+            f"(a request takes {', '.join(_OPTION_NAMES)})"
+        )
+
+
 # -- responses ----------------------------------------------------------------------
 
 
@@ -115,6 +146,7 @@ def _build_request(
     method: str, url: str, host: str, options: RequestOptions
 ) -> tuple[str, list[tuple[bytes, bytes]], Any]:
     """The target, headers and body (bytes, an iterable, or None) of a request."""
+    check_options(method, options)
     parts = urlsplit(url)
     target = parts.path or "/"
     if not target.startswith("/"):
