@@ -31,6 +31,19 @@ The guarantee (``docs/redis.rst`` says the same for users):
   its subscribers, then or later: pub/sub has no replay.  Use Redis streams
   (as the chat example does) for history.
 
+Every call to Redis is bounded by ``timeout`` (a trio deadline around it, not
+only coredis's own ``stream_timeout``): a Redis that stops answering (frozen
+with SIGSTOP, say) makes ``publish`` raise ``HubUnavailable`` within
+``timeout``, and drops the link.  A command that timed out leaves its request
+queued on the connection, so the connection is never reused: both are
+invalidated and the link is rebuilt from new ones.
+
+Epochs: at each link-up the hub reads the server's ``run_id`` (``INFO
+server``); a new one means Redis restarted, with whatever it kept lost.
+Callbacks registered with :meth:`RedisHub.on_link` learn of each link-up
+before any message received on the new link is delivered, so that an app can
+catch up on what it missed (and re-seed a restarted Redis) in order.
+
 Reconnection: the link is watched (a ``PING`` on both connections every
 ``PING_INTERVAL`` seconds, answered within ``timeout``); when it drops, it is
 rebuilt with exponential backoff (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``,
@@ -76,8 +89,8 @@ log = logging.getLogger("peregrine_rt.hub")
 NODE_ID_SIZE = 16
 """Bytes of random node id at the start of every payload."""
 DEFAULT_PREFIX = "peregrine:"
-DEFAULT_TIMEOUT = 2.0
-"""Seconds to connect, to get the subscription acknowledged, and for any reply."""
+DEFAULT_TIMEOUT = 1.0
+"""Seconds allowed for every call to Redis: connecting, subscribing, each reply."""
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 PING_INTERVAL = 5.0
@@ -116,6 +129,15 @@ def _close_buffers(conn: BaseConnection) -> None:
             value.close()
 
 
+def _run_id(info: Any) -> str:
+    """The ``run_id`` field of an ``INFO server`` reply ("" if it has none)."""
+    text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line[len("run_id:") :].strip()
+    return ""
+
+
 def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
@@ -145,13 +167,16 @@ class RedisHub(Hub):
             ``unix://path``); anything else raises ``ValueError``.
         prefix: the channel namespace of this app: topic ``t`` is channel
             ``prefix + t``, and the node subscribes to ``prefix*``.
-        timeout: seconds allowed to connect, to have the subscription
-            acknowledged, and for Redis to answer a publish or a ping.
+        timeout: seconds allowed for every call to Redis: to connect, to have
+            the subscription acknowledged, and for Redis to answer a publish,
+            a ping or ``INFO``.
 
     Attributes:
         node_id: this node's random id, which tags what it publishes.
         lost: how many messages :meth:`publish` could not send to the other
             nodes (each also raised :class:`~peregrine_rt.exceptions.HubUnavailable`).
+        run_id: the ``run_id`` of the Redis server at the last link-up
+            (``None`` before the first): it changes when Redis restarts.
 
     Resource handling:
         :meth:`serve` owns both connections to Redis; cancelling it closes them.
@@ -175,6 +200,8 @@ class RedisHub(Hub):
         self.timeout = timeout
         self.node_id = os.urandom(NODE_ID_SIZE)
         self.lost = 0
+        self.run_id: str | None = None
+        self._link_callbacks: list[Callable[[str], None]] = []
         # Parsed now, so that a malformed URL fails when the server is built.
         self._pool: ConnectionPool[Any] = ConnectionPool.from_url(
             url, connect_timeout=timeout, stream_timeout=timeout
@@ -191,6 +218,18 @@ class RedisHub(Hub):
     def connected(self) -> bool:
         """Whether the link to Redis is up (publishes reach the other nodes)."""
         return self._pub is not None
+
+    def on_link(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(run_id)`` each time the link to Redis comes up.
+
+        It is called (synchronously, from the hub's task) once subscribed and
+        before any message received on the new link is delivered, so what it
+        starts (buffering, say) sees every later message.  ``run_id`` is the
+        Redis server's (see :attr:`run_id`); a new one means Redis restarted
+        and kept nothing it had not persisted.  A callback that raises is
+        logged and does not stop the link.
+        """
+        self._link_callbacks.append(callback)
 
     # -- publishing ---------------------------------------------------------------
 
@@ -217,17 +256,24 @@ class RedisHub(Hub):
             payload = b"".join((self.node_id, _BYTES, message))
         try:
             # Queued on the connection now, in call order; written (pipelined
-            # with any other queued publishes) by its writer task.
+            # with any other queued publishes) by its writer task.  The trio
+            # deadline bounds the wait whatever coredis does with its own.
             request = conn.create_request(
                 b"PUBLISH", self._channel_prefix + topic.encode(), payload
             )
-            await request
+            with trio.fail_after(self.timeout):
+                await request
         except _LINK_ERRORS as exc:
             if self._pub is conn:
                 self._pub = None  # the next publishes fail fast until reconnected
                 if self._broken is not None:
                     self._broken.set()
-            raise self._unavailable(topic, delivered, _describe(exc)) from exc
+            why = (
+                f"no answer within {self.timeout:g} s"
+                if isinstance(exc, trio.TooSlowError)
+                else _describe(exc)
+            )
+            raise self._unavailable(topic, delivered, why) from exc
         return delivered
 
     def _unavailable(self, topic: str, delivered: int, why: str) -> HubUnavailable:
@@ -338,9 +384,17 @@ class RedisHub(Hub):
                     reply = await messages.__anext__()
                 if reply[:2] != [b"psubscribe", self._pattern]:
                     raise RedisError(f"unexpected answer to PSUBSCRIBE: {reply!r}")
+                with trio.fail_after(self.timeout):
+                    info = await pub.create_request(b"INFO", b"server", decode=False)
+                self.run_id = _run_id(info)
                 self._broken = broken = trio.Event()
                 self._pub = pub
                 on_up()
+                for callback in list(self._link_callbacks):
+                    try:
+                        callback(self.run_id)
+                    except Exception:
+                        log.exception("a link callback of the hub raised")
                 nursery.start_soon(self._keepalive, pub, sub, broken)
                 await self._relay(messages)
             finally:
