@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Unpack
 import trio
 
 from ._config import Config
-from ._loader import sole_exception
+from ._loader import unwrap_group
 from ._options import ServerOptions
 from ._server import Server, install_default_logging, serve_until_signalled
 from ._workers import run_workers
@@ -55,9 +55,7 @@ def run(
     try:
         trio.run(serve_until_signalled, server)
     except BaseExceptionGroup as group:
-        lone = sole_exception(group)
-        if lone is None:
-            raise
+        inner = unwrap_group(group)
     else:
         return
-    raise lone  # outside the except block: its own traceback and context, not the group's
+    raise inner  # outside the except block: its own traceback and context, not the group's

@@ -49,7 +49,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import Config
-from ._loader import fail, find_os_error, load_app
+from ._loader import (
+    cannot_listen,
+    fail,
+    fail_load,
+    find_attr,
+    find_os_error,
+    import_error_summary,
+    load_app,
+)
 from ._server import Server
 from .exceptions import HandlerError
 
@@ -87,6 +95,7 @@ class WorkerPlan:
     keyfile: str | None = None
     log_level: int | str | None = None
     sys_path: list[str] = field(default_factory=list)
+    app_dir: str | None = None  # --app-dir, for the messages of load_app
 
 
 # -- the handler, by name ------------------------------------------------------------
@@ -133,19 +142,19 @@ def handler_target(handler: type | object) -> tuple[str, str | None]:
 
 
 def _load_handler(plan: WorkerPlan) -> object:
-    """Import the handler class in a worker (LookupError/ImportError when that fails)."""
+    """Import the handler class in a worker (LookupError, as ``load_app`` raises it)."""
     if plan.main_path is None:
-        return load_app(plan.target)
+        return load_app(plan.target, plan.app_dir)
     spec = importlib.util.spec_from_file_location(_MAIN_MODULE, plan.main_path)
     if spec is None or spec.loader is None:
         raise LookupError(f"cannot import {plan.main_path}")
     module: ModuleType = importlib.util.module_from_spec(spec)
     sys.modules[_MAIN_MODULE] = module
-    spec.loader.exec_module(module)
-    obj: object = module
-    for part in plan.target.partition(":")[2].split("."):
-        obj = getattr(obj, part)
-    return obj
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise LookupError(import_error_summary(plan.main_path, exc)) from exc
+    return find_attr(module, plan.target, plan.target.partition(":")[2])
 
 
 # -- the parent ---------------------------------------------------------------------
@@ -208,6 +217,7 @@ def run_workers(
     log_level: int | str | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    app_dir: str | None = None,
 ) -> int:
     """Serve with ``config.workers`` supervised worker processes; the exit status.
 
@@ -257,6 +267,7 @@ def run_workers(
             keyfile=keyfile,
             log_level=log_level,
             sys_path=list(sys.path),
+            app_dir=app_dir,
         )
         _install_logging(log_level)
         scheme = "https" if certfile else "http"
@@ -524,7 +535,7 @@ def worker_main() -> int:
     try:
         handler = _load_handler(plan)
     except LookupError as exc:
-        return fail(str(exc))
+        return fail_load(exc, log_level=plan.log_level)
     config = plan.config
     if plan.certfile and plan.keyfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -543,5 +554,5 @@ def worker_main() -> int:
         os_error = find_os_error(exc)
         if os_error is None:
             raise
-        return fail(f"cannot listen: {os_error}")
+        return fail(cannot_listen(config, os_error))
     return 0

@@ -37,11 +37,19 @@ by the test suite against this parser:
 .. literalinclude:: snippets/cli.sh
    :language: shell
 
+``MODULE`` is a module's dotted name, as for ``python -m`` (``counter``, or
+``examples.counter`` for ``examples/counter.py``), not a file name. It is
+imported from the current directory: ``peregrine-rt examples.counter:Counter``
+works from the root of the peregrine_rt checkout, and from anywhere else
+with ``--app-dir`` naming that root.
+
 Exit status: 0 after a clean shutdown (``SIGINT`` or ``SIGTERM``, see
 :doc:`deployment`); 2 when the arguments are wrong, the handler cannot be
 imported, the handler class breaks the contract (:doc:`handlers`), the TLS
 files cannot be loaded or the address cannot be bound — with one line,
-``peregrine-rt: error: …``, on standard error.
+``peregrine-rt: error: …``, on standard error. When importing the module
+raises (a ``SyntaxError``, an ``ImportError``…), the line names the exception,
+the file and the line; with ``--log-level debug`` the traceback follows it.
 
 Arguments
 ---------

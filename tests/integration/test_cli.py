@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trustme
 
+import peregrine_rt
+
 from .conftest import PYTHON, REPO, get
 
 CONSOLE_SCRIPT = Path(PYTHON).parent / "peregrine-rt"
@@ -207,3 +209,154 @@ def test_certfile_and_keyfile_serve_https(spawn: Any, tmp_path: Path) -> None:
     server.proc.send_signal(signal.SIGTERM)
     returncode, log = server.finish()
     assert returncode == 0, log
+
+
+# -- first contact (issue 20): the mistakes a new user makes, one line each ----------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project: a good module, and modules that fail to import."""
+    (tmp_path / "counter.py").write_text(
+        textwrap.dedent(
+            """
+            import peregrine_rt as pr
+
+            class Counter:
+                async def handle(self, request, response):
+                    response.text("1")
+            """
+        )
+    )
+    (tmp_path / "needs_dep.py").write_text("import peregrine_rt\nimport no_such_dependency\n")
+    (tmp_path / "typo.py").write_text("class App:\n    async def handle(self, request, response)\n")
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "cwd", "line"),
+    [
+        (
+            ["counter.py:Counter"],
+            ".",
+            "'counter.py:Counter' names a file; give the module's dotted name without .py: "
+            "counter:Counter",
+        ),
+        (
+            ["counter:Counter"],
+            "elsewhere",
+            "no module named 'counter' in the current directory ({project}/elsewhere) nor on "
+            "sys.path: run peregrine-rt where counter.py (or counter/) is, or add --app-dir DIR",
+        ),
+        (
+            ["counter:pr"],
+            ".",
+            "'counter:pr' is a module (peregrine_rt), not a class: name the handler class, "
+            "e.g. counter:Counter",
+        ),
+        (
+            ["counter:Countr"],
+            ".",
+            "module 'counter' has no attribute 'Countr': did you mean counter:Counter?",
+        ),
+        (
+            ["needs_dep:App"],
+            ".",
+            "cannot import 'needs_dep': needs_dep.py, line 2: ModuleNotFoundError: No module "
+            "named 'no_such_dependency' (--log-level debug shows the traceback)",
+        ),
+        (
+            ["typo:App"],
+            ".",
+            "cannot import 'typo': typo.py, line 2: SyntaxError: expected ':' "
+            "(--log-level debug shows the traceback)",
+        ),
+        (
+            ["counter:Counter", "--app-dir", "nowhere"],
+            ".",
+            "--app-dir nowhere: no such directory",
+        ),
+        (
+            ["counter:Counter", "--port", "99999"],
+            ".",
+            "--port must be between 0 and 65535 (0 picks a free one), not 99999",
+        ),
+        (
+            ["counter:Counter", "--port", "65536"],
+            ".",
+            "--port must be between 0 and 65535 (0 picks a free one), not 65536",
+        ),
+        (
+            ["counter:Counter", "--port", "-1"],
+            ".",
+            "--port must be between 0 and 65535 (0 picks a free one), not -1",
+        ),
+    ],
+    ids=[
+        "file-name",
+        "other-directory",
+        "module-not-class",
+        "attribute-typo",
+        "import-error",
+        "syntax-error",
+        "no-app-dir",
+        "port-99999",
+        "port-65536",
+        "port-negative",
+    ],
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_first_contact_mistakes_are_one_line_and_exit_2(
+    args: list[str], cwd: str, line: str, workers: str, project: Path
+) -> None:
+    result = run_cli(*args, "--workers", workers, cwd=project / cwd)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"peregrine-rt: error: {line.format(project=project)}\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_app_dir_imports_from_another_directory(spawn: Any, project: Path, workers: str) -> None:
+    server = spawn(
+        "counter:Counter", "--app-dir", str(project), "--port", "0", "--workers", workers,
+        cwd=project / "elsewhere",
+    )  # fmt: skip
+    port = int(server.wait_for_log("serving ").rsplit(":", 1)[1])
+    response = ask(socket.create_connection(("127.0.0.1", port)), "/")
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    server.proc.send_signal(signal.SIGTERM)
+    returncode, log = server.finish()
+    assert returncode == 0, log
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_debug_log_level_puts_the_traceback_below_the_line(project: Path, workers: str) -> None:
+    result = run_cli("typo:App", "--log-level", "debug", "--workers", workers, cwd=project)
+    assert result.returncode == 2
+    first, *rest = result.stderr.splitlines()
+    assert first == (
+        "peregrine-rt: error: cannot import 'typo': typo.py, line 2: SyntaxError: expected ':'"
+    )
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-1] == "SyntaxError: expected ':'"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_address_in_use_names_the_address_and_port(workers: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("examples.echo:Echo", "--port", str(port), "--workers", workers)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"peregrine-rt: error: cannot listen on 127.0.0.1:{port}: "
+        "[Errno 98] Address already in use\n"
+    )
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"peregrine-rt {peregrine_rt.__version__} (trio ")
