@@ -32,11 +32,23 @@ Fixtures:
 
 ``redis_url``
     The same URL, the database emptied (``FLUSHALL``) before the test.
+
+Failures as themselves:
+    pytest-trio runs every async test (and each fixture) inside a nursery of
+    its own, and trio wraps whatever leaves a nursery in an
+    ``ExceptionGroup``: a failing ``assert`` would be reported as
+    ``ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)``.  The
+    plugin reports a trio test that failed with a *single* exception, however
+    deeply grouped, with that exception, as a synchronous test would be (the
+    idiom trio's documentation gives for ``strict_exception_groups``); when
+    several failed together, with the group that holds them, without the
+    wrappers around it.  ``peregrine_rt_unwrap_groups = false`` in the pytest
+    configuration turns this off.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -44,6 +56,7 @@ import pytest
 import trio
 
 from .._config import Config
+from .._loader import unwrap_group
 from ._client import Client
 from ._redis import (
     REDIS_MISSING,
@@ -64,6 +77,8 @@ __all__ = [
     "redis_url",
 ]
 
+UNWRAP_INI = "peregrine_rt_unwrap_groups"
+
 ClientFactory = Callable[..., Awaitable[Client]]
 """``await peregrine_client(app=None, config=None, **options)`` -> an open :class:`Client`."""
 
@@ -71,6 +86,28 @@ _NO_APP = (
     "no app to serve: pass one (await peregrine_client(MyHandler)) or define a fixture "
     "returning it:\n\n    @pytest.fixture\n    def peregrine_app():\n        return MyHandler\n"
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        UNWRAP_INI,
+        "report a trio test that fails with one exception (inside pytest-trio's "
+        "ExceptionGroup) with that exception (default true)",
+        type="bool",
+        default=True,
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """A trio test's lone exception, out of pytest-trio's nursery groups (module docstring)."""
+    if pyfuncitem.get_closest_marker("trio") is None or not pyfuncitem.config.getini(UNWRAP_INI):
+        return (yield)
+    try:
+        return (yield)
+    except BaseExceptionGroup as group:
+        inner = unwrap_group(group)
+    raise inner  # out of the except block: the group does not become its context
 
 
 @pytest.fixture

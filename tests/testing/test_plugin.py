@@ -126,6 +126,72 @@ def test_no_app_fails_saying_what_to_do(run: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*no app to serve: pass one*", "*def peregrine_app():*"])
 
 
+FAILING_TESTS = """
+import pytest
+import trio
+
+from peregrine_rt.testing import open_client
+
+
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    async def handle(self, request, response):
+        self.count += 1
+        response.text(f"{self.count}")
+
+
+async def test_assert_in_the_body():
+    async with open_client(Counter) as client:
+        assert (await client.get("/")).text == "2"
+
+
+async def test_assert_with_the_fixtures(peregrine_client, peregrine_server):
+    client = await peregrine_client(Counter)
+    assert (await client.get("/")).text == "3"
+
+
+async def test_two_failures_stay_grouped():
+    async def fail(message):
+        raise ValueError(message)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fail, "one")
+        nursery.start_soon(fail, "two")
+
+
+@pytest.fixture
+def peregrine_app():
+    return Counter
+"""
+
+
+def test_a_failing_test_shows_its_own_exception(run: pytest.Pytester) -> None:
+    run.makepyfile(test_failing=FAILING_TESTS)
+    result = run.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "-rf", "--tb=short")
+    result.assert_outcomes(failed=3)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED test_failing.py::test_assert_in_the_body - AssertionError*",
+            "FAILED test_failing.py::test_assert_with_the_fixtures - AssertionError*",
+            "FAILED test_failing.py::test_two_failures_stay_grouped - ExceptionGroup*",
+        ]
+    )
+    # pytest-trio's wrappers are gone; the test's own group of two stays.
+    assert "(1 sub-exception)" not in output, output
+    assert "ExceptionGroup: Exceptions from Trio nursery (2 sub-exceptions)" in output, output
+
+
+def test_unwrapping_can_be_turned_off(run: pytest.Pytester) -> None:
+    run.makeini(INI + "peregrine_rt_unwrap_groups = false\n")
+    run.makepyfile(test_failing=FAILING_TESTS)
+    result = run.runpytest(*PLUGIN_ARGS, "-p", "no:cacheprovider", "-rf", "--tb=short")
+    result.assert_outcomes(failed=3)
+    assert "ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)" in result.stdout.str()
+
+
 REDIS_TEST = """
 def test_uses_redis(redis_server):
     raise AssertionError("not reached")
