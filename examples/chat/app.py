@@ -15,7 +15,8 @@ Client to server:
 * ``{"type": "join", "room": "dev", "since": 12}`` (``since`` optional),
   ``{"type": "leave", "room": "dev"}``, ``{"type": "create", "room": "dev"}``
   (creates the room and joins it), ``{"type": "rooms"}``.
-* ``{"type": "say", "room": "dev", "text": "hi"}``, ``{"type": "typing", "room": "dev"}``.
+* ``{"type": "say", "room": "dev", "text": "hi", "ref": "c1"}`` (``ref``
+  optional, echoed in the answer), ``{"type": "typing", "room": "dev"}``.
 
 Server to client:
 
@@ -23,6 +24,8 @@ Server to client:
   room joined ``history`` (``room``, ``messages``: the last 100, or every one
   after ``since``; ``resumed``: whether ``since`` was used).
 * ``message``: ``id``, ``room``, ``nick``, ``text``, ``ts`` (ms since the epoch).
+* ``sent`` (``room``, ``id``, ``ref``): the message of that ``say`` is stored:
+  it reaches everyone in the room, or a reconnecting client's history.
 * ``presence``: ``room``, ``event`` (``join``/``leave``/``sync``), ``nick``,
   ``online`` (the nicks in the room, sorted).
 * ``typing`` (``room``, ``nick``), ``rooms`` (``rooms``), ``left`` (``room``).
@@ -32,23 +35,28 @@ Server to client:
   stays open): ``bad_message``, ``unknown_type``, ``hello_first``,
   ``bad_nick``, ``bad_room``, ``no_such_room``, ``not_in_room``,
   ``too_many_rooms``, ``empty``, ``too_long``, ``rate_limited``,
-  ``unavailable``.
+  ``unavailable`` (the store cannot be reached: for a ``say``, with its
+  ``room`` and ``ref``, the message was not sent).
 
 Text that is not JSON closes the connection with 1007, binary with 1003
-(JSONMixin); a client that keeps going over the rate limit gets 1008.
+(JSONMixin).  Every message counts toward the rate limit, whatever its type;
+a client that keeps going over it, or keeps sending refused requests, gets 1008.
 
 Nothing lost, nothing twice: a room's messages reach each node in id order
 (``store.py`` says why); :class:`RoomFeed` delivers them to the node's
 sockets in the room.  A socket joining (or resuming) is *pending* while its
 history is read: what arrives meanwhile is buffered, then sent after the
-history, minus what the history had already.  Ids are dense, so a node that
-sees one skipped (its link to Redis dropped) tells its sockets to ``resync``.
+history, minus what the history had already.  When the hub's link to Redis
+comes back, each feed buffers what arrives, reads the history after the last
+id it delivered, and delivers that, then the buffer (after a Redis restart,
+the store first re-seeds it: ``store.py``).  Ids are dense, so a node that
+still sees one skipped tells its sockets to ``resync``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -61,7 +69,16 @@ import trio
 import peregrine_rt as pr
 from peregrine_rt.mixins import JSONMixin, RoomsMixin, StaticMixin
 
-from .store import MSG_TOPIC, ROOMS_TOPIC, MemoryStore, RedisStore, dumps, make_store
+from .resilience import message_id
+from .store import (
+    MSG_TOPIC,
+    ROOMS_TOPIC,
+    MemoryStore,
+    RedisStore,
+    dumps,
+    make_store,
+    redis_error,
+)
 
 log = logging.getLogger("examples.chat")
 
@@ -69,10 +86,14 @@ log = logging.getLogger("examples.chat")
 DEFAULT_ROOM = "lobby"
 MAX_TEXT = 2000  # characters in a message
 MAX_ROOMS = 100  # rooms on the server
-RATE = 5.0  # messages per second per connection, on average...
+MAX_HELLO_ROOMS = 10  # rooms named in one hello
+MAX_JOINED = 20  # rooms one connection is in
+ROOM_IDLE = 300.0  # seconds: a room nobody is in is removed after this long
+RATE = 5.0  # messages per second per connection (any type), on average...
 BURST = 10  # ...with bursts of up to this many
 STRIKES = 3  # refusals for going too fast, within...
 STRIKE_WINDOW = 10.0  # ...this many seconds: then close 1008
+MAX_REFUSED = 10  # refused requests within STRIKE_WINDOW: then close 1008
 TYPING_EVERY = 1.0  # a connection's typing events are relayed at most this often
 NICK = re.compile(r"[\w-](?:[\w -]{0,22}[\w-])?")  # 1-24 characters, spaces inside
 ROOM = re.compile(r"[\w-]{1,32}")
@@ -120,6 +141,7 @@ class Session:
     rooms: set[str] = field(default_factory=set)
     bucket: TokenBucket = field(default_factory=lambda: TokenBucket(RATE, BURST))
     strikes: deque[float] = field(default_factory=deque)
+    refused: deque[float] = field(default_factory=deque)
     typed_at: dict[str, float] = field(default_factory=dict)
 
 
@@ -140,6 +162,8 @@ class RoomFeed:
     of three states: *pending* (its history is being read: messages are
     buffered), *ahead* (its history went past what this feed delivered: skip
     up to ``floor``) or *live* (everything is sent, the frame encoded once).
+    The feed itself is *paused* while it catches up after the link to Redis
+    came back: what arrives is buffered until :meth:`resume`.
     """
 
     def __init__(self, room: str) -> None:
@@ -148,17 +172,47 @@ class RoomFeed:
         self.live: dict[pr.WebSocket, None] = {}
         self.ahead: dict[pr.WebSocket, int] = {}
         self.pending: dict[pr.WebSocket, list[tuple[int, str]]] = {}
+        self.paused: list[str] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.live or self.ahead or self.pending)
 
+    def pause(self) -> None:
+        """The link came back: buffer what arrives until :meth:`resume`."""
+        if self.paused is None:
+            self.paused = []
+
+    def since(self) -> int | None:
+        """Where the catch-up starts: the last id delivered (or the lowest floor)."""
+        if self.last is not None:
+            return self.last
+        return min(self.ahead.values(), default=None)
+
+    def resume(self, missed: list[str] | None) -> None:
+        """Deliver ``missed`` (the history after :meth:`since`), then the buffer.
+
+        ``None``: the history could not be read; a gap then makes the sockets
+        ``resync`` themselves.
+        """
+        buffered, self.paused = self.paused or [], None
+        for message in missed or ():
+            self._deliver(message, gap=False)  # the history is all there is
+        for message in buffered:
+            self._deliver(message, gap=missed is None)
+
     def deliver(self, message: str | bytes) -> bool:
         assert isinstance(message, str)
-        mid = json.loads(message)["id"]
+        if self.paused is not None:
+            self.paused.append(message)
+            return True
+        return self._deliver(message, gap=True)
+
+    def _deliver(self, message: str, *, gap: bool) -> bool:
+        mid = message_id(message)
         last = self.last
         if last is not None and mid <= last:
             return False  # delivered already
-        if last is not None and mid != last + 1 and self.live:
+        if gap and last is not None and mid != last + 1 and self.live:
             # A gap: the link to Redis dropped for a while.  History has it all.
             resync = dumps({"type": "resync", "room": self.room, "since": last})
             pr.broadcast(self.live, resync)
@@ -186,7 +240,7 @@ class RoomFeed:
             if mid > floor:
                 pr.broadcast([ws], message)
                 floor = mid
-        if self.last is not None and floor >= self.last:
+        if self.paused is None and self.last is not None and floor >= self.last:
             self.live[ws] = None
         else:
             self.ahead[ws] = floor
@@ -210,28 +264,84 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
         cache_control={"*": "no-cache"},
     )
     websocket_paths = ("/ws",)
+    room_idle = ROOM_IDLE  # a subclass may choose another
 
     def __init__(self) -> None:
         self.feeds: dict[str, RoomFeed] = {}
         self.store: MemoryStore | RedisStore
+        self._links_in, self._links_out = trio.open_memory_channel[bool](math.inf)
 
     # start lifecycle
     async def startup(self) -> None:
-        self.store = make_store(self.hub)
+        self.store = make_store(self.hub, self.room_idle)
 
     async def background(self, *, task_status: trio.TaskStatus[None]) -> None:
         # For the server's whole life: the store's connections to Redis and its
-        # heartbeat.  Connections are accepted once the default room exists.
+        # heartbeat, catching up when the link to Redis comes back, removing
+        # idle rooms.  Connections are accepted once the default room exists.
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.run)
             await self.store.add_room(DEFAULT_ROOM)
+            self.store.on_link(self._linked)
+            nursery.start_soon(self._catch_up)
+            nursery.start_soon(self._expire_rooms)
             task_status.started()
 
     # end lifecycle
 
+    def _linked(self, restarted: bool) -> None:
+        # Called by the hub before it delivers anything from the new link.
+        for feed in self.feeds.values():
+            feed.pause()
+        self._links_in.send_nowait(restarted)
+
+    async def _catch_up(self) -> None:
+        """Each time the link comes back: re-seed a restarted Redis, then resume the feeds."""
+        async for first in self._links_out:
+            restarted = first
+            while True:  # link-ups queued meanwhile: one catch-up covers them
+                try:
+                    restarted |= self._links_out.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            try:
+                if restarted:
+                    log.warning("Redis restarted: re-seeding rooms, messages and presence")
+                    await self.store.reseed({DEFAULT_ROOM, *self.feeds})
+                for room, feed in list(self.feeds.items()):
+                    since = feed.since()
+                    missed = [] if since is None else await self.store.history(room, since)
+                    feed.resume([dumps(m) for m in missed])
+            except Exception as exc:
+                if not redis_error(exc):
+                    raise
+                log.warning("catching up after the link to Redis came back failed: %s", exc)
+                for feed in self.feeds.values():
+                    feed.resume(None)
+
+    async def _expire_rooms(self) -> None:
+        """Remove the rooms nobody was in for ``room_idle`` seconds (not the default one)."""
+        while True:
+            await trio.sleep(max(self.room_idle / 4, 0.05))
+            try:
+                gone = await self.store.expire_rooms({DEFAULT_ROOM, *self.feeds})
+                if gone:
+                    rooms = await self.store.rooms()
+                    await self.publish_json(ROOMS_TOPIC, {"type": "rooms", "rooms": rooms})
+            except Exception as exc:
+                if not redis_error(exc):
+                    raise
+                log.warning("removing idle rooms failed: %s", exc)
+
     # start on_json
     async def on_json(self, ws: pr.WebSocket, data: Any) -> None:
         session: Session = ws.state.setdefault("chat", Session(str(next(_connections))))
+        if not session.bucket.take():  # every message, whatever it is
+            await self._strike(ws, session.strikes, STRIKES, "too many messages")
+            if not ws.closed:
+                text = f"too many messages: at most {RATE:g} a second (bursts of {BURST})"
+                await self.send_json(ws, {"type": "error", "code": "rate_limited", "text": text})
+            return
         try:
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
                 raise ChatError("bad_message", 'a message is an object with a "type"')
@@ -241,34 +351,32 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
                 raise ChatError("unknown_type", f"unknown message type {kind[:40]!r}")
             if kind != "hello" and not session.nick:
                 raise ChatError("hello_first", 'say "hello" first')
-            if kind != "typing" and not session.bucket.take():
-                await self._strike(ws, session)
-                return
             await handler(ws, session, data)
         except ChatError as exc:
             await self.send_json(ws, {"type": "error", "code": exc.code, "text": exc.text})
-        except pr.HubUnavailable:
-            pass  # delivered here, not to the other nodes: logged by the hub
+            await self._strike(ws, session.refused, MAX_REFUSED, "too many refused requests")
         except pr.ConnectionClosed:
             pass
         except Exception as exc:
-            if not _redis_error(exc):
+            if not redis_error(exc):
                 raise
             log.warning("chat store unavailable: %s", exc)
-            text = "the server cannot reach its store: try again"
-            await self.send_json(ws, {"type": "error", "code": "unavailable", "text": text})
+            error: dict[str, Any] = {"type": "error", "code": "unavailable"}
+            if isinstance(data, dict) and data.get("type") == "say":
+                text = "the server cannot reach its store: your message was not sent"
+                error.update(room=data.get("room"), ref=data.get("ref"))
+            else:
+                text = "the server cannot reach its store: try again"
+            await self.send_json(ws, {**error, "text": text})
 
-    async def _strike(self, ws: pr.WebSocket, session: Session) -> None:
+    async def _strike(self, ws: pr.WebSocket, times: deque[float], limit: int, why: str) -> None:
+        """One more strike in ``times``: close 1008 at ``limit`` within STRIKE_WINDOW."""
         now = trio.current_time()
-        strikes = session.strikes
-        strikes.append(now)
-        while strikes and strikes[0] < now - STRIKE_WINDOW:
-            strikes.popleft()
-        if len(strikes) >= STRIKES:
-            await ws.close(1008, "too many messages")
-            return
-        text = f"too many messages: at most {RATE:g} a second (bursts of {BURST})"
-        await self.send_json(ws, {"type": "error", "code": "rate_limited", "text": text})
+        times.append(now)
+        while times and times[0] < now - STRIKE_WINDOW:
+            times.popleft()
+        if len(times) >= limit:
+            await ws.close(1008, why)
 
     # end on_json
 
@@ -283,25 +391,29 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             )
         rooms = data.get("rooms") or [DEFAULT_ROOM]
         since = data.get("since") or {}
-        if not isinstance(rooms, list) or not all(valid_room(r) for r in rooms[:MAX_ROOMS]):
+        if not isinstance(rooms, list) or not all(valid_room(r) for r in rooms):
             raise ChatError("bad_room", "rooms is a list of room names")
+        if len(rooms) > MAX_HELLO_ROOMS:
+            raise ChatError("too_many_rooms", f"at most {MAX_HELLO_ROOMS} rooms in a hello")
         if not isinstance(since, dict):
             raise ChatError("bad_message", "since maps rooms to message ids")
         session.nick = str(nick)
         ws.hub.subscribe(ws, ROOMS_TOPIC)
         limits = {"text": MAX_TEXT, "rate": RATE, "burst": BURST}
         welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "limits": limits}
-        for room in dict.fromkeys(rooms[:MAX_ROOMS]):
+        for room in dict.fromkeys(rooms):
             await self._create(room)  # resuming after a restart of an in-memory server
         welcome["rooms"] = await self.store.rooms()
         await self.send_json(ws, welcome)
-        for room in dict.fromkeys(rooms[:MAX_ROOMS]):
+        for room in dict.fromkeys(rooms):
             await self._join(ws, session, room, _since(since.get(room)))
 
     # end hello
 
     # start join
     async def _join(self, ws: pr.WebSocket, session: Session, room: str, since: int | None) -> None:
+        if room not in session.rooms and len(session.rooms) >= MAX_JOINED:
+            raise ChatError("too_many_rooms", f"a connection is in at most {MAX_JOINED} rooms")
         feed = self.feeds.get(room)
         if feed is None:
             feed = self.feeds[room] = RoomFeed(room)
@@ -345,7 +457,9 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
     async def do_join(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
         room = _room(data)
         if room not in await self.store.rooms():
-            raise ChatError("no_such_room", f"there is no room {room!r}: create it")
+            if room != DEFAULT_ROOM and room not in session.rooms:
+                raise ChatError("no_such_room", f"there is no room {room!r}: create it")
+            await self._create(room)  # it vanished under us (Redis restarted): back it comes
         await self._join(ws, session, room, _since(data.get("since")))
 
     async def do_create(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
@@ -376,8 +490,13 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             raise ChatError("empty", "a message has some text")
         if len(text) > MAX_TEXT:
             raise ChatError("too_long", f"a message has at most {MAX_TEXT} characters")
-        await self.store.post(room, session.nick, text)
+        feed = self.feeds.get(room)
+        after = feed.last if feed is not None and feed.last is not None else 0
+        mid = await self.store.post(room, session.nick, text, after)
         session.typed_at.pop(room, None)  # the next keystroke is news again
+        ref = data.get("ref")
+        ref = ref if isinstance(ref, (str, int)) and len(str(ref)) <= 64 else None
+        await self.send_json(ws, {"type": "sent", "room": room, "id": mid, "ref": ref})
 
     async def do_typing(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
         room = _room(data)
@@ -400,7 +519,7 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             try:
                 await self.store.exit(room, session.conn)
             except Exception as exc:
-                if not _redis_error(exc):
+                if not redis_error(exc):
                     raise
                 log.warning("chat store unavailable: %s", exc)  # the entry expires with the node
 
@@ -418,10 +537,3 @@ def _since(value: Any) -> int | None:
     if type(value) is not int or value < 0:
         raise ChatError("bad_message", "since is a message id (an integer)")
     return value
-
-
-def _redis_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is Redis (or the way to it) failing."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    return type(exc).__module__.startswith(("coredis", "anyio"))

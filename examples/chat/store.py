@@ -25,6 +25,21 @@ How a message is posted is the heart of "nothing lost, nothing twice":
   subscription receives a room's messages in id order.  The script publishes
   under a node id that is no node's (:data:`STORE_NODE_ID`), so the posting
   node too receives its message from Redis, in that same order.
+
+When Redis fails (see ``docs/redis.rst``, "The chat example: acknowledged
+means delivered or recoverable"):
+
+* every call to Redis has a deadline (the hub's ``timeout``, 1 s by
+  default); one that fails or times out raises
+  :class:`~peregrine_rt.HubUnavailable`, and a timed-out call drops every
+  connection of the pool, so none is reused with a reply still owed;
+* a post whose script answered is *acknowledged*: it is in the stream, or
+  this node keeps it (:class:`Unconfirmed`) until it comes back from Redis
+  or has been re-appended after a restart;
+* when the hub's link comes back to a Redis that restarted (a new
+  ``run_id``), :meth:`RedisStore.reseed` recreates the rooms this node knows,
+  merges the messages it keeps into the new streams with their ids, and
+  enters its connections' presence again.
 """
 
 from __future__ import annotations
@@ -34,12 +49,17 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import trio
 
-from peregrine_rt import Hub
+from peregrine_rt import Hub, HubUnavailable
 from peregrine_rt.mixins import dumps
+
+from .resilience import HEAD, Unconfirmed, closing
+
+T = TypeVar("T")
 
 log = logging.getLogger("examples.chat")
 
@@ -61,31 +81,47 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def first_id() -> int:
-    """The first message id of a room: now, in microseconds."""
-    return time.time_ns() // 1000
+def first_id(after: int = 0) -> int:
+    """The first message id of a room: now, in microseconds (and more than ``after``)."""
+    return max(time.time_ns() // 1000, after + 1)
+
+
+def redis_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis (or the way to it) failing."""
+    if isinstance(exc, (OSError, TimeoutError, trio.TooSlowError, HubUnavailable)):
+        return True
+    return type(exc).__module__.startswith(("coredis", "anyio"))
 
 
 class MemoryStore:
     """History, rooms and presence of one process."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, room_idle: float = 300.0) -> None:
         self.hub = hub
+        self.room_idle = room_idle
         self._ids: dict[str, list[int]] = {}
         self._messages: dict[str, list[str]] = {}
         self._rooms: set[str] = set()
         self._presence: dict[str, dict[str, str]] = {}
+        self._touched: dict[str, float] = {}  # room -> when it was last used
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
 
+    def on_link(self, callback: Callable[[bool], None]) -> None:
+        """No link to watch: everything is in this process."""
+
+    async def reseed(self, rooms: Iterable[str]) -> None:
+        """Nothing to do: memory does not restart under a running server."""
+        await trio.lowlevel.checkpoint()
+
     # -- messages -------------------------------------------------------------------
 
-    async def post(self, room: str, nick: str, text: str) -> int:
-        """Store a message and deliver it to the room; its id."""
+    async def post(self, room: str, nick: str, text: str, after: int = 0) -> int:
+        """Store a message and deliver it to the room; its id (more than ``after``)."""
         ids = self._ids.setdefault(room, [])
         messages = self._messages.setdefault(room, [])
-        mid = ids[-1] + 1 if ids else first_id()
+        mid = ids[-1] + 1 if ids else first_id(after)
         message = dumps(
             {"type": "message", "id": mid, "room": room, "nick": nick, "text": text, "ts": now_ms()}
         )
@@ -94,6 +130,7 @@ class MemoryStore:
         if len(ids) > 2 * KEEP:
             del ids[:-KEEP], messages[:-KEEP]
         self.hub.publish_local(MSG_TOPIC + room, message)  # no await since the id
+        self._touched[room] = trio.current_time()
         await trio.lowlevel.checkpoint()
         return mid
 
@@ -117,10 +154,29 @@ class MemoryStore:
     async def add_room(self, room: str) -> bool:
         """Add ``room``; whether it is new."""
         await trio.lowlevel.checkpoint()
+        self._touched[room] = trio.current_time()
         if room in self._rooms:
             return False
         self._rooms.add(room)
         return True
+
+    async def expire_rooms(self, keep: Iterable[str]) -> list[str]:
+        """Remove the rooms, but those in ``keep``, nobody was in for ``room_idle`` seconds."""
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        kept = set(keep)
+        gone = [
+            room
+            for room in sorted(self._rooms)
+            if room not in kept
+            and room not in self._presence
+            and now - self._touched.get(room, now) >= self.room_idle
+        ]
+        for room in gone:
+            self._rooms.discard(room)
+            for table in (self._ids, self._messages, self._touched):
+                table.pop(room, None)
+        return gone
 
     # -- presence -------------------------------------------------------------------
 
@@ -133,6 +189,7 @@ class MemoryStore:
     async def exit(self, room: str, conn: str) -> None:
         await trio.lowlevel.checkpoint()
         nick = self._presence.get(room, {}).pop(conn, None)
+        self._touched[room] = trio.current_time()
         if nick is not None:
             if not self._presence[room]:
                 del self._presence[room]
@@ -160,8 +217,8 @@ NODE_TTL_MS = 15_000
 HEARTBEAT = 5.0
 """Seconds between heartbeats (refresh the liveness key, drop dead nodes' presence)."""
 
-# KEYS: counter, stream.  ARGV: first id, JSON before the id, JSON after it,
-# max length, channel, node id.
+# KEYS: counter, stream, room's touch key.  ARGV: first id, JSON before the id,
+# JSON after it, max length, channel, node id, room idle time (ms).
 _POST = """
 local id = redis.call('INCR', KEYS[1])
 if id == 1 then
@@ -172,9 +229,46 @@ local sid = string.format('%.0f', id)
 local message = ARGV[2] .. sid .. ARGV[3]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], sid .. '-0', 'm', message)
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. 't' .. message)
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[7])
 return sid
 """
 
+# After Redis restarted: merge messages this node keeps into the room's stream,
+# with their ids, and recreate the room.  KEYS: counter, stream, rooms set,
+# touch key.  ARGV: room, idle time (ms), max length, then id, message pairs.
+_RESEED = """
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+local missing = false
+for i = 4, #ARGV, 2 do
+  if #redis.call('XRANGE', KEYS[2], ARGV[i] .. '-0', ARGV[i] .. '-0') == 0 then
+    missing = true
+    break
+  end
+end
+if not missing then return 0 end
+local byid, ids = {}, {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+  local sid = string.match(entry[1], '^(%d+)')
+  byid[sid] = entry[2][2]
+  table.insert(ids, sid)
+end
+for i = 4, #ARGV, 2 do
+  if byid[ARGV[i]] == nil then
+    byid[ARGV[i]] = ARGV[i + 1]
+    table.insert(ids, ARGV[i])
+  end
+end
+table.sort(ids, function(a, b) return tonumber(a) < tonumber(b) end)
+redis.call('DEL', KEYS[2])
+for _, sid in ipairs(ids) do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], sid .. '-0', 'm', byid[sid])
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ids[#ids]) then
+  redis.call('SET', KEYS[1], ids[#ids])
+end
+return #ids
+"""
 # Who is online in a room, dropping the entries of nodes whose liveness key
 # expired.  KEYS: presence hash.  ARGV: node key prefix.  Returns the JSON list
 # and how many entries were dropped.
@@ -204,13 +298,15 @@ local function online(hash, node_prefix)
 end
 """
 
-# KEYS: presence hash, node key.  ARGV: node key prefix, field, nick ('' to
-# leave), event, JSON before the online list, channel, node id, node TTL.
-# With event 'sync', publishes only if dead entries were dropped.
+# KEYS: presence hash, node key, room's touch key.  ARGV: node key prefix,
+# field, nick ('' to leave), event, JSON before the online list, channel, node
+# id, node TTL, room idle time (ms).  With event 'sync', publishes only if dead
+# entries were dropped.
 _PRESENCE = (
     _ONLINE
     + """
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[8])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[9])
 local was = redis.call('HGET', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
@@ -225,6 +321,28 @@ return list
 """
 )
 
+# Remove the rooms nobody is in whose touch key expired.  KEYS: rooms set.
+# ARGV: key prefix (``<prefix>chat:``), then the rooms to keep.  Returns the rooms removed.
+_EXPIRE = (
+    _ONLINE
+    + """
+local gone, keep = {}, {}
+for i = 2, #ARGV do keep[ARGV[i]] = true end
+for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not keep[room] and redis.call('EXISTS', ARGV[1] .. 't:' .. room) == 0 then
+    online(ARGV[1] .. 'p:' .. room, ARGV[1] .. 'node:')
+    if redis.call('HLEN', ARGV[1] .. 'p:' .. room) == 0 then
+      redis.call('SREM', KEYS[1], room)
+      redis.call('DEL', ARGV[1] .. 's:' .. room, ARGV[1] .. 'n:' .. room)
+      table.insert(gone, room)
+    end
+  end
+end
+table.sort(gone)
+return gone
+"""
+)
+
 
 class RedisStore:
     """History in Redis streams, rooms in a set, presence in hashes: shared by every node.
@@ -232,9 +350,10 @@ class RedisStore:
     Keys (under the hub's prefix, ``peregrine:`` by default):
     ``chat:n:<room>`` (the id counter), ``chat:s:<room>`` (the stream of
     messages, trimmed to about :data:`KEEP`), ``chat:rooms`` (a set),
-    ``chat:p:<room>`` (a hash: ``<node>:<connection>`` → nick) and
-    ``chat:node:<node>`` (this node is alive; expires :data:`NODE_TTL_MS`
-    after the last heartbeat).
+    ``chat:p:<room>`` (a hash: ``<node>:<connection>`` → nick),
+    ``chat:t:<room>`` (the room is in use; expires ``room_idle`` after the last
+    post, presence change or heartbeat) and ``chat:node:<node>`` (this node is
+    alive; expires :data:`NODE_TTL_MS` after the last heartbeat).
 
     Presence across nodes: each connection in a room is one field of the
     room's hash, and each presence change runs a script that updates the hash,
@@ -243,17 +362,23 @@ class RedisStore:
     whose liveness key expired (it crashed, or lost Redis) are dropped by
     whichever node looks next: on every change, and every :data:`HEARTBEAT`
     seconds for the rooms each node has people in.
+
+    Every call has a deadline of ``timeout`` seconds and raises
+    :class:`~peregrine_rt.HubUnavailable` when Redis fails or is too slow.
     """
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: Any, room_idle: float = 300.0) -> None:
         self.hub = hub
         self.url: str = hub.url
         self.prefix: str = hub.prefix
+        self.timeout: float = hub.timeout
+        self.room_idle = room_idle
         self.node = os.urandom(8).hex()
         self._client: Any = None
-        self._post: Any = None
-        self._presence: Any = None
-        self._local: dict[str, int] = {}  # rooms with people on this node -> how many
+        self._scripts: dict[str, Any] = {}
+        self._members: dict[str, dict[str, str]] = {}  # room -> connection -> nick, here
+        self._unconfirmed: dict[str, Unconfirmed] = {}
+        self._run_id: str | None = None
 
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}chat:{kind}{name}"
@@ -265,63 +390,154 @@ class RedisStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the connection pool to Redis and beat the heart; until cancelled."""
         import coredis  # noqa: PLC0415 - the redis extra
+        from coredis.retry import NoRetryPolicy  # noqa: PLC0415
 
-        async with coredis.Redis.from_url(self.url, decode_responses=True) as client:
+        pool = coredis.ConnectionPool.from_url(
+            self.url,
+            decode_responses=True,
+            connect_timeout=self.timeout,
+            stream_timeout=self.timeout,
+        )
+        pool.connection_class = closing(pool.connection_class)
+        client = coredis.Redis(
+            connection_pool=pool,
+            decode_responses=True,
+            retry_policy=NoRetryPolicy(),  # a post is never sent twice
+        )
+        async with client:
             self._client = client
-            self._post = client.register_script(_POST)
-            self._presence = client.register_script(_PRESENCE)
+            for name, script in (("post", _POST), ("presence", _PRESENCE)):
+                self._scripts[name] = client.register_script(script)
+            for name, script in (("reseed", _RESEED), ("expire", _EXPIRE)):
+                self._scripts[name] = client.register_script(script)
             task_status.started()
             try:
                 while True:
                     await trio.sleep(HEARTBEAT)
                     try:
                         await self._heartbeat()
-                    except Exception as exc:  # Redis down: try again at the next beat
+                    except HubUnavailable as exc:  # try again at the next beat
                         log.warning("chat heartbeat failed: %s", exc)
             finally:
-                with trio.move_on_after(2) as cleanup:
+                with trio.move_on_after(self.timeout) as cleanup:
                     cleanup.shield = True
                     try:
                         await client.delete([self._key("node:", self.node)])
                     except Exception:
                         pass
 
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()`` within ``timeout``; Redis failing raises HubUnavailable."""
+        try:
+            with trio.fail_after(self.timeout):
+                return await call()
+        except trio.TooSlowError as exc:
+            # The command still waits for its reply on a connection that other
+            # calls share: drop them all, the pool makes new ones.
+            self._client.connection_pool.disconnect()
+            why = f"no answer within {self.timeout:g} s"
+            raise HubUnavailable(f"chat store: {what}: {why}", what, 0) from exc
+        except Exception as exc:
+            if not redis_error(exc) or isinstance(exc, HubUnavailable):
+                raise
+            raise HubUnavailable(f"chat store: {what}: {exc}", what, 0) from exc
+
+    async def _script(self, name: str, keys: list[str], args: list[str]) -> Any:
+        return await self._call(name, lambda: self._scripts[name](keys=keys, args=args))
+
     async def _heartbeat(self) -> None:
-        if not self._local:
-            await self._client.set(self._key("node:", self.node), "1", px=NODE_TTL_MS)
-        for room in list(self._local):
+        if not self._members:
+            node_key = self._key("node:", self.node)
+            await self._call("heartbeat", lambda: self._client.set(node_key, "1", px=NODE_TTL_MS))
+        for room in list(self._members):
             await self._presence_script(room, "", "", "sync")
+
+    # -- Redis restarts -------------------------------------------------------------
+
+    def on_link(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(restarted)`` whenever the hub's link to Redis comes up again.
+
+        ``restarted``: Redis has a new ``run_id``, so it lost what it held (call
+        :meth:`reseed`).  Otherwise it kept everything: the unconfirmed messages
+        are in their streams, and are forgotten.
+        """
+        self._run_id = self.hub.run_id
+
+        def linked(run_id: str) -> None:
+            restarted = self._run_id is not None and run_id != self._run_id
+            self._run_id = run_id
+            if not restarted:
+                for unconfirmed in self._unconfirmed.values():
+                    unconfirmed.messages.clear()
+            callback(restarted)
+
+        self.hub.on_link(linked)
+
+    async def reseed(self, rooms: Iterable[str]) -> None:
+        """After Redis restarted: recreate ``rooms``, re-append what is unconfirmed, re-enter."""
+        for room in sorted({*rooms, *self._unconfirmed, *self._members}):
+            unconfirmed = self._unconfirmed.get(room)
+            pairs = sorted(unconfirmed.messages.items()) if unconfirmed else []
+            keys = [self._key("n:", room), self._key("s:", room), self._key("rooms")]
+            args = [room, str(int(self.room_idle * 1000)), str(KEEP)]
+            for mid, message in pairs:
+                args += [str(mid), message]
+            await self._script("reseed", [*keys, self._key("t:", room)], args)
+            if unconfirmed is not None:
+                for mid, _ in pairs:
+                    unconfirmed.messages.pop(mid, None)  # re-appended
+        for room, members in list(self._members.items()):
+            for conn, nick in list(members.items()):
+                await self._presence_script(room, f"{self.node}:{conn}", nick, "join")
 
     # -- messages -------------------------------------------------------------------
 
-    async def post(self, room: str, nick: str, text: str) -> int:
-        head = '{"type":"message","id":'
-        tail = dumps({"room": room, "nick": nick, "text": text, "ts": now_ms()})
-        sid = await self._post(
-            keys=[self._key("n:", room), self._key("s:", room)],
-            args=[
-                str(first_id()),
+    async def post(self, room: str, nick: str, text: str, after: int = 0) -> int:
+        """Append a message and publish it; its id (more than ``after``)."""
+        unconfirmed = self._unconfirmed.get(room)
+        if unconfirmed is None:  # subscribed before the first post, to see it back
+            unconfirmed = self._unconfirmed[room] = Unconfirmed(room)
+            self.hub.subscribe(unconfirmed, MSG_TOPIC + room)
+        head = HEAD
+        tail = "," + dumps({"room": room, "nick": nick, "text": text, "ts": now_ms()})[1:]
+        sid = await self._script(
+            "post",
+            [self._key("n:", room), self._key("s:", room), self._key("t:", room)],
+            [
+                str(first_id(max(after, unconfirmed.seen, *unconfirmed.messages))),
                 head,
-                "," + tail[1:],
+                tail,
                 str(KEEP),
                 self._channel(MSG_TOPIC + room),
                 STORE_NODE_ID.decode(),
+                str(int(self.room_idle * 1000)),
             ],
         )
+        unconfirmed.add(int(sid), f"{head}{sid}{tail}")
         return int(sid)
 
     async def history(self, room: str, since: int | None) -> list[dict[str, Any]]:
         stream = self._key("s:", room)
+        client = self._client
         if since is None:
-            entries = list(await self._client.xrevrange(stream, "+", "-", count=HISTORY))
+            entries = list(
+                await self._call(
+                    "history", lambda: client.xrevrange(stream, "+", "-", count=HISTORY)
+                )
+            )
             entries.reverse()
         else:
+            start = f"{since + 1}-0"
             entries = list(
-                await self._client.xrange(stream, f"{since + 1}-0", "+", count=MAX_RESUME + 1)
+                await self._call(
+                    "history", lambda: client.xrange(stream, start, "+", count=MAX_RESUME + 1)
+                )
             )
             if len(entries) > MAX_RESUME:  # too many missed: the newest MAX_RESUME
                 entries = list(
-                    await self._client.xrevrange(stream, "+", f"{since + 1}-0", count=MAX_RESUME)
+                    await self._call(
+                        "history", lambda: client.xrevrange(stream, "+", start, count=MAX_RESUME)
+                    )
                 )
                 entries.reverse()
         return [json.loads(e.field_values["m"]) for e in entries]
@@ -329,23 +545,37 @@ class RedisStore:
     # -- rooms ----------------------------------------------------------------------
 
     async def rooms(self) -> list[str]:
-        return sorted(await self._client.smembers(self._key("rooms")))
+        return sorted(await self._call("rooms", lambda: self._client.smembers(self._key("rooms"))))
 
     async def add_room(self, room: str) -> bool:
-        return bool(await self._client.sadd(self._key("rooms"), [room]))
+        touch = self._key("t:", room)
+        ms = int(self.room_idle * 1000)
+        await self._call("add_room", lambda: self._client.set(touch, "1", px=ms))
+        return bool(
+            await self._call("add_room", lambda: self._client.sadd(self._key("rooms"), [room]))
+        )
+
+    async def expire_rooms(self, keep: Iterable[str]) -> list[str]:
+        """Remove the rooms, but those in ``keep``, nobody was in for ``room_idle`` seconds."""
+        args = [self._key(""), *keep]
+        gone = list(await self._script("expire", [self._key("rooms")], args))
+        for room in gone:
+            unconfirmed = self._unconfirmed.pop(room, None)
+            if unconfirmed is not None:
+                self.hub.unsubscribe(unconfirmed, MSG_TOPIC + room)
+        return gone
 
     # -- presence -------------------------------------------------------------------
 
     async def enter(self, room: str, conn: str, nick: str) -> None:
-        self._local[room] = self._local.get(room, 0) + 1
+        self._members.setdefault(room, {})[conn] = nick
         await self._presence_script(room, f"{self.node}:{conn}", nick, "join")
 
     async def exit(self, room: str, conn: str) -> None:
-        left = self._local.get(room, 1) - 1
-        if left > 0:
-            self._local[room] = left
-        else:
-            self._local.pop(room, None)
+        members = self._members.get(room, {})
+        members.pop(conn, None)
+        if not members:
+            self._members.pop(room, None)
         await self._presence_script(room, f"{self.node}:{conn}", "", "leave")
 
     async def online(self, room: str) -> list[str]:
@@ -353,9 +583,10 @@ class RedisStore:
 
     async def _presence_script(self, room: str, field: str, nick: str, event: str) -> str:
         head = dumps({"type": "presence", "room": room, "event": event, "nick": nick})
-        result = await self._presence(
-            keys=[self._key("p:", room), self._key("node:", self.node)],
-            args=[
+        result = await self._script(
+            "presence",
+            [self._key("p:", room), self._key("node:", self.node), self._key("t:", room)],
+            [
                 self._key("node:"),
                 field or f"{self.node}:-",
                 nick,
@@ -364,17 +595,18 @@ class RedisStore:
                 self._channel(ROOM_TOPIC + room),
                 STORE_NODE_ID.decode(),
                 str(NODE_TTL_MS),
+                str(int(self.room_idle * 1000)),
             ],
         )
         return str(result)
 
 
-def make_store(hub: Hub) -> MemoryStore | RedisStore:
+def make_store(hub: Hub, room_idle: float = 300.0) -> MemoryStore | RedisStore:
     """A :class:`RedisStore` when ``hub`` is a RedisHub, else a :class:`MemoryStore`."""
     if type(hub) is Hub:
-        return MemoryStore(hub)
+        return MemoryStore(hub, room_idle)
     from peregrine_rt import RedisHub  # noqa: PLC0415 - needs coredis
 
     if isinstance(hub, RedisHub):
-        return RedisStore(hub)
-    return MemoryStore(hub)
+        return RedisStore(hub, room_idle)
+    return MemoryStore(hub, room_idle)

@@ -298,6 +298,12 @@ async def test_a_gap_in_ids_asks_for_a_resync(client: Client) -> None:
     async with client.websocket("/ws") as ada:
         await hello(ada, "ada")
         last = (await say(ada, "before"))["id"]
+        assert await receive(ada, "sent") == {
+            "type": "sent",
+            "room": "lobby",
+            "id": last,
+            "ref": None,
+        }
         skipped = {"type": "message", "id": last + 2, "room": "lobby", "nick": "x", "text": "y"}
         client.app.hub.publish_local("chat.msg:lobby", chat_store.dumps(skipped))
         assert await ada.receive_json() == {"type": "resync", "room": "lobby", "since": last}
