@@ -50,6 +50,7 @@ files cannot be loaded or the address cannot be bound — with one line,
 ``peregrine-rt: error: …``, on standard error. When importing the module
 raises (a ``SyntaxError``, an ``ImportError``…), the line names the exception,
 the file and the line; with ``--log-level debug`` the traceback follows it.
+:doc:`mistakes` shows each message.
 
 Arguments
 ---------
