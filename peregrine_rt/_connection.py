@@ -123,8 +123,8 @@ class HTTPConnection:
 
     # -- the reaper's view ----------------------------------------------------
 
-    def check_timeout(self, now: float) -> None:
-        """Cancel this connection if it waited longer than its current timeout."""
+    def check_timeout(self, now: float) -> bool:
+        """Cancel this connection if it waited longer than its current timeout (True then)."""
         waiting = self.waiting
         config = self.server.config
         stalled = self.transport.stalled
@@ -135,7 +135,7 @@ class HTTPConnection:
         ):
             self.timeout_reason = "send"
             self.scope.cancel()
-            return
+            return True
         if waiting is Waiting.HEAD:
             if self.handled and not self.parser.has_pending_data:
                 limit, reason = config.keep_alive_timeout, "idle"
@@ -144,10 +144,12 @@ class HTTPConnection:
         elif waiting is Waiting.BODY:
             limit, reason = config.body_timeout, "body"
         else:
-            return
+            return False
         if now - self.since > limit:
             self.timeout_reason = reason
             self.scope.cancel()
+            return True
+        return False
 
     @property
     def idle(self) -> bool:

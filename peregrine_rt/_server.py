@@ -33,6 +33,7 @@ from ._config import Config
 from ._connection import HTTPConnection
 from ._handler import HandlerSpec, check_handler
 from ._hub import Hub
+from ._lag import LagMonitor
 from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
@@ -49,6 +50,8 @@ __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refusals at the limit
 MAX_LINGERING_REFUSALS = 64  # refused sockets closed in order at once; past that, at once
+REAP_BATCH = 1000  # connections the reaper checks between two schedule points
+REAP_CANCELS = 64  # timeouts it fires between two schedule points
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
@@ -104,6 +107,8 @@ class Server:
         # outbox bound, so a fast client never meets it).
         self.scheduler = SendScheduler(min(CORK_LIMIT, self.config.ws_outbox_size // 2))
         """The WebSocket send path's flush task and writer tasks (``peregrine_rt._outbox``)."""
+        self.lag = LagMonitor()
+        """Measures the event loop's lag while serving (``lag.worst``, ``lag.take_worst()``)."""
         self.refused_connections = 0
         """Connections refused with 503 at ``Config.max_connections`` since the start."""
         self._refusals_logged = 0
@@ -272,6 +277,7 @@ class Server:
             # what background() holds while the connections wind down.
             async with trio.open_nursery() as services:
                 await services.start(self.hub.serve)
+                await services.start(self.lag.run)
                 if self.spec.has_background:
                     await services.start(self._background)
                 async with trio.open_nursery() as nursery:
@@ -549,15 +555,28 @@ class Server:
         if config.ws_ping_interval is not None:
             timeouts.append(config.ws_ping_interval)
         tick = max(0.01, min(min(timeouts) / 4, 1.0))
-        nursery = self._nursery
-        assert nursery is not None
         while True:
             await trio.sleep(tick)
             now = trio.current_time()
-            for conn in list(self.connections):
-                conn.check_timeout(now)
-            for ws in list(self.websockets):
-                ws.check_timeout(now, nursery)
+            # In batches: with 20,000 connections the checks themselves take
+            # a while, and each timeout wakes a task that has cleaning up to
+            # do; a mass timeout is unwound REAP_CANCELS at a time, with other
+            # tasks served in between.
+            cancelled = 0
+            for checked, conn in enumerate(list(self.connections), 1):
+                if conn.check_timeout(now):
+                    cancelled += 1
+                    if not cancelled % REAP_CANCELS:
+                        await trio.lowlevel.checkpoint()
+                elif not checked % REAP_BATCH:
+                    await trio.lowlevel.checkpoint()
+            for checked, ws in enumerate(list(self.websockets), 1):
+                if ws.check_timeout(now):
+                    cancelled += 1
+                    if not cancelled % REAP_CANCELS:
+                        await trio.lowlevel.checkpoint()
+                elif not checked % REAP_BATCH:
+                    await trio.lowlevel.checkpoint()
 
 
 def install_default_logging(level: int | str | None) -> None:

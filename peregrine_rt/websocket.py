@@ -23,6 +23,7 @@ Close codes the server uses:
 from __future__ import annotations
 
 import logging
+import random
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -38,17 +39,12 @@ from wsproto.events import (
     TextMessage,
 )
 
-from ._frames import (
-    FragmentedMessage,
-    Fragments,
-    FrameTracker,
-    encode_frame,
-    parse_simple_frames,
-    read_fragments,
-)
+from ._frames import encode_frame
 from ._outbox import Outbox
+from ._receiver import TOO_BIG, Receiver
 from .exceptions import ClientDisconnected, ConnectionClosed
 
+HEARTBEAT_JITTER = 0.25  # sockets ping after 75-100% of ws_ping_interval idle
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 if TYPE_CHECKING:
@@ -61,13 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["WebSocket"]
 
 error_log = logging.getLogger("peregrine_rt.error")
-
-
-class _TooBig:
-    """Marks, in the backlog, where a message went over the size limit."""
-
-
-_TOO_BIG = _TooBig()
 
 
 class WebSocket:
@@ -97,18 +86,16 @@ class WebSocket:
         "_conn",
         "_ended",
         "_fast",
-        "_fragments",
         "_hubs",
         "_initial",
         "_max_size",
         "_outbox",
-        "_pending",
-        "_pending_size",
         "_ping_counter",
         "_ping_sent_at",
+        "_ping_share",
         "_pong_waiters",
         "_reader",
-        "_tracker",
+        "_receiver",
         "_ws",
         "close_code",
         "close_reason",
@@ -152,16 +139,7 @@ class WebSocket:
             policy=config.ws_slow_policy,
             droppable=self._fast,
         )
-        # Follows the frames handed to wsproto (None once a message went over
-        # the limit: wsproto then reads on alone until the close handshake ends).
-        slack = 0 if max_size is None or not compressed else max_size // 1024 + 1024
-        self._tracker: FrameTracker | None = FrameTracker(
-            None if max_size is None else max_size + slack
-        )
         self._initial = initial  # bytes that came with the upgrade request
-        self._fragments: FragmentedMessage | None = None  # read by the fast path
-        self._pending: list[bytes] = []  # an incomplete frame of it, as received
-        self._pending_size = 0
         self._ended = False  # its life (run) is over: it can join no hub
         self._hubs: list[Hub] | None = None  # hubs this socket is subscribed on
         self._pong_waiters: dict[bytes, trio.Event] = {}
@@ -169,8 +147,13 @@ class WebSocket:
         self._close_deadline: float | None = None
         self.last_seen = trio.current_time()
         self._backlog: deque[Any] = deque()  # events read but not handled yet
+        self._receiver = Receiver(
+            ws, self._backlog, fast=self._fast, max_size=max_size, compressed=compressed
+        )
         self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
         self._ping_counter = 0
+        # The share of ws_ping_interval after which this socket pings (its jitter).
+        self._ping_share = 1.0 - random.random() * HEARTBEAT_JITTER
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -290,80 +273,6 @@ class WebSocket:
 
     # -- receiving --------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
-        """Parse received bytes into the backlog, in order.
-
-        While wsproto is idle (the tracker says so) and the socket is open and
-        uncompressed, the fast path reads the common frames itself, and the
-        data frames of a fragmented message too (into one buffer); everything
-        else goes to wsproto, through the tracker.  A message over the size
-        limit leaves a ``_TOO_BIG`` mark in the backlog where it stopped.
-        """
-        ws = self._ws
-        backlog = self._backlog
-        tracker = self._tracker
-        if tracker is None:  # a message went over the limit: wsproto reads on alone
-            ws.receive_data(data)
-            backlog.extend(ws.events())
-            return
-        pending = self._pending
-        if pending:  # the start of a fragment the fast path reads whole
-            pending.append(data)
-            self._pending_size += len(data)
-            waiting = self._fragments
-            assert waiting is not None  # only a fragmented message leaves bytes pending
-            if self._pending_size < waiting.need:
-                return  # still short of the whole frame: join once, not per read
-            data = b"".join(pending)
-            pending.clear()
-        fast = self._fast
-        limit = tracker.limit
-        pos = 0
-        n = len(data)
-        while pos < n:
-            if fast and tracker.idle and ws.state is ConnectionState.OPEN:
-                fragments = self._fragments
-                if fragments is None:
-                    messages, pos = parse_simple_frames(data, self._max_size, pos)
-                    if messages:
-                        backlog.extend(messages)
-                    if pos >= n:
-                        return
-                    if data[pos] in (0x01, 0x02):  # a fragmented message begins
-                        fragments = self._fragments = FragmentedMessage(data[pos] == 0x01)
-                if fragments is not None:
-                    pos, why = read_fragments(data, pos, fragments, limit)
-                    if why is Fragments.DONE:
-                        backlog.append(fragments.message())
-                        self._fragments = None
-                        continue
-                    if why is Fragments.MORE:
-                        rest = data[pos:]  # under the limit: its header was checked
-                        self._pending.append(rest)
-                        self._pending_size = len(rest)
-                        return
-                    if why is Fragments.OVER:
-                        self._tracker = None
-                        backlog.append(_TOO_BIG)
-                        return
-                    if why is Fragments.ERROR:
-                        self._tracker = None
-                        code, reason = fragments.error
-                        backlog.append(CloseConnection(code=code, reason=reason))
-                        return
-                    # Fragments.CONTROL: a ping, pong or close between fragments.
-            end, over = tracker.advance(data, pos, fast)
-            ws.receive_data(data if pos == 0 and end == n else data[pos:end])
-            backlog.extend(ws.events())
-            pos = end
-            if over:
-                self._tracker = None
-                backlog.append(_TOO_BIG)
-                if pos < n:
-                    ws.receive_data(data[pos:])
-                    backlog.extend(ws.events())
-                return
-
     async def ping(self, payload: bytes | None = None) -> float:
         """Send a ping and wait for its pong; return the round trip in seconds.
 
@@ -407,7 +316,7 @@ class WebSocket:
                 return
             self.last_seen = trio.current_time()
             start = len(backlog)
-            self._feed(received)
+            self._receiver.feed(received)
             new = [backlog.pop() for _ in range(len(backlog) - start)]
             closing = False
             while new:
@@ -526,7 +435,7 @@ class WebSocket:
         # Events are taken into the backlog before any callback runs, so that
         # ping() called from a callback can read on while they wait their turn.
         if self._initial:  # bytes that came with the upgrade request
-            self._feed(self._initial)
+            self._receiver.feed(self._initial)
             self._initial = b""
         while True:
             if not backlog:
@@ -542,7 +451,7 @@ class WebSocket:
                 if not received:
                     return
                 self.last_seen = trio.current_time()
-                self._feed(received)
+                self._receiver.feed(received)
                 continue
             while backlog:
                 event = backlog.popleft()
@@ -551,7 +460,7 @@ class WebSocket:
                         await on_message(self, event)
                     continue
                 self.last_seen = trio.current_time()
-                if event is _TOO_BIG:
+                if event is TOO_BIG:
                     # Counted from the frame headers, fragments included.  The
                     # rest of the message is not read: fail the connection
                     # (RFC 6455 §7.1.7) after the close frame, lingering so
@@ -615,34 +524,42 @@ class WebSocket:
 
     # -- the reaper's view --------------------------------------------------------
 
-    def check_timeout(self, now: float, nursery: trio.Nursery) -> None:
-        """Heartbeat and close timeout (called by the server's reaper)."""
+    def check_timeout(self, now: float) -> bool:
+        """Heartbeat and close timeout (called by the server's reaper).
+
+        A socket idle for its share of ``Config.ws_ping_interval`` gets a ping,
+        queued without a task (the flush writes it).  Each socket pings after
+        between 75% and 100% of the interval (its own jitter, drawn once), so
+        sockets that opened together do not all ping at the same moment.
+
+        Returns:
+            True when it cancelled the connection (a timeout), else False.
+        """
         config = self._conn.server.config
         deadline = self._close_deadline
         if deadline is not None:
             if now > deadline:
                 self._conn.timeout_reason = "ws-close"
                 self._conn.scope.cancel()
-            return
+                return True
+            return False
         sent = self._ping_sent_at
         if sent is not None:
             if now - sent > config.ws_ping_timeout:
                 self.close_code, self.close_reason = 1011, "ping timeout"
                 self._conn.timeout_reason = "ws-ping"
                 self._conn.scope.cancel()
-            return
+                return True
+            return False
         interval = config.ws_ping_interval
-        if interval is not None and now - self.last_seen >= interval:
+        if (
+            interval is not None
+            and now - self.last_seen >= interval * self._ping_share
+            and self._ws.state is ConnectionState.OPEN
+        ):
             self._ping_sent_at = now
-            nursery.start_soon(self._heartbeat_ping)
-
-    async def _heartbeat_ping(self) -> None:
-        if self._ws.state is not ConnectionState.OPEN:
-            return
-        try:
-            await self._outbox.send(self._ws.send(Ping(payload=b"peregrine-hb")))
-        except Exception:  # the socket is going away; its own task reports how
-            pass
+            self._outbox.post(self._ws.send(Ping(payload=b"peregrine-hb")))
+        return False
 
     def __repr__(self) -> str:
         status = "open" if self.close_code is None else f"closed {self.close_code}"

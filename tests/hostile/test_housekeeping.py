@@ -1,0 +1,189 @@
+"""The server's own housekeeping does not stall the loop: it is spread out and yields in batches.
+
+Reported with 19,500 idle sockets: heartbeat pings went out in waves that
+stalled the server for up to 0.9 s, a broadcast to all of them stalled it
+0.27-0.37 s, and 2,200 simultaneous timeouts 431 ms.  These tests check the
+mechanisms (jitter, batches, schedule points) exactly, without timing;
+``bench/scale.py`` measures the lag at 20,000 sockets.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+import peregrine_rt as pr
+from peregrine_rt import _hub, _outbox, _server
+from peregrine_rt._lag import LagMonitor
+from peregrine_rt._outbox import Outbox, SendScheduler
+from peregrine_rt.testing import wait_until
+from tests.integration.conftest import get, open_server
+from tests.integration.ws_helpers import WSClient, connect_ws
+from tests.unit.test_outbox import FakeOwner, FakeTransport
+
+
+class Ticker:
+    """Counts the schedule turns of a task running beside the code under test."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+
+    async def run(self) -> None:
+        while True:
+            self.turn += 1
+            await trio.lowlevel.checkpoint()
+
+
+class Recording:
+    """A hub subscriber noting the ticker's turn when each delivery reaches it."""
+
+    def __init__(self, ticker: Ticker) -> None:
+        self.ticker = ticker
+        self.turns: list[int] = []
+
+    def deliver(self, message: str | bytes) -> bool:
+        self.turns.append(self.ticker.turn)
+        return True
+
+
+async def test_a_publish_to_many_subscribers_yields_between_batches() -> None:
+    hub = pr.Hub()
+    ticker = Ticker()
+    subscribers = [Recording(ticker) for _ in range(5 * _hub.FANOUT_BATCH)]
+    for sub in subscribers:
+        hub.subscribe(sub, "t")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker.run)
+        await trio.lowlevel.checkpoint()
+        assert await hub.publish("t", "hi") == len(subscribers)
+        nursery.cancel_scope.cancel()
+    turns = [sub.turns[0] for sub in subscribers]
+    assert turns == sorted(turns)  # in subscription order
+    # The other task ran during the publish, only ever between two batches
+    # (trio may run it before or after the publisher in a round: not every
+    # yield shows, but at least one does).
+    changes = [i for i in range(1, len(turns)) if turns[i] != turns[i - 1]]
+    assert changes
+    assert all(i % _hub.FANOUT_BATCH == 0 for i in changes), changes
+
+
+async def test_the_flush_yields_between_batches_of_sockets() -> None:
+    ticker = Ticker()
+    scheduler = SendScheduler()
+    transports = [FakeTransport() for _ in range(4 * _outbox.FLUSH_BATCH)]
+    outboxes = [
+        Outbox(FakeOwner(), t, scheduler, limit=1 << 20)  # type: ignore[arg-type]
+        for t in transports
+    ]
+    seen: list[int] = []
+    for t in transports:
+        original = t.try_send
+
+        def try_send(data: bytes, original=original) -> int | None:  # type: ignore[no-untyped-def]
+            seen.append(ticker.turn)
+            return original(data)
+
+        t.try_send = try_send  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        nursery.start_soon(ticker.run)
+        for box in outboxes:
+            box.deliver(b"frame")
+        await wait_until(lambda: len(seen) == len(outboxes))
+        nursery.cancel_scope.cancel()
+    changes = [i for i in range(1, len(seen)) if seen[i] != seen[i - 1]]
+    assert changes  # the ticker ran during the flush, only between batches
+    assert all(i % _outbox.FLUSH_BATCH == 0 for i in changes), changes
+    assert all(bytes(t.wire) == b"frame" for t in transports)
+
+
+class Idle:
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        await pr.upgrade(request, response)
+
+    async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+        pass
+
+
+async def test_heartbeats_are_spread_over_the_last_quarter_of_the_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Sockets opened together ping between 75% and 100% of ws_ping_interval, not at once."""
+    interval = 40.0
+    sent_at: list[float] = []
+    async with open_server(Idle, ws_ping_interval=interval, ws_ping_timeout=60, guard=500) as h:
+        sockets = [await connect_ws(h) for _ in range(60)]
+        start = trio.current_time()
+
+        async def watch(ws: WSClient) -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ws.receive)  # reads, and answers pings
+                await wait_until(lambda: ws.pings, timeout=interval * 2)
+                sent_at.append(trio.current_time())
+                nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for ws in sockets:
+                nursery.start_soon(watch, ws)
+    offsets = sorted(t - start for t in sent_at)
+    assert len(offsets) == 60
+    tick = 10.0  # the reaper's tick here: min(timeouts) / 4
+    assert offsets[0] >= 0.75 * interval - tick
+    assert offsets[-1] <= interval + tick
+    assert len({round(o) for o in offsets}) >= 2  # not one wave
+
+
+async def test_a_mass_timeout_is_unwound_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 connections time out at once: the reaper fires them REAP_CANCELS at a time.
+
+    On the real clock (a task that never blocks would stop the autojump clock):
+    a ticker task spins beside the reaper while the 408s go out.
+    """
+    monkeypatch.setattr(_server, "REAP_CANCELS", 50)
+    ticker = Ticker()
+    closed_turns: list[int] = []
+    async with open_server(Idle, header_timeout=0.2, keep_alive_timeout=30) as h:
+        streams = [await h.connect() for _ in range(300)]
+        for stream in streams:
+            await stream.send_all(b"GET / HTTP/1.1\r\n")  # half a head: a 408 is due
+
+        async def watch(stream: trio.abc.Stream) -> None:
+            while await stream.receive_some(65536):
+                pass
+            closed_turns.append(ticker.turn)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker.run)
+            for stream in streams:
+                nursery.start_soon(watch, stream)
+            await wait_until(lambda: len(closed_turns) == 300, timeout=30)
+            nursery.cancel_scope.cancel()
+    assert len(set(closed_turns)) >= 3  # the ticker ran while the timeouts unwound
+
+
+async def test_the_lag_monitor_sees_a_stall_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monitor = LagMonitor(interval=0.01, warn_after=0.05, warn_every=0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(monitor.run)
+        await wait_until(lambda: monitor.samples >= 2)
+        monitor.take_worst()
+        import time
+
+        time.sleep(0.1)
+        await wait_until(lambda: monitor.stalls >= 1)
+        nursery.cancel_scope.cancel()
+    assert monitor.worst >= 0.08
+    assert monitor.take_worst() >= 0.08
+    assert monitor.take_worst() == 0.0  # reset by the read
+    assert any("event loop stalled" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_server_runs_a_lag_monitor() -> None:
+    async with open_server(Idle) as h:
+        stream = await h.connect()
+        await stream.send_all(get("/"))
+        await wait_until(lambda: h.server.lag.samples > 0)
+        assert h.server.lag.worst < 5
