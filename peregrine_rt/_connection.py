@@ -196,7 +196,9 @@ class HTTPConnection:
         try:
             await self.transport.send_all(data)
         except ClientDisconnected:
-            pass
+            return
+        if self.server.config.access_log:  # every answer is logged, the server's own too
+            self._log_access(request, status, len(data))
 
     async def _serve(self) -> None:
         """Serve requests until the connection must close: read, dispatch, write, repeat."""
@@ -296,6 +298,8 @@ class HTTPConnection:
             response.text("500 Internal Server Error\n", status=500)
             self.response = response
         if self.websocket is not None:
+            if server.config.access_log:
+                self._log_access(request, 101, 0)
             self.waiting = Waiting.WEBSOCKET
             await self.websocket.run(server.handler_instance)
             return None
@@ -433,11 +437,16 @@ class HTTPConnection:
             return False
         return True
 
-    def _log_access(self, request: Request, status: int, size: int) -> None:
-        client = request.client
+    def _log_access(self, request: Request | None, status: int, size: int) -> None:
+        """One access-log line (``Config.access_log``); ``request`` None: no head was read."""
+        client = self.transport.client
+        where = f"{client[0]}:{client[1]}" if client else "-"
+        if request is None:
+            access_log.info('%s - "-" %d %d', where, status, size)
+            return
         access_log.info(
             '%s - "%s %s HTTP/%s" %d %d',
-            f"{client[0]}:{client[1]}" if client else "-",
+            where,
             request.method,
             request.target.decode("ascii", "replace"),
             request.http_version,

@@ -55,6 +55,7 @@ REAP_CANCELS = 64  # timeouts it fires between two schedule points
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
+access_log = logging.getLogger("peregrine_rt.access")
 
 
 def _make_hub(config: Config) -> Hub:
@@ -414,7 +415,7 @@ class Server:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if len(self.connections) >= self.config.max_connections:
-                self._refuse(conn, nursery)
+                self._refuse(conn, nursery, addr)
                 continue
             transport: Transport
             if is_tls:
@@ -448,9 +449,12 @@ class Server:
                 client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
             self._start_connection(nursery, StreamTransport(stream, client))
 
-    def _note_refusal(self) -> None:
+    def _note_refusal(self, client: object = None) -> None:
         """Count a connection refused at the limit; log at most one line per interval."""
         self.refused_connections += 1
+        if self.config.access_log:  # every answer is in the access log, this 503 too
+            where = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else "-"
+            access_log.info('%s - "-" 503 0', where)
         now = trio.current_time()
         if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
             error_log.warning(
@@ -463,7 +467,7 @@ class Server:
             self._refusals_logged_at = now
             self._refusals_logged = self.refused_connections
 
-    def _refuse(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+    def _refuse(self, sock: socket.socket, nursery: trio.Nursery, client: object = None) -> None:
         """Answer 503 on an accepted socket over the limit, then close it in order.
 
         Closing a socket with unread input (the request) makes the kernel send
@@ -472,7 +476,7 @@ class Server:
         is read and dropped (briefly, boundedly) before the close — by at most
         MAX_LINGERING_REFUSALS tasks at once; past that, closed at once.
         """
-        self._note_refusal()
+        self._note_refusal(client)
         try:
             sock.send(self._busy())
         except OSError:
