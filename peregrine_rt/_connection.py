@@ -251,9 +251,7 @@ class HTTPConnection:
         if event is CLOSED:
             return None
         assert isinstance(event, Request)
-        event._conn = self  # TODO(bind)
-        event.client = transport.client
-        event.scheme = transport.scheme
+        event.bind(self, transport.client, transport.scheme)
         return event
 
     async def _dispatch(self, request: Request) -> Response | None:

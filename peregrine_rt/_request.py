@@ -144,6 +144,19 @@ class Request(RequestHead):
             self._cookies = cookies
             return cookies
 
+    def bind(
+        self, connection: HTTPConnection, client: tuple[str, int] | None, scheme: str
+    ) -> None:
+        """Attach the request to the connection that read it (the connection calls it)."""
+        self._conn = connection
+        self.client = client
+        self.scheme = scheme
+
+    @property
+    def connection(self) -> HTTPConnection:
+        """The connection that read this request (for the server's collaborators: ``upgrade()``)."""
+        return self._conn
+
     @property
     def config(self) -> Config:
         """The :class:`~peregrine_rt.Config` of the server that read this request."""

@@ -38,7 +38,6 @@ from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
 from ._transport import SocketTransport, StreamTransport, Transport
-from .mixins import HubMixin  # TODO(layers)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -268,8 +267,9 @@ class Server:
         thread_limiter().total_tokens = config.thread_pool_size
         handler = self._handler
         self.handler_instance = handler() if isinstance(handler, type) else handler
-        if isinstance(self.handler_instance, HubMixin):
-            self.handler_instance.hub = self.hub
+        attach_hub = getattr(self.handler_instance, "attach_hub", None)
+        if callable(attach_hub):  # HubMixin, or any handler that wants the hub
+            attach_hub(self.hub)
         if self.spec.has_startup:
             await self.handler_instance.startup()
         try:

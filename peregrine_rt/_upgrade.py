@@ -76,7 +76,7 @@ async def upgrade(
         HandshakeError: not an acceptable handshake; the response is already set
             to the refusal (400, 403 or 426) and is sent when ``handle`` returns.
     """
-    conn = request._conn
+    conn = request.connection
     config = conn.server.config
     if not conn.server.spec.has_websocket:
         raise RuntimeError(

@@ -55,6 +55,14 @@ class HubMixin:
     hub: Hub
     _peregrine_requires: ClassVar[dict[str, tuple[str, ...]]] = {}
 
+    def attach_hub(self, hub: Hub) -> None:
+        """Called by the server with its hub, before ``startup()``.
+
+        Any handler may define ``attach_hub(self, hub)`` to be given the hub
+        this way; this mixin keeps it as ``self.hub``.
+        """
+        self.hub = hub
+
     async def _publish(self, topic: str, message: str | bytes) -> int:
         try:
             return await self.hub.publish(topic, message)
