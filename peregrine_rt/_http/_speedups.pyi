@@ -1,7 +1,7 @@
 """Type stub for the optional C accelerator (``_speedups.c``)."""
 
 from ._headers import Headers
-from ._parser import _Cache, _Scanned
+from ._scan import Cache, Scanned
 
 INTERFACE: int
 
@@ -9,8 +9,8 @@ def scan_head(
     buf: bytes,
     limit: int,
     max_count: int,
-    cache: _Cache | None,
+    cache: Cache | None,
     headers_class: type[Headers],
     /,
-) -> _Scanned | None: ...
+) -> Scanned | None: ...
 def _set_headers_type(cls: type[Headers], /) -> None: ...
