@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs docs-gen bench-parser bench-http bench-chat bench-fanout docs-config clean
+.PHONY: run test lint typecheck pytest sanitize docs docs-gen bench-parser bench-http bench-chat bench-fanout docs-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ pytest: $(STAMP)
 	if [ $$status -ne 0 ]; then exit $$status; fi; exit $$report
 
 test: lint typecheck docs pytest
+
+# The C accelerator built with AddressSanitizer and UndefinedBehaviorSanitizer
+# in a scratch directory (the normal build is untouched), and the tests that
+# compare it with the pure-Python parser run against it with more Hypothesis
+# examples (SANITIZE_EXAMPLES, tests/sanitize/hypothesis_profile.py).  Needs gcc;
+# a few minutes.
+sanitize: $(STAMP)
+	SANITIZE_PYTHON=$(BIN)/python tests/sanitize/run.sh $(PYTEST_ARGS)
 
 bench-parser: $(STAMP)
 	$(BIN)/python bench/parser.py
