@@ -144,6 +144,11 @@ class Config:
         "redis://HOST:PORT: the app's hub is a RedisHub, so topics cross processes and "
         "machines; None keeps the in-memory hub.",
     )
+    redis_timeout: float = _opt(
+        1.0,
+        "Seconds any one Redis call may take; past that it fails with HubUnavailable (a "
+        "frozen or unreachable Redis never blocks a publish for longer).",
+    )
     access_log: bool = _opt(False, "Log every request to the 'peregrine_rt.access' logger.")
     server_header: str | None = _opt(
         None, "Value of a Server response header; None sends none (no fingerprinting)."
@@ -162,9 +167,12 @@ class Config:
             "shutdown_grace",
             "ws_ping_timeout",
             "ws_close_timeout",
+            "redis_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"Config.port must be 0-65535, not {self.port}")
         if self.ws_slow_policy not in ("close", "drop-oldest"):
             raise ValueError("Config.ws_slow_policy must be 'close' or 'drop-oldest'")
         for name in (

@@ -36,6 +36,7 @@ class ServerOptions(TypedDict, total=False):
     max_header_count: int
     max_body_size: int | None
     max_drain: int
+    json_max_depth: int
     thread_pool_size: int
     ws_max_message_size: int | None
     ws_ping_interval: float | None
@@ -47,5 +48,6 @@ class ServerOptions(TypedDict, total=False):
     ws_slow_policy: Literal["close", "drop-oldest"]
     workers: int
     redis_url: str | None
+    redis_timeout: float
     access_log: bool
     server_header: str | None

@@ -246,7 +246,7 @@ class RedisHub(Hub):
         """
         if not isinstance(topic, str):
             raise TypeError(f"topics are str, not {type(topic).__name__}")
-        delivered = self.publish_local(topic, message)
+        delivered = await self.fan_out(topic, message)
         conn = self._pub
         if conn is None:
             raise self._unavailable(topic, delivered, "not connected to Redis")
@@ -439,7 +439,7 @@ class RedisHub(Hub):
             except ValueError as exc:  # UnicodeDecodeError included
                 log.warning("dropped a malformed message on channel %r: %s", item[2], exc)
                 continue
-            self.publish_local(topic, message)
+            await self.fan_out(topic, message)
         raise RedisConnectionError("the subscription ended")
 
     def __repr__(self) -> str:

@@ -62,7 +62,7 @@ def _make_hub(config: Config) -> Hub:
         return Hub()
     from ._redis_hub import RedisHub  # noqa: PLC0415 - coredis is an optional extra
 
-    return RedisHub(config.redis_url)
+    return RedisHub(config.redis_url, timeout=config.redis_timeout)
 
 
 class Server:

@@ -163,22 +163,21 @@ async def test_a_mass_timeout_is_unwound_in_batches(monkeypatch: pytest.MonkeyPa
 
 
 async def test_the_lag_monitor_sees_a_stall_and_logs_it(
-    caplog: pytest.LogCaptureFixture,
+    mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A stall is simulated by moving the clock past the monitor's wake-up time."""
     monitor = LagMonitor(interval=0.01, warn_after=0.05, warn_every=0)
     async with trio.open_nursery() as nursery:
         await nursery.start(monitor.run)
-        await wait_until(lambda: monitor.samples >= 2)
-        monitor.take_worst()
-        import time
-
-        time.sleep(0.1)
-        await wait_until(lambda: monitor.stalls >= 1)
+        await trio.testing.wait_all_tasks_blocked()  # it sleeps until t + 0.01
+        mock_clock.jump(0.1)  # the loop "ran something" for 0.1 s meanwhile
+        await trio.testing.wait_all_tasks_blocked()  # it woke 0.09 s late, and sleeps again
         nursery.cancel_scope.cancel()
-    assert monitor.worst >= 0.08
-    assert monitor.take_worst() >= 0.08
+    assert monitor.samples == 1 and monitor.stalls == 1
+    assert monitor.worst == pytest.approx(0.09)
+    assert monitor.take_worst() == pytest.approx(0.09)
     assert monitor.take_worst() == 0.0  # reset by the read
-    assert any("event loop stalled" in r.getMessage() for r in caplog.records)
+    assert any("event loop stalled for 90 ms" in r.getMessage() for r in caplog.records)
 
 
 async def test_the_server_runs_a_lag_monitor() -> None:
