@@ -16,11 +16,12 @@ import ctypes
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -53,6 +54,7 @@ class Peer:
     label: str
     modules: tuple[str, ...]  # importable modules the server needs
     argv: Callable[[int], list[str]]  # port -> command line
+    env: Mapping[str, str] = field(default_factory=dict)  # added to this server's environment
 
 
 # --- processes ---------------------------------------------------------------
@@ -72,8 +74,12 @@ def spawn(
     *,
     stdin: IO[bytes] | int = subprocess.DEVNULL,
     stderr: IO[bytes] | int = subprocess.STDOUT,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` from ROOT in its own session, killed if the script dies."""
+    """Start ``argv`` from ROOT in its own session, killed if the script dies.
+
+    ``env`` is added to this process's environment, for this child only.
+    """
     # Own session: Ctrl-C reaches only the script, whose finally blocks stop
     # the children in order; the death signal covers a SIGKILL of the script.
     return subprocess.Popen(
@@ -83,6 +89,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
+        env={**os.environ, **env} if env else None,
         preexec_fn=die_with_parent,  # noqa: PLW1509  (single-threaded scripts)
     )
 
@@ -177,7 +184,7 @@ class RunningServer:
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         argv = ["taskset", "-c", str(SERVER_CPU), *peer.argv(self.port)]
         self.command = " ".join(argv)
-        self.proc = spawn(argv, self._log)
+        self.proc = spawn(argv, self._log, env=peer.env)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of its output, indented."""
@@ -284,3 +291,74 @@ def cpu_split_pct(before: CpuDetail, after: CpuDetail, cpu: int) -> tuple[float,
     busy = after[cpu][0] - before[cpu][0]
     irq = after[cpu][1] - before[cpu][1]
     return 100.0 * busy / total, 100.0 * irq / total
+
+
+# --- before/after: the same peer, run from another tree ------------------------
+
+BEFORE_HELP = (
+    "a source tree of peregrine_rt to measure next to this one (e.g. a git worktree of an "
+    "older commit, its C extension built): every selected peregrine server also runs with "
+    "PYTHONPATH=DIR (that subprocess only), as <key>_before"
+)
+ROUNDS_HELP = (
+    "run the whole list of servers this many times, interleaved (A B C, A B C, ...), and "
+    "report the median of the rounds per point"
+)
+
+
+def before_peer(peer: Peer, tree: Path) -> Peer:
+    """``peer`` run from ``tree``: ``PYTHONPATH=tree`` puts its ``peregrine_rt`` first.
+
+    The console script ``peregrine-rt`` (and a server started by its path, not
+    with ``-m``) has no current directory on ``sys.path`` ahead of
+    ``PYTHONPATH``, so the tree's package wins over the editable install; the
+    bench's own ``bench.servers`` modules still come from this checkout.
+    ``peregrine_origin`` tells which one a running server loaded.
+    """
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    return replace(
+        peer,
+        key=f"{peer.key}_before",
+        label=f"{peer.label} BEFORE",
+        env={**peer.env, "PYTHONPATH": path},
+    )
+
+
+def check_tree(tree: Path) -> Path:
+    """``tree`` resolved; BenchError unless it holds a ``peregrine_rt`` package."""
+    tree = tree.expanduser().resolve()
+    if not (tree / "peregrine_rt" / "__init__.py").is_file():
+        raise BenchError(f"--before {tree}: no peregrine_rt/__init__.py there")
+    return tree
+
+
+def with_before(peers: list[Peer], tree: Path | None) -> list[Peer]:
+    """``peers``, each peregrine one followed by its twin from ``tree`` (if given)."""
+    out: list[Peer] = []
+    for peer in peers:
+        out.append(peer)
+        if tree is not None and peer.key.startswith("peregrine"):
+            out.append(before_peer(peer, tree))
+    return out
+
+
+def peregrine_origin(pid: int) -> str:
+    """Where a running server's ``peregrine_rt`` comes from: its C extension's folder.
+
+    Read from ``/proc/<pid>/maps`` (the extension is loaded when the server
+    parses its first request); "?" if it is not mapped (yet, or at all).
+    """
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "/peregrine_rt/" in path and "_speedups" in path:
+                    return path.split("/peregrine_rt/", 1)[0]
+    except OSError:
+        pass
+    return "?"
+
+
+def median(values: list[float]) -> float:
+    """The median (of an odd count, the middle value; of an even one, the mean of the two)."""
+    return statistics.median(values)

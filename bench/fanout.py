@@ -64,8 +64,15 @@ tree with ``PYTHONPATH`` to measure a given commit).  On a shared machine,
 ``--quiet-wait`` waits before each point for both CPUs to be idle, and
 ``--retries`` measures a contended point again (the row says so).
 
+Before/after: ``--before DIR`` also runs each selected peregrine server from
+another source tree (``PYTHONPATH=DIR`` for that subprocess only, as
+``<key>_before``; each server's line says which ``peregrine_rt`` it loaded), and
+``--rounds N`` runs the whole list N times, interleaved (A B C, A B C, ...); the
+tables then hold the median round per point, after every round's figure and
+the ``after/before`` ratio of each.
+
 The last line is ``peregrine_fanout n1000=<deliveries/s> p99_ms=<n>
-vs_websockets_asyncio=<r>x``.  Every phase is bounded in time; every process
+vs_websockets_asyncio=<r>x`` (with ``--before``, `` vs_before=<r>x`` too).  Every phase is bounded in time; every process
 started here is stopped by its PID (SIGTERM, then SIGKILL) in ``finally``
 blocks, and gets SIGKILL if this script dies first.
 """
@@ -91,15 +98,21 @@ from pathlib import Path
 from typing import IO
 
 from _procs import (
+    BEFORE_HELP,
     HOST,
     ROOT,
+    ROUNDS_HELP,
     SERVER_CPU,
     BenchError,
     Peer,
+    before_peer,
+    check_tree,
     cpu_seconds,
     cpu_split_pct,
     cpu_times_detail,
     free_port,
+    median,
+    peregrine_origin,
     script,
     spawn,
     stop_process,
@@ -532,11 +545,14 @@ def bench_peer(peer: Peer, args: argparse.Namespace, counts: list[int], logdir: 
                 peer.key, peer.label, peer.modules, lambda port: [*base_argv(port), "--redis", url]
             )
             res.peer = peer
-            server = MultiServer(peer, logdir, "fanout")
+            server = MultiServer(peer, logdir, f"fanout{args.round}")
         else:
-            server = WsServer(peer, logdir, "fanout")
+            server = WsServer(peer, logdir, f"fanout{args.round}")
         server.wait_ready()
         check_echo(server)
+        if peer.key.startswith("peregrine"):
+            env = " ".join(f"{k}={v}" for k, v in peer.env.items()) or "(no env)"
+            print(f"  peregrine_rt from {peregrine_origin(server.proc.pid)}; {env}", flush=True)
         for n in counts:
             try:
                 for attempt in range(args.retries + 1):
@@ -656,7 +672,50 @@ def final_line(results: dict[str, PeerResult], counts: list[int]) -> str:
     rate = f"{mine.rate:.0f}" if mine else "n/a"
     p99 = f"{mine.p99_ms:.1f}" if mine else "n/a"
     ratio = _ratio(mine and mine.rate, theirs and theirs.rate)
-    return f"peregrine_fanout n{n}={rate} p99_ms={p99} vs_websockets_asyncio={ratio}"
+    line = f"peregrine_fanout n{n}={rate} p99_ms={p99} vs_websockets_asyncio={ratio}"
+    old = results.get("peregrine_before")
+    if old is not None:
+        theirs = old.runs.get(n)
+        line += f" vs_before={_ratio(mine and mine.rate, theirs and theirs.rate)}"
+    return line
+
+
+def merge_rounds(runs: list[PeerResult], counts: list[int]) -> PeerResult:
+    """One result from several rounds of a peer: the median round per point."""
+    out = PeerResult(runs[0].peer)
+    for n in counts:
+        got = sorted((r.runs[n] for r in runs if n in r.runs), key=lambda x: x.rate)
+        if got:
+            out.runs[n] = got[(len(got) - 1) // 2]
+    for r in runs:
+        out.errors.extend(r.errors)
+        out.notes.extend(r.notes)
+    return out
+
+
+def print_rounds(rounds: dict[str, list[PeerResult]], counts: list[int]) -> None:
+    """Every round's deliveries/s per server, and after/before per round when both ran."""
+    print()
+    print("rounds (deliveries/s):")
+    for runs in rounds.values():
+        for n in counts:
+            rates = [r.runs[n].rate for r in runs if n in r.runs]
+            cells = " ".join(f"{x:>9.0f}" for x in rates)
+            med = f"median {median(rates):.0f}" if rates else "failed"
+            print(f"  {runs[0].peer.label:<28} n={n:<5} {cells}   {med}")
+    for key in [k for k in rounds if k + "_before" in rounds]:
+        for n in counts:
+            per = [
+                a.runs[n].rate / b.runs[n].rate
+                for a, b in zip(rounds[key], rounds[key + "_before"], strict=True)
+                if n in a.runs and n in b.runs
+            ]
+            if per:
+                print(
+                    f"  {key} after/before n={n:<5} "
+                    + " ".join(f"{x:.3f}" for x in per)
+                    + f"   median {median(per):.3f}"
+                )
 
 
 def main() -> None:
@@ -689,7 +748,15 @@ def main() -> None:
         default=",".join(DEFAULT_SERVERS),
         help=f"comma-separated subset of {','.join(PEERS)}",
     )
+    ap.add_argument("--before", type=Path, metavar="DIR", help=BEFORE_HELP)
+    ap.add_argument("--rounds", type=int, default=1, help=ROUNDS_HELP)
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    try:
+        tree = check_tree(args.before) if args.before else None
+    except BenchError as exc:
+        ap.error(str(exc))
     # SIGTERM unwinds like Ctrl-C, through the finally blocks that stop the children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
@@ -742,13 +809,30 @@ def main() -> None:
             print(f"# {key}: skipped, {', '.join(missing)} not importable")
             continue
         selected.append(peer)
+    if tree is not None:
+        # the twin of each peregrine row, except the Redis one (its argv is built per run)
+        twins = []
+        for peer in selected:
+            twins.append(peer)
+            if peer.key.startswith("peregrine") and peer.key != "peregrine_w2_redis":
+                twins.append(before_peer(peer, tree))
+        selected = twins
+        print(f"# before: PYTHONPATH={tree} for the *_before servers")
+    if args.rounds > 1:
+        print(f"# {args.rounds} rounds, interleaved; the tables hold the median round per point")
 
-    results: dict[str, PeerResult] = {}
+    rounds: dict[str, list[PeerResult]] = {p.key: [] for p in selected}
     with tempfile.TemporaryDirectory(prefix="peregrine-fanout-bench-") as tmp:
         logdir = Path(tmp)
-        for peer in selected:
-            print(f"{peer.label}  (load {_loadavg()})", flush=True)
-            results[peer.key] = bench_peer(peer, args, counts, logdir)
+        for i in range(args.rounds):
+            args.round = i
+            for peer in selected:
+                tag = f" round {i + 1}/{args.rounds}" if args.rounds > 1 else ""
+                print(f"{peer.label}{tag}  (load {_loadavg()})", flush=True)
+                rounds[peer.key].append(bench_peer(peer, args, counts, logdir))
+    results = {key: merge_rounds(runs, counts) for key, runs in rounds.items()}
+    if args.rounds > 1:
+        print_rounds(rounds, counts)
     print_table(results, counts)
     print(f"# load average at the end: {_loadavg()}")
     print(final_line(results, counts))

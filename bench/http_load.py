@@ -30,7 +30,16 @@ the load generator, not the server, is the limit (flagged above 90 %); others
 above 25 % mean another process shared the core and the run is noisy (flagged;
 per-CPU figures are tick-sampled, so a few % either way is noise).
 
-The last line is ``peregrine_vs_uvicorn c50=<ratio> c1000=<ratio>`` (requests/s).
+Before/after: ``--before DIR`` also runs each selected peregrine server from
+another source tree (``PYTHONPATH=DIR`` for that subprocess only, as
+``peregrine_before``; the header of each server says which ``peregrine_rt`` it
+loaded), and ``--rounds N`` runs the whole list N times, interleaved (A B C, A B
+C, ...), so that slow drifts of a shared machine hit every server alike; the
+table then shows the median of the rounds (each round: best of ``--repeat``),
+every round's figure, and ``after/before`` ratios per round.
+
+The last line is ``peregrine_vs_uvicorn c50=<ratio> c1000=<ratio>`` (requests/s;
+with ``--before``, then ``peregrine_after_vs_before c50=<ratio> c1000=<ratio>``).
 """
 
 from __future__ import annotations
@@ -52,15 +61,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _procs import (
+    BEFORE_HELP,
     HOST,
+    ROUNDS_HELP,
     SERVER_CPU,
     BenchError,
     Peer,
     RunningServer,
     busy_pct,
+    check_tree,
     cpu_times,
+    median,
+    peregrine_origin,
     script,
     spawn,
+    with_before,
 )
 
 WRK_CPU = 1
@@ -371,14 +386,21 @@ def _ratio(a: float | None, b: float | None, suffix: str = "") -> str:
     return f"{a / b:.2f}{suffix}" if a and b else "n/a"
 
 
-def measure(peer: Peer, args: argparse.Namespace, logdir: Path) -> dict[int, WrkResult]:
-    server = RunningServer(peer, logdir)
+def measure(
+    peer: Peer, args: argparse.Namespace, logdir: Path, tag: str | None = None
+) -> dict[int, WrkResult]:
+    server = RunningServer(peer, logdir, tag)
     results: dict[int, WrkResult] = {}
     try:
         server.wait_ready()
         size = check_hello(server)
+        env = " ".join(f"{k}={v}" for k, v in peer.env.items())
+        origin = ""
+        if peer.key.startswith("peregrine"):
+            origin = f"; peregrine_rt from {peregrine_origin(server.proc.pid)}"
         print(
-            f"# {peer.label}: 200 {BODY.decode()!r}, keep-alive, {size}-byte response; {server.command}"
+            f"# {peer.label}: 200 {BODY.decode()!r}, keep-alive, {size}-byte response; "
+            f"{env + ' ' if env else ''}{server.command}{origin} (load {_load()})"
         )
         for conns in CONNECTIONS:
             if args.warmup:
@@ -407,6 +429,42 @@ def measure(peer: Peer, args: argparse.Namespace, logdir: Path) -> dict[int, Wrk
     return results
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _median_result(runs: list[dict[int, WrkResult]], conns: int) -> WrkResult:
+    """The round whose req/s is the median at ``conns`` (the lower middle one of an even count)."""
+    ordered = sorted((r[conns] for r in runs), key=lambda r: r.rps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def print_rounds(rounds: dict[str, list[dict[int, WrkResult]]]) -> None:
+    """Every round's req/s per server, and after/before per round when both ran."""
+    print()
+    print("rounds (req/s; each round best of --repeat):")
+    for key, runs in rounds.items():
+        for conns in CONNECTIONS:
+            values = " ".join(f"{r[conns].rps:>8.0f}" for r in runs)
+            print(
+                f"  {PEERS_ALL[key].label:<22} c={conns:<5} {values}   "
+                f"median {median([r[conns].rps for r in runs]):.0f}"
+            )
+    for key in [k for k in rounds if k + "_before" in rounds]:
+        after, before = rounds[key], rounds[key + "_before"]
+        for conns in CONNECTIONS:
+            per = [a[conns].rps / b[conns].rps for a, b in zip(after, before, strict=True)]
+            print(
+                f"  {key} after/before c={conns:<5} "
+                + " ".join(f"{x:.3f}" for x in per)
+                + f"   median {median(per):.3f}   ratio of medians "
+                f"{median([a[conns].rps for a in after]) / median([b[conns].rps for b in before]):.3f}"
+            )
+
+
+PEERS_ALL: dict[str, Peer] = dict(PEERS)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up (noisier)")
@@ -424,19 +482,27 @@ def main() -> int:
         default=",".join(PEERS),
         help=f"comma-separated subset of {','.join(PEERS)} (default all)",
     )
+    ap.add_argument("--before", type=Path, metavar="DIR", help=BEFORE_HELP)
+    ap.add_argument("--rounds", type=int, default=1, help=ROUNDS_HELP)
     ap.add_argument("-v", "--verbose", action="store_true", help="print wrk's full output")
     args = ap.parse_args()
     if args.duration is None:
         args.duration = 3 if args.quick else 10
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
-    if args.duration < 1 or args.warmup < 0 or args.repeat < 1:
-        ap.error("--duration must be >= 1, --warmup >= 0, --repeat >= 1")
+    if args.duration < 1 or args.warmup < 0 or args.repeat < 1 or args.rounds < 1:
+        ap.error("--duration must be >= 1, --warmup >= 0, --repeat >= 1, --rounds >= 1")
     keys = [k.strip() for k in args.servers.split(",") if k.strip()]
     unknown = [k for k in keys if k not in PEERS]
     if unknown or not keys:
         ap.error(f"--servers: unknown {unknown}; choose from {','.join(PEERS)}")
     peers = [PEERS[k] for k in dict.fromkeys(keys)]
+    try:
+        tree = check_tree(args.before) if args.before else None
+    except BenchError as exc:
+        ap.error(str(exc))
+    peers = with_before(peers, tree)
+    PEERS_ALL.update((p.key, p) for p in peers)
 
     # SIGTERM stops like Ctrl-C: the finally blocks below stop every child.
     def _terminate(signum: int, frame: object) -> None:
@@ -455,16 +521,25 @@ def main() -> int:
         print("# " + ", ".join(f"{m} {_version(m)}" for m in modules))
         print(
             f"# {args.duration} s per run after {args.warmup} s warm-up; best of {args.repeat} "
-            f"by req/s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            f"by req/s; {args.rounds} round(s), interleaved, median reported; "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         )
+        if tree is not None:
+            print(f"# before: PYTHONPATH={tree} for the *_before servers")
         if load[0] > 0.5:
             print(
                 f"# warning: load average {load[0]:.2f} before starting: others are using the machine"
             )
-        results: dict[str, dict[int, WrkResult]] = {}
+        rounds: dict[str, list[dict[int, WrkResult]]] = {p.key: [] for p in peers}
         with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
-            for peer in peers:
-                results[peer.key] = measure(peer, args, Path(tmp))
+            for i in range(args.rounds):
+                if args.rounds > 1:
+                    print(f"# round {i + 1}/{args.rounds} (load {_load()})", flush=True)
+                for peer in peers:
+                    rounds[peer.key].append(measure(peer, args, Path(tmp), f"r{i}"))
+        results = {
+            key: {c: _median_result(runs, c) for c in CONNECTIONS} for key, runs in rounds.items()
+        }
     except BenchError as exc:
         print(f"bench/http_load.py: error: {exc}", file=sys.stderr)
         return 1
@@ -487,15 +562,17 @@ def main() -> int:
         )
     base = results.get("uvicorn")
     c_lo, c_hi = CONNECTIONS
+    if args.rounds > 1:
+        print_rounds(rounds)
     print()
     print(
-        f"{'server':<14}{f'req/s c={c_lo}':>14}{f'req/s c={c_hi}':>14}"
+        f"{'server':<22}{f'req/s c={c_lo}':>14}{f'req/s c={c_hi}':>14}"
         f"{f'p99 c={c_lo}':>13}{f'p99 c={c_hi}':>13}"
         f"{f'vs uvicorn c={c_lo}':>20}{f'c={c_hi}':>8}"
     )
     for key, res in results.items():
         print(
-            f"{PEERS[key].label:<14}{res[c_lo].rps:>14.0f}{res[c_hi].rps:>14.0f}"
+            f"{PEERS_ALL[key].label:<22}{res[c_lo].rps:>14.0f}{res[c_hi].rps:>14.0f}"
             f"{res[c_lo].p99_ms:>10.2f} ms{res[c_hi].p99_ms:>10.2f} ms"
             f"{_ratio(res[c_lo].rps, base and base[c_lo].rps, 'x'):>20}"
             f"{_ratio(res[c_hi].rps, base and base[c_hi].rps, 'x'):>8}"
@@ -512,6 +589,12 @@ def main() -> int:
         f"peregrine_vs_uvicorn c{c_lo}={_ratio(mine and mine[c_lo].rps, base and base[c_lo].rps)} "
         f"c{c_hi}={_ratio(mine and mine[c_hi].rps, base and base[c_hi].rps)}"
     )
+    old = results.get("peregrine_before")
+    if mine and old:
+        print(
+            f"peregrine_after_vs_before c{c_lo}={_ratio(mine[c_lo].rps, old[c_lo].rps)} "
+            f"c{c_hi}={_ratio(mine[c_hi].rps, old[c_hi].rps)}"
+        )
     sys.stdout.flush()
     return 0
 

@@ -18,7 +18,15 @@ every message, with compression off (the client offers no extension either):
 * trio_websocket: ``trio_websocket.serve_websocket``
   (``bench/servers/ws_trio_websocket.py``);
 * hypercorn: an ASGI echo (``bench/servers/ws_hypercorn.py``) under
-  ``--worker-class trio --workers 0 --backlog 1024``.
+  ``--worker-class trio --workers 0 --backlog 1024``;
+* aiohttp: ``web.WebSocketResponse`` on uvloop (``bench/servers/ws_aiohttp.py``).
+
+Before/after: ``--before DIR`` also runs the peregrine server from another
+source tree (``PYTHONPATH=DIR`` for that subprocess only, as
+``peregrine_before``; each server's line says which ``peregrine_rt`` it loaded),
+and ``--rounds N`` runs the whole list N times, interleaved (A B C, A B C, ...);
+the table then holds the median round per point, after a list of every round
+and the ``after/before`` ratio of each.
 
 Before measuring, each server must answer a handshake and echo one message to
 a hand-written client.  Then, for 50 and 1000 connections: every connection
@@ -75,18 +83,24 @@ from pathlib import Path
 from typing import IO
 
 from _procs import (
+    BEFORE_HELP,
     HOST,
     ROOT,
+    ROUNDS_HELP,
     SERVER_CPU,
     BenchError,
     Peer,
     RunningServer,
     busy_pct,
+    check_tree,
     cpu_seconds,
     cpu_times,
+    median,
+    peregrine_origin,
     script,
     spawn,
     stop_process,
+    with_before,
 )
 
 CLIENT = ROOT / "bench" / "ws_client.py"
@@ -157,7 +171,20 @@ PEERS = {
             "bench.servers.ws_hypercorn:app",
         ],
     ),
+    "aiohttp": Peer(
+        "aiohttp",
+        "aiohttp+uvloop",
+        ("aiohttp", "uvloop"),
+        _module("bench.servers.ws_aiohttp"),
+    ),
 }
+DEFAULT_SERVERS = (
+    "peregrine",
+    "websockets_asyncio",
+    "websockets_trio",
+    "trio_websocket",
+    "hypercorn",
+)
 DISTRIBUTIONS = (
     "peregrine_rt",
     "wsproto",
@@ -166,6 +193,7 @@ DISTRIBUTIONS = (
     "uvloop",
     "trio-websocket",
     "hypercorn",
+    "aiohttp",
     "picows",
 )
 
@@ -516,10 +544,13 @@ def raise_fd_limit(need: int) -> tuple[bool, str]:
 
 def bench_peer(peer: Peer, args: argparse.Namespace, idle: list[int], logdir: Path) -> PeerResult:
     res = PeerResult(peer)
-    server = WsServer(peer, logdir, "load")
+    server = WsServer(peer, logdir, f"load{args.round}")
     try:
         server.wait_ready()
         check_echo(server)
+        if peer.key.startswith("peregrine"):
+            env = " ".join(f"{k}={v}" for k, v in peer.env.items()) or "(no env)"
+            print(f"  peregrine_rt from {peregrine_origin(server.proc.pid)}; {env}", flush=True)
         for conns in CONNECTIONS:
             try:
                 r = run_load(server, conns, args.warmup, args.duration, logdir)
@@ -544,7 +575,7 @@ def bench_peer(peer: Peer, args: argparse.Namespace, idle: list[int], logdir: Pa
         if note:
             res.notes.append(note)
     for n in idle:
-        server = WsServer(peer, logdir, f"idle{n}")
+        server = WsServer(peer, logdir, f"idle{n}-{args.round}")
         try:
             server.wait_ready()
             check_echo(server)
@@ -591,7 +622,11 @@ def print_table(results: dict[str, PeerResult], idle: list[int]) -> None:
             row += f"{v:>15.1f}" if v is not None else f"{'failed':>15}"
         print(row)
 
-    bases = [k for k in ("websockets_asyncio", "websockets_trio") if k in results]
+    bases = [
+        k
+        for k in ("websockets_asyncio", "aiohttp", "websockets_trio", "peregrine_before")
+        if k in results
+    ]
     if not bases:
         return
     print()
@@ -639,7 +674,48 @@ def final_line(results: dict[str, PeerResult], idle: list[int]) -> str:
     return (
         f"peregrine_ws {rates} vs_websockets_trio={ratios('websockets_trio')} "
         f"vs_websockets_asyncio={ratios('websockets_asyncio')} rss_per_idle_kib={rss}"
+        + (f" vs_before={ratios('peregrine_before')}" if "peregrine_before" in results else "")
     )
+
+
+def merge_rounds(runs: list[PeerResult]) -> PeerResult:
+    """One result from several rounds of a peer: the median round per point."""
+    out = PeerResult(runs[0].peer)
+    for c in CONNECTIONS:
+        got = sorted((r.load[c] for r in runs if c in r.load), key=lambda x: x.rate)
+        if got:
+            out.load[c] = got[(len(got) - 1) // 2]
+    for n in {n for r in runs for n in r.idle}:
+        out.idle[n] = median([r.idle[n] for r in runs if n in r.idle])
+    for r in runs:
+        out.errors.extend(r.errors)
+        out.notes.extend(r.notes)
+    return out
+
+
+def print_rounds(rounds: dict[str, list[PeerResult]]) -> None:
+    """Every round's msg/s per server, and after/before per round when both ran."""
+    print()
+    print("rounds (msg/s):")
+    for runs in rounds.values():
+        for c in CONNECTIONS:
+            rates = [r.load[c].rate for r in runs if c in r.load]
+            cells = " ".join(f"{x:>8.0f}" for x in rates)
+            med = f"median {median(rates):.0f}" if rates else "failed"
+            print(f"  {runs[0].peer.label:<28} c={c:<5} {cells}   {med}")
+    for key in [k for k in rounds if k + "_before" in rounds]:
+        for c in CONNECTIONS:
+            per = [
+                a.load[c].rate / b.load[c].rate
+                for a, b in zip(rounds[key], rounds[key + "_before"], strict=True)
+                if c in a.load and c in b.load
+            ]
+            if per:
+                print(
+                    f"  {key} after/before c={c:<5} "
+                    + " ".join(f"{x:.3f}" for x in per)
+                    + f"   median {median(per):.3f}"
+                )
 
 
 def main() -> None:
@@ -652,9 +728,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--servers",
-        default=",".join(PEERS),
-        help=f"comma-separated subset of {','.join(PEERS)}",
+        default=",".join(DEFAULT_SERVERS),
+        help=f"comma-separated subset of {','.join(PEERS)} (default {','.join(DEFAULT_SERVERS)})",
     )
+    ap.add_argument("--before", type=Path, metavar="DIR", help=BEFORE_HELP)
+    ap.add_argument("--rounds", type=int, default=1, help=ROUNDS_HELP)
     ap.add_argument(
         "--idle",
         default=None,
@@ -673,6 +751,12 @@ def main() -> None:
     unknown = [k for k in keys if k not in PEERS]
     if unknown:
         ap.error(f"unknown servers {unknown}; choose from {','.join(PEERS)}")
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    try:
+        tree = check_tree(args.before) if args.before else None
+    except BenchError as exc:
+        ap.error(str(exc))
     if shutil.which("taskset") is None:
         sys.exit("taskset not found: apt-get install -y util-linux")
     if os.cpu_count() is None or os.cpu_count() < 2:  # type: ignore[operator]
@@ -718,13 +802,24 @@ def main() -> None:
                 )
             continue
         selected.append(peer)
+    selected = with_before(selected, tree)
+    if tree is not None:
+        print(f"# before: PYTHONPATH={tree} for the *_before servers")
+    if args.rounds > 1:
+        print(f"# {args.rounds} rounds, interleaved; the tables hold the median round per point")
 
-    results: dict[str, PeerResult] = {}
+    rounds: dict[str, list[PeerResult]] = {p.key: [] for p in selected}
     with tempfile.TemporaryDirectory(prefix="peregrine-ws-bench-") as tmp:
         logdir = Path(tmp)
-        for peer in selected:
-            print(f"{peer.label}  (load {_loadavg()})", flush=True)
-            results[peer.key] = bench_peer(peer, args, idle, logdir)
+        for i in range(args.rounds):
+            args.round = i
+            for peer in selected:
+                tag = f" round {i + 1}/{args.rounds}" if args.rounds > 1 else ""
+                print(f"{peer.label}{tag}  (load {_loadavg()})", flush=True)
+                rounds[peer.key].append(bench_peer(peer, args, idle, logdir))
+    results = {key: merge_rounds(runs) for key, runs in rounds.items()}
+    if args.rounds > 1:
+        print_rounds(rounds)
     print_table(results, idle)
     print(f"# load average at the end: {_loadavg()}")
     print(final_line(results, idle))
