@@ -48,6 +48,11 @@ class Config:
         "Open connections at most; beyond it a new connection gets 503 and is closed "
         "(never an unbounded queue).",
     )
+    max_connections_per_ip: int | None = _opt(
+        None,
+        "Open connections at most from one client IP address; beyond it a new one gets "
+        "503 before anything is parsed (None: no cap).",
+    )
     max_requests_per_connection: int | None = _opt(
         None, "Close a keep-alive connection after this many requests (None: no limit)."
     )
@@ -63,6 +68,18 @@ class Config:
         30.0,
         "Seconds a response may wait for a client that takes no bytes (a reader that "
         "stopped: files, streams, large bodies) before the connection is dropped.",
+    )
+    min_rate: int | None = _opt(
+        500,
+        "Bytes per second a request body must keep arriving at, and an HTTP response "
+        "be read at, once min_rate_grace has passed (as Apache's mod_reqtimeout "
+        "MinRate): a client that trickles gets 408 (a body) or is dropped (a response). "
+        "None: no minimum.",
+    )
+    min_rate_grace: float = _opt(
+        10.0,
+        "Seconds of waiting on a request body (or on a client reading a response) "
+        "before min_rate applies; each byte then buys 1/min_rate seconds more.",
     )
     keep_alive_timeout: float = _opt(
         5.0, "Seconds an idle keep-alive connection is kept open waiting for the next request."
@@ -168,9 +185,14 @@ class Config:
             "ws_ping_timeout",
             "ws_close_timeout",
             "redis_timeout",
+            "min_rate_grace",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")
+        for name in ("min_rate", "max_connections_per_ip"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Config.{name} must be at least 1, or None")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0-65535, not {self.port}")
         if self.ws_slow_policy not in ("close", "drop-oldest"):

@@ -72,6 +72,9 @@ class HTTPConnection:
     """Serves one connection until it closes (see the module docstring)."""
 
     __slots__ = (
+        "_body_bytes",
+        "_body_waited",
+        "_send_mark",
         "_sent_continue",
         "_stream_chunked",
         "_stream_state",
@@ -110,6 +113,11 @@ class HTTPConnection:
         self.request: Request | None = None
         self.response: Response | None = None
         self._sent_continue = False
+        # For Config.min_rate: seconds waited for this request's body and the
+        # bytes it brought; the transport's send meters when the response began.
+        self._body_waited = 0.0
+        self._body_bytes = 0
+        self._send_mark = (0.0, 0)
         self._stream_chunked = False
         # A streamed body: "open", "ended" (its last chunk written) or "broken"
         # (a write was interrupted part-way).  Only an ended one lets the
@@ -127,21 +135,36 @@ class HTTPConnection:
         """Cancel this connection if it waited longer than its current timeout (True then)."""
         waiting = self.waiting
         config = self.server.config
-        stalled = self.transport.stalled
-        if (
-            stalled is not None
-            and waiting is not Waiting.WEBSOCKET  # its heartbeat notices a reader that stopped
-            and now - stalled > config.send_timeout
-        ):
-            self.timeout_reason = "send"
-            self.scope.cancel()
-            return True
+        transport = self.transport
+        stalled = transport.stalled
+        # A WebSocket's heartbeat and outbox bound notice a reader that stopped.
+        if stalled is not None and waiting is not Waiting.WEBSOCKET:
+            if now - stalled > config.send_timeout:
+                self.timeout_reason = "send"
+                self.scope.cancel()
+                return True
+            rate = config.min_rate
+            if rate is not None:
+                waited_before, sent_before = self._send_mark
+                waited = transport.send_waited - waited_before + (now - stalled)
+                if waited > config.min_rate_grace + (transport.bytes_sent - sent_before) / rate:
+                    self.timeout_reason = "send-rate"
+                    self.scope.cancel()
+                    return True
         if waiting is Waiting.HEAD:
             if self.handled and not self.parser.has_pending_data:
                 limit, reason = config.keep_alive_timeout, "idle"
             else:
                 limit, reason = config.header_timeout, "head"
         elif waiting is Waiting.BODY:
+            rate = config.min_rate
+            if rate is not None:
+                # mod_reqtimeout's MinRate: after the grace, each byte buys 1/rate s.
+                waited = self._body_waited + (now - self.since)
+                if waited > config.min_rate_grace + self._body_bytes / rate:
+                    self.timeout_reason = "body-rate"
+                    self.scope.cancel()
+                    return True
             limit, reason = config.body_timeout, "body"
         else:
             return False
@@ -169,10 +192,10 @@ class HTTPConnection:
                     self.linger = True
                     if self.response is None or not self.response.started:
                         await self._send_error(exc.status_hint, str(exc))
-            if self.timeout_reason in ("head", "body"):
+            if self.timeout_reason in ("head", "body", "body-rate"):
                 # 408 only where a request was under way and nothing was sent.
                 response = self.response
-                if (self.timeout_reason == "body" or self.parser.has_pending_data) and not (
+                if (self.timeout_reason != "head" or self.parser.has_pending_data) and not (
                     response is not None and response.started
                 ):
                     with trio.move_on_after(1):
@@ -266,6 +289,8 @@ class HTTPConnection:
         self.request = request
         self.response = response
         self._sent_continue = False
+        self._body_waited = 0.0
+        self._body_bytes = 0
         self.waiting = Waiting.HANDLER
         self.handled += 1
         try:
@@ -305,6 +330,7 @@ class HTTPConnection:
 
     async def _write_response(self, request: Request, response: Response) -> bool:
         """Send what the handler left (unless it streamed); whether another request may follow."""
+        self._send_mark = (self.transport.send_waited, self.transport.bytes_sent)
         if response.started:
             if not self._stream_chunked or self._stream_state != "ended":
                 # An HTTP/1.0 stream ends by closing; so does one the
@@ -470,8 +496,10 @@ class HTTPConnection:
             self.waiting = Waiting.BODY
             try:
                 while event is NEED_DATA:
-                    self.since = trio.current_time()
+                    began = self.since = trio.current_time()
                     data = await self.transport.receive_some()
+                    self._body_waited += trio.current_time() - began
+                    self._body_bytes += len(data)
                     if data:
                         parser.feed(data)
                     else:
@@ -505,6 +533,7 @@ class HTTPConnection:
             chunked=chunked,
         )
         self.waiting = Waiting.HANDLER
+        self._send_mark = (self.transport.send_waited, self.transport.bytes_sent)
         await self.transport.send_all(head)
 
     async def send_chunk(self, data: bytes) -> None:

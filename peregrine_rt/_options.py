@@ -24,10 +24,13 @@ class ServerOptions(TypedDict, total=False):
     reuse_port: bool
     ssl_context: ssl.SSLContext | None
     max_connections: int
+    max_connections_per_ip: int | None
     max_requests_per_connection: int | None
     header_timeout: float
     body_timeout: float
     send_timeout: float
+    min_rate: int | None
+    min_rate_grace: float
     keep_alive_timeout: float
     shutdown_grace: float
     max_request_line: int

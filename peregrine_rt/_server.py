@@ -114,6 +114,7 @@ class Server:
         self._refusals_logged = 0
         self._refusals_logged_at = -math.inf
         self._lingering = 0  # refused sockets being closed in order
+        self._ips: dict[str, int] = {}  # open connections per client IP
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
@@ -395,6 +396,7 @@ class Server:
 
     async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
+        per_ip = self.config.max_connections_per_ip
         is_tls = self.config.ssl_context is not None
         while True:
             try:
@@ -414,7 +416,9 @@ class Server:
             if nodelay:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
-            if len(self.connections) >= self.config.max_connections:
+            if len(self.connections) >= self.config.max_connections or (
+                per_ip is not None and client is not None and self._ips.get(client[0], 0) >= per_ip
+            ):
                 self._refuse(conn, nursery, addr)
                 continue
             transport: Transport
@@ -504,6 +508,9 @@ class Server:
     def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
         conn = HTTPConnection(self, transport)
         self.connections.add(conn)
+        if transport.client is not None:
+            ip = transport.client[0]
+            self._ips[ip] = self._ips.get(ip, 0) + 1
         self._no_connections = trio.Event() if len(self.connections) == 1 else self._no_connections
         nursery.start_soon(self._run_connection, conn)
 
@@ -514,6 +521,13 @@ class Server:
             error_log.exception("connection task failed")
         finally:
             self.connections.discard(conn)
+            client = conn.transport.client
+            if client is not None and client[0] in self._ips:
+                left = self._ips[client[0]] - 1
+                if left:
+                    self._ips[client[0]] = left
+                else:
+                    del self._ips[client[0]]
             if not self.connections:
                 self._no_connections.set()
 
@@ -541,6 +555,8 @@ class Server:
             return
         conn = HTTPConnection(self, StreamTransport(stream, client))
         self.connections.add(conn)
+        if client is not None:
+            self._ips[client[0]] = self._ips.get(client[0], 0) + 1
         if len(self.connections) == 1:
             self._no_connections = trio.Event()
         await self._run_connection(conn)
@@ -556,6 +572,8 @@ class Server:
             config.ws_ping_timeout,
             config.ws_close_timeout,
         ]
+        if config.min_rate is not None:
+            timeouts.append(config.min_rate_grace)
         if config.ws_ping_interval is not None:
             timeouts.append(config.ws_ping_interval)
         tick = max(0.01, min(min(timeouts) / 4, 1.0))

@@ -92,11 +92,17 @@ class Transport(Protocol):
         stalled: when a send began waiting for the peer to read (None: not
             waiting); the reaper drops a connection whose send waited past
             ``Config.send_timeout``.
+        send_waited: seconds sends have waited for the peer in all (the
+            current wait not included), and
+        bytes_sent: bytes whose send completed: together, the rate at which
+            the peer reads (``Config.min_rate``).
     """
 
     client: tuple[str, int] | None
     scheme: str
     stalled: float | None
+    send_waited: float
+    bytes_sent: int
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
@@ -115,23 +121,26 @@ class Transport(Protocol):
 class SocketTransport:
     """A connected non-blocking stdlib socket, driven with trio.lowlevel."""
 
-    __slots__ = ("client", "scheme", "sock", "stalled")
+    __slots__ = ("bytes_sent", "client", "scheme", "send_waited", "sock", "stalled")
 
     def __init__(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         self.sock = sock
         self.client = client
         self.scheme = "http"
         self.stalled: float | None = None
+        self.send_waited = 0.0
+        self.bytes_sent = 0
 
     async def _wait_writable(self) -> None:
         """Wait for room in the send buffer; ``stalled`` says since when, meanwhile."""
-        self.stalled = trio.current_time()
+        began = self.stalled = trio.current_time()
         try:
             await trio.lowlevel.wait_writable(self.sock)
         except trio.ClosedResourceError as exc:
             raise ClientDisconnected(str(exc)) from exc
         finally:
             self.stalled = None
+            self.send_waited += trio.current_time() - began
 
     async def receive_some(self, wait_first: bool = False) -> bytes:
         """Receive up to RECEIVE_SIZE bytes (b"" at EOF).
@@ -157,11 +166,13 @@ class SocketTransport:
     def try_send(self, data: bytes) -> int:
         """One non-blocking ``send``: the bytes the kernel took (0 when its buffer is full)."""
         try:
-            return self.sock.send(data)
+            sent = self.sock.send(data)
         except BlockingIOError:
             return 0
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
+        self.bytes_sent += sent
+        return sent
 
     async def send_all(self, data: bytes) -> None:
         sock = self.sock
@@ -172,16 +183,20 @@ class SocketTransport:
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
         if sent == len(data):
+            self.bytes_sent += sent
             return
+        self.bytes_sent += sent
         view = memoryview(data)[sent:]
         while view:
             await self._wait_writable()
             try:
-                view = view[sock.send(view) :]
+                sent = sock.send(view)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise ClientDisconnected(str(exc)) from exc
+            self.bytes_sent += sent
+            view = view[sent:]
 
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
         """Send ``head`` and ``count`` bytes of ``fd`` with ``os.sendfile``; the file bytes sent.
@@ -217,6 +232,7 @@ class SocketTransport:
             if n == 0:
                 break  # the end of the file came early: it shrank
             sent += n
+            self.bytes_sent += n
             stats.sent += n
             await trio.lowlevel.checkpoint()  # a fast client must not starve the others
         return sent
@@ -264,7 +280,7 @@ class SocketTransport:
 class StreamTransport:
     """Any trio ``Stream``: TLS over TCP, or a memory stream in tests."""
 
-    __slots__ = ("client", "scheme", "stalled", "stream")
+    __slots__ = ("bytes_sent", "client", "scheme", "send_waited", "stalled", "stream")
 
     def __init__(
         self, stream: trio.abc.Stream, client: tuple[str, int] | None, scheme: str = "http"
@@ -273,6 +289,8 @@ class StreamTransport:
         self.client = client
         self.scheme = scheme
         self.stalled: float | None = None
+        self.send_waited = 0.0
+        self.bytes_sent = 0
 
     async def receive_some(self, wait_first: bool = False) -> bytes:
         try:
@@ -286,13 +304,15 @@ class StreamTransport:
 
     async def send_all(self, data: bytes) -> None:
         # A stream hides its partial progress: the whole call counts as waiting.
-        self.stalled = trio.current_time()
+        began = self.stalled = trio.current_time()
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
         finally:
             self.stalled = None
+            self.send_waited += trio.current_time() - began
+        self.bytes_sent += len(data)
 
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
         """Send ``head`` and ``count`` bytes of ``fd`` in pieces (TLS and memory streams)."""
