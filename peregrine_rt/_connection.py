@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._answers import ResponseHeads
+from ._answers import ResponseHeads, error_body
 from ._files import FILE_STATS, FileBody
 from ._http import (
     CLOSED,
@@ -295,8 +295,16 @@ class HTTPConnection:
         self.handled += 1
         try:
             await server.handler_instance.handle(request, response)
-        except RemoteProtocolError:
-            raise  # a bad body, met while the handler read it: answer and close
+        except RemoteProtocolError as exc:
+            if exc.close or response.started or self.websocket is not None:
+                raise  # a bad body, met while the handler read it: answer and close
+            # The framing is sound (bad JSON in a whole body, logged where it
+            # was found): answer the client's mistake like any response, and
+            # the connection goes on (ProtocolError.close is False).
+            response.release_file()
+            response = Response(self)
+            response.text(error_body(exc.status_hint, str(exc)).decode(), status=exc.status_hint)
+            self.response = response
         except HandshakeError:
             pass  # upgrade() refused it and set the response (400/403/426)
         except ClientDisconnected:
