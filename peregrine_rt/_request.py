@@ -144,9 +144,7 @@ class Request(RequestHead):
             self._cookies = cookies
             return cookies
 
-    def bind(
-        self, connection: HTTPConnection, client: tuple[str, int] | None, scheme: str
-    ) -> None:
+    def bind(self, connection: HTTPConnection, client: tuple[str, int] | None, scheme: str) -> None:
         """Attach the request to the connection that read it (the connection calls it)."""
         self._conn = connection
         self.client = client
