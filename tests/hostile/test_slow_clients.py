@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 import peregrine_rt as pr
+from peregrine_rt.testing import wait_until
 from tests.integration.conftest import Reader, get, open_server
 from tests.integration.ws_helpers import lockstep_connection
 
@@ -165,7 +166,8 @@ async def test_tricklers_from_one_address_do_not_starve_a_normal_client(
                         head = await stream.receive_some(12)
                         if head.startswith(b"HTTP/1.1 503"):
                             refused += 1
-                            await trio.sleep(0.2)  # and come back
+                            with trio.move_on_after(0.2):  # and come back, unless stopped
+                                await stop.wait()
                             continue
                     while True:  # 1 B/s until the server cuts it
                         await stream.send_all(b"x")
@@ -190,12 +192,12 @@ async def test_tricklers_from_one_address_do_not_starve_a_normal_client(
                     await stream.aclose()
                 except (OSError, trio.BrokenResourceError):
                     failed += 1
-                await trio.sleep(0.01)
 
         async with trio.open_nursery() as nursery:
             for _ in range(tricklers):
                 nursery.start_soon(trickler)
-            await trio.sleep(grace)  # the attack is under way
+            # The attack is under way: the per-IP cap is full of tricklers.
+            await wait_until(lambda: len(h.server.connections) >= 100, timeout=30)
             await normal_client()
             stop.set()
             nursery.cancel_scope.cancel()
