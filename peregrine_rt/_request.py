@@ -152,7 +152,7 @@ class Request(RequestHead):
 
     @property
     def connection(self) -> HTTPConnection:
-        """The connection that read this request (for the server's collaborators: ``upgrade()``)."""
+        """The connection that read this request, for the server's collaborators (``upgrade()``)."""
         return self._conn
 
     @property
