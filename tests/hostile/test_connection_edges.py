@@ -131,3 +131,27 @@ async def test_http10_requests_get_an_http11_status_line(keep_alive: bool) -> No
         # the framing still follows the request's version
         assert resp.header("connection") == ("keep-alive" if keep_alive else "close")
         assert resp.header("transfer-encoding") is None
+
+
+# raw bytes: 200 short header lines, well within the head's size limit
+async def test_200_short_headers_are_served() -> None:
+    """The head's size is the guard: nginx, Go and h11 accept this; it used to get 431."""
+    async with open_server(Hello) as h:
+        stream = await h.connect()
+        head = get("/", *(f"X-H{i}: v" for i in range(200)))
+        assert len(head) < 4096
+        await stream.send_all(head)
+        assert (await Reader(stream).response()).status == 200
+
+
+# raw bytes: more lines than the count limit, and a head over the size limit
+@pytest.mark.parametrize(
+    ("lines", "width", "config"),
+    [(1001, 4, {}), (600, 200, {})],
+    ids=["count", "size"],
+)
+async def test_the_head_limits_still_hold(lines: int, width: int, config: dict[str, int]) -> None:
+    async with open_server(Hello, **config) as h:
+        stream = await h.connect()
+        await stream.send_all(get("/", *(f"X-H{i}: {'v' * width}" for i in range(lines))))
+        assert (await Reader(stream).response()).status == 431
