@@ -23,8 +23,9 @@ from ._json import JSON_MAX_DEPTH
 __all__ = ["Config"]
 
 
-def _opt(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+def _opt(default: Any, doc: str, group: str = "") -> Any:
+    """A field with its documentation and its group in ``--help`` (see ``_settings.GROUPS``)."""
+    return field(default=default, metadata={"doc": doc, "group": group})
 
 
 @dataclass(slots=True)
@@ -36,38 +37,58 @@ class Config:
     """
 
     host: str = _opt(
-        "127.0.0.1", "Address to listen on. Use '0.0.0.0' or '::' to accept remote clients."
+        "127.0.0.1",
+        "Address to listen on. Use '0.0.0.0' or '::' to accept remote clients.",
+        group="network",
     )
-    port: int = _opt(8000, "TCP port; 0 picks a free one (the bound port is in Server.port).")
-    uds: str | None = _opt(None, "Listen on this Unix domain socket path instead of host/port.")
-    backlog: int = _opt(1024, "listen() backlog: connections the kernel queues before accept().")
-    reuse_port: bool = _opt(False, "Set SO_REUSEPORT so several worker processes share the port.")
-    ssl_context: ssl.SSLContext | None = _opt(None, "Serve TLS with this server-side context.")
+    port: int = _opt(
+        8000, "TCP port; 0 picks a free one (the bound port is in Server.port).", group="network"
+    )
+    uds: str | None = _opt(
+        None, "Listen on this Unix domain socket path instead of host/port.", group="network"
+    )
+    backlog: int = _opt(
+        1024, "listen() backlog: connections the kernel queues before accept().", group="network"
+    )
+    reuse_port: bool = _opt(
+        False, "Set SO_REUSEPORT so several worker processes share the port.", group="network"
+    )
+    ssl_context: ssl.SSLContext | None = _opt(
+        None, "Serve TLS with this server-side context.", group="network"
+    )
     max_connections: int = _opt(
         10_000,
         "Open connections at most; beyond it a new connection gets 503 and is closed "
         "(never an unbounded queue).",
+        group="limits",
     )
     max_connections_per_ip: int | None = _opt(
         None,
         "Open connections at most from one client IP address; beyond it a new one gets "
         "503 before anything is parsed (None: no cap).",
+        group="limits",
     )
     max_requests_per_connection: int | None = _opt(
-        None, "Close a keep-alive connection after this many requests (None: no limit)."
+        None,
+        "Close a keep-alive connection after this many requests (None: no limit).",
+        group="limits",
     )
     header_timeout: float = _opt(
         10.0,
         "Seconds a client has to send a complete request head, from its first byte "
         "(from connecting, for the first request); slowloris clients get 408 and are closed.",
+        group="timeouts",
     )
     body_timeout: float = _opt(
-        30.0, "Seconds the body of a request may stay silent while a handler reads it (408)."
+        30.0,
+        "Seconds the body of a request may stay silent while a handler reads it (408).",
+        group="timeouts",
     )
     send_timeout: float = _opt(
         30.0,
         "Seconds a response may wait for a client that takes no bytes (a reader that "
         "stopped: files, streams, large bodies) before the connection is dropped.",
+        group="timeouts",
     )
     min_rate: int | None = _opt(
         500,
@@ -75,57 +96,78 @@ class Config:
         "be read at, once min_rate_grace has passed (as Apache's mod_reqtimeout "
         "MinRate): a client that trickles gets 408 (a body) or is dropped (a response). "
         "None: no minimum.",
+        group="timeouts",
     )
     min_rate_grace: float = _opt(
         10.0,
         "Seconds of waiting on a request body (or on a client reading a response) "
         "before min_rate applies; each byte then buys 1/min_rate seconds more.",
+        group="timeouts",
     )
     keep_alive_timeout: float = _opt(
-        5.0, "Seconds an idle keep-alive connection is kept open waiting for the next request."
+        5.0,
+        "Seconds an idle keep-alive connection is kept open waiting for the next request.",
+        group="timeouts",
     )
     shutdown_grace: float = _opt(
         5.0,
         "On shutdown, seconds in-flight requests get to finish before everything is cancelled.",
+        group="timeouts",
     )
-    max_request_line: int = _opt(MAX_REQUEST_LINE, "Longest request line in bytes (414 beyond).")
-    max_header_line: int = _opt(MAX_HEADER_LINE, "Longest header line in bytes (431 beyond).")
-    max_headers_size: int = _opt(MAX_HEADERS_SIZE, "Largest request head in bytes (431 beyond).")
-    max_header_count: int = _opt(MAX_HEADER_COUNT, "Most header lines in a request (431 beyond).")
+    max_request_line: int = _opt(
+        MAX_REQUEST_LINE, "Longest request line in bytes (414 beyond).", group="limits"
+    )
+    max_header_line: int = _opt(
+        MAX_HEADER_LINE, "Longest header line in bytes (431 beyond).", group="limits"
+    )
+    max_headers_size: int = _opt(
+        MAX_HEADERS_SIZE, "Largest request head in bytes (431 beyond).", group="limits"
+    )
+    max_header_count: int = _opt(
+        MAX_HEADER_COUNT, "Most header lines in a request (431 beyond).", group="limits"
+    )
     max_body_size: int | None = _opt(
         MAX_BODY_SIZE,
         "Largest request body in bytes (413 beyond, enforced while it streams); None: no limit.",
+        group="limits",
     )
     max_drain: int = _opt(
         65_536,
         "A body the handler did not read is read and dropped up to this many bytes so the "
         "connection can serve the next request; a larger one closes the connection.",
+        group="limits",
     )
     json_max_depth: int = _opt(
         JSON_MAX_DEPTH,
         "Deepest nesting of arrays and objects accepted in a client's JSON (request.json() "
         "and JSONMixin messages); deeper gets 400, or close 1007 on a WebSocket, before "
         "Python's recursive parser sees it.",
+        group="limits",
     )
     thread_pool_size: int = _opt(
-        40, "Threads run_sync() may use at once (blocking or CPU-heavy work)."
+        40, "Threads run_sync() may use at once (blocking or CPU-heavy work).", group="workers"
     )
     ws_max_message_size: int | None = _opt(
         1 << 20,
         "Largest WebSocket message accepted, in bytes (None: no limit); a larger one closes "
         "the socket with 1009 before it is buffered whole.",
+        group="websocket",
     )
     ws_ping_interval: float | None = _opt(
         20.0,
         "Seconds of silence after which the server pings a WebSocket (None: no heartbeat).",
+        group="websocket",
     )
     ws_ping_timeout: float = _opt(
-        20.0, "Seconds a ping may go unanswered before the socket is closed with 1011."
+        20.0,
+        "Seconds a ping may go unanswered before the socket is closed with 1011.",
+        group="websocket",
     )
     ws_close_timeout: float = _opt(
         10.0,
         "Seconds to wait for the peer's close frame after sending ours, before dropping "
         "the connection.",
+        group="websocket",
     )
     ws_compression: bool = _opt(
         False,
@@ -133,42 +175,53 @@ class Config:
         "socket then keeps zlib state (measured: 117 KiB per socket instead of 14 KiB) "
         "and pays CPU per message; turn it on for large, compressible messages over "
         "slow links.",
+        group="websocket",
     )
     ws_allowed_origins: tuple[str, ...] | None = _opt(
         None,
         "Origins allowed to open WebSockets (e.g. ('https://app.example',)); others get "
         "403.  None allows any origin; set it for browser apps (cross-site WebSocket "
         "hijacking).",
+        group="websocket",
     )
     ws_outbox_size: int = _opt(
         1 << 20,
         "Bytes a WebSocket may have queued for sending (hub and broadcast deliveries to a "
         "client that reads slowly); beyond it ws_slow_policy applies, so one slow "
         "subscriber never delays the others.",
+        group="websocket",
     )
     ws_slow_policy: Literal["close", "drop-oldest"] = _opt(
         "close",
         "What happens when a socket's outbox is full: 'close' (close it with 1008 and "
         "log it) or 'drop-oldest' (drop the oldest queued messages to make room).",
+        group="websocket",
     )
     workers: int = _opt(
         1,
         "Worker processes accepting on the same port (SO_REUSEPORT), supervised by the "
         "parent; >1 needs redis_url for topics to cross processes.",
+        group="workers",
     )
     redis_url: str | None = _opt(
         None,
         "redis://HOST:PORT: the app's hub is a RedisHub, so topics cross processes and "
         "machines; None keeps the in-memory hub.",
+        group="realtime",
     )
     redis_timeout: float = _opt(
         1.0,
         "Seconds any one Redis call may take; past that it fails with HubUnavailable (a "
         "frozen or unreachable Redis never blocks a publish for longer).",
+        group="realtime",
     )
-    access_log: bool = _opt(False, "Log every request to the 'peregrine_rt.access' logger.")
+    access_log: bool = _opt(
+        False, "Log every request to the 'peregrine_rt.access' logger.", group="logging"
+    )
     server_header: str | None = _opt(
-        None, "Value of a Server response header; None sends none (no fingerprinting)."
+        None,
+        "Value of a Server response header; None sends none (no fingerprinting).",
+        group="network",
     )
 
     def replace(self, **changes: Any) -> Config:
