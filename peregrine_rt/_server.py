@@ -31,6 +31,7 @@ import trio
 from ._answers import ResponseHeads
 from ._config import Config
 from ._connection import HTTPConnection
+from ._fdlimit import raise_fd_limit
 from ._handler import HandlerSpec, check_handler
 from ._hub import Hub
 from ._lag import LagMonitor
@@ -49,6 +50,8 @@ __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refusals at the limit
 MAX_LINGERING_REFUSALS = 64  # refused sockets closed in order at once; past that, at once
+ACCEPT_BACKOFF_MIN = 0.01  # first pause after accept() fails with EMFILE and the like
+ACCEPT_BACKOFF_MAX = 1.0  # longest pause (a closing connection ends it early)
 REAP_BATCH = 1000  # connections the reaper checks between two schedule points
 REAP_CANCELS = 64  # timeouts it fires between two schedule points
 
@@ -115,6 +118,9 @@ class Server:
         self._refusals_logged_at = -math.inf
         self._lingering = 0  # refused sockets being closed in order
         self._ips: dict[str, int] = {}  # open connections per client IP
+        self._accept_failures = 0  # failed accept() calls in the current episode
+        self._accept_trouble_since = 0.0
+        self._descriptor_freed = trio.Event()  # a connection closed (during an episode)
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
@@ -194,6 +200,7 @@ class Server:
             ``ExceptionGroup``.  (Your own nursery then groups it on the way
             out, as for any trio task: catch it around ``nursery.start``.)
         """
+        raise_fd_limit(self.config.max_connections)
         self.listeners = self._bind()
         await self._serve(self.listeners, None, task_status)
 
@@ -303,7 +310,7 @@ class Server:
                         if conn.idle:
                             conn.scope.cancel()
                     for ws in list(self.websockets):
-                        nursery.start_soon(ws.close, 1001, "server shutting down")
+                        nursery.start_soon(ws.close, *self._ws_close)  # request_shutdown()
                     if self.connections:
                         with trio.move_on_after(config.shutdown_grace):
                             await self._no_connections.wait()
@@ -354,10 +361,17 @@ class Server:
         await self._shutdown_requested.wait()
         accepting.cancel()
 
-    def request_shutdown(self) -> None:
-        """Start the graceful shutdown (see the module docstring) without waiting for it."""
+    def request_shutdown(self, ws_code: int = 1001, reason: str = "server shutting down") -> None:
+        """Start the graceful shutdown (see the module docstring) without waiting for it.
+
+        Open WebSockets are closed with ``ws_code`` and ``reason``: 1001 (going
+        away) by default; the worker supervisor's rolling restart passes 1012
+        (service restart), which tells clients to reconnect at once.  The first
+        request wins: a later call, with other values, changes nothing.
+        """
         if not self.shutting_down:
             self.shutting_down = True
+            self._ws_close = (ws_code, reason)  # read once _shutdown_requested is set
             log.info("shutting down (grace %.1f s)", self.config.shutdown_grace)
             self._shutdown_requested.set()
 
@@ -406,12 +420,13 @@ class Server:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    error_log.error("accept() failed: %s; pausing 100 ms", exc)
-                    await trio.sleep(0.1)
+                    await self._accept_backoff(exc)
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
+            if self._accept_failures:
+                self._accept_recovered()
             conn.setblocking(False)
             if nodelay:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -452,6 +467,36 @@ class Server:
                 peer = stream.socket.getpeername()
                 client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
             self._start_connection(nursery, StreamTransport(stream, client))
+
+    async def _accept_backoff(self, exc: OSError) -> None:
+        """accept() failed for want of descriptors (or memory): wait, and say so once.
+
+        One log line per episode, not one per failed call: the pause doubles
+        from ACCEPT_BACKOFF_MIN up to ACCEPT_BACKOFF_MAX, and ends early when
+        a connection closes (its descriptor is free again).  Connections wait
+        in the kernel's backlog meanwhile.
+        """
+        if not self._accept_failures:
+            self._accept_trouble_since = trio.current_time()
+            error_log.error(
+                "accept() failed: %s (%d connections open); pausing accepts until "
+                "descriptors free up",
+                exc,
+                len(self.connections),
+            )
+        self._accept_failures += 1
+        delay = min(ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN * 2 ** (self._accept_failures - 1))
+        self._descriptor_freed = trio.Event()
+        with trio.move_on_after(delay):
+            await self._descriptor_freed.wait()
+
+    def _accept_recovered(self) -> None:
+        error_log.warning(
+            "accepting again, after %d failed accept() calls over %.1f s",
+            self._accept_failures,
+            trio.current_time() - self._accept_trouble_since,
+        )
+        self._accept_failures = 0
 
     def _note_refusal(self, client: object = None) -> None:
         """Count a connection refused at the limit; log at most one line per interval."""
@@ -521,6 +566,7 @@ class Server:
             error_log.exception("connection task failed")
         finally:
             self.connections.discard(conn)
+            self._descriptor_freed.set()
             client = conn.transport.client
             if client is not None and client[0] in self._ips:
                 left = self._ips[client[0]] - 1

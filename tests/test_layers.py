@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "_config",
             "_deflate",
+            "_fdlimit",
             "_frames",
             "_handler",
             "_json",
