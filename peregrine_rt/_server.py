@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import signal
 import socket
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
 
+from ._admission import Admission
 from ._answers import ResponseHeads
 from ._config import Config
 from ._connection import HTTPConnection
@@ -48,10 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 
-REFUSAL_LOG_INTERVAL = 10.0  # seconds between two log lines about refusals at the limit
-MAX_LINGERING_REFUSALS = 64  # refused sockets closed in order at once; past that, at once
-ACCEPT_BACKOFF_MIN = 0.01  # first pause after accept() fails with EMFILE and the like
-ACCEPT_BACKOFF_MAX = 1.0  # longest pause (a closing connection ends it early)
 REAP_BATCH = 1000  # connections the reaper checks between two schedule points
 REAP_CANCELS = 64  # timeouts it fires between two schedule points
 
@@ -112,15 +108,8 @@ class Server:
         """The WebSocket send path's flush task and writer tasks (``peregrine_rt._outbox``)."""
         self.lag = LagMonitor()
         """Measures the event loop's lag while serving (``lag.worst``, ``lag.take_worst()``)."""
-        self.refused_connections = 0
-        """Connections refused with 503 at ``Config.max_connections`` since the start."""
-        self._refusals_logged = 0
-        self._refusals_logged_at = -math.inf
-        self._lingering = 0  # refused sockets being closed in order
-        self._ips: dict[str, int] = {}  # open connections per client IP
-        self._accept_failures = 0  # failed accept() calls in the current episode
-        self._accept_trouble_since = 0.0
-        self._descriptor_freed = trio.Event()  # a connection closed (during an episode)
+        self.admission = Admission(self.config, self.heads)
+        """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
 
@@ -376,6 +365,11 @@ class Server:
             self._shutdown_requested.set()
 
     @property
+    def refused_connections(self) -> int:
+        """Connections refused with 503 at ``max_connections`` (or the per-IP cap) so far."""
+        return self.admission.refused
+
+    @property
     def serving(self) -> bool:
         """Whether :meth:`serve` has started and not finished yet."""
         return self._nursery is not None and not self._stopped.is_set()
@@ -410,7 +404,7 @@ class Server:
 
     async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
-        per_ip = self.config.max_connections_per_ip
+        admission = self.admission
         is_tls = self.config.ssl_context is not None
         while True:
             try:
@@ -420,21 +414,19 @@ class Server:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    await self._accept_backoff(exc)
+                    await admission.backoff(exc, len(self.connections))
                     continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
-            if self._accept_failures:
-                self._accept_recovered()
+            if admission.failures:
+                admission.recovered()
             conn.setblocking(False)
             if nodelay:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
-            if len(self.connections) >= self.config.max_connections or (
-                per_ip is not None and client is not None and self._ips.get(client[0], 0) >= per_ip
-            ):
-                self._refuse(conn, nursery, addr)
+            if admission.full(len(self.connections), client):
+                admission.refuse(conn, nursery, addr)
                 continue
             transport: Transport
             if is_tls:
@@ -454,13 +446,7 @@ class Server:
         while True:
             stream = await listener.accept()
             if len(self.connections) >= self.config.max_connections:
-                self._note_refusal()
-                try:
-                    with trio.move_on_after(1):
-                        await stream.send_all(self._busy())
-                except trio.BrokenResourceError:
-                    pass
-                await trio.aclose_forcefully(stream)
+                await self.admission.refuse_stream(stream)
                 continue
             client = None
             if isinstance(stream, trio.SocketStream):
@@ -468,94 +454,10 @@ class Server:
                 client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
             self._start_connection(nursery, StreamTransport(stream, client))
 
-    async def _accept_backoff(self, exc: OSError) -> None:
-        """accept() failed for want of descriptors (or memory): wait, and say so once.
-
-        One log line per episode, not one per failed call: the pause doubles
-        from ACCEPT_BACKOFF_MIN up to ACCEPT_BACKOFF_MAX, and ends early when
-        a connection closes (its descriptor is free again).  Connections wait
-        in the kernel's backlog meanwhile.
-        """
-        if not self._accept_failures:
-            self._accept_trouble_since = trio.current_time()
-            error_log.error(
-                "accept() failed: %s (%d connections open); pausing accepts until "
-                "descriptors free up",
-                exc,
-                len(self.connections),
-            )
-        self._accept_failures += 1
-        delay = min(ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN * 2 ** (self._accept_failures - 1))
-        self._descriptor_freed = trio.Event()
-        with trio.move_on_after(delay):
-            await self._descriptor_freed.wait()
-
-    def _accept_recovered(self) -> None:
-        error_log.warning(
-            "accepting again, after %d failed accept() calls over %.1f s",
-            self._accept_failures,
-            trio.current_time() - self._accept_trouble_since,
-        )
-        self._accept_failures = 0
-
-    def _note_refusal(self, client: object = None) -> None:
-        """Count a connection refused at the limit; log at most one line per interval."""
-        self.refused_connections += 1
-        if self.config.access_log:  # every answer is in the access log, this 503 too
-            where = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else "-"
-            access_log.info('%s - "-" 503 0', where)
-        now = trio.current_time()
-        if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
-            error_log.warning(
-                "at the connection limit (max_connections=%d): %d connection(s) refused "
-                "with 503 since the last report (%d in all)",
-                self.config.max_connections,
-                self.refused_connections - self._refusals_logged,
-                self.refused_connections,
-            )
-            self._refusals_logged_at = now
-            self._refusals_logged = self.refused_connections
-
-    def _refuse(self, sock: socket.socket, nursery: trio.Nursery, client: object = None) -> None:
-        """Answer 503 on an accepted socket over the limit, then close it in order.
-
-        Closing a socket with unread input (the request) makes the kernel send
-        a reset, which can destroy the 503 before the client reads it.  So the
-        socket is half-closed after the write, and what the client still sends
-        is read and dropped (briefly, boundedly) before the close — by at most
-        MAX_LINGERING_REFUSALS tasks at once; past that, closed at once.
-        """
-        self._note_refusal(client)
-        try:
-            sock.send(self._busy())
-        except OSError:
-            sock.close()
-            return
-        if self._lingering >= MAX_LINGERING_REFUSALS:
-            sock.close()
-            return
-        self._lingering += 1
-        nursery.start_soon(self._linger_and_close, sock)
-
-    async def _linger_and_close(self, sock: socket.socket) -> None:
-        try:
-            with trio.CancelScope(shield=True):  # bounded by LINGER_SECONDS: never leak the fd
-                await SocketTransport(sock, None).aclose(linger=True)
-        finally:
-            self._lingering -= 1
-
-    def _busy(self) -> bytes:
-        """The 503 for a connection over ``Config.max_connections``."""
-        return self.heads.error(
-            503, "the server is at its connection limit", extra=[(b"retry-after", b"1")]
-        )
-
     def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
         conn = HTTPConnection(self, transport)
         self.connections.add(conn)
-        if transport.client is not None:
-            ip = transport.client[0]
-            self._ips[ip] = self._ips.get(ip, 0) + 1
+        self.admission.opened(transport.client)
         self._no_connections = trio.Event() if len(self.connections) == 1 else self._no_connections
         nursery.start_soon(self._run_connection, conn)
 
@@ -566,14 +468,7 @@ class Server:
             error_log.exception("connection task failed")
         finally:
             self.connections.discard(conn)
-            self._descriptor_freed.set()
-            client = conn.transport.client
-            if client is not None and client[0] in self._ips:
-                left = self._ips[client[0]] - 1
-                if left:
-                    self._ips[client[0]] = left
-                else:
-                    del self._ips[client[0]]
+            self.admission.closed(conn.transport.client)
             if not self.connections:
                 self._no_connections.set()
 
@@ -591,18 +486,11 @@ class Server:
                 "the server is not serving (start serve() or serve_listeners() first)"
             )
         if len(self.connections) >= self.config.max_connections:
-            self._note_refusal()
-            try:
-                with trio.move_on_after(1):
-                    await stream.send_all(self._busy())
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            await trio.aclose_forcefully(stream)
+            await self.admission.refuse_stream(stream)
             return
         conn = HTTPConnection(self, StreamTransport(stream, client))
         self.connections.add(conn)
-        if client is not None:
-            self._ips[client[0]] = self._ips.get(client[0], 0) + 1
+        self.admission.opened(client)
         if len(self.connections) == 1:
             self._no_connections = trio.Event()
         await self._run_connection(conn)

@@ -51,11 +51,11 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("transports and heads", {"_transport", "_files", "_answers"}),
     ("send path, request, response", {"_outbox", "_request", "_response"}),
-    ("connection", {"_connection"}),
+    ("connection", {"_connection", "_admission"}),
     ("websocket", {"websocket", "_upgrade", "_receiver"}),
     ("realtime and static files", {"_hub", "_redis_hub", "_sse", "mixins", "_static"}),
     ("server", {"_server"}),
-    ("workers and CLI", {"_workers", "_cli", "_run"}),
+    ("workers and CLI", {"_workers", "_cli", "_run", "_settings"}),
     ("the package's face", {"__init__", "__main__", "testing"}),
 ]
 

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 import peregrine_rt as pr
-from peregrine_rt import _server
+from peregrine_rt import _admission
 from tests.integration.conftest import Reader, get, open_server
 
 
@@ -58,7 +58,7 @@ def _connect(port: int) -> socket.socket:
 async def test_refusals_at_the_limit_are_counted_and_logged_once_per_interval(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_server, "REFUSAL_LOG_INTERVAL", 3600.0)
+    monkeypatch.setattr(_admission, "REFUSAL_LOG_INTERVAL", 3600.0)
     caplog.set_level(logging.WARNING, logger="peregrine_rt.error")
     async with open_server(Hello, transport="tcp", max_connections=1) as h:
         kept = await h.connect()
@@ -71,7 +71,7 @@ async def test_refusals_at_the_limit_are_counted_and_logged_once_per_interval(
         lines = [r.getMessage() for r in caplog.records if "connection limit" in r.getMessage()]
         assert len(lines) == 1, lines  # the first refusal is reported; the rest wait
         assert "max_connections=1" in lines[0] and "1 connection(s) refused" in lines[0]
-        monkeypatch.setattr(_server, "REFUSAL_LOG_INTERVAL", 0.0)
+        monkeypatch.setattr(_admission, "REFUSAL_LOG_INTERVAL", 0.0)
         refused = await h.connect()
         assert (await Reader(refused).response()).status == 503
         lines = [r.getMessage() for r in caplog.records if "connection limit" in r.getMessage()]
