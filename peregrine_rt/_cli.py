@@ -1,4 +1,10 @@
-"""The ``peregrine-rt`` command: ``peregrine-rt MODULE:ATTR [options]``."""
+"""The ``peregrine-rt`` command: ``peregrine-rt MODULE:ATTR [options]``.
+
+The options are generated from :class:`Config` by ``_settings`` (one flag per
+field, grouped in ``--help``), which also reads the ``--config`` TOML file and
+the ``PEREGRINE_*`` environment; this module loads the app and serves it with
+the settings' final :class:`Config`, in this process or in workers.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ import platform
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import trio
 
-from ._config import Config
 from ._loader import (
     cannot_listen,
     check_spec,
@@ -24,6 +30,7 @@ from ._loader import (
     use_app_dir,
 )
 from ._server import Server, install_default_logging, serve_until_signalled
+from ._settings import SettingsError, add_arguments, resolve, unknown_arguments
 from ._workers import run_workers
 from .exceptions import HandlerError
 
@@ -41,12 +48,33 @@ def _version() -> str:
     return f"peregrine-rt {ours} (trio {trio.__version__}, {python})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with each mistake on one line and a suggestion for an unknown flag."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.exit(fail(message))
+
+    def parse_known_args(  # type: ignore[override]  # one signature for typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            flags = [f for action in self._actions for f in action.option_strings]
+            self.error(unknown_arguments(extras, flags))
+        return parsed, extras
+
+
 def _parser() -> argparse.ArgumentParser:
-    defaults = Config()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="peregrine-rt",
         description="Serve a peregrine_rt handler class.",
-        epilog="Example: peregrine-rt examples.echo:Echo --port 8080 --workers 2",
+        epilog="Every option is also a key of the --config file (max_connections = 20000) "
+        "and an environment variable (PEREGRINE_MAX_CONNECTIONS=20000); 'none' sets an "
+        "option to none, lists are comma-separated. Each place overrides the ones before "
+        "it: the default, $REDIS_URL (redis_url only), the --config file, PEREGRINE_* "
+        "variables, the command line. "
+        "Example: peregrine-rt examples.echo:Echo --port 8080 --workers 2",
+        allow_abbrev=False,  # a prefix that works today would break when a field is added
     )
     p.add_argument(
         "app",
@@ -54,108 +82,64 @@ def _parser() -> argparse.ArgumentParser:
         help="the handler class, e.g. examples.echo:Echo: a module's dotted name (not a "
         "file name), imported from the current directory unless --app-dir says otherwise",
     )
-    p.add_argument(
-        "--app-dir",
-        metavar="DIR",
-        help="import MODULE from this directory (default: the current directory)",
-    )
-    p.add_argument(
-        "--host", default=defaults.host, help=f"address to bind (default {defaults.host})"
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=defaults.port,
-        help=f"TCP port, 0 to {MAX_PORT} (default {defaults.port}; 0 picks one)",
-    )
-    p.add_argument("--uds", metavar="PATH", help="listen on a Unix domain socket instead of TCP")
-    p.add_argument("--certfile", help="TLS certificate chain (PEM); serves HTTPS with --keyfile")
-    p.add_argument("--keyfile", help="TLS private key (PEM)")
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="level of the peregrine_rt loggers (default info); debug also prints the "
-        "traceback of an error importing the app below its one-line summary",
-    )
-    p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=defaults.shutdown_grace,
-        help=f"seconds in-flight requests get on shutdown (default {defaults.shutdown_grace:g})",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.workers,
-        metavar="N",
-        help="worker processes sharing the port with SO_REUSEPORT, supervised by this one "
-        f"(default {defaults.workers})",
-    )
-    p.add_argument(
-        "--redis",
-        metavar="URL",
-        default=os.environ.get("REDIS_URL") or None,
-        help="the hub's Redis (redis://HOST:PORT): topics then cross worker processes and "
-        "machines (default: $REDIS_URL)",
-    )
     p.add_argument("--version", action="version", version=_version())
+    add_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if not 0 <= args.port <= MAX_PORT:
-        return fail(
-            f"--port must be between 0 and {MAX_PORT} (0 picks a free one), not {args.port}"
-        )
+    args = vars(_parser().parse_args(argv))
+    try:
+        settings = resolve(args, os.environ, args.get("config"))
+    except SettingsError as exc:
+        return fail(str(exc))
+    values = settings.values
+    app_spec: str = args["app"]
+    app_dir: str | None = values["app_dir"]
+    log_level: str = values["log_level"]
+    certfile: str | None = values["certfile"]
+    keyfile: str | None = values["keyfile"]
+    port: int = values["port"]
+    if not 0 <= port <= MAX_PORT:
+        where = settings.sources.get("port", "--port")
+        return fail(f"{where} must be between 0 and {MAX_PORT} (0 picks a free one), not {port}")
     app: object = None
     try:
-        if args.workers > 1:
-            check_spec(args.app)  # the parent only supervises: the workers import the app
-            use_app_dir(args.app_dir)  # ...with the parent's sys.path
+        if values["workers"] > 1:
+            check_spec(app_spec)  # the parent only supervises: the workers import the app
+            use_app_dir(app_dir)  # ...with the parent's sys.path
         else:
-            app = load_app(args.app, args.app_dir)
+            app = load_app(app_spec, app_dir)
     except LookupError as exc:
-        return fail_load(exc, log_level=args.log_level)
+        return fail_load(exc, log_level=log_level)
     ssl_context = None
-    if args.certfile or args.keyfile:
-        if not (args.certfile and args.keyfile):
+    if certfile or keyfile:
+        if not (certfile and keyfile):
             return fail("--certfile and --keyfile go together")
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
-            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+            ssl_context.load_cert_chain(certfile, keyfile)
         except (OSError, ssl.SSLError) as exc:
             return fail(f"cannot load the TLS certificate: {exc}")
     try:
-        config = Config(
-            host=args.host,
-            port=args.port,
-            uds=args.uds,
-            ssl_context=ssl_context,
-            access_log=args.access_log,
-            shutdown_grace=args.shutdown_grace,
-            workers=args.workers,
-            redis_url=args.redis,
-        )
+        config = settings.config(ssl_context=ssl_context)
         if config.workers > 1:
             if config.uds is not None:
                 return fail("--workers shares a TCP port (SO_REUSEPORT), not a Unix socket")
             return run_workers(
-                args.app,
+                app_spec,
                 config.replace(ssl_context=None),
-                log_level=args.log_level.upper(),
-                certfile=args.certfile,
-                keyfile=args.keyfile,
-                app_dir=args.app_dir,
+                log_level=log_level.upper(),
+                certfile=certfile,
+                keyfile=keyfile,
+                app_dir=app_dir,
             )
         server = Server(app, config)  # type: ignore[arg-type]  # any object: Server checks it
     except (HandlerError, ValueError) as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(cannot_listen(config, exc))
-    install_default_logging(args.log_level.upper())
+    install_default_logging(log_level.upper())
     try:
         trio.run(serve_until_signalled, server)
     except BaseException as exc:
