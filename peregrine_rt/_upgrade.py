@@ -121,19 +121,17 @@ async def upgrade(
         if accepted_extensions is not None:
             extensions.append(deflate)
 
-    parts = [
-        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-        b"sec-websocket-accept: ",
-        _accept_key(key),
-        b"\r\n",
+    fields: list[tuple[bytes, bytes]] = [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", _accept_key(key)),
     ]
     if chosen is not None:
-        parts += (b"sec-websocket-protocol: ", chosen.encode("latin-1"), b"\r\n")
+        fields.append((b"sec-websocket-protocol", chosen.encode("latin-1")))
     if accepted_extensions is not None:
-        parts += (b"sec-websocket-extensions: ", accepted_extensions, b"\r\n")
-    for name, value in [*response.headers.raw, *conn.heads.standard]:  # set-cookie, server…
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
+        fields.append((b"sec-websocket-extensions", accepted_extensions))
+    fields += response.headers.raw  # set-cookie from the handler, say
+    head = conn.heads.head(101, fields, version="1.1", keep_alive=True)
     response.status = 101
     response.started = True
     ws = WebSocket(
@@ -147,5 +145,5 @@ async def upgrade(
         initial=conn.parser.trailing_data,
     )
     conn.websocket = ws
-    await conn.transport.send_all(b"".join(parts))
+    await conn.transport.send_all(head)
     return ws
