@@ -76,7 +76,7 @@ CASES: list[tuple[str, bytes, int]] = [
     ("chunk-data-too-long", CHUNKED + b"5\r\nhello!!\r\n0\r\n\r\n", 400),
     ("chunk-ext-too-long", CHUNKED + b"5;" + b"e" * 5000 + b"\r\nhello\r\n0\r\n\r\n", 400),
     ("last-chunk-bare-lf", CHUNKED + b"5\r\nhello\r\n0\n\n", 400),
-    ("too-many-trailers", CHUNKED + b"0\r\n" + b"X-T: v\r\n" * 200 + b"\r\n", 431),
+    ("too-many-trailers", CHUNKED + b"0\r\n" + b"X-T: v\r\n" * 1001 + b"\r\n", 431),
     # request line
     ("request-line-too-long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
     (
