@@ -47,7 +47,18 @@ catch up on what it missed (and re-seed a restarted Redis) in order.
 Reconnection: the link is watched (a ``PING`` on both connections every
 ``PING_INTERVAL`` seconds, answered within ``timeout``); when it drops, it is
 rebuilt with exponential backoff (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``,
-with jitter) and the pattern subscribed again.  Drops and reconnections are
+with jitter) and the pattern subscribed again.
+
+High availability (``_redis_url.py``): each connection goes where the URL
+leads *then*: with ``redis+sentinel://`` the sentinels are asked for the
+primary at every attempt and the connection checks ``ROLE``, so the
+reconnection loop above is also the failover: when the primary dies the link
+drops, and comes back up on the replica Sentinel promoted (a new ``run_id``,
+so ``on_link`` callbacks learn that the server changed).  While linked, the
+keepalive asks ``ROLE`` instead of ``PING``: a primary demoted under us (a
+partition that healed) drops the link too.  With ``redis+cluster://`` the
+link is to one node, tried in turn: classic pub/sub reaches every node of a
+cluster.  Drops and reconnections are
 logged on the ``peregrine_rt.hub`` logger.
 
 The trade-off of one pattern per node: every node receives every message of
@@ -69,11 +80,13 @@ import trio
 
 try:
     import anyio
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-    from coredis import ConnectionPool
+    from coredis import Redis
     from coredis.connection import BaseConnection
     from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.exceptions import RedisError
+    from coredis.retry import NoRetryPolicy
+
+    from ._redis_url import RedisEndpoint, Topology, close_buffers
 except ImportError as exc:  # pragma: no cover - the extra is installed in development
     raise ImportError(
         "RedisHub needs coredis: pip install 'peregrine_rt[redis]'", name=exc.name
@@ -93,6 +106,9 @@ DEFAULT_TIMEOUT = 1.0
 """Seconds allowed for every call to Redis: connecting, subscribing, each reply."""
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
+BACKOFF_MAX_SENTINEL = 1.0
+"""The backoff's cap with a Sentinel URL: each attempt asks the sentinels first, which is
+cheap, and waiting longer would add to the failover window (``docs/redis.rst``)."""
 PING_INTERVAL = 5.0
 
 _TEXT = b"t"
@@ -116,17 +132,6 @@ def _glob_escape(text: bytes) -> bytes:
     for special in (b"\\", b"*", b"?", b"[", b"]"):
         text = text.replace(special, b"\\" + special)
     return text
-
-
-def _close_buffers(conn: BaseConnection) -> None:
-    """Close the memory streams of a connection that never connected.
-
-    coredis 6.9 creates them with the connection and closes them only when
-    ``run`` got connected; otherwise they warn (ResourceWarning) when collected.
-    """
-    for value in vars(conn).values():
-        if isinstance(value, (MemoryObjectSendStream, MemoryObjectReceiveStream)):
-            value.close()
 
 
 def _run_id(info: Any) -> str:
@@ -164,7 +169,11 @@ class RedisHub(Hub):
 
     Args:
         url: ``redis://[:password@]host:port[/db]`` (``rediss://`` for TLS,
-            ``unix://path``); anything else raises ``ValueError``.
+            ``unix://path``); ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]``
+            for a primary watched by Redis Sentinel (the addresses are the
+            sentinels'; ``sentinel://`` is read the same way); or
+            ``redis+cluster://host:port[,host:port...]`` for a Redis Cluster
+            (pub/sub through any one node).  Anything else raises ``ValueError``.
         prefix: the channel namespace of this app: topic ``t`` is channel
             ``prefix + t``, and the node subscribes to ``prefix*``.
         timeout: seconds allowed for every call to Redis: to connect, to have
@@ -176,7 +185,11 @@ class RedisHub(Hub):
         lost: how many messages :meth:`publish` could not send to the other
             nodes (each also raised :class:`~peregrine_rt.exceptions.HubUnavailable`).
         run_id: the ``run_id`` of the Redis server at the last link-up
-            (``None`` before the first): it changes when Redis restarts.
+            (``None`` before the first): it changes when Redis restarts, and
+            when the link moves to another server (a promoted replica after a
+            Sentinel failover, another node of a cluster).
+        address: ``host:port`` of the server the link is (or was last) up
+            with (``None`` before the first link-up).
 
     Resource handling:
         :meth:`serve` owns both connections to Redis; cancelling it closes them.
@@ -192,21 +205,17 @@ class RedisHub(Hub):
         self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
         super().__init__()
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"not a Redis URL (redis://HOST:PORT, rediss:// or unix://): {url!r}")
+        # Parsed now, so that a malformed URL fails when the server is built.
+        self._endpoint = RedisEndpoint(url, timeout=timeout)
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self.node_id = os.urandom(NODE_ID_SIZE)
         self.lost = 0
         self.run_id: str | None = None
+        self.address: str | None = None
         self._link_callbacks: list[Callable[[str], None]] = []
-        # Parsed now, so that a malformed URL fails when the server is built.
-        self._pool: ConnectionPool[Any] = ConnectionPool.from_url(
-            url, connect_timeout=timeout, stream_timeout=timeout
-        )
-        self._where = str(self._pool.location)  # host:port, never the password
+        self._where = self._endpoint.where  # host:port, never the password
         self._channel_prefix = prefix.encode()
         self._pattern = _glob_escape(self._channel_prefix) + b"*"
         self._pub: BaseConnection | None = None  # while the link is up
@@ -218,6 +227,28 @@ class RedisHub(Hub):
     def connected(self) -> bool:
         """Whether the link to Redis is up (publishes reach the other nodes)."""
         return self._pub is not None
+
+    def client(self, **options: Any) -> Redis[Any]:
+        """A coredis client (not yet entered) to the Redis this hub uses, for keys and scripts.
+
+        It goes where the hub's URL leads at each new connection, so it
+        follows a Sentinel failover as the hub does; each connection and
+        reply is bounded by the hub's ``timeout``, and a command is never
+        retried (a script that may have run is not run twice).  ``options``
+        are coredis connection options, ``decode_responses=True`` say.  Use
+        it as ``async with hub.client() as redis: ...``.
+
+        Raises:
+            ValueError: the URL is a Redis Cluster's: the hub's pub/sub works
+                through any node, but scripts and multi-key commands need
+                their keys in one hash slot, which this client does not route.
+        """
+        pool = self._endpoint.pool(**options)
+        return Redis(
+            connection_pool=pool,
+            decode_responses=bool(options.get("decode_responses", False)),
+            retry_policy=NoRetryPolicy(),
+        )
 
     def on_link(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(run_id)`` each time the link to Redis comes up.
@@ -325,13 +356,16 @@ class RedisHub(Hub):
             def on_up() -> None:
                 nonlocal delay, linked
                 linked, delay = True, BACKOFF_MIN
+                where = self._where
+                if self._endpoint.topology is not Topology.SERVER:
+                    where = f"{self.address} via {where}"
                 if self._down_since is None:
-                    log.info("connected to Redis at %s (channels %s*)", self._where, self.prefix)
+                    log.info("connected to Redis at %s (channels %s*)", where, self.prefix)
                 else:
                     log.warning(
                         "reconnected to Redis at %s after %.1f s; %d message(s) published "
                         "meanwhile reached this process only",
-                        self._where,
+                        where,
                         trio.current_time() - self._down_since,
                         self._lost_in_outage,
                     )
@@ -357,17 +391,19 @@ class RedisHub(Hub):
             else:
                 log.info("still cannot connect to Redis at %s (%s)", self._where, reason)
             await trio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, BACKOFF_MAX)
+            sentinel = self._endpoint.topology is Topology.SENTINEL
+            delay = min(delay * 2, BACKOFF_MAX_SENTINEL if sentinel else BACKOFF_MAX)
 
     async def _connect(self, nursery: trio.Nursery) -> BaseConnection:
-        pool = self._pool
-        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "processing_budget"}
-        conn: BaseConnection = pool.connection_class(pool.location, **kwargs)
+        """A connection to where the URL leads now (asking the sentinels again, if any)."""
+        with trio.fail_after(self.timeout):
+            location = await self._endpoint.locate()
+        conn = self._endpoint.connection(location)
         try:
             with trio.fail_after(self.timeout):
                 await nursery.start(conn.run)
         except BaseException:
-            _close_buffers(conn)
+            close_buffers(conn)
             raise
         return conn
 
@@ -387,6 +423,7 @@ class RedisHub(Hub):
                 with trio.fail_after(self.timeout):
                     info = await pub.create_request(b"INFO", b"server", decode=False)
                 self.run_id = _run_id(info)
+                self.address = str(pub.location)
                 self._broken = broken = trio.Event()
                 self._pub = pub
                 on_up()
@@ -412,7 +449,14 @@ class RedisHub(Hub):
                 await broken.wait()
                 raise RedisConnectionError("a publish failed")
             with trio.fail_after(self.timeout):
-                await pub.create_request(b"PING")
+                if self._endpoint.topology is Topology.SENTINEL:
+                    # Still the primary?  One that was demoted (and came back
+                    # as a replica) would keep our publishes to itself.
+                    role = await pub.create_request(b"ROLE", decode=False)
+                    if not isinstance(role, list) or role[:1] != [b"master"]:
+                        raise RedisConnectionError(f"{pub.location} is no longer the primary")
+                else:
+                    await pub.create_request(b"PING")
                 await sub.create_request(b"PING")
 
     async def _relay(self, messages: AsyncIterator[list[Any]]) -> None:

@@ -53,7 +53,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("send path, request, response", {"_outbox", "_request", "_response"}),
     ("connection", {"_connection", "_admission"}),
     ("websocket", {"websocket", "_upgrade", "_receiver"}),
-    ("realtime and static files", {"_hub", "_redis_hub", "_sse", "mixins", "_static"}),
+    (
+        "realtime and static files",
+        {"_hub", "_redis_hub", "_redis_url", "_sse", "mixins", "_static"},
+    ),
     ("server", {"_server"}),
     ("workers and CLI", {"_workers", "_cli", "_run", "_settings"}),
     ("the package's face", {"__init__", "__main__", "testing"}),

@@ -27,7 +27,7 @@ How a message is posted is the heart of "nothing lost, nothing twice":
   node too receives its message from Redis, in that same order.
 
 When Redis fails (see ``docs/redis.rst``, "The chat example: acknowledged
-means delivered or recoverable"):
+means delivered or recoverable", and "High availability"):
 
 * every call to Redis has a deadline (the hub's ``timeout``, 1 s by
   default); one that fails or times out raises
@@ -36,10 +36,21 @@ means delivered or recoverable"):
 * a post whose script answered is *acknowledged*: it is in the stream, or
   this node keeps it (:class:`Unconfirmed`) until it comes back from Redis
   or has been re-appended after a restart;
-* when the hub's link comes back to a Redis that restarted (a new
-  ``run_id``), :meth:`RedisStore.reseed` recreates the rooms this node knows,
-  merges the messages it keeps into the new streams with their ids, and
-  enters its connections' presence again.
+* when the hub's link comes back to a Redis that restarted, or to another
+  server (a new ``run_id``: a replica that Sentinel promoted),
+  :meth:`RedisStore.reseed` recreates the rooms this node knows, merges the
+  messages it keeps (unconfirmed, and those seen in the last ``RECENT``
+  seconds, which a promoted replica may lack) into the streams with their
+  ids, and enters its connections' presence again;
+* a post never reuses an id this node has seen: the script gets the highest
+  id the node knows for the room and jumps the counter past it (a promoted
+  replica's counter may be behind).
+
+The store talks to Redis through :meth:`RedisHub.client
+<peregrine_rt.RedisHub.client>`: the hub's URL (one server, or Sentinel
+following the primary through failovers), its timeout, no retries.  A Redis
+Cluster URL is refused: the scripts below read keys of several rooms and of
+the node registry, which a cluster would spread across hash slots.
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ import trio
 from peregrine_rt import Hub, HubUnavailable
 from peregrine_rt.mixins import dumps
 
-from .resilience import HEAD, Unconfirmed, closing
+from .resilience import HEAD, Unconfirmed
 
 T = TypeVar("T")
 
@@ -218,10 +229,11 @@ HEARTBEAT = 5.0
 """Seconds between heartbeats (refresh the liveness key, drop dead nodes' presence)."""
 
 # KEYS: counter, stream, room's touch key.  ARGV: first id, JSON before the id,
-# JSON after it, max length, channel, node id, room idle time (ms).
+# JSON after it, max length, channel, node id, room idle time (ms), the highest
+# id the node knows (the counter jumps past it: a promoted replica may lag).
 _POST = """
 local id = redis.call('INCR', KEYS[1])
-if id == 1 then
+if id == 1 or id <= tonumber(ARGV[8]) then
   id = tonumber(ARGV[1])
   redis.call('SET', KEYS[1], ARGV[1])
 end
@@ -369,6 +381,10 @@ class RedisStore:
 
     def __init__(self, hub: Any, room_idle: float = 300.0) -> None:
         self.hub = hub
+        try:
+            self._redis = hub.client(decode_responses=True)
+        except ValueError as exc:
+            raise ValueError(f"the chat's Redis store cannot use this URL: {exc}") from exc
         self.url: str = hub.url
         self.prefix: str = hub.prefix
         self.timeout: float = hub.timeout
@@ -389,21 +405,7 @@ class RedisStore:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the connection pool to Redis and beat the heart; until cancelled."""
-        import coredis  # noqa: PLC0415 - the redis extra
-        from coredis.retry import NoRetryPolicy  # noqa: PLC0415
-
-        pool = coredis.ConnectionPool.from_url(
-            self.url,
-            decode_responses=True,
-            connect_timeout=self.timeout,
-            stream_timeout=self.timeout,
-        )
-        pool.connection_class = closing(pool.connection_class)
-        client = coredis.Redis(
-            connection_pool=pool,
-            decode_responses=True,
-            retry_policy=NoRetryPolicy(),  # a post is never sent twice
-        )
+        client = self._redis
         async with client:
             self._client = client
             for name, script in (("post", _POST), ("presence", _PRESENCE)):
@@ -440,6 +442,9 @@ class RedisStore:
         except Exception as exc:
             if not redis_error(exc) or isinstance(exc, HubUnavailable):
                 raise
+            if type(exc).__name__ == "ReadOnlyError":
+                # A primary demoted to replica: new connections ask the sentinels again.
+                self._client.connection_pool.disconnect()
             raise HubUnavailable(f"chat store: {what}: {exc}", what, 0) from exc
 
     async def _script(self, name: str, keys: list[str], args: list[str]) -> Any:
@@ -477,7 +482,7 @@ class RedisStore:
         """After Redis restarted: recreate ``rooms``, re-append what is unconfirmed, re-enter."""
         for room in sorted({*rooms, *self._unconfirmed, *self._members}):
             unconfirmed = self._unconfirmed.get(room)
-            pairs = sorted(unconfirmed.messages.items()) if unconfirmed else []
+            pairs = sorted(unconfirmed.kept().items()) if unconfirmed else []
             keys = [self._key("n:", room), self._key("s:", room), self._key("rooms")]
             args = [room, str(int(self.room_idle * 1000)), str(KEEP)]
             for mid, message in pairs:
@@ -500,17 +505,19 @@ class RedisStore:
             self.hub.subscribe(unconfirmed, MSG_TOPIC + room)
         head = HEAD
         tail = "," + dumps({"room": room, "nick": nick, "text": text, "ts": now_ms()})[1:]
+        known = max(after, unconfirmed.seen, *unconfirmed.messages)
         sid = await self._script(
             "post",
             [self._key("n:", room), self._key("s:", room), self._key("t:", room)],
             [
-                str(first_id(max(after, unconfirmed.seen, *unconfirmed.messages))),
+                str(first_id(known)),
                 head,
                 tail,
                 str(KEEP),
                 self._channel(MSG_TOPIC + room),
                 STORE_NODE_ID.decode(),
                 str(int(self.room_idle * 1000)),
+                str(known),
             ],
         )
         unconfirmed.add(int(sid), f"{head}{sid}{tail}")
