@@ -12,3 +12,6 @@ peregrine-rt examples.echo:Echo --host 0.0.0.0 --port 8443 --certfile cert.pem -
 
 # A Unix domain socket behind a proxy, more time to finish on shutdown
 peregrine-rt examples.echo:Echo --uds /run/echo.sock --shutdown-grace 10 --log-level warning
+
+# Settings from a TOML file, one changed for this run (the three ways: docs/configuration.rst)
+peregrine-rt examples.echo:Echo --config peregrine.toml --max-connections 20000 --no-access-log
