@@ -47,7 +47,13 @@ from ._client import (
     RequestOptions,
     WebSocketRejected,
 )
-from ._redis import RedisServer, redis_server_path, start_redis_server
+from ._redis import (
+    RedisServer,
+    redis_server_path,
+    sentinel_url,
+    start_redis_sentinel,
+    start_redis_server,
+)
 from ._server import LiveServer, open_client, open_server
 from ._wait import wait_until
 from ._websocket import (
@@ -78,6 +84,8 @@ __all__ = [
     "open_client",
     "open_server",
     "redis_server_path",
+    "sentinel_url",
+    "start_redis_sentinel",
     "start_redis_server",
     "wait_until",
 ]
