@@ -16,6 +16,11 @@ sockets).  Loopback only.
 
 Per tree, after the sockets are open and a settling pause:
 
+With ``--gc-freeze`` the server calls ``gc.freeze()`` once the sockets are
+open, so that Python's cyclic garbage collector no longer walks them (a full
+collection of a heap holding 20,000 sockets is itself a stall; ``/lag``
+reports the longest collection and the count per generation next to the lag).
+
 1. **heartbeat** (``--heartbeat`` s, 30; pings every ``--ping-interval`` s, 5;
    the server closes a socket whose pong is ``--ping-timeout`` s late):
    nothing else happens.  Measured: the server's own lag monitor (``GET /lag``
@@ -36,9 +41,11 @@ Per tree, after the sockets are open and a settling pause:
 The probe runs in this script (asyncio on uvloop, not pinned): its own
 scheduling delay is reported too (``probe self-lag``), so that a late probe is
 not mistaken for a late server, and so are the CPU time of the server and of
-the load generator per phase and how busy each CPU was (a load generator near
-100 % of its CPU may be the limit; a CPU much busier than its pinned process
-was shared with someone else).
+the load generator per phase, how long the server waited for its CPU while
+ready to run (``/proc/PID/schedstat``: the part of its lag that other
+processes caused), and how busy each CPU was (a load generator near 100 % of
+its CPU may be the limit; a CPU much busier than its pinned process was shared
+with someone else).
 
 Trees: the ``peregrine_rt`` this Python imports (``after``), or ``--tree DIR``
 instead; ``--before DIR`` also measures another tree (``PYTHONPATH=DIR`` for
@@ -152,8 +159,11 @@ class Phase:
     probe_errors: int = 0
     probe_self_lag_ms: list[float] = field(default_factory=list)
     server_lag_ms: list[float | None] = field(default_factory=list)
+    gc_ms: list[float] = field(default_factory=list)  # the longest collection per ~1 s
+    gc_counts: list[int] = field(default_factory=lambda: [0, 0, 0])
     bcasts: list[dict[str, Any]] = field(default_factory=list)
     server_cpu: float = 0.0
+    server_wait: float = 0.0  # % of the phase the server was runnable but not running
     client_cpu: float = 0.0
     busy: tuple[float, float] = (0.0, 0.0)
     pings: int = 0
@@ -172,13 +182,17 @@ class Phase:
         )
 
     def lag(self) -> str:
+        gcs = (
+            f"; gc: longest {max(self.gc_ms, default=0):.1f} ms, collections of generation "
+            f"0/1/2: {'/'.join(str(n) for n in self.gc_counts)}"
+        )
         known = [x for x in self.server_lag_ms if x is not None]
         if not known:
-            return "server lag monitor: none in this tree"
+            return "server lag monitor: none in this tree" + gcs
         over = sum(1 for x in known if x > GOAL_MS)
         return (
             f"server lag (worst per ~1 s) max {max(known):.1f} ms, median "
-            f"{median(known):.1f} ms, {over} of {len(known)} seconds over {GOAL_MS:.0f} ms"
+            f"{median(known):.1f} ms, {over} of {len(known)} seconds over {GOAL_MS:.0f} ms" + gcs
         )
 
 
@@ -208,7 +222,11 @@ async def run_phase(port: int, phase: Phase, broadcasts: int = 0, every: float =
             await asyncio.sleep(max(0.0, t - time.monotonic()))
             try:
                 _, body = await asyncio.wait_for(http_get(port, "/lag"), PROBE_TIMEOUT)
-                phase.server_lag_ms.append(json.loads(body)["worst_ms"])
+                info = json.loads(body)
+                phase.server_lag_ms.append(info["worst_ms"])
+                phase.gc_ms.append(info.get("gc_ms", 0.0))
+                for g, n in enumerate(info.get("gc", [])):
+                    phase.gc_counts[g] += n
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
                 phase.notes.append("a /lag request failed")
 
@@ -309,6 +327,16 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> Non
             time.sleep(0.05)
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process's main thread has waited on a run queue (``/proc/PID/schedstat``).
+
+    Time it was ready to run while the CPU ran something else: on a shared
+    machine, the part of a stall that other processes caused.
+    """
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
 def measure_phase(
     server: subprocess.Popen[bytes],
     client: ScaleClient,
@@ -320,12 +348,14 @@ def measure_phase(
 ) -> None:
     cpus0 = cpu_times()
     s0, c0 = cpu_seconds(server.pid), cpu_seconds(client.pid)
+    w0 = run_queue_wait(server.pid)
     t0 = time.monotonic()
     uvloop.run(run_phase(port, phase, broadcasts, every))
     if broadcasts:
         time.sleep(2.0)  # deliveries still in flight
     elapsed = time.monotonic() - t0
     s1, c1 = cpu_seconds(server.pid), cpu_seconds(client.pid)
+    phase.server_wait = 100 * (run_queue_wait(server.pid) - w0) / elapsed
     cpus1 = cpu_times()
     phase.server_cpu = 100 * (s1 - s0) / elapsed
     phase.client_cpu = 100 * (c1 - c0) / elapsed
@@ -410,6 +440,9 @@ def run_tree(name: str, tree: Path | None, args: argparse.Namespace, logdir: Pat
             )
             if res.sockets == 0:
                 raise BenchError("no socket opened")
+            if args.gc_freeze:
+                status, body = uvloop.run(http_get(port, "/gc-freeze"))
+                print(f"  gc.freeze() in the server: {body.decode()}", flush=True)
             time.sleep(args.settle)
             client.report()  # drop the pings of the settling pause
             hb = Phase("heartbeat", args.heartbeat)
@@ -450,7 +483,8 @@ def print_tree(res: TreeResult, args: argparse.Namespace) -> str:
         print(f"    {hb.lag()}")
         print(f"    {hb.probe()}")
         print(
-            f"    CPU: server {hb.server_cpu:.0f}%, load generator {hb.client_cpu:.0f}%; "
+            f"    CPU: server {hb.server_cpu:.0f}% (and {hb.server_wait:.0f}% waiting for its CPU), "
+            f"load generator {hb.client_cpu:.0f}%; "
             f"cpu{SERVER_CPU}/{CLIENT_CPU} busy {hb.busy[0]:.0f}/{hb.busy[1]:.0f}%"
         )
         for note in hb.notes:
@@ -469,7 +503,8 @@ def print_tree(res: TreeResult, args: argparse.Namespace) -> str:
         print(f"    {bc.lag()}")
         print(f"    {bc.probe()}")
         print(
-            f"    CPU: server {bc.server_cpu:.0f}%, load generator {bc.client_cpu:.0f}%; "
+            f"    CPU: server {bc.server_cpu:.0f}% (and {bc.server_wait:.0f}% waiting for its CPU), "
+            f"load generator {bc.client_cpu:.0f}%; "
             f"cpu{SERVER_CPU}/{CLIENT_CPU} busy {bc.busy[0]:.0f}/{bc.busy[1]:.0f}%"
         )
         for note in bc.notes:
@@ -506,6 +541,11 @@ def main() -> None:
     ap.add_argument("--broadcasts", type=int, default=None, help="how many (default 10)")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between broadcasts")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after opening")
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="once the sockets are open, the server calls gc.freeze() (GET /gc-freeze)",
+    )
     ap.add_argument("--tree", type=Path, help="measure this tree instead of the installed one")
     ap.add_argument("--before", type=Path, metavar="DIR", help="also measure this tree")
     ap.add_argument("--rounds", type=int, default=1, help="alternate the trees this many times")

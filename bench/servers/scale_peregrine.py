@@ -10,9 +10,14 @@ Routes (every request of the one handler class):
 * ``/ws``: upgrade (compression off); the socket subscribes to the hub topic
   ``all`` and stays silent (messages it sends are ignored);
 * ``/ping``: ``pong``, the probe's fresh request;
-* ``/lag``: ``{"worst_ms": ...}``, the worst event-loop lag since the last
-  call (``server.lag.take_worst()``), ``null`` on a peregrine_rt without
-  ``Server.lag``;
+* ``/lag``: ``{"worst_ms": ..., "gc_ms": ..., "gc": [n0, n1, n2]}``: the worst
+  event-loop lag since the last call (``server.lag.take_worst()``; ``null`` on
+  a peregrine_rt without ``Server.lag``), and, over the same time, the longest
+  pause of Python's cyclic garbage collector and the collections of each
+  generation (from ``gc.callbacks``: a stall the server's own code did not
+  cause);
+* ``/gc-freeze``: ``gc.freeze()`` (what is alive now, the open sockets, is
+  left out of every later collection), answered with the objects frozen;
 * ``/bcast``: publish ``b<seq>`` to ``all`` (every socket), answer
   ``{"seq": n, "local": deliveries, "publish_ms": time in publish()}``.
 
@@ -23,6 +28,7 @@ socket); ``--max-connections`` must cover the sockets plus the probe's.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import resource
 import time
@@ -32,6 +38,31 @@ import trio
 
 import peregrine_rt as pr
 from peregrine_rt._server import serve_until_signalled
+
+
+class GCWatch:
+    """The longest collection and the collections per generation since the last ``take()``."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.worst = 0.0
+        self.counts = [0, 0, 0]
+        gc.callbacks.append(self.callback)
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.worst = max(self.worst, time.perf_counter() - self.started)
+            self.counts[info["generation"]] += 1
+
+    def take(self) -> tuple[float, list[int]]:
+        worst, counts = self.worst, self.counts
+        self.worst, self.counts = 0.0, [0, 0, 0]
+        return worst, counts
+
+
+GC = GCWatch()
 
 
 class Scale:
@@ -48,7 +79,12 @@ class Scale:
         elif path == "/lag":
             lag = getattr(self.server, "lag", None)
             worst = None if lag is None else round(lag.take_worst() * 1000, 2)
-            response.json({"worst_ms": worst})
+            gc_worst, counts = GC.take()
+            response.json({"worst_ms": worst, "gc_ms": round(gc_worst * 1000, 2), "gc": counts})
+        elif path == "/gc-freeze":
+            gc.collect()
+            gc.freeze()
+            response.json({"frozen": gc.get_freeze_count()})
         elif path == "/bcast":
             self.seq += 1
             t0 = time.perf_counter()
