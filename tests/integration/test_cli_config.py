@@ -277,6 +277,76 @@ def test_a_setting_reaches_worker_processes(spawn: Any, tmp_path: Path) -> None:
     assert returncode == 0, log
 
 
+# -- text and TOML forms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("ws_compression", "off", False),
+        ("ws_compression", " YES", True),
+        ("max_body_size", "None", None),
+        ("max_body_size", "2048", 2048),
+        ("ws_allowed_origins", "", ()),
+        ("ws_allowed_origins", " https://a , https://b ", ("https://a", "https://b")),
+        ("log_level", "DEBUG", "debug"),
+        ("body_timeout", "1e1", 10.0),
+        ("host", " ::1", " ::1"),  # a string is taken as written
+    ],
+)
+def test_text_forms(name: str, text: str, value: Any) -> None:
+    setting = _settings.BY_NAME[name]
+    assert setting.from_text(text) == value
+    assert setting.from_text(setting.to_text(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("ws_compression", "maybe"),
+        ("workers", "1.5"),
+        ("workers", "none"),  # not optional
+        ("body_timeout", "inf"),
+        ("body_timeout", "soon"),
+        ("ws_slow_policy", "none"),
+    ],
+)
+def test_text_refused(name: str, text: str) -> None:
+    with pytest.raises(ValueError, match=f"^expected .*, not {re.escape(repr(text))}"):
+        _settings.BY_NAME[name].from_text(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("body_timeout", 3, 3.0),
+        ("ws_allowed_origins", "https://a,https://b", ("https://a", "https://b")),
+        ("max_body_size", "none", None),
+        ("server_header", "none", None),
+        ("ws_compression", False, False),
+    ],
+)
+def test_toml_forms(name: str, value: object, expected: Any) -> None:
+    assert _settings.BY_NAME[name].from_toml(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("workers", True),  # a TOML boolean is no number
+        ("body_timeout", False),
+        ("workers", 2.0),
+        ("ws_allowed_origins", ["https://a", 1]),
+        ("ws_compression", "true"),
+        ("max_body_size", "5"),
+        ("host", 1),
+    ],
+)
+def test_toml_refused(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"^expected .*, not {re.escape(repr(value))}$"):
+        _settings.BY_NAME[name].from_toml(value)
+
+
 # -- mistakes: one line, exit status 2, the closest name ----------------------------------
 
 
@@ -373,6 +443,13 @@ def toml_file(tmp_path: Path) -> Iterator[Callable[[str], str]]:
             None,
             "--config missing.toml: No such file or directory",
         ),
+        (
+            [],
+            {},
+            "port = \n",
+            "--config {file}: not valid TOML: Invalid value (at line 1, column 8)",
+        ),
+        (["8000"], {}, None, "unexpected argument '8000'"),
     ],
     ids=[
         "flag",
@@ -388,6 +465,8 @@ def toml_file(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         "env-invalid",
         "file-port",
         "no-file",
+        "bad-toml",
+        "extra-argument",
     ],
 )
 def test_mistakes_are_one_line_and_exit_2(
