@@ -5,7 +5,12 @@ serves a connection.  It
 
 1. binds the address once, with ``SO_REUSEPORT`` and without listening, so the
    port is reserved (and ``port=0`` becomes one concrete port) for as long as
-   the parent lives, across worker restarts;
+   the parent lives; and binds one more socket per worker *slot* (slot i is
+   "worker i", whichever process holds it).  It passes the slot's socket to
+   each worker it starts there, which listens on it: the kernel spreads new
+   connections over the slots' accept queues (one queue per worker, an even
+   share), and a queue outlives the process serving it, since the parent
+   holds every slot's socket;
 2. starts worker 0 and waits until it serves (a worker that cannot start the
    first time — import error, handler contract, ``startup()`` failing — stops
    the whole program with its exit status instead of a restart loop), then
@@ -13,56 +18,64 @@ serves a connection.  It
 3. restarts a worker that exits, logging why, after a delay that doubles with
    each quick failure (``BACKOFF_BASE`` up to ``BACKOFF_MAX``; a worker that
    served ``STABLE_AFTER`` seconds starts the count again);
-4. on SIGINT or SIGTERM tells every worker to stop (each runs the usual
+4. keeps the slot's socket for a restart at once, so the successor accepts
+   what queued meanwhile; before a delayed one, or after a worker that never
+   served, it closes it (the kernel then sends new connections to the other
+   slots) and binds a fresh one for the next try;
+5. on SIGHUP replaces the workers one slot at a time (``_Supervisor._roll``):
+   a new process (so the handler's module is imported afresh) on the same
+   socket; once it serves, the old one gets ``RESTART``, stops accepting
+   (its queue is the successor's now), waits up to ``HANDOVER_WAIT`` for the
+   first request of connections it has just accepted, and shuts down
+   gracefully with WebSockets closed 1012 (service restart); the next slot
+   starts when it is gone (killed after ``Config.shutdown_grace +
+   KILL_MARGIN``).  If a new worker cannot start, the restart stops there and
+   the workers serving keep serving; a SIGHUP during a restart queues one more;
+6. on SIGINT or SIGTERM tells every worker to stop (each runs the usual
    graceful shutdown), on a second signal to stop at once, kills workers still
    running ``Config.shutdown_grace + KILL_MARGIN`` seconds after the first
    signal, and returns when all are gone.
 
-Each worker is ``python -c ...`` in its own process group (a Ctrl-C in a
-terminal reaches the parent only).  It creates its *own* listening socket on
-the reserved port with ``SO_REUSEPORT``: the kernel then spreads new
-connections over the workers' sockets.  A socket pair connects each worker to
-the parent: the parent sends the plan (a pickled :class:`WorkerPlan`) down it,
-then ``_STOP`` or ``_ABORT``; the worker answers ``ready`` once it listens; and
-end-of-file tells a worker its parent is gone (even killed with SIGKILL), upon
-which it shuts down gracefully.  Stop requests go through the socket, not
-signals, so a worker that also gets SIGTERM directly (systemd signals the whole
-control group) still shuts down gracefully, once: in a worker any number of
-signals only ever mean "shut down gracefully".
+Why the parent holds the sockets: with one listening socket per worker
+process, a closing worker's socket takes its accept queue with it, and the
+kernel resets every connection queued there (Linux can move them only with
+``net.ipv4.tcp_migrate_req``, a system setting, or eBPF), so a restart under
+load would fail requests.  One socket inherited by every worker (gunicorn's
+way) keeps its queue but wakes every worker for each connection and lets the
+least busy take most of them.  A socket per slot, held by the parent, keeps
+both the kernel's even spread and the queue across the handover.
+
+Each worker is ``python -c ... CONTROL LISTENING...`` (``_worker.py``) in its
+own process group (a Ctrl-C in a terminal reaches the parent only).  A socket
+pair connects each worker to the parent: the parent sends the plan (a pickled
+:class:`WorkerPlan`) down it, then ``STOP``, ``ABORT`` or ``RESTART``; the
+worker answers ``ready`` once it serves; and end-of-file tells a worker its
+parent is gone (even killed with SIGKILL), upon which it shuts down
+gracefully.  Stop requests go through the socket, not signals, so a worker
+that also gets SIGTERM directly (systemd signals the whole control group)
+still shuts down gracefully, once: in a worker any number of signals only
+ever mean "shut down gracefully".
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import pickle
 import signal
 import socket
-import ssl
-import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._config import Config
-from ._loader import (
-    cannot_listen,
-    fail,
-    fail_load,
-    find_attr,
-    find_os_error,
-    import_error_summary,
-    load_app,
-)
-from ._server import Server
-from .exceptions import HandlerError
+from . import _worker
+from ._plan import ABORT, LENGTH, READY, RESTART, STOP, WorkerPlan, handler_target, install_logging
+from ._worker import worker_main
 
 if TYPE_CHECKING:
-    from types import ModuleType
+    from .._config import Config
 
 __all__ = ["WorkerPlan", "handler_target", "run_workers", "worker_main"]
 
@@ -72,92 +85,19 @@ BACKOFF_BASE = 0.1  # seconds before restarting a worker that failed quickly onc
 BACKOFF_MAX = 10.0  # the delay doubles per quick failure, up to this
 STABLE_AFTER = 10.0  # a worker that served this long resets the failure count
 KILL_MARGIN = 3.0  # seconds past shutdown_grace before stragglers get SIGKILL
-
-_READY = b"ready"  # worker -> supervisor: listening
-_STOP = b"S"  # supervisor -> worker: shut down gracefully
-_ABORT = b"A"  # supervisor -> worker: stop at once
-_LENGTH = struct.Struct("!I")
-_MAIN_MODULE = "__peregrine_main__"  # the name a worker imports a script's handler under
 _WORKER_CODE = "import sys; from peregrine_rt._workers import worker_main; sys.exit(worker_main())"
-_LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s"
-
-_in_worker = False  # set in a worker process: run(workers>1) there would fork without end
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    """Everything a worker needs, sent to it pickled: no SSLContext, no handler object."""
-
-    target: str  # MODULE:QUALNAME of the handler class
-    config: Config  # workers=1, reuse_port=True, a concrete port, no ssl_context
-    main_path: str | None = None  # the script to import when the class lives in __main__
-    certfile: str | None = None
-    keyfile: str | None = None
-    log_level: int | str | None = None
-    sys_path: list[str] = field(default_factory=list)
-    app_dir: str | None = None  # --app-dir, for the messages of load_app
-
-
-# -- the handler, by name ------------------------------------------------------------
-
-
-def handler_target(handler: type | object) -> tuple[str, str | None]:
-    """``(MODULE:QUALNAME, script path or None)`` by which a worker imports ``handler``.
-
-    Error handling:
-        :class:`HandlerError` when ``handler`` is an instance, or a class a
-        fresh process could not import under the same name (defined in a
-        function, in an interactive session, replaced in its module...).
-    """
-    if not isinstance(handler, type):
-        raise HandlerError(
-            f"workers > 1 needs the handler class, not an instance of "
-            f"{type(handler).__qualname__}: each worker process builds its own"
-        )
-    name = f"{handler.__module__}:{handler.__qualname__}"
-    why = f"worker processes import the handler class by name, but {name} "
-    if "<locals>" in handler.__qualname__:
-        raise HandlerError(why + "is defined inside a function: define it at module level")
-    module = sys.modules.get(handler.__module__)
-    obj: object = module
-    for part in handler.__qualname__.split("."):
-        obj = getattr(obj, part, None)
-    if obj is not handler:
-        raise HandlerError(why + "does not name this class: define it at module level")
-    if handler.__module__ != "__main__":
-        return name, None
-    # A script's class: workers import the script again, under another name (as
-    # multiprocessing does), or the module that `python -m` ran.
-    spec = getattr(module, "__spec__", None)
-    if spec is not None and not spec.name.endswith(".__main__"):
-        return f"{spec.name}:{handler.__qualname__}", None
-    path = getattr(module, "__file__", None)
-    if spec is not None or path is None:
-        raise HandlerError(
-            why + "lives in a __main__ that cannot be imported again "
-            "(an interactive session, -c, or a package's __main__): move it to a module"
-        )
-    main_path = os.path.abspath(path)
-    return name, main_path
-
-
-def _load_handler(plan: WorkerPlan) -> object:
-    """Import the handler class in a worker (LookupError, as ``load_app`` raises it)."""
-    if plan.main_path is None:
-        return load_app(plan.target, plan.app_dir)
-    spec = importlib.util.spec_from_file_location(_MAIN_MODULE, plan.main_path)
-    if spec is None or spec.loader is None:
-        raise LookupError(f"cannot import {plan.main_path}")
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    sys.modules[_MAIN_MODULE] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        raise LookupError(import_error_summary(plan.main_path, exc)) from exc
-    return find_attr(module, plan.target, plan.target.partition(":")[2])
-
-
-# -- the parent ---------------------------------------------------------------------
+def _bind(socks: list[socket.socket], family: int, addr: tuple[Any, ...]) -> socket.socket:
+    """A TCP socket bound to ``addr`` with SO_REUSEPORT, appended to ``socks``."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    socks.append(sock)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(addr)
+    return sock
 
 
 def _reserve(config: Config) -> list[socket.socket]:
@@ -168,19 +108,12 @@ def _reserve(config: Config) -> list[socket.socket]:
     socks: list[socket.socket] = []
     seen = set()
     try:
-        for family, type_, proto, _, addr in infos:
-            if (family, addr) in seen:
-                continue
-            seen.add((family, addr))
-            sock = socket.socket(family, type_, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            if config.port == 0:
-                break  # as Server does: one address when the port is picked for us
+        for family, _, _, _, addr in infos:
+            if (family, addr) not in seen:
+                seen.add((family, addr))
+                _bind(socks, family, addr)
+                if config.port == 0:
+                    break  # as Server does: one address when the port is picked for us
     except BaseException:
         for sock in socks:
             sock.close()
@@ -188,17 +121,17 @@ def _reserve(config: Config) -> list[socket.socket]:
     return socks
 
 
-def _install_logging(level: int | str | None) -> None:
-    """Like ``_server.install_default_logging``, with each line naming its process."""
-    root = logging.getLogger("peregrine_rt")
-    if level is not None:
-        root.setLevel(level)
-    if not logging.getLogger().handlers and not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-        root.addHandler(handler)
-        if level is None:
-            root.setLevel(logging.INFO)
+def _slot_sockets(reserved: list[socket.socket]) -> list[socket.socket]:
+    """A socket bound to each reserved address: one slot's, its worker listens (step 1)."""
+    socks: list[socket.socket] = []
+    try:
+        for sock in reserved:
+            _bind(socks, sock.family, sock.getsockname())
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def _describe(returncode: int) -> str:
@@ -232,7 +165,7 @@ def run_workers(
         an ``SSLContext``: use certfile/keyfile), ``OSError`` when the address
         cannot be bound — all before any worker starts.
     """
-    if _in_worker:
+    if _worker.in_worker:
         raise RuntimeError(
             "run(..., workers > 1) was called inside a worker process: in the script "
             "that starts the server, call it under `if __name__ == '__main__':`"
@@ -269,10 +202,11 @@ def run_workers(
             sys_path=list(sys.path),
             app_dir=app_dir,
         )
-        _install_logging(log_level)
+        install_logging(log_level)
         scheme = "https" if certfile else "http"
         shown = f"[{host}]" if ":" in host else host
-        supervisor = _Supervisor(plan, config.workers, name, f"{scheme}://{shown}:{port}")
+        url = f"{scheme}://{shown}:{port}"
+        supervisor = _Supervisor(plan, config.workers, name, url, reserved)
         return trio.run(supervisor.run)
     finally:
         for sock in reserved:
@@ -281,64 +215,93 @@ def run_workers(
 
 @dataclass(eq=False)
 class _Worker:
-    index: int
+    """One worker process, as the supervisor sees it."""
+
+    index: int  # its slot
     process: trio.Process
     control: trio.SocketStream
     raw: socket.socket  # the control socket's stdlib object, for a send from sync code
     ready_at: float | None = None
+    retiring: bool = False  # replaced by a rolling restart: its exit is expected
+    gone: trio.Event = field(default_factory=trio.Event)  # exited, its control socket closed
 
 
 class _Supervisor:
-    def __init__(self, plan: WorkerPlan, count: int, name: str, url: str) -> None:
+    def __init__(
+        self, plan: WorkerPlan, count: int, name: str, url: str, reserved: list[socket.socket]
+    ) -> None:
         self.payload = pickle.dumps(plan)
         self.grace = plan.config.shutdown_grace
         self.redis_url = plan.config.redis_url
         self.count = count
         self.name = name
         self.url = url
-        self.live: dict[int, _Worker] = {}
+        self.reserved = reserved
+        self.sockets: dict[int, list[socket.socket]] = {}  # each slot's listening sockets
+        self.slots: dict[int, _Worker] = {}  # each slot's current worker
+        self.live: set[_Worker] = set()  # every worker process not reaped yet
         self.ever_ready: set[int] = set()
         self.stopping = False
         self.stop_requested = trio.Event()
         self.first_outcome = trio.Event()  # worker 0 serves, or failed, or a signal came
+        self.restarts_pending = 0  # SIGHUPs not yet acted upon
         self.exit_code = 0
         self._nursery: trio.Nursery | None = None
+        self._slot_nursery: trio.Nursery | None = None
+        self._rolling = False
 
     async def run(self) -> int:
-        async with trio.open_nursery() as outer:
-            self._nursery = outer
-            await outer.start(self._watch_signals)
-            async with trio.open_nursery() as slots:
-                slots.start_soon(self._keep, 0)
-                await self.first_outcome.wait()
-                if not self.stopping:
-                    for index in range(1, self.count):
-                        slots.start_soon(self._keep, index)
-            outer.cancel_scope.cancel()  # every worker is gone: stop the watchers
+        try:
+            async with trio.open_nursery() as outer:
+                self._nursery = outer
+                await outer.start(self._watch_signals)
+                async with trio.open_nursery() as slots:
+                    self._slot_nursery = slots
+                    slots.start_soon(self._keep, 0)
+                    await self.first_outcome.wait()
+                    if not self.stopping:
+                        for index in range(1, self.count):
+                            slots.start_soon(self._keep, index)
+                outer.cancel_scope.cancel()  # every worker is gone: stop the watchers
+        finally:
+            for index in list(self.sockets):
+                self._close_sockets(index)
         if self.ever_ready:
             log.info("stopped")
         return self.exit_code
+
+    # -- listening sockets --------------------------------------------------------
+
+    def _sockets_of(self, index: int) -> list[socket.socket]:
+        """The slot's sockets, bound on first use (see step 1)."""
+        if index not in self.sockets:
+            self.sockets[index] = _slot_sockets(self.reserved)
+        return self.sockets[index]
+
+    def _close_sockets(self, index: int) -> None:
+        for sock in self.sockets.pop(index, ()):
+            sock.close()
 
     # -- one slot: start, watch, restart ------------------------------------------
 
     async def _keep(self, index: int) -> None:
         failures = 0
         while not self.stopping:
-            worker = await self._spawn(index)
-            ready = await self._wait_ready(worker)
-            if ready:
-                worker.ready_at = trio.current_time()
-                log.info("worker %d (pid %d) is serving", index, worker.process.pid)
-                self._on_ready(index)
-            returncode = await worker.process.wait()
-            await worker.control.aclose()
-            del self.live[index]
+            worker = self.slots.get(index)
+            if worker is None or worker.gone.is_set():
+                worker = await self._spawn(index)
+                self.slots[index] = worker
+                ready = await self._wait_ready(worker)
+                if ready:
+                    self._on_ready(worker)
+            else:
+                ready = True  # handed over by a rolling restart, serving already
+            await worker.gone.wait()
+            if self.slots[index] is not worker:
+                continue  # a rolling restart replaced it: watch its successor
+            returncode = worker.process.returncode
+            assert returncode is not None
             if self.stopping:
-                if returncode not in (0, -signal.SIGTERM):
-                    log.warning(
-                        "worker %d (pid %d) %s", index, worker.process.pid, _describe(returncode)
-                    )
-                    self.exit_code = 1
                 return
             if index == 0 and not ready and not self.ever_ready:
                 if returncode != 2:  # 2: the worker printed a one-line usage error itself
@@ -364,16 +327,20 @@ class _Supervisor:
                 "" if ready else " before serving",
                 delay,
             )
+            if delay or not ready:  # step 4: no worker would take this queue soon
+                self._close_sockets(index)
             with trio.move_on_after(delay):
                 await self.stop_requested.wait()
 
     async def _spawn(self, index: int) -> _Worker:
+        """Start a worker process for slot ``index`` (reaped by :meth:`_reap`)."""
         ours, theirs = socket.socketpair()
+        listening = [sock.fileno() for sock in self._sockets_of(index)]
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno())],
+                [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno()), *map(str, listening)],
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), *listening),
                 process_group=0,  # a terminal's Ctrl-C reaches the parent, which forwards it
             )
         except BaseException:
@@ -383,30 +350,47 @@ class _Supervisor:
             theirs.close()
         control = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         worker = _Worker(index, process, control, ours)
-        self.live[index] = worker
-        message = _LENGTH.pack(len(self.payload)) + self.payload
+        self.live.add(worker)
+        assert self._slot_nursery is not None
+        self._slot_nursery.start_soon(self._reap, worker)
+        message = LENGTH.pack(len(self.payload)) + self.payload
         if self.stopping:  # a signal came while it was being started
-            message += _STOP
+            message += STOP
         try:
             await control.send_all(message)
         except trio.BrokenResourceError:
             pass  # it died already; process.wait() says how
         return worker
 
+    async def _reap(self, worker: _Worker) -> None:
+        returncode = await worker.process.wait()
+        await worker.control.aclose()
+        self.live.discard(worker)
+        if (self.stopping or worker.retiring) and returncode not in (0, -signal.SIGTERM):
+            log.warning(
+                "worker %d (pid %d) %s", worker.index, worker.process.pid, _describe(returncode)
+            )
+            if self.stopping:
+                self.exit_code = 1
+        worker.gone.set()
+
     async def _wait_ready(self, worker: _Worker) -> bool:
         """True once the worker listens; False if it exits first."""
         received = b""
-        while len(received) < len(_READY):
+        while len(received) < len(READY):
             try:
                 data = await worker.control.receive_some(64)
-            except trio.BrokenResourceError:
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return False
             if not data:
                 return False
             received += data
-        return received == _READY
+        return received == READY
 
-    def _on_ready(self, index: int) -> None:
+    def _on_ready(self, worker: _Worker) -> None:
+        index = worker.index
+        worker.ready_at = trio.current_time()
+        log.info("worker %d (pid %d) is serving", index, worker.process.pid)
         first_time = index not in self.ever_ready
         self.ever_ready.add(index)
         if index == 0 and not self.first_outcome.is_set():
@@ -421,35 +405,117 @@ class _Supervisor:
         if first_time and len(self.ever_ready) == self.count:
             log.info("serving %s with %d workers on %s", self.name, self.count, self.url)
 
+    # -- rolling restart (SIGHUP) ---------------------------------------------------
+
+    async def _roll(self) -> None:
+        """Replace every worker, one slot at a time (step 5); again if SIGHUP came meanwhile."""
+        self._rolling = True
+        try:
+            while self.restarts_pending and not self.stopping:
+                self.restarts_pending = 0
+                started = trio.current_time()
+                log.info("restarting %d workers, one at a time", self.count)
+                for index in range(self.count):
+                    if self.stopping or not await self._replace(index):
+                        break
+                else:
+                    log.info(
+                        "restart done: %d workers replaced in %.1f s",
+                        self.count,
+                        trio.current_time() - started,
+                    )
+        finally:
+            self._rolling = False
+
+    async def _replace(self, index: int) -> bool:
+        """Start a new worker on slot ``index``, then retire the old one; False on failure."""
+        old = self.slots.get(index)
+        if old is None or old.gone.is_set():
+            return True  # no worker there now: the next one it starts has the new code
+        new = await self._spawn(index)
+        if not await self._wait_ready(new):
+            await new.gone.wait()
+            if self.stopping:
+                return False
+            assert new.process.returncode is not None
+            log.error(
+                "restart stopped: the new worker %d (pid %d) %s before serving; the "
+                "workers that are serving keep serving",
+                index,
+                new.process.pid,
+                _describe(new.process.returncode),
+            )
+            return False
+        if self.stopping:
+            return False
+        # The slot is the new worker's from here on.  Retire whichever worker
+        # holds it now: the old one, or one started after the old one crashed.
+        old = self.slots[index]
+        self.slots[index] = new
+        self._on_ready(new)
+        old.retiring = True
+        log.info(
+            "worker %d (pid %d) replaces pid %d, which finishes its requests "
+            "and closes its WebSockets with 1012",
+            index,
+            new.process.pid,
+            old.process.pid,
+        )
+        _tell(old, RESTART)
+        with trio.move_on_after(self.grace + KILL_MARGIN):
+            await old.gone.wait()
+            return True
+        log.warning(
+            "worker %d (pid %d) still running %.1f s after its restart; killing it",
+            index,
+            old.process.pid,
+            self.grace + KILL_MARGIN,
+        )
+        old.process.kill()
+        return True
+
     # -- signals -------------------------------------------------------------------
 
     async def _watch_signals(self, task_status: trio.TaskStatus[None]) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if not self.stop_requested.is_set():
+                if signum == signal.SIGHUP:
+                    self._on_sighup()
+                elif not self.stop_requested.is_set():
                     log.info("received %s; stopping %d workers", name, len(self.live))
                     self.stopping = True
                     self.stop_requested.set()
                     self.first_outcome.set()
                     assert self._nursery is not None
                     self._nursery.start_soon(self._kill_stragglers)
-                    self._tell_all(_STOP)
+                    self._tell_all(STOP)
                 else:
                     log.warning("second signal: workers stop now")
-                    self._tell_all(_ABORT)
+                    self._tell_all(ABORT)
+
+    def _on_sighup(self) -> None:
+        if self.stopping:
+            return
+        if len(self.ever_ready) < self.count:
+            log.warning("received SIGHUP while the workers are starting; ignored")
+            return
+        self.restarts_pending += 1
+        if self._rolling:
+            log.info("received SIGHUP during a restart: another one follows it")
+        else:
+            log.info("received SIGHUP")
+            assert self._slot_nursery is not None
+            self._slot_nursery.start_soon(self._roll)
 
     def _tell_all(self, message: bytes) -> None:
-        for worker in self.live.values():
-            try:
-                worker.raw.send(message)  # non-blocking; a byte always fits in the buffer
-            except OSError:
-                pass  # it has exited; _keep() hears of it from process.wait()
+        for worker in self.live:
+            _tell(worker, message)
 
     async def _kill_stragglers(self) -> None:
         await trio.sleep(self.grace + KILL_MARGIN)
-        for worker in self.live.values():
+        for worker in self.live:
             log.warning(
                 "worker %d (pid %d) still running %.1f s after the signal; killing it",
                 worker.index,
@@ -459,100 +525,8 @@ class _Supervisor:
             worker.process.kill()
 
 
-# -- a worker -----------------------------------------------------------------------
-
-
-def _read_plan(control: socket.socket) -> WorkerPlan:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = control.recv(n - len(data))
-            if not chunk:
-                raise EOFError("the supervisor went away before sending the plan")
-            data += chunk
-        return data
-
-    (length,) = _LENGTH.unpack(exactly(_LENGTH.size))
-    plan = pickle.loads(exactly(length))
-    assert isinstance(plan, WorkerPlan)
-    return plan
-
-
-async def _serve_worker(server: Server, control: socket.socket) -> None:
-    """Serve until the supervisor says stop (or dies); a signal only ever stops gracefully.
-
-    Unlike :func:`~peregrine_rt._server.serve_until_signalled`, a second signal
-    does not abort: under systemd's default ``KillMode=control-group`` a worker
-    gets SIGTERM from systemd *and* the stop the supervisor forwards, and that
-    must still be one graceful shutdown.  Stopping at once is the supervisor's
-    call (``_ABORT``, on a second signal to it).
-    """
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(control))
-
-    async def watch_signals(task_status: trio.TaskStatus[None]) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                if not server.shutting_down:
-                    log.info("received %s", signal.Signals(signum).name)
-                    server.request_shutdown()
-
-    async def watch_supervisor() -> None:
-        while True:
-            try:
-                data = await stream.receive_some(64)
-            except trio.BrokenResourceError:
-                data = b""
-            if not data:  # the supervisor is gone (even with SIGKILL)
-                if not server.shutting_down:
-                    log.warning("the supervisor exited; shutting down")
-                    server.request_shutdown()
-                return
-            if _ABORT in data:
-                server.abort()
-            elif _STOP in data:
-                server.request_shutdown()
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(watch_signals)
-        await nursery.start(server.serve)
-        log.info("serving %s on %s", server.spec.name, server.url)
-        await stream.send_all(_READY)
-        nursery.start_soon(watch_supervisor)
-        await server.wait_stopped()
-        nursery.cancel_scope.cancel()
-
-
-def worker_main() -> int:
-    """The worker process: ``python -c ... FD``, FD the socket to the supervisor."""
-    global _in_worker
-    _in_worker = True
-    control = socket.socket(fileno=int(sys.argv[1]))
-    control.set_inheritable(False)
-    plan = _read_plan(control)
-    sys.path[:] = plan.sys_path
-    _install_logging(plan.log_level)
+def _tell(worker: _Worker, message: bytes) -> None:
     try:
-        handler = _load_handler(plan)
-    except LookupError as exc:
-        return fail_load(exc, log_level=plan.log_level)
-    config = plan.config
-    if plan.certfile and plan.keyfile:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(plan.certfile, plan.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            return fail(f"cannot load the TLS certificate: {exc}")
-        config = config.replace(ssl_context=context)
-    try:
-        server = Server(handler, config)  # type: ignore[arg-type]  # any object: Server checks it
-    except (HandlerError, ValueError) as exc:
-        return fail(str(exc))
-    try:
-        trio.run(_serve_worker, server, control)
-    except BaseException as exc:
-        os_error = find_os_error(exc)
-        if os_error is None:
-            raise
-        return fail(cannot_listen(config, os_error))
-    return 0
+        worker.raw.send(message)  # non-blocking; a byte always fits in the buffer
+    except OSError:
+        pass  # it has exited; _reap() hears of it from process.wait()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,7 @@ def test_two_workers_answer_from_two_processes(supervised: Callable[..., Supervi
     answered = pids_until(port, lambda pids: len(pids) >= 2)
     assert answered == workers
     assert app.pid not in answered  # the supervisor serves nothing itself
-    # Each worker has its own listening socket on the one port.
+    # Each worker serves the one port (its slot's listening socket, opened by the supervisor).
     assert app.log.count(f"on http://127.0.0.1:{port}\n") == 3  # 2 workers + supervisor
     returncode, log = app.stop()
     assert returncode == 0, log
@@ -483,9 +484,17 @@ def test_the_plan_sent_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     plans: list[tuple[_workers.WorkerPlan, int]] = []
 
     class FakeSupervisor:
-        def __init__(self, plan: _workers.WorkerPlan, count: int, name: str, url: str) -> None:
+        def __init__(
+            self,
+            plan: _workers.WorkerPlan,
+            count: int,
+            name: str,
+            url: str,
+            reserved: list[socket.socket],
+        ) -> None:
             plans.append((plan, count))
             port = plan.config.port
+            assert [sock.getsockname()[1] for sock in reserved] == [port]
             with socket.socket() as other, pytest.raises(OSError):  # reserved meanwhile
                 other.bind(("127.0.0.1", port))
 
@@ -507,13 +516,25 @@ def test_the_plan_sent_to_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert second.config.redis_url == "redis://h:1/2"  # --redis wins
 
 
-def test_the_redis_warning_only_without_redis(caplog: pytest.LogCaptureFixture) -> None:
+@dataclass
+class FakeProcess:
+    pid: int
+
+
+@dataclass
+class FakeWorker:
+    index: int
+    process: FakeProcess
+    ready_at: float | None = None
+
+
+async def test_the_redis_warning_only_without_redis(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="peregrine_rt")
     for redis_url, warned in ((None, True), ("redis://127.0.0.1:6379", False)):
         plan = _workers.WorkerPlan(APP, pr.Config(workers=1, redis_url=redis_url))
-        supervisor = _workers._Supervisor(plan, 2, "Pid", "http://127.0.0.1:1")
+        supervisor = _workers._Supervisor(plan, 2, "Pid", "http://127.0.0.1:1", [])
         caplog.clear()
-        supervisor._on_ready(0)
-        supervisor._on_ready(1)
+        for index in (0, 1):
+            supervisor._on_ready(FakeWorker(index, FakeProcess(4242 + index)))  # type: ignore[arg-type]
         assert ("do not cross processes" in caplog.text) is warned
         assert "serving Pid with 2 workers on http://127.0.0.1:1" in caplog.text
