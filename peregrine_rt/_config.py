@@ -205,8 +205,9 @@ class Config:
     )
     redis_url: str | None = _opt(
         None,
-        "redis://HOST:PORT: the app's hub is a RedisHub, so topics cross processes and "
-        "machines; None keeps the in-memory hub.",
+        "redis://HOST:PORT (or redis+sentinel://H:P,H:P/service, redis+cluster://H:P,...): "
+        "the app's hub is a RedisHub, so topics cross processes and machines; None keeps "
+        "the in-memory hub.",
         group="realtime",
     )
     redis_timeout: float = _opt(
