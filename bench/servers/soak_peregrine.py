@@ -1,0 +1,99 @@
+"""The chat example plus the soak test's other routes, for ``bench/soak.py``.
+
+Run: ``peregrine-rt bench.servers.soak_peregrine:Soak --workers 2 --redis URL``
+(from the repository root).  Everything of :class:`examples.chat.app.Chat`
+(``/ws`` speaks the chat protocol, ``/`` serves its browser client), and:
+
+* ``GET /_soak``: this worker's ``{"pid", "tasks", "fds", "rss_kib",
+  "hub_lost"}``: trio tasks alive (walked from the root task), open file
+  descriptors (``/proc/self/fd``), resident memory (``VmRSS``);
+* ``GET /hello``: ``hello`` (HTTP keep-alive load);
+* ``GET /big``: 1 MiB of text (for clients that read it slowly, or not at all);
+* ``POST /bcast``: publish the body (text) to the hub topic ``soak.fan``,
+  answering ``{"local": deliveries}``, or 503 when Redis cannot be reached
+  (the message then reached this worker's subscribers only);
+* ``GET /events``: Server-Sent Events of ``soak.fan``;
+* WebSocket ``/echo``: every message is sent back;
+* WebSocket ``/fan``: subscribed to ``soak.fan``; what it sends is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+import peregrine_rt as pr
+from examples.chat.app import Chat
+
+FAN_TOPIC = "soak.fan"
+BIG = b"x" * (1 << 20)
+
+
+def count_tasks() -> int:
+    """Trio tasks alive in this run, the root task included (walks the task tree)."""
+    root = trio.lowlevel.current_root_task()
+    todo = [] if root is None else [root]
+    seen = 0
+    while todo:
+        task = todo.pop()
+        seen += 1
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return seen
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB (``VmRSS`` of ``/proc/self/status``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+class Soak(Chat):
+    """The chat with the soak test's routes."""
+
+    websocket_paths = ("/ws", "/echo", "/fan")  # type: ignore[assignment]  # Chat's is ("/ws",)
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        path = request.path
+        if path == "/_soak":
+            response.json(
+                {
+                    "pid": os.getpid(),
+                    "tasks": count_tasks(),
+                    "fds": len(os.listdir("/proc/self/fd")),
+                    "rss_kib": rss_kib(),
+                    "hub_lost": getattr(self.hub, "lost", None),
+                }
+            )
+        elif path == "/hello":
+            response.text("hello")
+        elif path == "/big":
+            response.text(BIG.decode())
+        elif path == "/bcast" and request.method == "POST":
+            message = (await request.body()).decode()
+            try:
+                local = await self.hub.publish(FAN_TOPIC, message)
+            except pr.HubUnavailable as exc:
+                response.json({"local": exc.delivered}, status=503)
+            else:
+                response.json({"local": local})
+        elif path == "/events":
+            async with response.sse() as events:
+                await events.forward(self.hub, FAN_TOPIC, event="fan")
+        else:
+            await super().handle(request, response)
+
+    async def on_open(self, ws: pr.WebSocket) -> None:
+        if ws.request.path == "/fan":
+            self.hub.subscribe(ws, FAN_TOPIC)
+
+    async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+        path = ws.request.path
+        if path == "/echo":
+            await ws.send(message)
+        elif path != "/fan":
+            await super().on_message(ws, message)
