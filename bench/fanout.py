@@ -703,7 +703,25 @@ def print_rounds(rounds: dict[str, list[PeerResult]], counts: list[int]) -> None
             cells = " ".join(f"{x:>9.0f}" for x in rates)
             med = f"median {median(rates):.0f}" if rates else "failed"
             print(f"  {runs[0].peer.label:<28} n={n:<5} {cells}   {med}")
+    print("server CPU per delivery (us; its CPU time over the window / deliveries: steadier")
+    print("than deliveries/s when other processes share the machine):")
+    for runs in rounds.values():
+        for n in counts:
+            us = [r.runs[n].server_cpu * 1e4 / r.runs[n].rate for r in runs if n in r.runs]
+            cells = " ".join(f"{x:>9.2f}" for x in us)
+            print(f"  {runs[0].peer.label:<28} n={n:<5} {cells}   median {median(us):.2f}")
     for key in [k for k in rounds if k + "_before" in rounds]:
+        for n in counts:
+            cpu = [
+                median(
+                    [r.runs[n].server_cpu * 1e4 / r.runs[n].rate for r in rounds[k] if n in r.runs]
+                )
+                for k in (key, key + "_before")
+            ]
+            print(
+                f"  {key} CPU per delivery after/before n={n:<5} {cpu[0] / cpu[1]:.3f} "
+                f"(medians {cpu[0]:.2f} / {cpu[1]:.2f} us)"
+            )
         for n in counts:
             per = [
                 a.runs[n].rate / b.runs[n].rate

@@ -439,6 +439,11 @@ def _median_result(runs: list[dict[int, WrkResult]], conns: int) -> WrkResult:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def _cpu_us(r: WrkResult) -> float:
+    """The server's CPU time per request in the run, in microseconds."""
+    return r.server_cpu * 1e4 / r.rps if r.rps else 0.0
+
+
 def print_rounds(rounds: dict[str, list[dict[int, WrkResult]]]) -> None:
     """Every round's req/s per server, and after/before per round when both ran."""
     print()
@@ -450,8 +455,25 @@ def print_rounds(rounds: dict[str, list[dict[int, WrkResult]]]) -> None:
                 f"  {PEERS_ALL[key].label:<22} c={conns:<5} {values}   "
                 f"median {median([r[conns].rps for r in runs]):.0f}"
             )
+    print("server CPU per request (us; the server's CPU time over the run / requests: steadier")
+    print("than req/s when other processes share the machine):")
+    for key, runs in rounds.items():
+        for conns in CONNECTIONS:
+            values = [_cpu_us(r[conns]) for r in runs]
+            print(
+                f"  {PEERS_ALL[key].label:<22} c={conns:<5} "
+                + " ".join(f"{v:>8.1f}" for v in values)
+                + f"   median {median(values):.1f}"
+            )
     for key in [k for k in rounds if k + "_before" in rounds]:
         after, before = rounds[key], rounds[key + "_before"]
+        for conns in CONNECTIONS:
+            cpu_a = median([_cpu_us(a[conns]) for a in after])
+            cpu_b = median([_cpu_us(b[conns]) for b in before])
+            print(
+                f"  {key} CPU per request after/before c={conns:<5} {cpu_a / cpu_b:.3f} "
+                f"(medians {cpu_a:.1f} / {cpu_b:.1f} us)"
+            )
         for conns in CONNECTIONS:
             per = [a[conns].rps / b[conns].rps for a, b in zip(after, before, strict=True)]
             print(

@@ -703,7 +703,25 @@ def print_rounds(rounds: dict[str, list[PeerResult]]) -> None:
             cells = " ".join(f"{x:>8.0f}" for x in rates)
             med = f"median {median(rates):.0f}" if rates else "failed"
             print(f"  {runs[0].peer.label:<28} c={c:<5} {cells}   {med}")
+    print("server CPU per message (us; its CPU time over the window / echoes: steadier than")
+    print("msg/s when other processes share the machine):")
+    for runs in rounds.values():
+        for c in CONNECTIONS:
+            us = [r.load[c].server_cpu * 1e4 / r.load[c].rate for r in runs if c in r.load]
+            cells = " ".join(f"{x:>8.1f}" for x in us)
+            print(f"  {runs[0].peer.label:<28} c={c:<5} {cells}   median {median(us):.1f}")
     for key in [k for k in rounds if k + "_before" in rounds]:
+        for c in CONNECTIONS:
+            cpu = [
+                median(
+                    [r.load[c].server_cpu * 1e4 / r.load[c].rate for r in rounds[k] if c in r.load]
+                )
+                for k in (key, key + "_before")
+            ]
+            print(
+                f"  {key} CPU per message after/before c={c:<5} {cpu[0] / cpu[1]:.3f} "
+                f"(medians {cpu[0]:.1f} / {cpu[1]:.1f} us)"
+            )
         for c in CONNECTIONS:
             per = [
                 a.load[c].rate / b.load[c].rate
