@@ -50,9 +50,10 @@ if TYPE_CHECKING:
     from ._transport import Transport
     from .websocket import WebSocket
 
-__all__ = ["HTTPConnection", "Waiting"]
+__all__ = ["NEW_CONNECTION_IDLE", "HTTPConnection", "Waiting"]
 
 _CHECKPOINT_EVERY = 16  # requests served without blocking before yielding to other tasks
+NEW_CONNECTION_IDLE = 1.0  # seconds before a connection without a request counts as idle
 
 error_log = logging.getLogger("peregrine_rt.error")
 access_log = logging.getLogger("peregrine_rt.access")
@@ -176,8 +177,15 @@ class HTTPConnection:
 
     @property
     def idle(self) -> bool:
-        """Between requests with nothing received: safe to close at shutdown."""
-        return self.waiting is Waiting.HEAD and not self.parser.has_pending_data
+        """Between requests with nothing received: safe to close at shutdown.
+
+        A connection that has not had a request yet counts as idle only after
+        NEW_CONNECTION_IDLE seconds: its first request may be on its way, and
+        a client cannot retry on a connection it just opened.
+        """
+        if self.waiting is not Waiting.HEAD or self.parser.has_pending_data:
+            return False
+        return self.handled > 0 or trio.current_time() - self.since >= NEW_CONNECTION_IDLE
 
     # -- the loop ---------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import trio
 from ._admission import Admission
 from ._answers import ResponseHeads
 from ._config import Config
-from ._connection import HTTPConnection
+from ._connection import NEW_CONNECTION_IDLE, HTTPConnection
 from ._fdlimit import raise_fd_limit
 from ._handler import HandlerSpec, check_handler
 from ._hub import Hub
@@ -177,9 +177,18 @@ class Server:
     # -- serving --------------------------------------------------------------
 
     async def serve(
-        self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+        self,
+        *,
+        sockets: Sequence[socket.socket] | None = None,
+        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen as configured and serve until shut down (see the module docstring).
+
+        Args:
+            sockets: serve on these bound stream sockets instead of binding
+                ``Config.host``/``port``/``uds`` (a supervisor's, systemd's
+                socket activation...).  The server listens on them
+                (``Config.backlog``) and closes them when it stops.
 
         Error handling:
             An ``OSError`` from binding (address in use, permission), or an
@@ -190,7 +199,13 @@ class Server:
             out, as for any trio task: catch it around ``nursery.start``.)
         """
         raise_fd_limit(self.config.max_connections)
-        self.listeners = self._bind()
+        if sockets is None:
+            self.listeners = self._bind()
+        else:
+            self.listeners = list(sockets)
+            for sock in self.listeners:
+                sock.listen(self.config.backlog)  # again, for a successor: the queue stays
+                sock.setblocking(False)
         await self._serve(self.listeners, None, task_status)
 
     async def serve_listeners(
@@ -302,6 +317,13 @@ class Server:
                         nursery.start_soon(ws.close, *self._ws_close)  # request_shutdown()
                     if self.connections:
                         with trio.move_on_after(config.shutdown_grace):
+                            # A second look once connections that had no request
+                            # yet have had their time to send one (Connection.idle).
+                            with trio.move_on_after(NEW_CONNECTION_IDLE):
+                                await self._no_connections.wait()
+                            for conn in list(self.connections):
+                                if conn.idle:
+                                    conn.scope.cancel()
                             await self._no_connections.wait()
                     for conn in list(self.connections):
                         conn.scope.cancel()
@@ -535,6 +557,9 @@ class Server:
                     await trio.lowlevel.checkpoint()
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+
+
 def install_default_logging(level: int | str | None) -> None:
     root = logging.getLogger("peregrine_rt")
     if level is not None:
@@ -552,8 +577,14 @@ async def serve_until_signalled(server: Server) -> None:
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*_SIGNALS) as signals:
                 async for signum in signals:
+                    if signum == getattr(signal, "SIGHUP", None):
+                        log.warning(
+                            "SIGHUP ignored: one process cannot restart without dropping "
+                            "its connections; serve with --workers N to restart with SIGHUP"
+                        )
+                        continue
                     if not server.shutting_down:
                         log.info("received %s", signal.Signals(signum).name)
                         server.request_shutdown()

@@ -13,11 +13,11 @@ import signal
 import socket
 import ssl
 import sys
+from functools import partial
 from typing import Any
 
 import trio
 
-from .._config import Config
 from .._loader import cannot_listen, fail, fail_load, find_os_error
 from .._server import Server
 from ..exceptions import HandlerError
@@ -65,10 +65,10 @@ class _Listener(socket.socket):
         return super().accept()
 
 
-async def _hand_over(server: _InheritedServer) -> None:
+async def _hand_over(server: Server, listening: list[_Listener]) -> None:
     """Step 5, in the old worker: stop accepting, let new connections send a request, stop."""
     log.info("a new worker serves in my place: stopping")
-    for sock in server.inherited:
+    for sock in listening:
         sock.accepting = False
     # A connection accepted a moment ago whose request is still on its way
     # would count as idle and be closed by the shutdown: its client, on a
@@ -80,7 +80,7 @@ async def _hand_over(server: _InheritedServer) -> None:
     server.request_shutdown(1012, "service restart")
 
 
-async def _serve_worker(server: _InheritedServer, control: socket.socket) -> None:
+async def _serve_worker(server: Server, control: socket.socket, listening: list[_Listener]) -> None:
     """Serve until the supervisor says stop (or dies); a signal only ever stops gracefully.
 
     Unlike :func:`~peregrine_rt._server.serve_until_signalled`, a second signal
@@ -115,36 +115,16 @@ async def _serve_worker(server: _InheritedServer, control: socket.socket) -> Non
             elif STOP in data:
                 server.request_shutdown()
             elif RESTART in data and not server.shutting_down:
-                nursery.start_soon(_hand_over, server)
+                nursery.start_soon(_hand_over, server, listening)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(watch_signals)
-        await nursery.start(server.serve)
-        if server.listeners != server.inherited:
-            raise RuntimeError("the worker's server did not take the supervisor's sockets")
+        await nursery.start(partial(server.serve, sockets=listening))
         log.info("serving %s on %s", server.spec.name, server.url)
         await stream.send_all(READY)
         nursery.start_soon(watch_supervisor)
         await server.wait_stopped()
         nursery.cancel_scope.cancel()
-
-
-class _InheritedServer(Server):
-    """A Server on the listening sockets its supervisor opened (step 1), not its own.
-
-    Overriding ``Server._bind`` is a stopgap until the server takes sockets in
-    its public API; :func:`_serve_worker` checks that it took these.
-    """
-
-    def __init__(self, handler: object, config: Config, inherited: list[_Listener]) -> None:
-        super().__init__(handler, config)  # type: ignore[arg-type]  # any object: Server checks it
-        self.inherited = inherited
-
-    def _bind(self) -> list[socket.socket]:
-        for sock in self.inherited:
-            sock.listen(self.config.backlog)  # again, in a successor: the queue stays
-            sock.setblocking(False)
-        return list(self.inherited)
 
 
 def worker_main() -> int:
@@ -172,11 +152,11 @@ def worker_main() -> int:
             return fail(f"cannot load the TLS certificate: {exc}")
         config = config.replace(ssl_context=context)
     try:
-        server = _InheritedServer(handler, config, listening)
+        server = Server(handler, config)  # type: ignore[arg-type]  # any object: Server checks it
     except (HandlerError, ValueError) as exc:
         return fail(str(exc))
     try:
-        trio.run(_serve_worker, server, control)
+        trio.run(_serve_worker, server, control, listening)
     except BaseException as exc:
         os_error = find_os_error(exc)
         if os_error is None:
