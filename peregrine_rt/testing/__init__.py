@@ -48,6 +48,7 @@ from ._client import (
     WebSocketRejected,
 )
 from ._redis import (
+    RedisReplyError,
     RedisServer,
     redis_server_path,
     sentinel_url,
@@ -76,6 +77,7 @@ __all__ = [
     "KeepAliveConnection",
     "LiveServer",
     "ReceiveTimeout",
+    "RedisReplyError",
     "RedisServer",
     "RequestOptions",
     "UnexpectedEvent",

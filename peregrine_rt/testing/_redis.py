@@ -24,6 +24,7 @@ from types import TracebackType
 __all__ = [
     "REDIS_MISSING",
     "REDIS_MISSING_IN_CI",
+    "RedisReplyError",
     "RedisServer",
     "in_ci",
     "redis_server_path",
