@@ -321,6 +321,7 @@ class HTTPConnection:
             if self.websocket is not None:
                 # After the 101: the socket never opened; close it as an error.
                 error_log.exception("handler %s raised after upgrade()", server.spec.name)
+                self.websocket.abandon()  # subscribed already, perhaps: it never runs
                 with trio.move_on_after(server.config.ws_close_timeout):
                     await self.websocket.close(1011, "internal error")
                 return None

@@ -206,8 +206,11 @@ class Hub:
 
         What :meth:`publish` does locally: a topic with many subscribers does
         not stall the other tasks for the whole delivery (the frame is still
-        encoded once).  A subscriber that joins while it runs may or may not
-        get the message; one that leaves is skipped.  Returns how many took it.
+        encoded once).  The pauses are shielded: a publish is never cut short
+        by a cancellation half-way (every subscriber gets it, or none).  The
+        subscribers are those of the topic when it starts: one that joins
+        meanwhile does not get the message, one that leaves (but is still
+        open) does.  Returns how many took it.
         """
         snapshot = self._snapshot(topic)
         if len(snapshot) <= FANOUT_BATCH:
@@ -216,7 +219,7 @@ class Hub:
         frame: bytes | None = None
         for start in range(0, len(snapshot), FANOUT_BATCH):
             if start:
-                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
             count, frame = _fanout(snapshot[start : start + FANOUT_BATCH], message, frame)
             delivered += count
         return delivered

@@ -291,6 +291,7 @@ class Outbox:
         if sent == len(data):
             items.clear()
             self._bytes = 0
+            self._dropping = False  # caught up
             return
         if sent:
             self._requeue(sent)
@@ -358,7 +359,6 @@ class Outbox:
     async def _drain(self) -> None:
         """The writer task: write the queue in order."""
         items = self._items
-        self._dropping = False
         try:
             while items:
                 item = items.popleft()
@@ -372,6 +372,7 @@ class Outbox:
                     # Its sender learns the outcome either way (``broken`` on failure).
                     if item.done is not None:
                         item.done.set()
+            self._dropping = False  # caught up: the next overflow is a new episode
         finally:
             self._writing = False
 
@@ -402,11 +403,17 @@ class Outbox:
             "%r: slow consumer, %d bytes queued; closing it with 1008", self.owner, self._bytes
         )
         # Keep what cannot be dropped (a frame begun, frames a sender waits
-        # on), drop the rest, and queue the close frame behind them.
-        undroppable = [item for item in items if not item.droppable]
+        # on), drop the rest, and queue the close frame behind them.  With
+        # compression a frame may refer back to the ones before it: drop
+        # nothing before a frame that is kept.
+        if self.can_drop:
+            keep = [item for item in items if not item.droppable]
+        else:
+            last = max((i for i, item in enumerate(items) if not item.droppable), default=-1)
+            keep = list(items)[: last + 1]
         items.clear()  # in place: a writer may hold a reference
-        items.extend(undroppable)
-        self._bytes = sum(len(item.data) for item in undroppable if item.done is None)
+        items.extend(keep)
+        self._bytes = sum(len(item.data) for item in keep if item.done is None)
         close_frame = self.owner.slow_consumer()
         if close_frame is not None:
             self.push(close_frame)

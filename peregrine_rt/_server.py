@@ -448,7 +448,11 @@ class Server:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
             if admission.full(len(self.connections), client):
-                admission.refuse(conn, nursery, addr)
+                if is_tls:  # a plain-text 503 would be garbage to a TLS client
+                    admission.note_refusal(addr)
+                    conn.close()
+                else:
+                    admission.refuse(conn, nursery, addr)
                 continue
             transport: Transport
             if is_tls:
@@ -467,13 +471,13 @@ class Server:
     ) -> None:
         while True:
             stream = await listener.accept()
-            if len(self.connections) >= self.config.max_connections:
-                await self.admission.refuse_stream(stream)
-                continue
             client = None
             if isinstance(stream, trio.SocketStream):
                 peer = stream.socket.getpeername()
                 client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+            if self.admission.full(len(self.connections), client):
+                await self.admission.refuse_stream(stream)
+                continue
             self._start_connection(nursery, StreamTransport(stream, client))
 
     def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
@@ -507,7 +511,7 @@ class Server:
             raise RuntimeError(
                 "the server is not serving (start serve() or serve_listeners() first)"
             )
-        if len(self.connections) >= self.config.max_connections:
+        if self.admission.full(len(self.connections), client):
             await self.admission.refuse_stream(stream)
             return
         conn = HTTPConnection(self, StreamTransport(stream, client))

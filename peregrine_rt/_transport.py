@@ -34,6 +34,7 @@ from .exceptions import ClientDisconnected
 
 __all__ = [
     "RECEIVE_SIZE",
+    "STREAM_PIECE",
     "SocketTransport",
     "StreamTransport",
     "Transport",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 RECEIVE_SIZE = 65536
+STREAM_PIECE = 4096  # bytes a StreamTransport send credits at a time (min_rate 500 B/s: 8 s)
 LINGER_SECONDS = 1.0  # how long a closing connection keeps reading what the peer still sends
 LINGER_BYTES = 1 << 20
 SENDFILE_MAX = 1 << 20  # bytes asked of one sendfile() call, so that one call stays short
@@ -151,7 +153,10 @@ class SocketTransport:
         """
         sock = self.sock
         if wait_first:
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError as exc:  # aborted by another task
+                raise ClientDisconnected(str(exc)) from exc
         while True:
             try:
                 return sock.recv(RECEIVE_SIZE)
@@ -303,16 +308,22 @@ class StreamTransport:
         return None
 
     async def send_all(self, data: bytes) -> None:
-        # A stream hides its partial progress: the whole call counts as waiting.
-        began = self.stalled = trio.current_time()
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        finally:
-            self.stalled = None
-            self.send_waited += trio.current_time() - began
-        self.bytes_sent += len(data)
+        # A stream hides its partial progress: each call counts as waiting
+        # until it returns.  So a large send goes in STREAM_PIECE pieces, each
+        # credited as it completes: a client reading steadily is seen to (for
+        # send_timeout and Config.min_rate), however large the response.
+        view = memoryview(data)
+        for start in range(0, len(data), STREAM_PIECE):
+            piece = view[start : start + STREAM_PIECE]
+            began = self.stalled = trio.current_time()
+            try:
+                await self.stream.send_all(piece)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            finally:
+                self.stalled = None
+                self.send_waited += trio.current_time() - began
+            self.bytes_sent += len(piece)
 
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
         """Send ``head`` and ``count`` bytes of ``fd`` in pieces (TLS and memory streams)."""

@@ -238,6 +238,17 @@ class WebSocket:
         elif hub not in hubs:
             hubs.append(hub)
 
+    def abandon(self) -> None:
+        """The socket will never run (``handle`` failed after ``upgrade()``): leave its hubs.
+
+        Called by the connection; ``on_open`` and ``on_close`` are not called
+        for a socket that never opened.
+        """
+        self._ended = True
+        if self._hubs:
+            for hub in self._hubs:
+                hub.unsubscribe(self)
+
     # -- for the send path (peregrine_rt._outbox.OutboxOwner) ------------------------
 
     def closed_error(self) -> ConnectionClosed:
@@ -328,12 +339,24 @@ class WebSocket:
                 elif isinstance(ev, Ping):
                     if ws.state is ConnectionState.OPEN:
                         await self._outbox.send(ws.send(ev.response()))
+                elif ev is TOO_BIG:
+                    await self._fail_too_big()  # no pong will come: ping() raises
+                    return
                 else:
                     backlog.append(ev)
                     # No pong will come after a close; the receive loop answers it.
                     closing = isinstance(ev, CloseConnection)
             if closing:
                 return
+
+    async def _fail_too_big(self) -> None:
+        """A message went over the limit (counted from the frame headers, fragments included).
+
+        The rest of it is not read: fail the connection (RFC 6455 §7.1.7)
+        after the close frame, lingering so that the peer can read it.
+        """
+        self._conn.linger = True
+        await self.close(1009, f"message over {self._max_size} bytes")
 
     def _handle_pong(self, event: Pong) -> None:
         waiter = self._pong_waiters.get(bytes(event.payload))
@@ -461,12 +484,7 @@ class WebSocket:
                     continue
                 self.last_seen = trio.current_time()
                 if event is TOO_BIG:
-                    # Counted from the frame headers, fragments included.  The
-                    # rest of the message is not read: fail the connection
-                    # (RFC 6455 §7.1.7) after the close frame, lingering so
-                    # that the peer can read it.
-                    self._conn.linger = True
-                    await self.close(1009, f"message over {max_size} bytes")
+                    await self._fail_too_big()
                     return
                 if isinstance(event, (TextMessage, BytesMessage)):
                     data = event.data
@@ -546,7 +564,8 @@ class WebSocket:
         sent = self._ping_sent_at
         if sent is not None:
             if now - sent > config.ws_ping_timeout:
-                self.close_code, self.close_reason = 1011, "ping timeout"
+                if self.close_code is None:  # a broken stream's 1006 stays
+                    self.close_code, self.close_reason = 1011, "ping timeout"
                 self._conn.timeout_reason = "ws-ping"
                 self._conn.scope.cancel()
                 return True
