@@ -59,6 +59,7 @@ from soak_clients import ROOMS, Load, Workload
 from soak_report import (
     ProcState,
     Sample,
+    floors,
     labels_of,
     markdown_rows,
     rss_points,
@@ -135,6 +136,22 @@ class Run:
                 procs[label] = state
         self.samples.append(Sample(self.wl.now(), procs, asdict(self.wl.counts)))
 
+    async def tops(self) -> dict[str, list[list[object]]]:
+        """``GET /_soak/top`` until every worker answered (``--tracemalloc``)."""
+        out: dict[str, list[list[object]]] = {}
+        want = set(self.workers())
+        for _ in range(40):
+            if want <= {pid for pid, label in self.labels.items() if label in out}:
+                break
+            r, w = await self.wl.open()
+            try:
+                _, body = await self.wl.request(r, w, "GET", "/_soak/top", close=True)
+            finally:
+                w.close()
+            answer = json.loads(body)
+            out[self.labels[answer["pid"]]] = answer["top"]
+        return out
+
     async def prime(self) -> None:
         """One client of each kind, a few times over (to meet both workers), then gone."""
         from websockets.asyncio.client import connect
@@ -198,6 +215,8 @@ class Run:
             await asyncio.sleep(0.05)
         await self.prime()
         await asyncio.sleep(2)
+        if self.args.tracemalloc:
+            await self.tops()
         self.baseline = {
             self.labels[p]: i for p, i in (await wl.soak_info(set(self.workers()))).items()
         }
@@ -226,6 +245,11 @@ class Run:
             await self.sample()
         wl.stop.set()
         faults.cancel()
+        if self.args.tracemalloc:
+            for label, top in (await self.tops()).items():
+                print(f"tracemalloc, {label}: what grew most since the baseline")
+                for line, kib, count in top:
+                    print(f"    {kib:+8} KiB {count:+8} blocks  {line}")
         t = time.monotonic()
         while not wl.chat_caught_up() and time.monotonic() - t < 15:
             await asyncio.sleep(0.1)
@@ -262,13 +286,22 @@ class Run:
     ) -> dict[str, object]:
         wl = self.wl
         warm = 0.2 * duration
-        slopes: dict[str, tuple[float | None, float]] = {}  # label -> (KiB/min, over seconds)
+        # label -> KiB/min of every sample, of each report interval's lowest, over seconds
+        slopes: dict[str, tuple[float | None, float | None, float]] = {}
         for label in labels_of(self.samples):
             born = min(s.t for s in self.samples if label in s.procs)
             points = rss_points(self.samples, label, max(warm, born + warm))
             window = points[-1][0] - points[0][0] if points else 0.0
-            slope = slope_kib_per_min(points) if window >= 0.15 * duration else None
-            slopes[label] = (None if slope is None else round(slope, 1), round(window))
+            if window < 0.15 * duration:
+                slopes[label] = (None, None, round(window))
+                continue
+            slope = slope_kib_per_min(points)
+            floor = slope_kib_per_min(floors(points, self.args.report_every))
+            slopes[label] = (
+                None if slope is None else round(slope, 1),
+                None if floor is None else round(floor, 1),
+                round(window),
+            )
         missing = [(st.nick, key) for st in wl.chats for key in wl.acked if key not in st.received]
         lost = {key for _, key in missing}
         by_text: dict[str, set[tuple[str, int]]] = defaultdict(set)
@@ -338,12 +371,14 @@ def summary(result: dict[str, object]) -> str:
         if label.rstrip("'") in base
     ]
     slope_text = ",".join(
-        f"{k}:{'?' if v is None else f'{v:+.1f}'}" for k, (v, _) in slopes.items() if k != "redis"
+        f"{k}:{'?' if v is None else f'{v:+.0f}'}/{'?' if f is None else f'{f:+.0f}'}"
+        for k, (v, f, _) in slopes.items()
+        if k != "redis"
     )
     totals = result["totals"]
     assert isinstance(totals, dict)
     return (
-        f"soak duration={result['duration_s']:.0f}s rss_slope_kib_min={slope_text} "
+        f"soak duration={result['duration_s']:.0f}s rss_slope_kib_min(all/floor)={slope_text} "
         f"{' '.join(pairs)} acked={result['acked']} lost={result['lost']} "
         f"duplicated={result['duplicated_texts']} live_repeats={result['live_repeats']} "
         f"http={totals['http']} ws_sse={totals['echo'] + totals['fan'] + totals['sse']} "
@@ -358,13 +393,23 @@ def main() -> None:
     ap.add_argument("--load", type=float, default=1.0, help="scale every client count and rate")
     ap.add_argument("--sample-every", type=float, help="seconds between samples (5; quick: 2)")
     ap.add_argument("--report-every", type=float, help="seconds per table row (60; quick: 10)")
-    ap.add_argument("--svg", type=Path, help="write the plot here (full run: docs/img/soak.svg)")
+    ap.add_argument(
+        "--svg",
+        type=Path,
+        help="write the plot here (the default 10-minute run: docs/img/soak.svg)",
+    )
     ap.add_argument("--json", type=Path, help="write the samples and the verdict here")
+    ap.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the workers under tracemalloc (slower) and print what grew most",
+    )
     args = ap.parse_args()
     duration = 60.0 if args.quick else args.duration
     args.sample_every = args.sample_every or (2.0 if args.quick else 5.0)
-    report_every = args.report_every or (10.0 if args.quick else 60.0)
-    svg_path = args.svg or (None if args.quick else ROOT / "docs" / "img" / "soak.svg")
+    args.report_every = report_every = args.report_every or (10.0 if args.quick else 60.0)
+    default_run = not args.quick and args.duration == 600.0 and args.load == 1.0
+    svg_path = args.svg or (ROOT / "docs" / "img" / "soak.svg" if default_run else None)
     os.sched_setaffinity(0, {CLIENT_CPU})
     print(f"start: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {uptime()}", flush=True)
 
@@ -382,8 +427,9 @@ def main() -> None:
                 "--host", HOST, "--port", str(port), "--workers", "2",
                 "--redis", redis.url, "--log-level", "warning",
             ]  # fmt: skip
+            env = {"SOAK_TRACEMALLOC": "1"} if args.tracemalloc else None
             with open(log_path, "wb") as log:
-                server = spawn(argv, log)
+                server = spawn(argv, log, env=env)
             print(f"server: {' '.join(argv)}", flush=True)
             wait_port(port, server)
             run = Run(args, port, server.pid, redis)

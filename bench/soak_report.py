@@ -51,6 +51,23 @@ def slope_kib_per_min(points: list[tuple[float, float]]) -> float | None:
     return sxy / sxx * 60
 
 
+def floors(points: list[tuple[float, float]], every: float) -> list[tuple[float, float]]:
+    """The lowest point of each ``every``-second window: RSS without the transient buffers.
+
+    A slow reader of ``GET /big`` holds a MiB while it is sent; the floor
+    is what stays when those are gone, so its slope is the one a leak shows in.
+    """
+    low: dict[int, tuple[float, float]] = {}
+    count: dict[int, int] = {}
+    for t, v in points:
+        key = int(t // every)
+        count[key] = count.get(key, 0) + 1
+        if key not in low or v < low[key][1]:
+            low[key] = (t, v)
+    full = max(count.values(), default=0)  # a window cut short (the last) has too few to judge
+    return [low[k] for k in sorted(low) if 2 * count[k] >= full]
+
+
 def rss_points(samples: list[Sample], label: str, after: float) -> list[tuple[float, float]]:
     return [(s.t, s.procs[label].rss_kib) for s in samples if s.t >= after and label in s.procs]
 

@@ -14,17 +14,25 @@ Run: ``peregrine-rt bench.servers.soak_peregrine:Soak --workers 2 --redis URL``
   (the message then reached this worker's subscribers only);
 * ``GET /events``: Server-Sent Events of ``soak.fan``;
 * WebSocket ``/echo``: every message is sent back;
-* WebSocket ``/fan``: subscribed to ``soak.fan``; what it sends is ignored.
+* WebSocket ``/fan``: subscribed to ``soak.fan``; what it sends is ignored;
+* ``GET /_soak/top`` (only with ``SOAK_TRACEMALLOC=1`` in the environment,
+  which starts :mod:`tracemalloc` in each worker): the first call takes a
+  snapshot, each later one answers the 15 source lines whose allocations grew
+  most since then (``{"pid", "top": [[line, KiB, count], ...]}``), to find what a growing RSS holds.
 """
 
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 import trio
 
 import peregrine_rt as pr
 from examples.chat.app import Chat
+
+if os.environ.get("SOAK_TRACEMALLOC") == "1":
+    tracemalloc.start(1)
 
 FAN_TOPIC = "soak.fan"
 BIG = b"x" * (1 << 20)
@@ -57,6 +65,8 @@ class Soak(Chat):
 
     websocket_paths = ("/ws", "/echo", "/fan")  # type: ignore[assignment]  # Chat's is ("/ws",)
 
+    first_snapshot: tracemalloc.Snapshot | None = None
+
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
         path = request.path
         if path == "/_soak":
@@ -69,6 +79,13 @@ class Soak(Chat):
                     "hub_lost": getattr(self.hub, "lost", None),
                 }
             )
+        elif path == "/_soak/top" and tracemalloc.is_tracing():
+            snapshot = tracemalloc.take_snapshot()
+            if self.first_snapshot is None:
+                self.first_snapshot = snapshot
+            top = snapshot.compare_to(self.first_snapshot, "lineno")[:15]
+            lines = [[str(s.traceback), s.size_diff // 1024, s.count_diff] for s in top]
+            response.json({"pid": os.getpid(), "top": lines})
         elif path == "/hello":
             response.text("hello")
         elif path == "/big":
