@@ -56,10 +56,11 @@ def free_port() -> int:
 class ChatServer:
     """``python -m peregrine_rt examples.chat.app:Chat`` on a fixed port, restartable."""
 
-    def __init__(self, log: Path, *, redis_url: str | None = None) -> None:
+    def __init__(self, log: Path, *, redis_url: str | None = None, workers: int = 1) -> None:
         self.port = free_port()
         self.log_path = log
         self.redis_url = redis_url
+        self.workers = workers  # above 1: a supervisor (``self.proc``) and worker processes
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -77,6 +78,8 @@ class ChatServer:
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.redis_url:
             command += ["--redis", self.redis_url]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
@@ -88,7 +91,9 @@ class ChatServer:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
-        pattern = re.compile(rf"serving \S+ on http://127\.0\.0\.1:{self.port}")
+        # With workers, the supervisor's line: it says so once every worker serves.
+        serving = rf"with {self.workers} workers on" if self.workers > 1 else "on"
+        pattern = re.compile(rf"serving \S+ {serving} http://127\.0\.0\.1:{self.port}\b")
         while len(pattern.findall(self.log)) < self.starts:
             assert self.proc.poll() is None, f"the chat server exited:\n{self.log}"
             assert time.monotonic() < deadline, f"the chat server did not start:\n{self.log}"
