@@ -23,7 +23,9 @@ Server to client:
 * ``welcome`` (``nick``, ``rooms``: every room, ``limits``), then for each
   room joined ``history`` (``room``, ``messages``: the last 100, or every one
   after ``since``; ``resumed``: whether ``since`` was used).
-* ``message``: ``id``, ``room``, ``nick``, ``text``, ``ts`` (ms since the epoch).
+* ``message``: ``id``, ``room``, ``nick``, ``text``, ``ts`` (ms since the epoch),
+  and the ``ref`` of its ``say`` if it had one: so a client that lost the
+  connection before the ``sent`` came finds its message in the history.
 * ``sent`` (``room``, ``id``, ``ref``): the message of that ``say`` is stored:
   it reaches everyone in the room, or a reconnecting client's history.
 * ``presence``: ``room``, ``event`` (``join``/``leave``/``sync``), ``nick``,
@@ -35,8 +37,8 @@ Server to client:
   stays open): ``bad_message``, ``unknown_type``, ``hello_first``,
   ``bad_nick``, ``bad_room``, ``no_such_room``, ``not_in_room``,
   ``too_many_rooms``, ``empty``, ``too_long``, ``rate_limited``,
-  ``unavailable`` (the store cannot be reached: for a ``say``, with its
-  ``room`` and ``ref``, the message was not sent).
+  ``unavailable`` (the store cannot be reached: the message was not sent).
+  An error that answers a ``say`` carries its ``room`` and ``ref``.
 
 Text that is not JSON closes the connection with 1007, binary with 1003
 (JSONMixin).  Every message counts toward the rate limit, whatever its type;
@@ -340,7 +342,7 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             await self._strike(ws, session.strikes, STRIKES, "too many messages")
             if not ws.closed:
                 text = f"too many messages: at most {RATE:g} a second (bursts of {BURST})"
-                await self.send_json(ws, {"type": "error", "code": "rate_limited", "text": text})
+                await self._refuse(ws, data, "rate_limited", text)
             return
         try:
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -353,7 +355,7 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
                 raise ChatError("hello_first", 'say "hello" first')
             await handler(ws, session, data)
         except ChatError as exc:
-            await self.send_json(ws, {"type": "error", "code": exc.code, "text": exc.text})
+            await self._refuse(ws, data, exc.code, exc.text)
             await self._strike(ws, session.refused, MAX_REFUSED, "too many refused requests")
         except pr.ConnectionClosed:
             pass
@@ -364,7 +366,7 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             error: dict[str, Any] = {"type": "error", "code": "unavailable"}
             if isinstance(data, dict) and data.get("type") == "say":
                 text = "the server cannot reach its store: your message was not sent"
-                error.update(room=data.get("room"), ref=data.get("ref"))
+                error.update(room=data.get("room"), ref=_ref(data))
             else:
                 text = "the server cannot reach its store: try again"
             await self.send_json(ws, {**error, "text": text})
@@ -377,6 +379,10 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             times.popleft()
         if len(times) >= limit:
             await ws.close(1008, why)
+
+    async def _refuse(self, ws: pr.WebSocket, data: Any, code: str, text: str) -> None:
+        """An ``error``; answering a ``say`` with a ``ref``, it names them (the client drops it)."""
+        await self.send_json(ws, {"type": "error", "code": code, "text": text, **_said(data)})
 
     # end on_json
 
@@ -492,10 +498,9 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             raise ChatError("too_long", f"a message has at most {MAX_TEXT} characters")
         feed = self.feeds.get(room)
         after = feed.last if feed is not None and feed.last is not None else 0
-        mid = await self.store.post(room, session.nick, text, after)
+        ref = _ref(data)
+        mid = await self.store.post(room, session.nick, text, after, ref)
         session.typed_at.pop(room, None)  # the next keystroke is news again
-        ref = data.get("ref")
-        ref = ref if isinstance(ref, (str, int)) and len(str(ref)) <= 64 else None
         await self.send_json(ws, {"type": "sent", "room": room, "id": mid, "ref": ref})
 
     async def do_typing(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
@@ -529,6 +534,19 @@ def _room(data: dict[str, Any]) -> str:
     if not valid_room(room):
         raise ChatError("bad_room", "a room name is 1-32 letters, digits, _ or -")
     return str(room)
+
+
+def _ref(data: dict[str, Any]) -> str | int | None:
+    """The ``ref`` of a ``say``: a string or integer of at most 64 characters, else None."""
+    ref = data.get("ref")
+    return ref if isinstance(ref, (str, int)) and len(str(ref)) <= 64 else None
+
+
+def _said(data: Any) -> dict[str, Any]:
+    """What an error answering a ``say`` with a ``ref`` adds: its ``room`` and ``ref``."""
+    if isinstance(data, dict) and data.get("type") == "say" and _ref(data) is not None:
+        return {"room": data.get("room"), "ref": _ref(data)}
+    return {}
 
 
 def _since(value: Any) -> int | None:

@@ -97,6 +97,14 @@ def first_id(after: int = 0) -> int:
     return max(time.time_ns() // 1000, after + 1)
 
 
+def _fields(room: str, nick: str, text: str, ref: str | int | None) -> dict[str, Any]:
+    """A message but its type and id; with the ``ref`` of its ``say``, if any."""
+    fields: dict[str, Any] = {"room": room, "nick": nick, "text": text, "ts": now_ms()}
+    if ref is not None:
+        fields["ref"] = ref
+    return fields
+
+
 def redis_error(exc: BaseException) -> bool:
     """Whether ``exc`` is Redis (or the way to it) failing."""
     if isinstance(exc, (OSError, TimeoutError, trio.TooSlowError, HubUnavailable)):
@@ -128,14 +136,14 @@ class MemoryStore:
 
     # -- messages -------------------------------------------------------------------
 
-    async def post(self, room: str, nick: str, text: str, after: int = 0) -> int:
+    async def post(
+        self, room: str, nick: str, text: str, after: int = 0, ref: str | int | None = None
+    ) -> int:
         """Store a message and deliver it to the room; its id (more than ``after``)."""
         ids = self._ids.setdefault(room, [])
         messages = self._messages.setdefault(room, [])
         mid = ids[-1] + 1 if ids else first_id(after)
-        message = dumps(
-            {"type": "message", "id": mid, "room": room, "nick": nick, "text": text, "ts": now_ms()}
-        )
+        message = dumps({"type": "message", "id": mid, **_fields(room, nick, text, ref)})
         ids.append(mid)
         messages.append(message)
         if len(ids) > 2 * KEEP:
@@ -497,14 +505,16 @@ class RedisStore:
 
     # -- messages -------------------------------------------------------------------
 
-    async def post(self, room: str, nick: str, text: str, after: int = 0) -> int:
+    async def post(
+        self, room: str, nick: str, text: str, after: int = 0, ref: str | int | None = None
+    ) -> int:
         """Append a message and publish it; its id (more than ``after``)."""
         unconfirmed = self._unconfirmed.get(room)
         if unconfirmed is None:  # subscribed before the first post, to see it back
             unconfirmed = self._unconfirmed[room] = Unconfirmed(room)
             self.hub.subscribe(unconfirmed, MSG_TOPIC + room)
         head = HEAD
-        tail = "," + dumps({"room": room, "nick": nick, "text": text, "ts": now_ms()})[1:]
+        tail = "," + dumps(_fields(room, nick, text, ref))[1:]
         known = max(after, unconfirmed.seen, *unconfirmed.messages)
         sid = await self._script(
             "post",
