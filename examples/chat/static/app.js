@@ -5,6 +5,7 @@ import { Connection } from "./connection.js";
 const $ = (id) => document.getElementById(id);
 const TYPING_SHOWN_MS = 3000; // a "typing" event shows for this long
 const TYPING_SENT_EVERY_MS = 1500;
+const PAGE = Math.random().toString(36).slice(2, 10); // makes this page's refs its own
 
 const state = {
   nick: "",
@@ -13,6 +14,9 @@ const state = {
   all: [], // every room of the server
   rooms: new Map(), // room -> {messages: Map id -> message, lastId, unread, online, typing}
   typingSentAt: 0,
+  outbox: new Map(), // ref -> {room, text, ws}: says the server has not answered yet
+  refs: 0,
+  resuming: new Set(), // rooms whose history has not come on this connection yet
 };
 
 function room(name) {
@@ -37,11 +41,16 @@ const handlers = {
   history(msg) {
     if (!state.joined.includes(msg.room)) state.joined.push(msg.room);
     for (const m of msg.messages) addMessage(m, false);
+    state.resuming.delete(msg.room);
+    flush(msg.room); // what the history did not have goes again
     renderRooms();
     if (msg.room === state.active) renderMessages();
   },
   message(msg) {
     addMessage(msg, true);
+  },
+  sent(msg) {
+    state.outbox.delete(msg.ref);
   },
   presence(msg) {
     room(msg.room).online = msg.online;
@@ -62,6 +71,7 @@ const handlers = {
     renderRooms();
   },
   left(msg) {
+    for (const [ref, out] of state.outbox) if (out.room === msg.room) state.outbox.delete(ref);
     state.joined = state.joined.filter((r) => r !== msg.room);
     state.rooms.delete(msg.room);
     if (state.active === msg.room) state.active = state.joined[0] || "lobby";
@@ -71,6 +81,11 @@ const handlers = {
     conn.send({ type: "join", room: msg.room, since: msg.since });
   },
   error(msg) {
+    const out = msg.ref != null && state.outbox.get(msg.ref);
+    if (out) {
+      state.outbox.delete(msg.ref); // answered: not sent
+      if (!$("text").value) $("text").value = out.text; // back to the writer
+    }
     notice(msg.text);
   },
 };
@@ -78,6 +93,7 @@ const handlers = {
 // Keep each room's messages once each, in id order, whatever order they come in.
 function addMessage(msg, live) {
   const r = room(msg.room);
+  if (msg.ref != null && msg.nick === state.nick) state.outbox.delete(msg.ref); // stored
   if (r.messages.has(msg.id)) return; // seen already
   r.messages.set(msg.id, msg);
   if (r.lastId === null || msg.id > r.lastId) r.lastId = msg.id;
@@ -232,6 +248,7 @@ const conn = new Connection(wsUrl.href, {
       const last = state.rooms.get(name)?.lastId;
       if (last != null) since[name] = last;
     }
+    state.resuming = new Set(state.joined);
     c.send({ type: "hello", nick: state.nick, rooms: state.joined, since });
   },
   onMessage(msg) {
@@ -249,6 +266,26 @@ const conn = new Connection(wsUrl.href, {
     }
   },
 });
+
+// A say waits in the outbox until the server answers it ("sent", or an error
+// with its ref).  One sent on a connection that dropped before the answer may
+// have been stored or not: once the room's history is in on the next
+// connection (a stored message comes back in it, with its ref), the rest goes
+// again, in order, before anything newer.
+function say(room, text) {
+  const ref = `${PAGE}-${++state.refs}`;
+  state.outbox.set(ref, { room, text, ws: null });
+  flush(room);
+}
+
+function flush(room) {
+  if (state.resuming.has(room)) return;
+  for (const [ref, out] of state.outbox) {
+    if (out.room !== room || out.ws === conn.ws) continue;
+    if (!conn.send({ type: "say", room, text: out.text, ref })) return;
+    out.ws = conn.ws;
+  }
+}
 
 // -- the forms ---------------------------------------------------------------------
 
@@ -272,7 +309,8 @@ $("composer").addEventListener("submit", (event) => {
   const input = $("text");
   const text = input.value;
   if (!text.trim()) return;
-  if (conn.send({ type: "say", room: state.active, text })) {
+  if (conn.open) {
+    say(state.active, text);
     input.value = "";
     state.typingSentAt = 0; // the next keystroke starts a new "typing"
   }

@@ -56,8 +56,12 @@ export class Connection {
     this.attempt = 0;
   }
 
+  get open() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
   send(data) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+    if (this.open) {
       this.ws.send(JSON.stringify(data));
       return true;
     }
