@@ -66,6 +66,18 @@ class OutboxItem:
     droppable: bool = True
 
 
+def _data(item: bytes | OutboxItem) -> bytes:
+    return item if isinstance(item, bytes) else item.data
+
+
+def _droppable(item: bytes | OutboxItem) -> bool:
+    return isinstance(item, bytes) or item.droppable
+
+
+def _waiter(item: bytes | OutboxItem) -> trio.Event | None:
+    return None if isinstance(item, bytes) else item.done
+
+
 class OutboxOwner(Protocol):
     """What an :class:`Outbox` asks of the socket that owns it."""
 
@@ -172,7 +184,10 @@ class Outbox:
         self.limit = limit
         self.policy = policy
         self.can_drop = droppable
-        self._items: deque[OutboxItem] = deque()
+        # A plain ``bytes`` is a whole delivery nobody waits on (droppable):
+        # the common case, kept unwrapped because a publish to a room makes
+        # one per member; everything else is an OutboxItem.
+        self._items: deque[bytes | OutboxItem] = deque()
         self._bytes = 0  # bytes of queued deliveries (not of send() frames)
         self._writing = False  # a writer is at work: whatever comes waits in _items
         self._corked = False  # deliveries wait for the scheduler's flush
@@ -234,7 +249,7 @@ class Outbox:
             self.uncork()  # a big burst: write what it gathered so far now
         if self._items and self._bytes + size > self.limit and not self._overflow(size):
             return False
-        self._items.append(OutboxItem(frame))
+        self._items.append(frame)
         self._bytes += size
         if self._writing or self._corked:
             return True  # the writer, or the coming flush, takes it
@@ -273,9 +288,12 @@ class Outbox:
             return
         frames = []
         for item in items:
-            if item.done is not None:
+            if isinstance(item, bytes):
+                frames.append(item)
+            elif item.done is not None:
                 break  # a send() waits after these: the writer task keeps the order
-            frames.append(item.data)
+            else:
+                frames.append(item.data)
         if len(frames) < len(items):
             self._start_writer()
             return
@@ -304,25 +322,25 @@ class Outbox:
         more; the whole frames after it still can.
         """
         items = self._items
-        kept: deque[OutboxItem] = deque()
+        kept: deque[bytes | OutboxItem] = deque()
         for item in items:
-            size = len(item.data)
-            if sent >= size:
-                sent -= size
+            data = _data(item)
+            if sent >= len(data):
+                sent -= len(data)
             elif sent:
-                kept.append(OutboxItem(item.data[sent:], None, droppable=False))
+                kept.append(OutboxItem(data[sent:], None, droppable=False))
                 sent = 0
             else:
                 kept.append(item)
         items.clear()  # in place: a writer may hold a reference
         items.extend(kept)
-        self._bytes = sum(len(item.data) for item in items)
+        self._bytes = sum(len(_data(item)) for item in items)
 
     def fail(self) -> None:
         """The stream is unusable: release every waiting sender, drop the queue."""
         self._broken = True
         for item in self._items:
-            if item.done is not None:
+            if not isinstance(item, bytes) and item.done is not None:
                 item.done.set()
         self._items.clear()
         self._bytes = 0
@@ -362,16 +380,20 @@ class Outbox:
         try:
             while items:
                 item = items.popleft()
-                if item.done is None:
-                    self._bytes -= len(item.data)
+                if isinstance(item, bytes):
+                    data, done = item, None
+                else:
+                    data, done = item.data, item.done
+                if done is None:
+                    self._bytes -= len(data)
                 try:
-                    await self._write(item.data)
+                    await self._write(data)
                 except ConnectionClosed:
                     return  # broken: fail() released the senders still queued
                 finally:
                     # Its sender learns the outcome either way (``broken`` on failure).
-                    if item.done is not None:
-                        item.done.set()
+                    if done is not None:
+                        done.set()
             self._dropping = False  # caught up: the next overflow is a new episode
         finally:
             self._writing = False
@@ -382,13 +404,13 @@ class Outbox:
         """The queue is full: apply the policy.  True: queue the incoming frame."""
         items = self._items
         if self.policy == "drop-oldest" and self.can_drop:
-            kept: deque[OutboxItem] = deque()
+            kept: deque[bytes | OutboxItem] = deque()
             dropped = 0
             limit = self.limit - incoming
             while items and self._bytes > limit:
                 item = items.popleft()
-                if item.droppable:
-                    self._bytes -= len(item.data)
+                if _droppable(item):
+                    self._bytes -= len(_data(item))
                     dropped += 1
                 else:
                     kept.append(item)
@@ -407,13 +429,13 @@ class Outbox:
         # compression a frame may refer back to the ones before it: drop
         # nothing before a frame that is kept.
         if self.can_drop:
-            keep = [item for item in items if not item.droppable]
+            keep = [item for item in items if not _droppable(item)]
         else:
-            last = max((i for i, item in enumerate(items) if not item.droppable), default=-1)
+            last = max((i for i, item in enumerate(items) if not _droppable(item)), default=-1)
             keep = list(items)[: last + 1]
         items.clear()  # in place: a writer may hold a reference
         items.extend(keep)
-        self._bytes = sum(len(item.data) for item in keep if item.done is None)
+        self._bytes = sum(len(_data(item)) for item in keep if _waiter(item) is None)
         close_frame = self.owner.slow_consumer()
         if close_frame is not None:
             self.push(close_frame)

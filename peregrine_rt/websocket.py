@@ -44,7 +44,10 @@ from ._outbox import Outbox
 from ._receiver import TOO_BIG, Receiver
 from .exceptions import ClientDisconnected, ConnectionClosed
 
-HEARTBEAT_JITTER = 0.25  # sockets ping after 75-100% of ws_ping_interval idle
+# Each socket pings after between 50% and 150% of ws_ping_interval idle (its own
+# share, drawn once): sockets that opened together ping spread over a whole
+# interval, and on average once per interval.
+HEARTBEAT_JITTER = 0.5
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 
 if TYPE_CHECKING:
@@ -102,6 +105,7 @@ class WebSocket:
         "last_seen",
         "latency",
         "request",
+        "shares_frames",
         "state",
         "subprotocol",
     )
@@ -131,6 +135,13 @@ class WebSocket:
         # The common-frame fast path (peregrine_rt._frames) needs frames as
         # RFC 6455 writes them with no extension in between.
         self._fast = not compressed
+        self.shares_frames = self._fast
+        """Whether a message's frame is the same bytes for this socket as for any other.
+
+        True without compression (server frames are unmasked): the hub encodes
+        a message once and hands the frame to :meth:`deliver_frame` of every
+        such socket.  (A plain attribute: the hub reads it once per subscriber.)
+        """
         self._outbox = Outbox(
             self,
             conn.transport,
@@ -153,7 +164,7 @@ class WebSocket:
         self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
         self._ping_counter = 0
         # The share of ws_ping_interval after which this socket pings (its jitter).
-        self._ping_share = 1.0 - random.random() * HEARTBEAT_JITTER
+        self._ping_share = 1.0 + (random.random() * 2 - 1) * HEARTBEAT_JITTER
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -207,16 +218,6 @@ class WebSocket:
         return self._outbox.deliver(self._encode(message))
 
     # -- for the hub and broadcast() ------------------------------------------------
-
-    @property
-    def shares_frames(self) -> bool:
-        """Whether a message's frame is the same bytes for this socket as for any other.
-
-        True without compression (server frames are unmasked): the hub encodes
-        a message once and hands the frame to :meth:`deliver_frame` of every
-        such socket.
-        """
-        return self._fast
 
     def deliver_frame(self, frame: bytes) -> bool:
         """:meth:`deliver` for a frame already encoded (only where :attr:`shares_frames`)."""
@@ -547,8 +548,9 @@ class WebSocket:
 
         A socket idle for its share of ``Config.ws_ping_interval`` gets a ping,
         queued without a task (the flush writes it).  Each socket pings after
-        between 75% and 100% of the interval (its own jitter, drawn once), so
-        sockets that opened together do not all ping at the same moment.
+        between 50% and 150% of the interval (its own jitter, drawn once), so
+        sockets that opened together ping spread over a whole interval, not
+        in one wave.
 
         Returns:
             True when it cancelled the connection (a timeout), else False.

@@ -106,10 +106,10 @@ class Idle:
         pass
 
 
-async def test_heartbeats_are_spread_over_the_last_quarter_of_the_interval(
+async def test_heartbeats_are_spread_over_a_whole_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Sockets opened together ping between 75% and 100% of ws_ping_interval, not at once."""
+    """Sockets opened together ping between 50% and 150% of ws_ping_interval, not at once."""
     interval = 40.0
     sent_at: list[float] = []
     async with open_server(Idle, ws_ping_interval=interval, ws_ping_timeout=60, guard=500) as h:
@@ -119,7 +119,7 @@ async def test_heartbeats_are_spread_over_the_last_quarter_of_the_interval(
         async def watch(ws: WSClient) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ws.receive)  # reads, and answers pings
-                await wait_until(lambda: ws.pings, timeout=interval * 2)
+                await wait_until(lambda: ws.pings, timeout=interval * 3)
                 sent_at.append(trio.current_time())
                 nursery.cancel_scope.cancel()
 
@@ -129,8 +129,9 @@ async def test_heartbeats_are_spread_over_the_last_quarter_of_the_interval(
     offsets = sorted(t - start for t in sent_at)
     assert len(offsets) == 60
     tick = 10.0  # the reaper's tick here: min(timeouts) / 4
-    assert offsets[0] >= 0.75 * interval - tick
-    assert offsets[-1] <= interval + tick
+    assert offsets[0] >= 0.5 * interval - tick
+    assert offsets[-1] <= 1.5 * interval + tick
+    assert offsets[-1] - offsets[0] >= 0.5 * interval  # spread, over most of an interval
     assert len({round(o) for o in offsets}) >= 2  # not one wave
 
 
