@@ -50,11 +50,15 @@ def commands(text: str) -> list[tuple[str, list[str]]]:
 def port_8000_taken() -> Iterator[None]:
     """Something listens on 127.0.0.1:8000 (this test, or whatever already did)."""
     sock = socket.socket()
+    # SO_REUSEADDR as the server sets it: a connection of an earlier test still
+    # in TIME_WAIT on 8000 must not look like a listener (the server binds
+    # through it, and the command would serve instead of failing).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", 8000))
         sock.listen()
     except OSError:
-        pass  # taken already: the command meets the same error
+        pass  # a live listener has it already: the command meets the same error
     try:
         yield
     finally:

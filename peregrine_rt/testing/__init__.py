@@ -56,7 +56,7 @@ from ._redis import (
     start_redis_server,
 )
 from ._server import LiveServer, open_client, open_server
-from ._wait import wait_until
+from ._wait import wait_until, wait_until_blocking
 from ._websocket import (
     DEFAULT_TIMEOUT,
     UNSET,
@@ -90,4 +90,5 @@ __all__ = [
     "start_redis_sentinel",
     "start_redis_server",
     "wait_until",
+    "wait_until_blocking",
 ]

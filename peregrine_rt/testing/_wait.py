@@ -12,11 +12,12 @@ try whenever every task waits).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import trio
 
-__all__ = ["WAIT_INTERVAL", "WAIT_TIMEOUT", "wait_until"]
+__all__ = ["WAIT_INTERVAL", "WAIT_TIMEOUT", "wait_until", "wait_until_blocking"]
 
 WAIT_TIMEOUT = 10.0
 """How long :func:`wait_until` waits by default, in seconds: generous, for loaded machines."""
@@ -68,3 +69,34 @@ async def wait_until(
         return
     what = message if message is not None else repr(predicate)
     raise AssertionError(f"waited {timeout} s for {what}; it is still false")
+
+
+def wait_until_blocking(
+    predicate: Callable[[], object],
+    *,
+    timeout: float = WAIT_TIMEOUT,
+    interval: float = 0.05,
+    message: str | None = None,
+) -> None:
+    """:func:`wait_until` for code outside trio (threads, subprocess tests, Playwright's sync API).
+
+    Polls ``predicate`` every ``interval`` seconds of the real clock, blocking
+    the calling thread, until it is true or ``timeout`` seconds have passed.
+
+    Raises:
+        AssertionError: still false after ``timeout`` seconds, naming what was
+            awaited (``message`` or the predicate).
+        ValueError: ``interval`` is not positive or ``timeout`` is negative.
+    """
+    if not interval > 0:
+        raise ValueError(f"interval must be positive, not {interval!r}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must not be negative, not {timeout!r}")
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            if predicate():  # one last look, as wait_until does
+                return
+            what = message if message is not None else repr(predicate)
+            raise AssertionError(f"waited {timeout} s for {what}; it is still false")
+        time.sleep(interval)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peregrine_rt.testing import wait_until_blocking
+
 from .conftest import TIMEOUT_MS, ChatServer
 
 PACE = 0.5  # seconds between alice's messages
@@ -79,10 +81,7 @@ def worker_pids(pid: int) -> set[int]:
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
+    wait_until_blocking(check, timeout=timeout, message=what)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pytest
 import peregrine_rt as pr
 from peregrine_rt import _cli, _workers
 from peregrine_rt.exceptions import HandlerError
+from peregrine_rt.testing import wait_until_blocking
 
 from .conftest import PYTHON, REPO, ServerProcess, get
 
@@ -73,11 +74,15 @@ def children(parent: int) -> set[int]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """Poll ``predicate`` (real clock) until truthy; return its value."""
+    result: Any = None
+
+    def check() -> Any:
+        nonlocal result
+        result = predicate()
+        return result
+
+    wait_until_blocking(check, timeout=timeout, message=what)
     return result
 
 

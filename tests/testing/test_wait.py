@@ -132,3 +132,25 @@ async def test_waits_forever_with_an_infinite_timeout(
         await wait_until(lambda: False, timeout=math.inf, interval=100)
     assert scope.cancelled_caught  # still waiting after 10,000 s
     assert trio.current_time() - start == pytest.approx(10_000)
+
+
+def test_wait_until_blocking_returns_once_true() -> None:
+    from peregrine_rt.testing import wait_until_blocking
+
+    calls = []
+
+    def ready() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    wait_until_blocking(ready, interval=0.001)
+    assert len(calls) == 3
+
+
+def test_wait_until_blocking_names_what_it_waited_for() -> None:
+    from peregrine_rt.testing import wait_until_blocking
+
+    with pytest.raises(AssertionError, match=r"waited 0\.01 s for the moon; it is still false"):
+        wait_until_blocking(lambda: False, timeout=0.01, interval=0.001, message="the moon")
+    with pytest.raises(ValueError, match="interval"):
+        wait_until_blocking(lambda: True, interval=0)
