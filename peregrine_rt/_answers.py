@@ -10,7 +10,7 @@ The 101 of a WebSocket handshake takes :attr:`ResponseHeads.standard` too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -40,13 +40,22 @@ class ResponseHeads:
     Attributes:
         standard: the ``(name, value)`` pairs every response carries besides
             ``Date`` and the framing headers (``Server``, when configured).
+        fixed: ``fixed(status, headers, body, method, version, keep_alive)``,
+            a whole response with a fixed body, headers already validated
+            (the hot path; raises LocalProtocolError for an impossible one,
+            such as a body on a 204).
     """
 
-    __slots__ = ("standard",)
+    __slots__ = ("fixed", "standard")
 
     def __init__(self, config: Config) -> None:
         self.standard: list[tuple[bytes, bytes]] = (
             [(b"server", config.server_header.encode("latin-1"))] if config.server_header else []
+        )
+        # The hot path: with no standard header to add, the writer itself (one
+        # Python call less per request).
+        self.fixed: Callable[[int, Fields, bytes, str, str, bool], bytes] = (
+            self._fixed if self.standard else encode_fixed_response
         )
 
     def _with_standard(self, headers: Fields) -> Fields:
@@ -55,7 +64,7 @@ class ResponseHeads:
             return headers
         return [*headers, *standard] if headers else standard
 
-    def fixed(
+    def _fixed(
         self,
         status: int,
         headers: Fields,

@@ -362,7 +362,11 @@ class HTTPConnection:
                 if not await self._send_file(request, response, file_body, keep_alive):
                     return False
             else:
-                await self._send_fixed(request, response, keep_alive)
+                data, status = self._fixed_response(request, response, keep_alive)
+                response.started = True
+                await self.transport.send_all(data)
+                if self.server.config.access_log:
+                    self._log_access(request, status, len(response.body))
         remaining = self.parser.body_remaining
         if not keep_alive:
             self.linger = remaining != 0
@@ -372,8 +376,13 @@ class HTTPConnection:
         self.parser.start_next_cycle()
         return True
 
-    async def _send_fixed(self, request: Request, response: Response, keep_alive: bool) -> None:
-        """Write a response whose body is ``response.body``, in one write."""
+    def _fixed_response(
+        self, request: Request, response: Response, keep_alive: bool
+    ) -> tuple[bytes, int]:
+        """The bytes of a response whose body is ``response.body`` (one write), and its status.
+
+        A plain function, not a coroutine: it runs on every request.
+        """
         status = response.status
         try:
             data = self.heads.fixed(
@@ -398,10 +407,7 @@ class HTTPConnection:
             data = self.heads.error(
                 500, method=request.method, version=request.http_version, keep_alive=keep_alive
             )
-        response.started = True
-        await self.transport.send_all(data)
-        if self.server.config.access_log:
-            self._log_access(request, status, len(response.body))
+        return data, status
 
     async def _send_file(
         self, request: Request, response: Response, body: FileBody, keep_alive: bool
