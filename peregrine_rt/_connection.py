@@ -232,26 +232,46 @@ class HTTPConnection:
             self._log_access(request, status, len(data))
 
     async def _serve(self) -> None:
-        """Serve requests until the connection must close: read, dispatch, write, repeat."""
+        """Serve requests until the connection must close: read, dispatch, write, repeat.
+
+        The read step is split in two: this loop waits for bytes, and the
+        plain function ``_read_request`` turns them into a request: one
+        coroutine less in every connection's suspended stack.
+        """
         server = self.server
+        transport = self.transport
+        parser = self.parser
         while True:
             if server.shutting_down and self.handled:
                 return  # a response ended during shutdown: no next request
-            request = await self._read_request()
-            if request is None:
+            wait_first = self._start_request()
+            event: object = NEED_DATA if wait_first is not None else parser.next_event()
+            while event is NEED_DATA:
+                had_data = parser.has_pending_data
+                data = await transport.receive_some(bool(wait_first))
+                wait_first = False
+                event = self._read_request(data, had_data)
+            if event is CLOSED:
                 return
-            response = await self._dispatch(request)
+            assert isinstance(event, Request)
+            event.bind(self, transport.client, transport.scheme)
+            response = await self._dispatch(event)
             if response is None:
                 return
-            if not await self._write_response(request, response):
+            if not await self._write_response(event, response):
                 return
             if self.handled % _CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()
 
-    async def _read_request(self) -> Request | None:
-        """Wait for the next request head; None when the client closed between requests."""
+    def _start_request(self) -> bool | None:
+        """Between requests: reset the per-request state.
+
+        Returns None when the parser can answer at once (bytes or EOF are
+        buffered), else whether to wait for the socket before the first
+        ``recv`` (on a keep-alive connection the next request cannot be
+        there yet).
+        """
         parser = self.parser
-        transport = self.transport
         self.waiting = Waiting.HEAD
         if self.handled:  # the keep-alive idle time counts from the last response
             self.since = trio.current_time()
@@ -260,30 +280,22 @@ class HTTPConnection:
             self.response.release_file()  # closes a file the handler opened and left
         self.response = None
         if parser.has_pending_data or parser.their_eof:
-            event = parser.next_event()
-            wait_first = False
-        else:
-            event = NEED_DATA
-            wait_first = self.handled > 0
-        while event is NEED_DATA:
-            had_data = parser.has_pending_data
-            data = await transport.receive_some(wait_first)
-            wait_first = False
-            if data:
-                if not had_data and self.handled:
-                    # A keep-alive request's first byte: the idle timeout ends and
-                    # header_timeout counts from here.  (The first request's
-                    # header_timeout counts from the connection's start.)
-                    self.since = trio.current_time()
-                parser.feed(data)
-            else:
-                parser.feed_eof()
-            event = parser.next_event()
-        if event is CLOSED:
             return None
-        assert isinstance(event, Request)
-        event.bind(self, transport.client, transport.scheme)
-        return event
+        return self.handled > 0
+
+    def _read_request(self, data: bytes, had_data: bool) -> object:
+        """The read step: feed what arrived; the parser's next event (NEED_DATA: read on)."""
+        parser = self.parser
+        if data:
+            if not had_data and self.handled:
+                # A keep-alive request's first byte: the idle timeout ends and
+                # header_timeout counts from here.  (The first request's
+                # header_timeout counts from the connection's start.)
+                self.since = trio.current_time()
+            parser.feed(data)
+        else:
+            parser.feed_eof()
+        return parser.next_event()
 
     async def _dispatch(self, request: Request) -> Response | None:
         """Run the handler on ``request``: the response to write, or None to end the connection.
