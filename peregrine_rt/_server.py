@@ -481,11 +481,16 @@ class Server:
             self._start_connection(nursery, StreamTransport(stream, client))
 
     def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
+        nursery.start_soon(self._run_connection, self._track(transport))
+
+    def _track(self, transport: Transport) -> HTTPConnection:
+        """A new connection over ``transport``, counted (``_run_connection`` uncounts it)."""
         conn = HTTPConnection(self, transport)
         self.connections.add(conn)
         self.admission.opened(transport.client)
-        self._no_connections = trio.Event() if len(self.connections) == 1 else self._no_connections
-        nursery.start_soon(self._run_connection, conn)
+        if len(self.connections) == 1:
+            self._no_connections = trio.Event()
+        return conn
 
     async def _run_connection(self, conn: HTTPConnection) -> None:
         try:
@@ -514,12 +519,7 @@ class Server:
         if self.admission.full(len(self.connections), client):
             await self.admission.refuse_stream(stream)
             return
-        conn = HTTPConnection(self, StreamTransport(stream, client))
-        self.connections.add(conn)
-        self.admission.opened(client)
-        if len(self.connections) == 1:
-            self._no_connections = trio.Event()
-        await self._run_connection(conn)
+        await self._run_connection(self._track(StreamTransport(stream, client)))
 
     async def _reaper(self) -> None:
         """Enforce the header, body, keep-alive and send timeouts of every connection."""
@@ -545,15 +545,9 @@ class Server:
             # do; a mass timeout is unwound REAP_CANCELS at a time, with other
             # tasks served in between.
             cancelled = 0
-            for checked, conn in enumerate(list(self.connections), 1):
-                if conn.check_timeout(now):
-                    cancelled += 1
-                    if not cancelled % REAP_CANCELS:
-                        await trio.lowlevel.checkpoint()
-                elif not checked % REAP_BATCH:
-                    await trio.lowlevel.checkpoint()
-            for checked, ws in enumerate(list(self.websockets), 1):
-                if ws.check_timeout(now):
+            watched: list[HTTPConnection | WebSocket] = [*self.connections, *self.websockets]
+            for checked, item in enumerate(watched, 1):
+                if item.check_timeout(now):
                     cancelled += 1
                     if not cancelled % REAP_CANCELS:
                         await trio.lowlevel.checkpoint()
