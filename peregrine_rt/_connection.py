@@ -321,10 +321,7 @@ class HTTPConnection:
             # The framing is sound (bad JSON in a whole body, logged where it
             # was found): answer the client's mistake like any response, and
             # the connection goes on (ProtocolError.close is False).
-            response.release_file()
-            response = Response(self)
-            response.text(error_body(exc.status_hint, str(exc)).decode(), status=exc.status_hint)
-            self.response = response
+            response = self._answer_instead(response, exc.status_hint, str(exc))
         except HandshakeError:
             pass  # upgrade() refused it and set the response (400/403/426)
         except ClientDisconnected:
@@ -345,16 +342,20 @@ class HTTPConnection:
             )
             if response.started:
                 return None  # mid-stream: all we can do is close
-            response.release_file()
-            response = Response(self)
-            response.text("500 Internal Server Error\n", status=500)
-            self.response = response
+            response = self._answer_instead(response, 500)
         if self.websocket is not None:
             if server.config.access_log:
                 self._log_access(request, 101, 0)
             self.waiting = Waiting.WEBSOCKET
             await self.websocket.run(server.handler_instance)
             return None
+        return response
+
+    def _answer_instead(self, response: Response, status: int, detail: str = "") -> Response:
+        """Drop what the handler set (closing any file) for a short error answer of ours."""
+        response.release_file()
+        response = self.response = Response(self)
+        response.text(error_body(status, detail).decode(), status=status)
         return response
 
     async def _write_response(self, request: Request, response: Response) -> bool:

@@ -258,7 +258,9 @@ class Outbox:
         return True
 
     def post(self, data: bytes) -> None:
-        """Queue a control frame (a heartbeat ping) without waiting: never dropped.
+        """Queue a control frame (a heartbeat ping, the slow consumer's close) without waiting.
+
+        Never dropped.
 
         Written by the coming flush with the socket's other deliveries, so a
         heartbeat costs no task and, on a busy socket, no system call of its own.
@@ -271,14 +273,6 @@ class Outbox:
             return
         self._corked = True
         self.scheduler.cork(self)
-
-    def push(self, data: bytes) -> None:
-        """Queue ``data`` (a control frame) behind everything, nobody waiting on it."""
-        if self._broken:
-            return
-        self._items.append(OutboxItem(data, None, droppable=False))
-        self._bytes += len(data)
-        self._start_writer()
 
     def uncork(self) -> None:
         """Write what deliveries queued since the last flush: one ``try_send`` if it fits."""
@@ -438,5 +432,5 @@ class Outbox:
         self._bytes = sum(len(_data(item)) for item in keep if _waiter(item) is None)
         close_frame = self.owner.slow_consumer()
         if close_frame is not None:
-            self.push(close_frame)
+            self.post(close_frame)  # behind what is kept, never dropped
         return False
