@@ -144,6 +144,28 @@ class Config:
         "Python's recursive parser sees it.",
         group="limits",
     )
+    form_max_fields: int = _opt(
+        1000,
+        "Most fields (files included) request.form() reads from one body; more gets 400.",
+        group="limits",
+    )
+    form_max_files: int = _opt(
+        100,
+        "Most uploaded files request.form() reads from one multipart body; more gets 400.",
+        group="limits",
+    )
+    form_max_part_size: int | None = _opt(
+        None,
+        "Largest single multipart part (an uploaded file) in bytes, 413 beyond; None: only "
+        "max_body_size applies.",
+        group="limits",
+    )
+    form_spool_size: int = _opt(
+        1 << 20,
+        "Bytes of an uploaded file request.form() keeps in memory before it spills to a "
+        "temporary file.",
+        group="limits",
+    )
     thread_pool_size: int = _opt(
         40, "Threads run_sync() may use at once (blocking or CPU-heavy work).", group="workers"
     )
@@ -180,8 +202,10 @@ class Config:
     ws_allowed_origins: tuple[str, ...] | None = _opt(
         None,
         "Origins allowed to open WebSockets (e.g. ('https://app.example',)); others get "
-        "403.  None allows any origin; set it for browser apps (cross-site WebSocket "
-        "hijacking).",
+        "403.  None (the default) allows the page's own origin: an Origin header whose "
+        "host and port are the request's Host, or no Origin header at all (clients that "
+        "are not browsers send none).  ('*',) allows any origin.  This is the defence "
+        "against cross-site WebSocket hijacking.",
         group="websocket",
     )
     ws_outbox_size: int = _opt(
@@ -258,6 +282,8 @@ class Config:
             "workers",
             "ws_outbox_size",
             "json_max_depth",
+            "form_max_fields",
+            "form_spool_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be at least 1")

@@ -41,6 +41,7 @@ from ._response import Response
 from .exceptions import (
     ClientDisconnected,
     HandshakeError,
+    HTTPError,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -323,26 +324,20 @@ class HTTPConnection:
             # the connection goes on (ProtocolError.close is False).
             response = self._answer_instead(response, exc.status_hint, str(exc))
         except HandshakeError:
-            pass  # upgrade() refused it and set the response (400/403/426)
+            pass  # upgrade() refused it and set the response (400/401/403/426)
+        except HTTPError as exc:
+            if response.started or self.websocket is not None:
+                return await self._handler_failed(request, response)  # too late to answer instead
+            cookies = response.headers.getlist("set-cookie")
+            response = self._answer_instead(response, exc.status, exc.detail)
+            for name, value in exc.headers.items():
+                response.headers[name] = value
+            for cookie in cookies:  # a login that clears a stale session, say
+                response.headers.add("set-cookie", cookie)
         except ClientDisconnected:
             return None  # the client left mid-request: nothing to answer, nothing to log
         except Exception:
-            if self.websocket is not None:
-                # After the 101: the socket never opened; close it as an error.
-                error_log.exception("handler %s raised after upgrade()", server.spec.name)
-                self.websocket.abandon()  # subscribed already, perhaps: it never runs
-                with trio.move_on_after(server.config.ws_close_timeout):
-                    await self.websocket.close(1011, "internal error")
-                return None
-            error_log.exception(
-                "handler %s raised on %s %s",
-                server.spec.name,
-                request.method,
-                request.target.decode("ascii", "replace"),
-            )
-            if response.started:
-                return None  # mid-stream: all we can do is close
-            response = self._answer_instead(response, 500)
+            return await self._handler_failed(request, response)
         if self.websocket is not None:
             if server.config.access_log:
                 self._log_access(request, 101, 0)
@@ -350,6 +345,26 @@ class HTTPConnection:
             await self.websocket.run(server.handler_instance)
             return None
         return response
+
+    async def _handler_failed(self, request: Request, response: Response) -> Response | None:
+        """The handler raised (called in its ``except``): log it; a 500, or None to close."""
+        server = self.server
+        if self.websocket is not None:
+            # After the 101: the socket never opened; close it as an error.
+            error_log.exception("handler %s raised after upgrade()", server.spec.name)
+            self.websocket.abandon()  # subscribed already, perhaps: it never runs
+            with trio.move_on_after(server.config.ws_close_timeout):
+                await self.websocket.close(1011, "internal error")
+            return None
+        error_log.exception(
+            "handler %s raised on %s %s",
+            server.spec.name,
+            request.method,
+            request.target.decode("ascii", "replace"),
+        )
+        if response.started:
+            return None  # mid-stream: all we can do is close
+        return self._answer_instead(response, 500)
 
     def _answer_instead(self, response: Response, status: int, detail: str = "") -> Response:
         """Drop what the handler set (closing any file) for a short error answer of ours."""

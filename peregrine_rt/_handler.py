@@ -45,6 +45,7 @@ _CONTRACT: dict[str, tuple[tuple[str, ...], bool]] = {
     "on_open": (("ws",), False),
     "on_message": (("ws", "message"), False),
     "on_close": (("ws", "code", "reason"), False),
+    "authenticate": (("request",), False),
 }
 _WS_CALLBACKS = ("on_open", "on_message", "on_close")
 # keyword arguments the server may pass: background() can report when it is ready
@@ -75,6 +76,7 @@ _ALIASES: dict[str, str] = {
     "onstartup": "startup",
     "onstop": "shutdown",
     "onshutdown": "shutdown",
+    "onauthenticate": "authenticate",
 }
 # Modules whose classes define hooks on purpose: the mixins (their methods
 # are never near misses) and the Protocols (whose stubs are not hooks).

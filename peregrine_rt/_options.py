@@ -40,6 +40,10 @@ class ServerOptions(TypedDict, total=False):
     max_body_size: int | None
     max_drain: int
     json_max_depth: int
+    form_max_fields: int
+    form_max_files: int
+    form_max_part_size: int | None
+    form_spool_size: int
     thread_pool_size: int
     ws_max_message_size: int | None
     ws_ping_interval: float | None

@@ -14,7 +14,9 @@ from .exceptions import InvalidJSON
 if TYPE_CHECKING:
     from ._config import Config
     from ._connection import HTTPConnection
+    from ._forms import FormData
     from ._hub import Hub
+    from .websocket import WebSocket
 
 __all__ = ["QueryParams", "Request"]
 
@@ -96,13 +98,29 @@ class Request(RequestHead):
     while it grows, plus the piece being received.
     """
 
-    __slots__ = ("_body", "_conn", "_cookies", "_query", "_state", "client", "scheme")
+    __slots__ = (
+        "_body",
+        "_conn",
+        "_cookies",
+        "_path_params",
+        "_query",
+        "_root_path",
+        "_state",
+        "_user",
+        "_websocket",
+        "client",
+        "scheme",
+    )
 
     _conn: HTTPConnection
     _body: bytes | None
     _query: QueryParams
     _state: dict[str, Any]
     _cookies: dict[str, str]
+    _path_params: dict[str, Any]
+    _root_path: str
+    _user: Any
+    _websocket: WebSocket
     client: tuple[str, int] | None
     scheme: str
 
@@ -143,6 +161,75 @@ class Request(RequestHead):
                         cookies[name] = value
             self._cookies = cookies
             return cookies
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        """The parameters the :class:`~peregrine_rt.Router` matched in the path, converted.
+
+        ``{"id": 3}`` for ``/items/3`` under the route ``/items/{id:int}``;
+        empty when no router matched a pattern.
+        """
+        try:
+            return self._path_params
+        except AttributeError:
+            params: dict[str, Any] = {}
+            self._path_params = params
+            return params
+
+    @path_params.setter
+    def path_params(self, params: dict[str, Any]) -> None:
+        self._path_params = params
+
+    @property
+    def root_path(self) -> str:
+        """The prefix a router mounted the handler under (``""`` at the top).
+
+        :meth:`mount` moved it from :attr:`path` to here: a handler mounted
+        at ``/api`` sees ``/items`` for ``/api/items``, and builds its own
+        URLs as ``request.root_path + "/items"``.
+        """
+        try:
+            return self._root_path
+        except AttributeError:
+            return ""
+
+    def mount(self, prefix: str) -> None:
+        """Move ``prefix`` from the start of :attr:`path` to :attr:`root_path` (for routers).
+
+        Raises:
+            ValueError: ``path`` does not start with ``prefix``.
+        """
+        self.strip_prefix(prefix)
+        self._root_path = self.root_path + prefix
+
+    @property
+    def user(self) -> Any:
+        """The identity the handshake's ``authenticate`` hook returned (``None`` before).
+
+        :func:`~peregrine_rt.upgrade` sets it, then hands it to the socket as
+        :attr:`WebSocket.user <peregrine_rt.WebSocket.user>`; an HTTP
+        handler may set it too (``request.user = ...``) for the code it calls.
+        """
+        try:
+            return self._user
+        except AttributeError:
+            return None
+
+    @user.setter
+    def user(self, identity: Any) -> None:
+        self._user = identity
+
+    @property
+    def websocket(self) -> WebSocket | None:
+        """The socket :func:`~peregrine_rt.upgrade` turned this request into, or ``None``."""
+        try:
+            return self._websocket
+        except AttributeError:
+            return None
+
+    @websocket.setter
+    def websocket(self, ws: WebSocket) -> None:
+        self._websocket = ws
 
     def bind(self, connection: HTTPConnection, client: tuple[str, int] | None, scheme: str) -> None:
         """Attach the request to the connection that read it (the connection calls it)."""
@@ -230,6 +317,31 @@ class Request(RequestHead):
         except InvalidJSON as exc:
             error_log.warning("%r: %s", self, exc)
             raise
+
+    async def form(
+        self,
+        *,
+        max_fields: int | None = None,
+        max_files: int | None = None,
+        max_part_size: int | None = None,
+    ) -> FormData:
+        """The body parsed as a form (urlencoded or ``multipart/form-data``).
+
+        Read once, then kept.  Uploaded files stream to a spooled temporary
+        file (in memory up to ``Config.form_spool_size`` bytes, on disk
+        beyond); the limits default to the ``Config.form_*`` fields.
+
+        Raises:
+            HTTPError: 400 for a body that is not a well-formed form of a
+                supported type (415 for another content type), or over the
+                field or file count; 413 for a part over ``max_part_size``.
+            LimitExceeded: the body is over ``Config.max_body_size`` (413).
+        """
+        from ._forms import read_form  # noqa: PLC0415  # the form parser, on first use
+
+        return await read_form(
+            self, max_fields=max_fields, max_files=max_files, max_part_size=max_part_size
+        )
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target.decode('ascii', 'replace')}>"

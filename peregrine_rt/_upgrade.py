@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionType
@@ -19,14 +20,18 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
 from ._deflate import BoundedDeflate
-from .exceptions import HandshakeError
+from .exceptions import HandshakeError, HTTPError
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from ._request import Request
     from ._response import Response
 
-__all__ = ["upgrade"]
+    Authenticate = Callable[[Request], Awaitable[Any]]
+
+__all__ = ["origin_allowed", "upgrade"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TEXT = b"text/plain; charset=utf-8"
@@ -48,6 +53,38 @@ def _refuse(response: Response, status: int, message: str, **headers: str) -> Ha
     return HandshakeError(message, status)
 
 
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...] | None) -> bool:
+    """Whether a handshake's ``Origin`` passes ``Config.ws_allowed_origins``.
+
+    ``allowed`` is a list of origins (``https://app.example``), ``("*",)`` for
+    any, or ``None`` for the page's own origin: no ``Origin`` header (not a
+    browser), or one whose host and port are the request's ``Host`` (the
+    scheme is not compared: behind a TLS-terminating proxy the server sees
+    ``http`` where the browser saw ``https``).
+    """
+    if allowed is not None:
+        return "*" in allowed or origin in allowed
+    if origin is None:
+        return True
+    if host is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    default = 443 if parts.scheme == "https" else 80
+    name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = name if port in (None, default) else f"{name}:{port}"
+    host = host.lower()
+    for candidate in (host, host.removesuffix(":80"), host.removesuffix(":443")):
+        if netloc == candidate:
+            return True
+    return False
+
+
 async def upgrade(
     request: Request,
     response: Response,
@@ -56,6 +93,7 @@ async def upgrade(
     compression: bool | None = None,
     max_message_size: int | None = _UNSET,
     allowed_origins: tuple[str, ...] | None = _UNSET,
+    authenticate: Authenticate | None = _UNSET,
 ) -> WebSocket:
     """Answer ``101 Switching Protocols`` and turn this connection into a WebSocket.
 
@@ -71,10 +109,17 @@ async def upgrade(
         compression: negotiate permessage-deflate (default: ``Config.ws_compression``).
         max_message_size: overrides ``Config.ws_max_message_size`` for this socket.
         allowed_origins: overrides ``Config.ws_allowed_origins`` for this socket.
+        authenticate: ``async def authenticate(request) -> identity``, run once
+            the handshake is valid and the origin allowed, before the ``101``.
+            What it returns becomes ``request.user`` and ``ws.user``; ``None``
+            refuses with 401, and an :class:`~peregrine_rt.HTTPError` it raises
+            (401, 403) refuses with that status.  The default is the handler's
+            own ``authenticate`` method, if it has one; pass ``None`` for no
+            check.  :doc:`web/identity` tells the whole story.
 
     Raises:
         HandshakeError: not an acceptable handshake; the response is already set
-            to the refusal (400, 403 or 426) and is sent when ``handle`` returns.
+            to the refusal (400, 401, 403 or 426) and is sent when ``handle`` returns.
     """
     conn = request.connection
     config = conn.server.config
@@ -100,8 +145,21 @@ async def upgrade(
     if request.has_body:
         raise _refuse(response, 400, "a WebSocket handshake has no body")
     origins = config.ws_allowed_origins if allowed_origins is _UNSET else allowed_origins
-    if origins is not None and headers.get("origin") not in origins:
+    host = request.host.decode("latin-1") if request.host is not None else None
+    if not origin_allowed(headers.get("origin"), host, origins):
         raise _refuse(response, 403, "origin not allowed")
+    if authenticate is _UNSET:
+        authenticate = getattr(conn.server.handler_instance, "authenticate", None)
+    if authenticate is not None:
+        try:
+            identity = await authenticate(request)
+        except HTTPError as exc:
+            raise _refuse(
+                response, exc.status, exc.detail or "not allowed", **exc.headers
+            ) from None
+        if identity is None:
+            raise _refuse(response, 401, "authentication required")
+        request.user = identity
 
     chosen: str | None = None
     if subprotocols:
@@ -145,5 +203,6 @@ async def upgrade(
         initial=conn.parser.trailing_data,
     )
     conn.websocket = ws
+    request.websocket = ws
     await conn.transport.send_all(head)
     return ws

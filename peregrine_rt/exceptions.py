@@ -8,6 +8,7 @@
     │   └── RemoteProtocolError    the peer sent something we must refuse
     │       ├── LimitExceeded      a configured size limit was crossed (413/414/431)
     │       └── InvalidJSON        a JSON body or message is malformed or too deep (400/1007)
+    ├── HTTPError                  answer this request with .status (401, 403, 404, ...)
     ├── HandlerError               a handler class does not meet the handler contract
     ├── HandshakeError             a WebSocket upgrade was refused (.status)
     ├── ClientDisconnected         the client went away while a handler read or sent
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "HTTPError",
     "HandlerError",
     "HandshakeError",
     "HubUnavailable",
@@ -89,6 +91,33 @@ class InvalidJSON(RemoteProtocolError, ValueError):
 
     def __init__(self, msg: str) -> None:
         super().__init__(msg, 400, close=False)
+
+
+class HTTPError(PeregrineError):
+    """Answer the request with ``status`` instead of what the handler was doing.
+
+    Raise it from ``handle`` (or from anything ``handle`` calls: a route, an
+    ``authenticate`` hook, a form parser) and the server answers with a short
+    plain-text body (``404 Not Found`` and ``detail`` on a second line) and
+    the given headers, and the connection goes on.  What the handler had set
+    on the response is dropped, its ``Set-Cookie`` headers aside.
+
+    Attributes:
+        status: the status code (a 4xx or 5xx).
+        detail: a line for the client, may be empty; never put secrets in it.
+        headers: extra response headers (``{"allow": "GET, HEAD"}``,
+            ``{"www-authenticate": "Bearer"}``).
+    """
+
+    def __init__(
+        self, status: int, detail: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"HTTPError needs a 4xx or 5xx status, not {status}")
+        super().__init__(f"{status} {detail}".rstrip())
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
 
 
 class HandlerError(PeregrineError):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,9 @@ from .exceptions import ClientDisconnected, ConnectionClosed
 # interval, and on average once per interval.
 HEARTBEAT_JITTER = 0.5
 _SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
+# The close code of a socket whose identity expired: 3000 is "Unauthorized"
+# in IANA's WebSocket close code registry.
+CLOSE_EXPIRED = 3000
 
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
@@ -69,6 +73,8 @@ class WebSocket:
         request: the upgrade request (path, query, headers, cookies…).
         subprotocol: the negotiated subprotocol, or ``None``.
         state: a dict for per-connection data (user id, rooms…).
+        user: the identity the handshake's ``authenticate`` hook returned
+            (``None`` without one); :meth:`set_user` replaces it.
         latency: the round trip of the last answered ping, in seconds (``None`` before).
         close_code, close_reason: how it closed (``None`` while open).
 
@@ -88,6 +94,8 @@ class WebSocket:
         "_close_deadline",
         "_conn",
         "_ended",
+        "_expires",
+        "_expires_at",
         "_fast",
         "_hubs",
         "_initial",
@@ -108,6 +116,7 @@ class WebSocket:
         "shares_frames",
         "state",
         "subprotocol",
+        "user",
     )
 
     def __init__(
@@ -127,6 +136,10 @@ class WebSocket:
         self.request = request
         self.subprotocol = subprotocol
         self.state: dict[str, Any] = {}
+        self.user: Any = None
+        self._expires_at: float | None = None  # UNIX time
+        self._expires: float | None = None  # the same, on trio's clock
+        self.set_user(request.user)
         self.latency: float | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -165,6 +178,32 @@ class WebSocket:
         self._ping_counter = 0
         # The share of ws_ping_interval after which this socket pings (its jitter).
         self._ping_share = 1.0 + (random.random() * 2 - 1) * HEARTBEAT_JITTER
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the socket's identity expires, in UNIX time (``None``: never).
+
+        At that time the server closes the socket with code 3000 and the
+        reason ``identity expired``, unless :meth:`set_user` was given a
+        fresher identity first.
+        """
+        return self._expires_at
+
+    def set_user(self, user: Any, *, expires_at: float | None = None) -> None:
+        """Make ``user`` the socket's identity, and re-arm its expiry.
+
+        The expiry is ``expires_at`` if given, else ``user.expires_at`` if the
+        identity has one (:class:`~peregrine_rt.Identity`, made from a
+        token's ``exp``), else none.  Call it when the client sends a
+        refreshed token over the socket, after checking the token.
+        """
+        if expires_at is None:
+            expires_at = getattr(user, "expires_at", None)
+        self.user = user
+        self._expires_at = expires_at
+        self._expires = (
+            None if expires_at is None else trio.current_time() + (expires_at - time.time())
+        )
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -544,7 +583,7 @@ class WebSocket:
     # -- the reaper's view --------------------------------------------------------
 
     def check_timeout(self, now: float) -> bool:
-        """Heartbeat and close timeout (called by the server's reaper).
+        """Heartbeat, identity expiry and close timeout (called by the server's reaper).
 
         A socket idle for its share of ``Config.ws_ping_interval`` gets a ping,
         queued without a task (the flush writes it).  Each socket pings after
@@ -562,6 +601,16 @@ class WebSocket:
                 self._conn.timeout_reason = "ws-close"
                 self._conn.scope.cancel()
                 return True
+            return False
+        expires = self._expires
+        if expires is not None and now >= expires and self._ws.state is ConnectionState.OPEN:
+            # Like close(), without a task: the flush sends the frame.
+            self._expires = None
+            self.close_code, self.close_reason = CLOSE_EXPIRED, "identity expired"
+            self._close_deadline = now + config.ws_close_timeout
+            self._outbox.post(
+                self._ws.send(CloseConnection(code=CLOSE_EXPIRED, reason="identity expired"))
+            )
             return False
         sent = self._ping_sent_at
         if sent is not None:

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "_config",
             "_deflate",
             "_fdlimit",
+            "_forms",
             "_frames",
             "_handler",
             "_json",
@@ -56,6 +57,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "realtime and static files",
         {"_hub", "_redis_hub", "_redis_url", "_sse", "mixins", "_static"},
+    ),
+    (
+        "web basics",
+        {"_routing", "_middleware", "_cors", "_compress", "_sessions", "_auth"},
     ),
     ("server", {"_server"}),
     ("workers and CLI", {"_workers", "_cli", "_run", "_settings"}),

@@ -132,6 +132,23 @@ class RequestHead:
             path = self._split()
         return path
 
+    def strip_prefix(self, prefix: str) -> None:
+        """Drop ``prefix`` from :attr:`path` (what a router mounting a handler does).
+
+        ``prefix`` is a decoded path without a trailing slash (``/api``); it
+        must match whole segments.  What remains starts with ``/`` (``/``
+        for the prefix itself).  ``raw_path`` and ``target`` keep what the
+        client sent.
+
+        Raises:
+            ValueError: ``path`` does not start with ``prefix`` at a segment boundary.
+        """
+        path = self.path  # split first: raw_path stays readable
+        rest = path[len(prefix) :]
+        if not path.startswith(prefix) or rest[:1] not in ("", "/"):
+            raise ValueError(f"{path!r} is not under {prefix!r}")
+        self._path = rest or "/"
+
     @property
     def raw_path(self) -> bytes:
         """The path part of the target, still percent-encoded."""

@@ -66,7 +66,7 @@ def test_every_request_attribute_is_in_the_handlers_guide() -> None:
     page = (DOCS / "handlers.rst").read_text()
     section = page.partition("\nThe request\n")[2].partition("\nThe response\n")[0]
     public = {name for name, _ in inspect.getmembers(pr.Request) if not name.startswith("_")}
-    methods = {"body", "json", "stream"}  # named as calls: await request.body()...
+    methods = {"body", "form", "json", "stream"}  # named as calls: await request.body()...
     missing = sorted(name for name in public - methods if f"``{name}``" not in section)
     assert missing == []
     assert all(f"request.{name}()" in section for name in methods)
