@@ -41,7 +41,7 @@ async def test_test_client_options() -> None:
         with pytest.raises(TypeError) as typo:
             await client.post("/upload", jsn={"name": "report"})
         with pytest.raises(TypeError) as files:
-            await client.post("/upload", files={"report": b"..."})
+            await client.post("/upload", file={"report": b"..."})
         # [/client]
     seen += [line(typo.value), line(files.value)]
     assert seen == QUOTED[0:2]

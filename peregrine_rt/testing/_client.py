@@ -45,6 +45,7 @@ from wsproto.handshake import client_extensions_handshake
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from .._server import Server
+from ._multipart import FileArg, encode_multipart
 from ._response import ClientResponse, H11Connection, WebSocketRejected
 from ._websocket import (
     UNSET,
@@ -88,7 +89,11 @@ class RequestOptions(TypedDict, total=False):
         headers: request headers (a mapping or ``(name, value)`` pairs).
         cookies: sent in one ``Cookie`` header.
         json: a body encoded as JSON (``application/json``).
-        data: a body of form fields (``application/x-www-form-urlencoded``).
+        data: a body of form fields (``application/x-www-form-urlencoded``,
+            or multipart with ``files``).
+        files: uploads, sent as ``multipart/form-data`` with the ``data``
+            fields: ``{"file": ("notes.txt", b"...", "text/plain")}`` (or
+            just the bytes, or ``(filename, bytes)``).
         content: a raw body: ``bytes``, ``str`` (UTF-8), or an iterable /
             async iterable of ``bytes`` sent as it is produced, chunked.
         timeout: seconds to wait for the whole response — with ``stream()``,
@@ -101,6 +106,7 @@ class RequestOptions(TypedDict, total=False):
     cookies: Mapping[str, str]
     json: Any
     data: Mapping[str, Any]
+    files: Mapping[str, FileArg]
     content: Content
     timeout: Timeout
 
@@ -121,12 +127,6 @@ def check_options(method: str, options: Mapping[str, object]) -> None:
     for name in options:
         if name in _OPTION_NAMES:
             continue
-        if name == "files":
-            raise TypeError(
-                f"a {method} request got files=, but the test client cannot send "
-                "multipart/form-data uploads yet: encode the body yourself and pass it "
-                "as content=, with its Content-Type header"
-            )
         close = difflib.get_close_matches(name, _OPTION_NAMES, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise TypeError(
@@ -174,12 +174,16 @@ def _build_request(
         cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
         headers.append((b"cookie", cookie.encode("latin-1")))
 
-    bodies = [k for k in ("json", "data", "content") if k in options]
+    bodies: list[str] = [k for k in ("json", "data", "content") if k in options]
+    if "files" in options and "data" not in options:
+        bodies.append("files")
     if len(bodies) > 1:
         raise TypeError(f"give one body, not {' and '.join(bodies)}")
     body: Any = None
     content_type: str | None = None
-    if "json" in options:
+    if "files" in options:
+        body, content_type = encode_multipart(options.get("data"), options["files"])
+    elif "json" in options:
         body = jsonlib.dumps(options["json"]).encode()
         content_type = "application/json"
     elif "data" in options:

@@ -33,9 +33,10 @@ class Hello:
         ({"jsn": {"a": 1}}, "unexpected keyword argument 'jsn'; did you mean 'json'?"),
         ({"header": {"x": "1"}}, "unexpected keyword argument 'header'; did you mean 'headers'?"),
         ({"body": b"x"}, "unexpected keyword argument 'body' (a request takes params, headers"),
-        ({"files": {"f": b"x"}}, "cannot send multipart/form-data uploads yet"),
+        ({"file": {"f": b"x"}}, "unexpected keyword argument 'file'; did you mean 'files'?"),
+        ({"json": {}, "files": {"f": b"x"}}, "give one body, not json and files"),
     ],
-    ids=["jsn", "header", "body", "files"],
+    ids=["jsn", "header", "body", "file", "json-and-files"],
 )
 async def test_unknown_request_options_raise_type_error(
     options: dict[str, Any], message: str
