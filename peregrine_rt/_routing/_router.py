@@ -33,11 +33,13 @@ method (a context variable of the request's task, and ``__getattr__``).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import contextvars
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -64,7 +66,22 @@ _MARK = "__peregrine_routes__"  # where the module-level decorators note their r
 _UNSET: Any = object()  # "upgrade()'s default" for a WebSocket route's options
 # The handler a router is delegating to in this task (for upgrade()'s authenticate lookup).
 _HANDLING: contextvars.ContextVar[Any] = contextvars.ContextVar("peregrine_rt_handling")
+# Which handlers each lifecycle hook has visited, shared by the routers of one tree.
+_DONE: contextvars.ContextVar[dict[str, set[int]]] = contextvars.ContextVar("peregrine_rt_done")
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")
+
+
+@contextlib.contextmanager
+def _once() -> Iterator[None]:
+    """Open the record of visited handlers, unless an outer router has (see Router._each)."""
+    if _DONE.get(None) is not None:
+        yield
+        return
+    token = _DONE.set(collections.defaultdict(set))
+    try:
+        yield
+    finally:
+        _DONE.reset(token)
 
 
 # -- checks -------------------------------------------------------------------------
@@ -87,9 +104,9 @@ def _check_endpoint(func: Any, where: str, nargs: int) -> None:
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
     kw_required = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if kw_required or len(required) > nargs or (len(positional) < nargs and not varargs):
-        raise HandlerError(
-            f"{where}: {name} must be {expected}; it is {name}{inspect.signature(func)}"
-        )
+        bare = [p.replace(annotation=p.empty, default=p.empty) for p in params]
+        actual = inspect.Signature(bare).__str__()  # without annotations: (request, *, user)
+        raise HandlerError(f"{where}: {name} must be {expected}; it is async def {name}{actual}")
 
 
 async def _no_handle(self: Any, request: Request, response: Response) -> None:
@@ -576,13 +593,29 @@ class Router:
 
     # -- lifecycle ----------------------------------------------------------------
 
+    def _each(self, hook: str, *, last_first: bool = False) -> Iterator[tuple[Any, HandlerSpec]]:
+        """The handlers held whose ``hook`` has not run yet in this call of the outermost router.
+
+        A handler held twice (by a router and by one mounted in it) is
+        visited once: the routers of one tree share a record of the handlers
+        visited for each hook, in a context variable of the task (a child
+        task, as background() starts, sees its parent's).
+        """
+        done = _DONE.get()[hook]
+        children = list(self._children.values())
+        for instance, spec in reversed(children) if last_first else children:
+            if id(instance) not in done:
+                done.add(id(instance))
+                yield instance, spec
+
     def attach_hub(self, hub: Hub) -> None:
         """Give the server's hub to every handler held that takes one (``attach_hub``)."""
         self._hub = hub
-        for instance, _ in self._children.values():
-            attach = getattr(instance, "attach_hub", None)
-            if callable(attach):
-                attach(hub)
+        with _once():
+            for instance, _ in self._each("attach_hub"):
+                attach = getattr(instance, "attach_hub", None)
+                if callable(attach):
+                    attach(hub)
 
     async def startup(self) -> None:
         """Run the ``startup()`` of every handler held, in the order they were added.
@@ -590,22 +623,24 @@ class Router:
         If one raises, those already started are shut down, then it propagates.
         """
         started: list[tuple[Any, HandlerSpec]] = []
-        try:
-            for instance, spec in self._children.values():
-                if spec.has_startup:
-                    await instance.startup()
-                started.append((instance, spec))
-        except BaseException:
-            await self._shutdown(started)
-            raise
+        with _once():
+            try:
+                for instance, spec in self._each("startup"):
+                    if spec.has_startup:
+                        await instance.startup()
+                    started.append((instance, spec))
+            except BaseException:
+                await self._shutdown(reversed(started))
+                raise
 
     async def shutdown(self) -> None:
         """Run every held handler's ``shutdown()``, last added first (each one's error logged)."""
-        await self._shutdown(list(self._children.values()))
+        with _once():
+            await self._shutdown(self._each("shutdown", last_first=True))
 
     @staticmethod
-    async def _shutdown(children: list[tuple[Any, HandlerSpec]]) -> None:
-        for instance, spec in reversed(children):
+    async def _shutdown(children: Iterable[tuple[Any, HandlerSpec]]) -> None:
+        for instance, spec in children:
             if spec.has_shutdown:
                 try:
                     await instance.shutdown()
@@ -620,14 +655,15 @@ class Router:
         An exception from one ends the others and propagates (the server logs
         it and shuts down; before ready, the server does not start).
         """
-        runners = [(i, s) for i, s in self._children.values() if s.has_background]
-        if not runners:
-            task_status.started()
-            return
-        async with trio.open_nursery() as nursery:
-            for instance, spec in runners:
-                if spec.background_reports_ready:
-                    await nursery.start(instance.background)
-                else:
-                    nursery.start_soon(instance.background)
-            task_status.started()
+        with _once():
+            runners = [(i, s) for i, s in self._each("background") if s.has_background]
+            if not runners:
+                task_status.started()
+                return
+            async with trio.open_nursery() as nursery:
+                for instance, spec in runners:
+                    if spec.background_reports_ready:
+                        await nursery.start(instance.background)
+                    else:
+                        nursery.start_soon(instance.background)
+                task_status.started()
