@@ -100,7 +100,9 @@ class Tokens:
             an ``authenticate`` of your own).
         issuer: put in ``iss`` when issuing, and required when verifying.
         audience: put in ``aud`` when issuing, and required when verifying.
-        leeway: seconds of clock difference allowed when checking ``exp``.
+        leeway: seconds of clock difference allowed when checking ``exp``;
+            the identity's ``expires_at`` (the socket's deadline) is ``exp``
+            plus ``leeway`` too, so that a token accepted is not cut off at once.
 
     Raises:
         ValueError: an unknown or unsigned algorithm, no key, a key too short.
@@ -160,7 +162,7 @@ class Tokens:
         return jwt.encode(payload, self._keys[0], algorithm=self.algorithm)
 
     def verify(self, token: str | bytes) -> Identity:
-        """The identity a token proves.
+        """The identity a token proves: ``Identity(sub, exp + leeway, payload)``.
 
         Requires a valid signature by one of the keys, ``sub`` and ``exp``,
         ``exp`` in the future (give or take ``leeway``), and ``iss``/``aud``
@@ -190,15 +192,15 @@ class Tokens:
                 raise HTTPError(401, "token expired", _CHALLENGE) from None
             except (jwt.InvalidTokenError, ValueError, TypeError):
                 raise HTTPError(401, "invalid token", _CHALLENGE) from None
-            return _identity(payload)
+            return _identity(payload, self.leeway)
         raise HTTPError(401, "invalid token", _CHALLENGE)
 
 
-def _identity(payload: dict[str, Any]) -> Identity:
+def _identity(payload: dict[str, Any], leeway: float) -> Identity:
     name, exp = payload["sub"], payload["exp"]
     if not isinstance(name, str) or not name or isinstance(exp, bool):
         raise HTTPError(401, "invalid token", _CHALLENGE)
-    return Identity(name, float(exp), payload)
+    return Identity(name, float(exp) + leeway, payload)
 
 
 def session_auth(sessions: Sessions, key: str = "user") -> Authenticate:

@@ -199,6 +199,9 @@ class Sessions:
     def save(self, response: Response, data: dict[str, Any]) -> None:
         """Set the session cookie to ``data``, with every attribute this object was given.
 
+        It replaces an earlier ``save`` or ``clear`` of this cookie in the
+        same response.
+
         Raises:
             ValueError: the cookie would be over 4096 bytes, more than browsers keep.
             TypeError: ``data`` is not a dict, or holds something JSON cannot encode.
@@ -218,6 +221,14 @@ class Sessions:
         self._set(response, "", 0)
 
     def _set(self, response: Response, value: str, max_age: int | None) -> None:
+        # A second save (or a clear) in the same response replaces the first.
+        prefix = f"{self.cookie}=".encode()
+        headers = response.headers
+        headers.raw = [
+            (name, v)
+            for name, v in headers.raw
+            if name != b"set-cookie" or not v.startswith(prefix)
+        ]
         secure = self.secure
         if secure == "auto":
             conn = response.connection

@@ -115,8 +115,10 @@ def test_an_expired_token_is_refused_with_its_reason(monkeypatch: pytest.MonkeyP
     at(monkeypatch, time.time() - 100)
     token = tokens.issue("ada", ttl=90)  # expired ten seconds ago
     assert refused(tokens, token).detail == "token expired"
-    # Leeway forgives a small clock difference.
-    assert Tokens(SECRET, leeway=30).verify(token).name == "ada"
+    # Leeway forgives a small clock difference, and moves the deadline with it.
+    forgiving = Tokens(SECRET, leeway=30).verify(token)
+    assert forgiving.name == "ada"
+    assert forgiving.expires_at == forgiving.claims["exp"] + 30
     refused(Tokens(SECRET, leeway=5), token)
     # A tampered expired token is "invalid", not "expired": the signature comes first.
     assert refused(tokens, token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")).detail == (

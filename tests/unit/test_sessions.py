@@ -235,6 +235,22 @@ def test_clear_expires_the_cookie_with_the_same_scope() -> None:
     assert attributes["domain"] == "example.test"
 
 
+def test_a_second_save_or_a_clear_replaces_the_first_in_one_response() -> None:
+    sessions = Sessions(NEW)
+    response = Response()
+    response.set_cookie("theme", "dark")
+    response.set_cookie("session_id_other", "x")  # a longer name with the same start
+    sessions.save(response, {"user": "ada"})
+    sessions.save(response, {"user": "bob"})
+    mine = [h for h in response.headers.getlist("set-cookie") if h.startswith("session=")]
+    assert len(mine) == 1
+    value = mine[0].split(";")[0].partition("=")[2]
+    assert sessions.decode(value) == {"user": "bob"}
+    sessions.clear(response)
+    cookies = response.headers.getlist("set-cookie")
+    assert [h.split(";")[0] for h in cookies] == ["theme=dark", "session_id_other=x", "session="]
+
+
 def test_save_refuses_a_cookie_browsers_would_drop() -> None:
     sessions = Sessions(NEW)
 
