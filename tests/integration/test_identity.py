@@ -19,7 +19,7 @@ import peregrine_rt as pr
 from peregrine_rt._auth import Identity, Tokens, bearer_auth, session_auth
 from peregrine_rt._sessions import Sessions
 from peregrine_rt.exceptions import HTTPError
-from peregrine_rt.testing import WebSocketRejected, open_client, wait_until
+from peregrine_rt.testing import WebSocketRejected, open_client, open_server, wait_until
 from peregrine_rt.testing._client import TEST_HOST
 
 TOKENS = Tokens("t" * 32)
@@ -268,3 +268,45 @@ async def test_the_origin_default_is_same_origin_and_checked_before_the_token() 
         headers = {"Origin": "http://evil.example"}
         async with client.websocket("/ws", subprotocols=protocols, headers=headers) as ws:
             assert await ws.receive_json() == {"type": "welcome", "user": "ada"}
+
+
+async def test_a_third_party_client_over_tcp_bearer_subprotocol_and_expiry() -> None:
+    # The websockets library, as a stand-in for a browser: it offers the
+    # subprotocols, must get a real one back, and sees the 3000 close.
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+    from websockets.typing import Origin, Subprotocol
+
+    app = App()
+    async with open_server(app) as live:
+        url = f"{live.ws_url}/ws"
+
+        def client() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            token = TOKENS.issue("ada", ttl=0.5)  # exp rounded up: 0.5-1.5 s from now
+            offer = [Subprotocol("chat"), Subprotocol(f"bearer.{token}")]
+            with connect(url, subprotocols=offer, open_timeout=5) as conn:
+                seen["subprotocol"] = conn.subprotocol
+                seen["welcome"] = json.loads(conn.recv(timeout=5))
+                try:
+                    conn.recv(timeout=10)  # nothing comes but the close
+                except ConnectionClosed as exc:
+                    assert exc.rcvd is not None
+                    seen["close"] = (exc.rcvd.code, exc.rcvd.reason)
+            fresh = Subprotocol(f"bearer.{TOKENS.issue('ada', ttl=60)}")
+            for protocols, origin in (
+                ([Subprotocol("chat")], None),
+                ([Subprotocol("chat"), fresh], Origin("http://evil.example")),
+            ):
+                try:
+                    with connect(url, subprotocols=protocols, origin=origin, open_timeout=5):
+                        pass
+                except InvalidStatus as exc:
+                    seen.setdefault("refused", []).append(exc.response.status_code)
+            return seen
+
+        seen = await trio.to_thread.run_sync(client)
+    assert seen["subprotocol"] == "chat"
+    assert seen["welcome"] == {"type": "welcome", "user": "ada"}
+    assert seen["close"] == (3000, "identity expired")
+    assert seen["refused"] == [401, 403]
