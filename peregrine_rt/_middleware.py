@@ -30,6 +30,13 @@ handler.  The subclass is named after both (``CORS(Api)``), which is the name
 the server logs.  Hooks the middleware class defines itself are kept as they
 are (it then calls the inner one, if it wants to).
 
+``authenticate`` is the exception: the server never asks the class for it,
+``upgrade()`` looks it up on the handler instance each time it runs.  So the
+wrapper answers that lookup (``__getattr__``) with what the wrapped handler
+answers at that moment: a Router has an ``authenticate`` only while it
+delegates to a mounted handler, and a hook fixed when the wrapper was built
+would skip that handler's check.
+
 The forwarders are there for the contract check.  At run time the instance
 holds the inner handler's bound methods under the same names, so that a
 WebSocket message reaches the inner ``on_message`` without an extra
@@ -73,10 +80,6 @@ async def _background_ready(self: Middleware, *, task_status: Any) -> None:
     await self.app.background(task_status=task_status)
 
 
-async def _authenticate(self: Middleware, request: Request) -> Any:
-    return await self.app.authenticate(request)
-
-
 async def _on_open(self: Middleware, ws: WebSocket) -> None:
     await self.app.on_open(ws)
 
@@ -98,9 +101,6 @@ def _hooks(spec: HandlerSpec, inner: object) -> dict[str, Callable[..., Any]]:
         hooks["shutdown"] = _shutdown
     if spec.has_background:
         hooks["background"] = _background_ready if spec.background_reports_ready else _background
-    # upgrade() looks authenticate up on the server's handler instance: the same rule here.
-    if getattr(inner, "authenticate", None) is not None:
-        hooks["authenticate"] = _authenticate
     if spec.has_on_open:
         hooks["on_open"] = _on_open
     if spec.has_websocket:
@@ -138,12 +138,13 @@ class Middleware:
 
     The wrapper has the optional hooks of ``app`` and no others (see the
     module docstring): ``startup``, ``shutdown``, ``background`` (with
-    ``task_status`` if ``app``'s takes it), ``authenticate``, ``on_open``,
-    ``on_message``, ``on_close``; and ``attach_hub``, passed on when ``app``
-    has one.  So WebSockets keep working through any number of wrappers, and
-    a wrapper of an HTTP-only handler refuses ``upgrade()`` as the handler
-    would.  A subclass that defines one of these hooks itself keeps its own
-    and calls ``self.app``'s when it wants to.
+    ``task_status`` if ``app``'s takes it), ``on_open``, ``on_message``,
+    ``on_close``; ``authenticate`` is ``app``'s whenever ``upgrade()`` looks
+    for it; and ``attach_hub`` is passed on when ``app`` has one.  So
+    WebSockets keep working through any number of wrappers, and a wrapper of
+    an HTTP-only handler refuses ``upgrade()`` as the handler would.  A
+    subclass that defines one of these hooks itself keeps its own and calls
+    ``self.app``'s when it wants to.
 
     Error handling:
         :class:`~peregrine_rt.exceptions.HandlerError` when ``app`` breaks the
@@ -189,6 +190,18 @@ class Middleware:
 
     def __repr__(self) -> str:
         return f"<{type(self).__qualname__}>"
+
+    if not TYPE_CHECKING:  # invisible to type checkers: a typo stays an error there
+
+        def __getattr__(self, name: str) -> Any:
+            # upgrade() looks ``authenticate`` up on the server's handler (this
+            # wrapper) each time it runs: answer what the wrapped handler answers
+            # at that moment.  A Router answers it only while it delegates to a
+            # mounted handler, so a hook fixed when the wrapper is built would
+            # skip that handler's authenticate.
+            if name == "authenticate" and "app" in self.__dict__:
+                return getattr(self.app, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def _renamed(forwarder: Callable[..., Any], hook: str, owner: str) -> Callable[..., Any]:

@@ -23,6 +23,7 @@ from peregrine_rt._compress import Compress
 from peregrine_rt._cors import CORS
 from peregrine_rt._handler import check_handler
 from peregrine_rt._middleware import Middleware
+from peregrine_rt._routing import Router
 from peregrine_rt.exceptions import HandlerError, HTTPError
 from peregrine_rt.testing import ClientResponse, WebSocketRejected, open_client, wait_until
 
@@ -331,3 +332,55 @@ async def test_large_bodies_compress_on_the_thread_pool_while_others_are_served(
             nursery.start_soon(fetch, "/small")
         assert decoded(results["/large"]).count(b"\n") == 60_000
         assert results["/small"].text == "small"
+
+
+# -- a Router inside the wrappers ---------------------------------------------------------------
+
+
+class Guarded(Echo):
+    """Mounted under a router: it calls upgrade() itself, relying on its own authenticate."""
+
+    async def authenticate(self, request: pr.Request) -> str | None:
+        return "mounted" if request.query.get("key") == "k" else None
+
+
+def make_router() -> Router:
+    router = Router()
+
+    @router.get("/items")
+    async def items(request: pr.Request, response: pr.Response) -> None:
+        response.json(BIG)
+
+    router.websocket("/echo", Echo)  # Echo's authenticate: ?user=
+    router.mount("/guarded", Guarded)
+    return router
+
+
+async def test_compress_of_cors_of_a_router() -> None:
+    app = Compress(CORS(make_router(), allow_origins=[SITE]))
+    assert check_handler(app).has_websocket
+    async with open_client(app) as client:
+        response = await client.get("/items", headers={"Origin": SITE, "Accept-Encoding": "br"})
+        assert response.headers["content-encoding"] == "br"
+        assert response.headers["access-control-allow-origin"] == SITE
+        assert json.loads(decoded(response)) == BIG
+        wrong = await client.delete("/items", headers={"Origin": SITE})
+        assert wrong.status == 405  # the router's HTTPError, with CORS headers added
+        assert wrong.headers["allow"] == "GET, HEAD"
+        assert wrong.headers["access-control-allow-origin"] == SITE
+        async with client.websocket("/echo?user=ada") as ws:
+            await ws.send("through a route")
+            assert await ws.receive() == "through a route"
+
+
+async def test_a_mounted_handlers_authenticate_still_runs_through_the_wrappers() -> None:
+    # upgrade() looks authenticate up on the server's handler, the outer wrapper;
+    # the router answers it only while it delegates to the mounted handler.
+    async with open_client(Compress(CORS(make_router(), allow_origins=[SITE]))) as client:
+        with pytest.raises(WebSocketRejected) as refused:
+            async with client.websocket("/guarded/ws"):
+                pass
+        assert refused.value.response.status == 401
+        async with client.websocket("/guarded/ws?key=k") as ws:
+            await ws.send("hi")
+            assert await ws.receive() == "hi"
