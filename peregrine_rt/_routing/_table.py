@@ -325,6 +325,7 @@ class RouteTable:
         self.names: dict[str, Route] = {}
 
     def add(self, route: Route) -> None:
+        route.segments, route.names = parse_pattern(route.pattern, str(route))
         if route.name is not None:
             if ":" in route.name:
                 raise HandlerError(f"{route}: a route name has no ':' (it separates mounts)")
@@ -333,7 +334,6 @@ class RouteTable:
                     f"{route} has the name of {self.names[route.name]}: give one of them "
                     "another name="
                 )
-        route.segments, route.names = parse_pattern(route.pattern, str(route))
         if not route.names:
             leaf = self.static.setdefault(route.pattern, _Leaf())
         else:
