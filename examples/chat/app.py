@@ -5,13 +5,23 @@ on several processes or machines sharing a Redis:
 ``peregrine-rt examples.chat.app:Chat --redis redis://127.0.0.1:6379``.
 ``/`` is the browser client (``static/``); ``/ws`` the WebSocket.
 
+Who is who: the handshake of ``/ws`` gives the browser a signed session
+cookie (``chat_session``) holding a random id, the *person* (``ws.user``).
+A nick belongs to one person at a time: it is theirs while one of their
+sockets uses it, in any number of tabs, and for ``NICK_HOLD`` seconds more
+(``nicks.py``).  The cookie is signed with the keys in ``CHAT_SECRET``
+(comma-separated, newest first); without it, with a random key of the
+process, so several workers or nodes need the same ``CHAT_SECRET``.  The
+WebSocket accepts only pages of its own origin (the server's default).
+
 The protocol: JSON text messages, each an object with a ``type``.
 
 Client to server:
 
 * ``{"type": "hello", "nick": "ada", "rooms": ["lobby"], "since": {"lobby": 41}}``
-  first, and once: the nick, the rooms to be in (default ``["lobby"]``;
-  created if need be) and, when resuming, the last message id seen per room.
+  first, and once (again after ``nick_taken``): the nick, the rooms to be in
+  (default ``["lobby"]``; created if need be) and, when resuming, the last
+  message id seen per room.
 * ``{"type": "join", "room": "dev", "since": 12}`` (``since`` optional),
   ``{"type": "leave", "room": "dev"}``, ``{"type": "create", "room": "dev"}``
   (creates the room and joins it), ``{"type": "rooms"}``.
@@ -35,7 +45,8 @@ Server to client:
   the room (its link to Redis dropped): send ``join`` with that ``since``.
 * ``error``: ``code`` and ``text``, for a request refused (the connection
   stays open): ``bad_message``, ``unknown_type``, ``hello_first``,
-  ``bad_nick``, ``bad_room``, ``no_such_room``, ``not_in_room``,
+  ``bad_nick``, ``nick_taken`` (someone else holds it), ``bad_room``,
+  ``no_such_room``, ``not_in_room``,
   ``too_many_rooms``, ``empty``, ``too_long``, ``rate_limited``,
   ``unavailable`` (the store cannot be reached: the message was not sent).
   An error that answers a ``say`` carries its ``room`` and ``ref``.
@@ -59,7 +70,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
@@ -69,8 +82,10 @@ from typing import Any
 import trio
 
 import peregrine_rt as pr
+from peregrine_rt._sessions import Sessions
 from peregrine_rt.mixins import JSONMixin, RoomsMixin, StaticMixin
 
+from .nicks import NICK_HOLD
 from .resilience import message_id
 from .store import (
     MSG_TOPIC,
@@ -267,15 +282,39 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
     )
     websocket_paths = ("/ws",)
     room_idle = ROOM_IDLE  # a subclass may choose another
+    nick_hold = NICK_HOLD
 
     def __init__(self) -> None:
         self.feeds: dict[str, RoomFeed] = {}
         self.store: MemoryStore | RedisStore
         self._links_in, self._links_out = trio.open_memory_channel[bool](math.inf)
+        keys = [key for key in os.environ.get("CHAT_SECRET", "").split(",") if key.strip()]
+        self.random_key = not keys
+        self.sessions = Sessions(keys or [secrets.token_urlsafe(32)], cookie="chat_session")
+
+    # start identity
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        if request.upgrade is not None and request.path in self.websocket_paths:
+            session = self.sessions.load(request)  # {} without a valid cookie
+            if not isinstance(session.get("sid"), str):
+                session["sid"] = secrets.token_urlsafe(16)  # a new person
+                self.sessions.save(response, session)  # the 101 sets the cookie
+        await super().handle(request, response)
+
+    async def authenticate(self, request: pr.Request) -> str | None:
+        """The socket's identity (``ws.user``): the person's session id (``upgrade()`` asks)."""
+        return self.sessions.load(request).get("sid")  # None (401): handle() did not run
+
+    # end identity
 
     # start lifecycle
     async def startup(self) -> None:
-        self.store = make_store(self.hub, self.room_idle)
+        self.store = make_store(self.hub, self.room_idle, self.nick_hold)
+        if self.random_key:
+            log.warning(
+                "CHAT_SECRET is not set: sessions are signed with a random key of this "
+                "process; several workers or nodes need the same CHAT_SECRET"
+            )
 
     async def background(self, *, task_status: trio.TaskStatus[None]) -> None:
         # For the server's whole life: the store's connections to Redis and its
@@ -403,7 +442,9 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
             raise ChatError("too_many_rooms", f"at most {MAX_HELLO_ROOMS} rooms in a hello")
         if not isinstance(since, dict):
             raise ChatError("bad_message", "since maps rooms to message ids")
-        session.nick = str(nick)
+        if not await self.store.nicks.claim(str(nick), ws.user):
+            raise ChatError("nick_taken", f"{nick} is someone else's nick: pick another")
+        session.nick = str(nick)  # on_close releases it
         ws.hub.subscribe(ws, ROOMS_TOPIC)
         limits = {"text": MAX_TEXT, "rate": RATE, "burst": BURST}
         welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "limits": limits}
@@ -527,6 +568,13 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
                 if not redis_error(exc):
                     raise
                 log.warning("chat store unavailable: %s", exc)  # the entry expires with the node
+        try:
+            if session.nick:
+                await self.store.nicks.release(session.nick, ws.user)
+        except Exception as exc:
+            if not redis_error(exc):
+                raise
+            log.warning("chat store unavailable: %s", exc)  # the claim expires by itself
 
 
 def _room(data: dict[str, Any]) -> str:

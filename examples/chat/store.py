@@ -8,6 +8,8 @@ server's hub.
   machines): a stream per room, a counter per room, a set of rooms, a hash per
   room for presence.  Every node then agrees on ids, order and history.
 
+Each has ``nicks``, who holds which nick (``nicks.py``).
+
 Message ids are integers, per room, one more than the previous one (dense),
 and the first id of a room is the time it got its first message in
 microseconds.  So ids keep growing across a restart of an in-memory server
@@ -68,6 +70,7 @@ import trio
 from peregrine_rt import Hub, HubUnavailable
 from peregrine_rt.mixins import dumps
 
+from .nicks import NICK_HOLD, SCRIPTS, MemoryNicks, RedisNicks
 from .resilience import HEAD, Unconfirmed
 
 T = TypeVar("T")
@@ -113,11 +116,12 @@ def redis_error(exc: BaseException) -> bool:
 
 
 class MemoryStore:
-    """History, rooms and presence of one process."""
+    """History, rooms, presence and nicks of one process."""
 
-    def __init__(self, hub: Hub, room_idle: float = 300.0) -> None:
+    def __init__(self, hub: Hub, room_idle: float = 300.0, nick_hold: float = NICK_HOLD) -> None:
         self.hub = hub
         self.room_idle = room_idle
+        self.nicks = MemoryNicks(nick_hold)
         self._ids: dict[str, list[int]] = {}
         self._messages: dict[str, list[str]] = {}
         self._rooms: set[str] = set()
@@ -372,8 +376,9 @@ class RedisStore:
     messages, trimmed to about :data:`KEEP`), ``chat:rooms`` (a set),
     ``chat:p:<room>`` (a hash: ``<node>:<connection>`` → nick),
     ``chat:t:<room>`` (the room is in use; expires ``room_idle`` after the last
-    post, presence change or heartbeat) and ``chat:node:<node>`` (this node is
-    alive; expires :data:`NODE_TTL_MS` after the last heartbeat).
+    post, presence change or heartbeat), ``chat:node:<node>`` (this node is
+    alive; expires :data:`NODE_TTL_MS` after the last heartbeat) and
+    ``chat:nick:<nick>`` (the session id holding the nick: ``nicks.py``).
 
     Presence across nodes: each connection in a room is one field of the
     room's hash, and each presence change runs a script that updates the hash,
@@ -387,7 +392,7 @@ class RedisStore:
     :class:`~peregrine_rt.HubUnavailable` when Redis fails or is too slow.
     """
 
-    def __init__(self, hub: Any, room_idle: float = 300.0) -> None:
+    def __init__(self, hub: Any, room_idle: float = 300.0, nick_hold: float = NICK_HOLD) -> None:
         self.hub = hub
         try:
             self._redis = hub.client(decode_responses=True)
@@ -403,6 +408,8 @@ class RedisStore:
         self._members: dict[str, dict[str, str]] = {}  # room -> connection -> nick, here
         self._unconfirmed: dict[str, Unconfirmed] = {}
         self._run_id: str | None = None
+        ttl = NODE_TTL_MS / 1000
+        self.nicks = RedisNicks(self._script, lambda nick: self._key("nick:", nick), nick_hold, ttl)
 
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}chat:{kind}{name}"
@@ -418,7 +425,7 @@ class RedisStore:
             self._client = client
             for name, script in (("post", _POST), ("presence", _PRESENCE)):
                 self._scripts[name] = client.register_script(script)
-            for name, script in (("reseed", _RESEED), ("expire", _EXPIRE)):
+            for name, script in (("reseed", _RESEED), ("expire", _EXPIRE), *SCRIPTS.items()):
                 self._scripts[name] = client.register_script(script)
             task_status.started()
             try:
@@ -464,6 +471,7 @@ class RedisStore:
             await self._call("heartbeat", lambda: self._client.set(node_key, "1", px=NODE_TTL_MS))
         for room in list(self._members):
             await self._presence_script(room, "", "", "sync")
+        await self.nicks.refresh()
 
     # -- Redis restarts -------------------------------------------------------------
 
@@ -488,6 +496,7 @@ class RedisStore:
 
     async def reseed(self, rooms: Iterable[str]) -> None:
         """After Redis restarted: recreate ``rooms``, re-append what is unconfirmed, re-enter."""
+        await self.nicks.refresh()  # first: the nicks in use here are theirs again
         for room in sorted({*rooms, *self._unconfirmed, *self._members}):
             unconfirmed = self._unconfirmed.get(room)
             pairs = sorted(unconfirmed.kept().items()) if unconfirmed else []
@@ -618,12 +627,14 @@ class RedisStore:
         return str(result)
 
 
-def make_store(hub: Hub, room_idle: float = 300.0) -> MemoryStore | RedisStore:
+def make_store(
+    hub: Hub, room_idle: float = 300.0, nick_hold: float = NICK_HOLD
+) -> MemoryStore | RedisStore:
     """A :class:`RedisStore` when ``hub`` is a RedisHub, else a :class:`MemoryStore`."""
     if type(hub) is Hub:
-        return MemoryStore(hub, room_idle)
+        return MemoryStore(hub, room_idle, nick_hold)
     from peregrine_rt import RedisHub  # noqa: PLC0415 - needs coredis
 
     if isinstance(hub, RedisHub):
-        return RedisStore(hub, room_idle)
-    return MemoryStore(hub, room_idle)
+        return RedisStore(hub, room_idle, nick_hold)
+    return MemoryStore(hub, room_idle, nick_hold)

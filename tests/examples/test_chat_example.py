@@ -37,6 +37,12 @@ async def receive(ws: ClientWebSocket, kind: str) -> dict[str, Any]:
             return data  # type: ignore[no-any-return]
 
 
+def cookies_of(ws: ClientWebSocket) -> dict[str, str]:
+    """The session cookie the handshake of ``ws`` set: a socket sending it is the same person."""
+    name, _, rest = ws.response.headers["set-cookie"].partition("=")
+    return {name: rest.split(";", 1)[0]}
+
+
 async def say(ws: ClientWebSocket, text: str, room: str = "lobby") -> dict[str, Any]:
     await ws.send_json({"type": "say", "room": room, "text": text})
     return await receive(ws, "message")
@@ -88,11 +94,12 @@ async def test_resume_by_last_id_gets_exactly_what_was_missed(client: Client) ->
     async with client.websocket("/ws") as ada:
         await hello(ada, "ada")
         seen = [await say(ada, f"m{i}") for i in range(3)]
+        ada_cookies = cookies_of(ada)
     async with client.websocket("/ws") as bob:
         await hello(bob, "bob")
         for i in range(3, 6):
             await say(bob, f"m{i}")
-    async with client.websocket("/ws") as ada:
+    async with client.websocket("/ws", cookies=ada_cookies) as ada:  # ada again
         await hello(ada, "ada", rooms=["lobby"], since={"lobby": seen[-1]["id"]})
         history = await receive(ada, "history")
         assert history["resumed"] is True
