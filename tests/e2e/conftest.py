@@ -39,6 +39,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 10_000  # every wait of a page
+CHAT_SECRET = "e2e-chat-secret-0123456789abcdef"  # every node's: one person on all of them
 
 
 def _missing(what: str, install: str) -> None:
@@ -54,7 +55,11 @@ def free_port() -> int:
 
 
 class ChatServer:
-    """``python -m peregrine_rt examples.chat.app:Chat`` on a fixed port, restartable."""
+    """``python -m peregrine_rt examples.chat.app:Chat`` on a fixed port, restartable.
+
+    Every server (and worker) signs sessions with :data:`CHAT_SECRET`, so a
+    browser stays the same person across restarts and nodes.
+    """
 
     def __init__(self, log: Path, *, redis_url: str | None = None, workers: int = 1) -> None:
         self.port = free_port()
@@ -81,6 +86,7 @@ class ChatServer:
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        env["CHAT_SECRET"] = CHAT_SECRET
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 command,
@@ -143,12 +149,17 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def new_page(browser: Any) -> Iterator[Any]:
-    """``new_page(url, nick)``: a page in its own browser context, logged in as ``nick``."""
+    """``new_page(url, nick)``: a page in its own browser context, logged in as ``nick``.
+
+    ``new_page(url, nick, context=page.context)``: another tab of that page's
+    browser (the same cookies: the same person).
+    """
     contexts: list[Any] = []
 
-    def open_page(url: str, nick: str) -> Any:
-        context = browser.new_context(viewport={"width": 1200, "height": 720})
-        contexts.append(context)
+    def open_page(url: str, nick: str, context: Any = None) -> Any:
+        if context is None:
+            context = browser.new_context(viewport={"width": 1200, "height": 720})
+            contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(url)

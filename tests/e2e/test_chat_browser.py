@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, ChatServer
+from .conftest import REPO, TIMEOUT_MS, ChatServer
 
 MESSAGES = "#messages li .text"
 
@@ -205,6 +205,46 @@ def test_screenshot_for_the_docs(chat_server: ChatServer, new_page: Any) -> None
     target.parent.mkdir(exist_ok=True)
     ada.screenshot(path=str(target))
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_nick_is_one_person_s_in_any_number_of_tabs(
+    chat_server: ChatServer, browser: Any, new_page: Any
+) -> None:
+    ada = new_page(chat_server.url, "ada")
+    tab2 = new_page(chat_server.url, "ada", context=ada.context)  # her second tab
+    (cookie,) = ada.context.cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("chat_session", True, "Lax")
+    say(tab2, "from the second tab")
+    for page in (ada, tab2):
+        wait_for_text(page, "from the second tab")
+        wait_online(page, "ada")  # one entry for two tabs
+
+    # Another person (another browser) asks for "ada": told so, and picks another nick.
+    context = browser.new_context()
+    try:
+        other = context.new_page()
+        other.set_default_timeout(TIMEOUT_MS)
+        other.goto(chat_server.url)
+        other.fill("#nick-input", "ada")
+        other.click("#login button")
+        other.wait_for_selector("#login-error:visible")
+        assert "someone else's nick" in (other.text_content("#login-error") or "")
+        assert other.locator("#chat").is_hidden()
+        other.fill("#nick-input", "bob")
+        other.click("#login button")
+        wait_connected(other)
+        assert other.locator("#login").is_hidden()
+        for page in (ada, tab2, other):
+            wait_online(page, "ada", "bob")
+        say(other, "I am bob")
+        wait_for_text(ada, "I am bob")
+        assert texts(other) == ["from the second tab", "I am bob"]
+    finally:
+        context.close()
+    wait_online(ada, "ada")  # bob left
+    tab2.close()
+    say(ada, "still here")  # her first tab goes on
+    wait_for_text(ada, "still here")
 
 
 @pytest.mark.parametrize("nick", ["", " ada", "no!way"])

@@ -81,6 +81,7 @@ const handlers = {
     conn.send({ type: "join", room: msg.room, since: msg.since });
   },
   error(msg) {
+    if (msg.code === "nick_taken") return login(msg.text); // someone else's: pick another
     const out = msg.ref != null && state.outbox.get(msg.ref);
     if (out) {
       state.outbox.delete(msg.ref); // answered: not sent
@@ -293,10 +294,21 @@ function start(nick) {
   state.nick = nick;
   localStorage.setItem("peregrine-chat-nick", nick);
   $("login").hidden = true;
+  $("login-error").hidden = true;
   $("chat").hidden = false;
   render();
   conn.connect();
   $("text").focus();
+}
+
+// Back to the login form, saying why (the nick is taken): no reconnection meanwhile.
+function login(why) {
+  conn.stop();
+  $("chat").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = why;
+  $("login-error").hidden = false;
+  $("nick-input").select();
 }
 
 $("login").addEventListener("submit", (event) => {

@@ -51,6 +51,15 @@ export class Connection {
     };
   }
 
+  // Close, and do not come back until connect() is called again.
+  stop() {
+    clearTimeout(this.timer);
+    const ws = this.ws;
+    this.ws = null; // so its onclose schedules nothing
+    this.attempt = 0;
+    if (ws) ws.close(1000);
+  }
+
   // The server welcomed us: the next drop starts the backoff from scratch.
   welcomed() {
     this.attempt = 0;
