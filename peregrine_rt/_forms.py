@@ -1,32 +1,26 @@
 """Form bodies: ``await request.form()`` for urlencoded and ``multipart/form-data``.
 
 The body is parsed as it streams in (``request.stream()``), never read whole
-first: python-multipart's sans-IO ``MultipartParser`` and
-``QuerystringParser`` turn each piece into callbacks, which this module turns
-into a :class:`FormData` of text fields and :class:`UploadFile` objects.
+first: python-multipart's sans-IO ``MultipartParser`` and ``QuerystringParser``
+turn each piece into callbacks, which build a :class:`FormData` of text fields
+and :class:`UploadFile` objects.
 
-Memory.  A text field is held in memory, capped at :data:`MAX_FIELD_SIZE`
-(or ``max_part_size`` if smaller).  A file part goes to a
-``tempfile.SpooledTemporaryFile``: in memory up to ``Config.form_spool_size``
-bytes, then a temporary file on disk (unlinked at once, so nothing is left
-behind).  Writes that may touch the disk run on the worker threads of
-:func:`~peregrine_rt.run_sync`, one hop per piece of body, so a slow disk
-never stalls the event loop; writes to memory are plain calls.  So a
-20 MiB upload costs about ``form_spool_size`` plus one piece of body in
-memory, whatever ``max_body_size`` allows.
+Memory: a text field is held in memory, capped at :data:`MAX_FIELD_SIZE`; a
+file goes to a ``SpooledTemporaryFile``, in memory up to
+``Config.form_spool_size`` bytes, then on disk.  Writes that may touch the
+disk run on :func:`~peregrine_rt.run_sync`'s threads, one hop per piece of
+body; writes to memory are plain calls.  A 20 MiB upload costs about
+``form_spool_size`` plus one piece of body.
 
-Errors.  Every malformed body is an :class:`~peregrine_rt.HTTPError` with a
-reason the client can read: 400 (bad boundary, truncated body, bad part
-headers, bytes that are not the charset, too many fields or files), 413 (a
-part over its limit), 415 (not a form, or a charset other than UTF-8,
-Latin-1 or ASCII).  A body over ``max_body_size`` is the stream's own
-``LimitExceeded`` (413).  Files already spooled are closed before the error
-propagates.
+Errors: a malformed body is an :class:`~peregrine_rt.HTTPError` with a reason
+(400, 413 past a part limit, 415 not a form); over ``max_body_size`` it is the
+stream's ``LimitExceeded`` (413).  Files already spooled are closed first.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 import unicodedata
 import weakref
@@ -76,7 +70,10 @@ MAX_BOUNDARY_LENGTH: Final = 200
 URLENCODED: Final = "application/x-www-form-urlencoded"
 MULTIPART: Final = "multipart/form-data"
 _ACCEPT: Final = {"accept": f"{URLENCODED}, {MULTIPART}"}  # RFC 9110 §15.5.16
-_CACHE_KEY: Final = "peregrine_rt.form"  # in request.state: the FormData, or the error
+_CACHE_KEY: Final = "peregrine_rt.form"
+_parser_log = logging.getLogger(
+    "peregrine_rt.forms"
+)  # in request.state: the FormData, or the error
 
 # The charsets a form may declare, by their usual names, and the codec used.
 # US-ASCII is decoded as UTF-8 (its superset): lenient, never wrong for ASCII.
@@ -137,8 +134,8 @@ class UploadFile:
             (``""`` when the form's file input was left empty).
         raw_filename: the file name exactly as the client sent it (never use
             it as a path).
-        content_type: the part's ``Content-Type``
-            (``application/octet-stream`` if it had none).
+        content_type: the media type of the part's ``Content-Type``, lower
+            case, without parameters (``application/octet-stream`` if none).
         headers: the part's own headers (:class:`~peregrine_rt.Headers`).
         size: the file's size in bytes.
         file: the contents, a binary file object positioned at the start:
@@ -512,6 +509,7 @@ class _MultipartReader:
                 "on_end": self.on_end,
             },
         )
+        parser.logger = _parser_log  # its warnings on bad bodies, under our name
         received = 0
         try:
             async for chunk in chunks:
