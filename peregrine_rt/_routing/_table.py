@@ -245,13 +245,14 @@ class _Leaf:
 class _Edge:
     """A dynamic step of the tree: one segment matched by a shape of parameters."""
 
-    __slots__ = ("key", "node", "parsers", "rank", "regex")
+    __slots__ = ("key", "node", "parse", "parsers", "rank", "regex")
 
     def __init__(self, key: str, segment: tuple[str | Param, ...]) -> None:
         params = [p for p in segment if isinstance(p, Param)]
         self.key = key
         self.node = _Node()
         self.parsers = tuple(p.converter.parse for p in params)
+        self.parse = self.parsers[0]  # a whole-segment parameter's (regex None)
         self.rank = 0 if len(segment) > 1 else params[0].converter.rank
         self.regex = None
         if len(segment) > 1:
@@ -263,12 +264,12 @@ class _Edge:
             )
 
     def match(self, text: str) -> list[Any] | None:
+        """The converted values of a segment mixing text and parameters, or ``None``."""
+        assert self.regex is not None  # a whole-segment parameter is matched by _walk itself
+        found = self.regex.fullmatch(text)
+        if found is None:
+            return None
         try:
-            if self.regex is None:
-                return [self.parsers[0](text)]
-            found = self.regex.fullmatch(text)
-            if found is None:
-                return None
             return [parse(value) for parse, value in zip(self.parsers, found.groups(), strict=True)]
         except ValueError:
             return None
@@ -302,11 +303,19 @@ def _walk(
         if hit is not None:
             return hit
     for edge in node.dynamic:
-        got = edge.match(segs[i])
-        if got is not None:
-            hit = _walk(edge.node, segs, i + 1, values + got, method, seen)
-            if hit is not None:
-                return hit
+        if edge.regex is None:  # the common case, inline: one parameter, the whole segment
+            try:
+                got = [edge.parse(segs[i])]
+            except ValueError:
+                continue
+        else:
+            found = edge.match(segs[i])
+            if found is None:
+                continue
+            got = found
+        hit = _walk(edge.node, segs, i + 1, values + got, method, seen)
+        if hit is not None:
+            return hit
     tail = node.tail
     if tail is not None:
         route = tail.by_method.get(method) if method else None
@@ -374,7 +383,7 @@ class RouteTable:
             hit = _walk(self.root, path[1:].split("/"), 0, [], method, [])
             if hit is not None:
                 route, values = hit
-                return route, dict(zip(route.names, values, strict=True))
+                return route, dict(zip(route.names, values, strict=False))  # equal lengths
         return None
 
     def allowed(self, path: str) -> set[str]:
