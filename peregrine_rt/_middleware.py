@@ -46,9 +46,10 @@ coroutine per message, however deep the wrapping.
 from __future__ import annotations
 
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._handler import HandlerSpec, check_handler
+from .exceptions import HandlerError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -146,17 +147,49 @@ class Middleware:
     subclass that defines one of these hooks itself keeps its own and calls
     ``self.app``'s when it wants to.
 
+    A middleware *class* can be an app of its own, served as a class
+    (``Server(Board)``, ``peregrine-rt examples.board:Board``): the server
+    checks a class before it makes the instance, so the class names what it
+    wraps in ``wraps``, and gets that handler's hooks when it is defined::
+
+        class Board(pr.CORS):
+            wraps = Routes  # checked here; Board gets Routes' WebSocket hooks
+
+            def __init__(self):
+                super().__init__(Routes, allow_origins=["http://localhost:5173"])
+
     Error handling:
         :class:`~peregrine_rt.exceptions.HandlerError` when ``app`` breaks the
-        handler contract, raised here, when the wrapper is built.
+        handler contract, raised here, when the wrapper is built (or when a
+        class with ``wraps`` is defined), and when ``app`` is not what the
+        class's ``wraps`` names.
 
     Attributes:
         app: the wrapped handler instance.
+        wraps: (a class attribute) the handler class a middleware class
+            always wraps, for a middleware class served as a class.
     """
 
     app: Any
+    wraps: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        inner = vars(cls).get("wraps")
+        if inner is None:
+            return
+        spec = check_handler(inner)
+        for hook, forwarder in _hooks(spec, inner).items():
+            if not _defines(cls, hook):
+                setattr(cls, hook, _renamed(forwarder, hook, cls.__qualname__))
 
     def __init__(self, app: type | object) -> None:
+        declared = type(self).wraps
+        if declared is not None and (app if isinstance(app, type) else type(app)) is not declared:
+            raise HandlerError(
+                f"{type(self).__qualname__} declares wraps = {declared.__qualname__} but was "
+                f"given {app!r}: the server checked the hooks of {declared.__qualname__}"
+            )
         spec = check_handler(app)
         inner = app() if isinstance(app, type) else app
         self.app = inner

@@ -179,6 +179,53 @@ async def test_websockets_and_every_hook_pass_through_two_wrappers() -> None:
     assert echo.events == ["startup", "background", ("open", "ada"), ("close", 1000), "shutdown"]
 
 
+class Served(CORS):
+    """A middleware class served as a class: it names what it wraps."""
+
+    wraps = Echo
+
+    def __init__(self) -> None:
+        super().__init__(Echo, allow_origins=[SITE])
+
+
+async def test_a_middleware_class_with_wraps_is_served_as_a_class() -> None:
+    spec = check_handler(Served)  # the class, before any instance: Echo's hooks
+    assert spec.has_websocket and spec.has_on_open and spec.has_on_close
+    assert spec.has_startup and spec.background_reports_ready
+    server = pr.Server(Served)
+    async with open_client(server) as client:
+        echo = server.handler_instance.app
+        async with client.websocket("/ws?user=ada") as ws:
+            await ws.send("hello")
+            assert await ws.receive() == "hello"
+        await wait_until(lambda: ("close", 1000) in echo.events)
+        preflight = await client.options(
+            "/", headers={"Origin": SITE, "Access-Control-Request-Method": "GET"}
+        )
+        assert preflight.headers["access-control-allow-origin"] == SITE
+    assert echo.events[:3] == ["startup", "background", ("open", "ada")]
+
+
+def test_wraps_is_checked_where_it_is_written_and_kept_to() -> None:
+    class Broken:
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            await pr.upgrade(request, response)
+
+    with pytest.raises(HandlerError, match="Broken has no on_message"):
+
+        class Wrapper(Middleware):
+            wraps = Broken
+
+    class Other(CORS):
+        wraps = Echo
+
+        def __init__(self) -> None:
+            super().__init__(Api, allow_origins=[SITE])
+
+    with pytest.raises(HandlerError, match="declares wraps = Echo but was given"):
+        Other()
+
+
 class Timing(Middleware):
     """A middleware of one's own: a header on every answer."""
 
