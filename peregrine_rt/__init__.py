@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._auth import Identity, Tokens, bearer_auth, session_auth
+from ._compress import Compress
 from ._config import Config
+from ._cors import CORS
+from ._forms import FormData, UploadFile
 from ._http import Headers
 from ._hub import Hub, Subscriber, broadcast
+from ._middleware import Middleware
 from ._options import ServerOptions
 from ._request import QueryParams, Request
 from ._response import Response, ResponseHeaders
+from ._routing import Router, delete, get, patch, post, put, route
 from ._run import run
 from ._server import Server
+from ._sessions import Sessions
 from ._sse import EventStream
 from ._static import DirServer
 from ._threads import run_sync
@@ -23,6 +30,7 @@ from .exceptions import (
     ConnectionClosedOK,
     HandlerError,
     HandshakeError,
+    HTTPError,
     HubUnavailable,
     InvalidJSON,
     LimitExceeded,
@@ -41,22 +49,28 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CORS",
     "ClientDisconnected",
+    "Compress",
     "Config",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "DirServer",
     "EventStream",
+    "FormData",
+    "HTTPError",
     "HTTPHandler",
     "HandlerError",
     "HandshakeError",
     "Headers",
     "Hub",
     "HubUnavailable",
+    "Identity",
     "InvalidJSON",
     "LimitExceeded",
     "LocalProtocolError",
+    "Middleware",
     "PeregrineError",
     "ProtocolError",
     "QueryParams",
@@ -64,16 +78,28 @@ __all__ = [
     "Request",
     "Response",
     "ResponseHeaders",
+    "Router",
     "Server",
     "ServerOptions",
+    "Sessions",
     "StaticMixin",
     "Subscriber",
+    "Tokens",
+    "UploadFile",
     "WebSocket",
     "WebSocketHandler",
     "__version__",
+    "bearer_auth",
     "broadcast",
+    "delete",
+    "get",
+    "patch",
+    "post",
+    "put",
+    "route",
     "run",
     "run_sync",
+    "session_auth",
     "upgrade",
 ]
 
