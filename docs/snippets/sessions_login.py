@@ -10,8 +10,7 @@ import os
 import pytest
 
 import peregrine_rt as pr
-from peregrine_rt._auth import session_auth  # public as peregrine_rt.session_auth
-from peregrine_rt._sessions import Sessions  # public as peregrine_rt.Sessions
+from peregrine_rt import Sessions, session_auth
 from peregrine_rt.exceptions import HTTPError
 from peregrine_rt.testing import Client, WebSocketRejected, open_client
 

@@ -18,8 +18,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt._auth import Tokens, bearer_auth, session_auth  # public in peregrine_rt
-from peregrine_rt._sessions import Sessions  # public as peregrine_rt.Sessions
+from peregrine_rt import Sessions, Tokens, bearer_auth, session_auth
 from peregrine_rt.exceptions import HTTPError
 from peregrine_rt.testing import WebSocketRejected, open_client
 from peregrine_rt.testing._client import TEST_HOST
