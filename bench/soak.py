@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -427,7 +428,11 @@ def main() -> None:
                 "--host", HOST, "--port", str(port), "--workers", "2",
                 "--redis", redis.url, "--log-level", "warning",
             ]  # fmt: skip
-            env = {"SOAK_TRACEMALLOC": "1"} if args.tracemalloc else None
+            # Both workers sign the chat's session cookies with one key, so a
+            # client that reconnects to the other worker keeps its nick.
+            env = {"CHAT_SECRET": secrets.token_urlsafe(32)}
+            if args.tracemalloc:
+                env["SOAK_TRACEMALLOC"] = "1"
             with open(log_path, "wb") as log:
                 server = spawn(argv, log, env=env)
             print(f"server: {' '.join(argv)}", flush=True)

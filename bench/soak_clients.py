@@ -76,6 +76,7 @@ class ChatState:
     catch_up_repeats: int = 0  # an id repeated by history (resync/resume): clients drop these
     pending: dict[str, tuple[str, str]] = field(default_factory=dict)  # ref -> (room, text)
     reconnects: int = 0
+    cookie: str | None = None  # the chat's session cookie: its nick stays this client's
 
 
 class Workload:
@@ -380,7 +381,14 @@ class Workload:
         seq = 0
         while not self.close_all.is_set():
             try:
-                async with connect(self.ws_url("/ws"), compression=None, max_queue=None) as ws:
+                headers = {"Cookie": st.cookie} if st.cookie else None
+                async with connect(
+                    self.ws_url("/ws"), compression=None, max_queue=None, additional_headers=headers
+                ) as ws:
+                    assert ws.response is not None
+                    set_cookie = ws.response.headers.get("set-cookie")
+                    if set_cookie:  # a reconnect is the same person: the nick is still ours
+                        st.cookie = set_cookie.partition(";")[0]
                     hello = {
                         "type": "hello",
                         "nick": st.nick,
