@@ -38,7 +38,6 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -48,7 +47,16 @@ import trio
 from .._handler import HandlerSpec, check_handler
 from .._upgrade import upgrade
 from ..exceptions import HandlerError, HTTPError
-from ._table import Route, RouteTable, Sockets, WebSocketRoute, build_url
+from ._table import (
+    Route,
+    RouteTable,
+    Sockets,
+    WebSocketRoute,
+    build_url,
+    check_endpoint,
+    check_methods,
+    check_websocket_handler,
+)
 
 if TYPE_CHECKING:
     from .._hub import Hub
@@ -68,7 +76,6 @@ _UNSET: Any = object()  # "upgrade()'s default" for a WebSocket route's options
 _HANDLING: contextvars.ContextVar[Any] = contextvars.ContextVar("peregrine_rt_handling")
 # Which handlers each lifecycle hook has visited, shared by the routers of one tree.
 _DONE: contextvars.ContextVar[dict[str, set[int]]] = contextvars.ContextVar("peregrine_rt_done")
-_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")
 
 
 @contextlib.contextmanager
@@ -82,71 +89,6 @@ def _once() -> Iterator[None]:
         yield
     finally:
         _DONE.reset(token)
-
-
-# -- checks -------------------------------------------------------------------------
-
-
-def _check_endpoint(func: Any, where: str, nargs: int) -> None:
-    """Refuse an endpoint that is not ``async def (request, response)`` (``nargs``: with self)."""
-    expected = (
-        "async def (self, request, response)" if nargs == 3 else "async def (request, response)"
-    )
-    name = getattr(func, "__qualname__", repr(func))
-    if not inspect.iscoroutinefunction(func):
-        raise HandlerError(f"{where}: {name} must be {expected}; it is not a coroutine function")
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):  # no signature to read: trust it
-        return
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
-    kw_required = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    if kw_required or len(required) > nargs or (len(positional) < nargs and not varargs):
-        bare = [p.replace(annotation=p.empty, default=p.empty) for p in params]
-        actual = inspect.Signature(bare).__str__()  # without annotations: (request, *, user)
-        raise HandlerError(f"{where}: {name} must be {expected}; it is async def {name}{actual}")
-
-
-async def _no_handle(self: Any, request: Request, response: Response) -> None:
-    raise RuntimeError("a WebSocket route's handler is never asked to handle")  # pragma: no cover
-
-
-def _no_init(self: Any) -> None:
-    pass  # pragma: no cover - the probe class is never instantiated
-
-
-def _check_websocket_handler(handler: Any, where: str) -> HandlerSpec:
-    """check_handler's rules for a handler that needs on_message and no handle."""
-    cls = handler if isinstance(handler, type) else type(handler)
-    namespace: dict[str, Any] = {
-        "handle": _no_handle,
-        "__qualname__": cls.__qualname__,
-        "__module__": cls.__module__,
-    }
-    if not isinstance(handler, type):
-        namespace["__init__"] = _no_init  # an instance is made: its arguments do not matter
-    try:
-        spec = check_handler(type(cls.__name__, (cls,), namespace))
-    except HandlerError as exc:
-        raise HandlerError(f"{where}: {exc}") from None
-    if not spec.has_websocket:
-        raise HandlerError(
-            f"{where}: {cls.__qualname__} has no on_message; a WebSocket route's handler "
-            "needs async def on_message(self, ws, message)"
-        )
-    return spec
-
-
-def _methods(methods: Iterable[str], where: str) -> frozenset[str]:
-    if isinstance(methods, str):
-        methods = [methods]
-    found = frozenset(m.upper() for m in methods)
-    bad = sorted(m for m in found if _METHOD.fullmatch(m) is None)
-    if not found or bad:
-        raise HandlerError(f"{where}: methods must be HTTP method names, not {sorted(methods)!r}")
-    return found
 
 
 # -- the module-level decorators (routes of a Router subclass) ----------------------
@@ -262,8 +204,8 @@ class Router:
             func = getattr(cls, attr)
             for mark in marks:
                 where = f"{cls.__qualname__}.{attr} ({' '.join(mark.methods)} {mark.path})"
-                _check_endpoint(func, where, 3)
-                methods = _methods(mark.methods, where)
+                check_endpoint(func, where, 3)
+                methods = check_methods(mark.methods, where)
                 table.add(Route(mark.path, methods, mark.name or attr, func))
         cls._declared = tuple(declared.items())
 
@@ -291,7 +233,7 @@ class Router:
             spec = self._children[id(instance)][1]
         else:
             if websocket:
-                spec = _check_websocket_handler(handler, where)
+                spec = check_websocket_handler(handler, where)
             else:
                 try:
                     spec = check_handler(handler)
@@ -312,7 +254,7 @@ class Router:
             if self._hub is not None and callable(attach):
                 attach(self._hub)
         if websocket and id(instance) not in self._sockets_of:
-            _check_websocket_handler(handler, where)  # adopted as an HTTP handler first
+            check_websocket_handler(handler, where)  # adopted as an HTTP handler first
         return instance
 
     @overload
@@ -371,14 +313,14 @@ class Router:
         label = name or getattr(endpoint, "__qualname__", None) or type(endpoint).__qualname__
         shown = methods if isinstance(methods, str) else " ".join(methods)
         where = f"route {shown} {path} ({label})"
-        found = _methods(methods, where)
+        found = check_methods(methods, where)
         if isinstance(endpoint, type) or (
             not inspect.isroutine(endpoint) and hasattr(endpoint, "handle")
         ):
             handler = self._adopt(endpoint, where)
             self._table.add(Route(path, found, name, None, handler=handler))
         else:
-            _check_endpoint(endpoint, where, 2)
+            check_endpoint(endpoint, where, 2)
             default = getattr(endpoint, "__name__", None)
             self._table.add(Route(path, found, name or default, endpoint))
         return None

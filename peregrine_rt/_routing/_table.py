@@ -11,20 +11,25 @@ types at the same positions) taking a method in common clash: the table
 refuses the second with a :class:`~peregrine_rt.exceptions.HandlerError`.
 The routes of one shape are a leaf, keyed by method, which answers HEAD with
 its GET route (not a WebSocket one) and knows its ``Allow`` header.
+
+The checks of what a route holds (an endpoint, a WebSocket route's handler,
+methods) are here too, for the router to call.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from .._handler import HandlerSpec, check_handler
 from ..exceptions import HandlerError
 
 if TYPE_CHECKING:
@@ -43,9 +48,13 @@ __all__ = [
     "Sockets",
     "WebSocketRoute",
     "build_url",
+    "check_endpoint",
+    "check_methods",
+    "check_websocket_handler",
     "parse_pattern",
 ]
 
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")
 _SAFE = "!$&'()*+,;=:@"  # characters a path segment may carry unencoded (RFC 3986 pchar)
 _PARAM = re.compile(r"\{([^{}]*)\}")
 _FLOAT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -421,3 +430,68 @@ def build_url(route: Route, params: dict[str, Any]) -> str:
                 ) from None
         parts.append(text)
     return "/" + "/".join(parts)
+
+
+# -- checks -------------------------------------------------------------------------
+
+
+def check_endpoint(func: Any, where: str, nargs: int) -> None:
+    """Refuse an endpoint that is not ``async def (request, response)`` (``nargs``: with self)."""
+    expected = (
+        "async def (self, request, response)" if nargs == 3 else "async def (request, response)"
+    )
+    name = getattr(func, "__qualname__", repr(func))
+    if not inspect.iscoroutinefunction(func):
+        raise HandlerError(f"{where}: {name} must be {expected}; it is not a coroutine function")
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: trust it
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    kw_required = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if kw_required or len(required) > nargs or (len(positional) < nargs and not varargs):
+        bare = [p.replace(annotation=p.empty, default=p.empty) for p in params]
+        actual = inspect.Signature(bare).__str__()  # without annotations: (request, *, user)
+        raise HandlerError(f"{where}: {name} must be {expected}; it is async def {name}{actual}")
+
+
+async def _no_handle(self: Any, request: Request, response: Response) -> None:
+    raise RuntimeError("a WebSocket route's handler is never asked to handle")  # pragma: no cover
+
+
+def _no_init(self: Any) -> None:
+    pass  # pragma: no cover - the probe class is never instantiated
+
+
+def check_websocket_handler(handler: Any, where: str) -> HandlerSpec:
+    """check_handler's rules for a handler that needs on_message and no handle."""
+    cls = handler if isinstance(handler, type) else type(handler)
+    namespace: dict[str, Any] = {
+        "handle": _no_handle,
+        "__qualname__": cls.__qualname__,
+        "__module__": cls.__module__,
+    }
+    if not isinstance(handler, type):
+        namespace["__init__"] = _no_init  # an instance is made: its arguments do not matter
+    try:
+        spec = check_handler(type(cls.__name__, (cls,), namespace))
+    except HandlerError as exc:
+        raise HandlerError(f"{where}: {exc}") from None
+    if not spec.has_websocket:
+        raise HandlerError(
+            f"{where}: {cls.__qualname__} has no on_message; a WebSocket route's handler "
+            "needs async def on_message(self, ws, message)"
+        )
+    return spec
+
+
+def check_methods(methods: Iterable[str], where: str) -> frozenset[str]:
+    if isinstance(methods, str):
+        methods = [methods]
+    found = frozenset(m.upper() for m in methods)
+    bad = sorted(m for m in found if _METHOD.fullmatch(m) is None)
+    if not found or bad:
+        raise HandlerError(f"{where}: methods must be HTTP method names, not {sorted(methods)!r}")
+    return found
