@@ -44,12 +44,14 @@ def _accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
-def _refuse(response: Response, status: int, message: str, **headers: str) -> HandshakeError:
+def _refuse(
+    response: Response, status: int, message: str, headers: dict[str, str] | None = None
+) -> HandshakeError:
     response.status = status
     response.body = f"{status} {message}\n".encode()
     response.headers["content-type"] = _TEXT
-    for name, value in headers.items():
-        response.headers[name.replace("_", "-")] = value
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
     return HandshakeError(message, status)
 
 
@@ -133,9 +135,11 @@ async def upgrade(
         raise _refuse(response, 400, "a WebSocket handshake is a GET over HTTP/1.1")
     upgrade_to = (request.upgrade or b"").lower()
     if b"websocket" not in [t.strip() for t in upgrade_to.split(b",")]:
-        raise _refuse(response, 426, "Upgrade Required", upgrade="websocket")
+        raise _refuse(response, 426, "Upgrade Required", {"upgrade": "websocket"})
     if (headers.get("sec-websocket-version") or "").strip() != "13":
-        raise _refuse(response, 426, "unsupported WebSocket version", sec_websocket_version="13")
+        raise _refuse(
+            response, 426, "unsupported WebSocket version", {"sec-websocket-version": "13"}
+        )
     key = (headers.get("sec-websocket-key") or "").strip().encode("latin-1")
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
@@ -154,11 +158,11 @@ async def upgrade(
         try:
             identity = await authenticate(request)
         except HTTPError as exc:
-            raise _refuse(
-                response, exc.status, exc.detail or "not allowed", **exc.headers
-            ) from None
+            raise _refuse(response, exc.status, exc.detail or "not allowed", exc.headers) from None
         if identity is None:
-            raise _refuse(response, 401, "authentication required")
+            # RFC 9110 §15.5.2: a 401 names a scheme; the hook's carrier is the app's.
+            challenge = {"www-authenticate": 'Bearer realm="websocket"'}
+            raise _refuse(response, 401, "authentication required", challenge)
         request.user = identity
 
     chosen: str | None = None

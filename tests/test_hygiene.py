@@ -27,7 +27,7 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-BUDGET = 10
+BUDGET = 11  # the 11th: a nick claim lapsing on Redis's own (real-time) TTL
 SLEEPS = {("trio", "sleep"), ("time", "sleep"), ("asyncio", "sleep")}
 EXEMPT = {
     "autobahn/run_autobahn.py": (

@@ -38,7 +38,7 @@ class Guarded:
     async def authenticate(self, request: pr.Request) -> Who | None:
         name = request.query.get("user")
         if name == "banned":
-            raise HTTPError(403, "banned", {"x-why": "banned"})
+            raise HTTPError(403, "banned", {"x-why": "banned", "status": "odd but allowed"})
         if name is None:
             return None
         return Who(name, None if self.ttl is None else time.time() + self.ttl)
@@ -74,11 +74,13 @@ async def test_authenticate_admits_refuses_and_forbids() -> None:
             async with client.websocket("/ws"):
                 pass
         assert refused.value.response.status == 401
+        assert refused.value.response.headers["www-authenticate"].startswith("Bearer")
         with pytest.raises(WebSocketRejected) as refused:
             async with client.websocket("/ws?user=banned"):
                 pass
         assert refused.value.response.status == 403
         assert refused.value.response.headers["x-why"] == "banned"
+        assert refused.value.response.headers["status"] == "odd but allowed"
         assert app.seen == []  # neither opened
         async with client.websocket("/ws?user=ada") as ws:
             await ws.send("hi")
