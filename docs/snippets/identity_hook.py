@@ -68,15 +68,17 @@ async def test_the_hook_admits_and_refuses() -> None:
 
 
 async def test_an_hour_later_it_closes_unless_renewed(autojump_clock: trio.abc.Clock) -> None:
-    async with open_client(Feed, timeout=None, ws_ping_interval=None) as client:
-        async with client.websocket("/", headers={"X-Api-Key": "k-bob"}) as ws:
-            assert await ws.receive() == "hello bob"
-            opened = trio.current_time()
-            await trio.sleep(3000)
-            await ws.send("renew k-bob")
-            assert (await ws.receive()).startswith("renewed until")
-            await trio.sleep(1000)  # past the first hour: still open
-            with pytest.raises(pr.ConnectionClosed) as closed:
-                await ws.receive()  # until the renewed hour is over
-            assert (closed.value.code, closed.value.reason) == (3000, "identity expired")
-            assert 6600 <= trio.current_time() - opened <= 6602  # the renewed hour, not the first
+    async with (
+        open_client(Feed, timeout=None, ws_ping_interval=None) as client,
+        client.websocket("/", headers={"X-Api-Key": "k-bob"}) as ws,
+    ):
+        assert await ws.receive() == "hello bob"
+        opened = trio.current_time()
+        await trio.sleep(3000)
+        await ws.send("renew k-bob")
+        assert (await ws.receive()).startswith("renewed until")
+        await trio.sleep(1000)  # past the first hour: still open
+        with pytest.raises(pr.ConnectionClosed) as closed:
+            await ws.receive()  # until the renewed hour is over
+        assert (closed.value.code, closed.value.reason) == (3000, "identity expired")
+        assert 6600 <= trio.current_time() - opened <= 6602  # the renewed hour, not the first

@@ -11,7 +11,6 @@ import brotli  # type: ignore[import-untyped]  # brotli ships no type stubs
 import pytest
 
 import peregrine_rt as pr
-from peregrine_rt._compress import Compress  # public as pr.Compress
 from peregrine_rt.testing import open_client
 
 
@@ -23,7 +22,7 @@ class Report:
 
 
 # [compress]
-app = Compress(
+app = pr.Compress(
     Report,
     minimum_size=1024,  # smaller bodies are sent as they are
     gzip_level=6,

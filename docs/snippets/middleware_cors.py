@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 import peregrine_rt as pr
-from peregrine_rt._cors import CORS  # public as pr.CORS
 from peregrine_rt.exceptions import HTTPError
 from peregrine_rt.testing import open_client
 
@@ -23,7 +22,7 @@ class Api:
 
 
 # [cors]
-app = CORS(
+app = pr.CORS(
     Api,
     allow_origins=["https://app.example", "http://localhost:5173"],
     allow_origin_regex=r"https://[a-z0-9-]+\.preview\.app\.example",  # preview deployments
@@ -76,4 +75,4 @@ async def test_preflights(origin: str, method: str, headers: str, status: int) -
 
 def test_wildcard_and_credentials_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot work"):
-        CORS(Api, allow_origins=["*"], allow_credentials=True)
+        pr.CORS(Api, allow_origins=["*"], allow_credentials=True)

@@ -10,9 +10,6 @@ import gzip
 import time
 
 import peregrine_rt as pr
-from peregrine_rt._compress import Compress  # public as pr.Compress
-from peregrine_rt._cors import CORS  # public as pr.CORS
-from peregrine_rt._middleware import Middleware  # public as pr.Middleware
 from peregrine_rt.testing import open_client
 
 
@@ -28,7 +25,7 @@ class Api:
 
 
 # [own]
-class ServerTiming(Middleware):
+class ServerTiming(pr.Middleware):
     """Tells the browser's developer tools how long the app took."""
 
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
@@ -42,8 +39,8 @@ class ServerTiming(Middleware):
 # [/own]
 
 # [stack]
-app = Compress(  # outermost: compresses what the others left
-    CORS(  # answers preflights before anything below runs
+app = pr.Compress(  # outermost: compresses what the others left
+    pr.CORS(  # answers preflights before anything below runs
         ServerTiming(Api),  # a class is instantiated once, here
         allow_origins=["http://localhost:5173"],
     ),

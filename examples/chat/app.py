@@ -82,7 +82,6 @@ from typing import Any
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt._sessions import Sessions
 from peregrine_rt.mixins import JSONMixin, RoomsMixin, StaticMixin
 
 from .nicks import NICK_HOLD
@@ -290,7 +289,7 @@ class Chat(RoomsMixin, JSONMixin, StaticMixin):
         self._links_in, self._links_out = trio.open_memory_channel[bool](math.inf)
         keys = [key for key in os.environ.get("CHAT_SECRET", "").split(",") if key.strip()]
         self.random_key = not keys
-        self.sessions = Sessions(keys or [secrets.token_urlsafe(32)], cookie="chat_session")
+        self.sessions = pr.Sessions(keys or [secrets.token_urlsafe(32)], cookie="chat_session")
 
     # start identity
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
