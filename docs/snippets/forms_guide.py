@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import peregrine_rt as pr
-from peregrine_rt._forms import UploadFile  # public as peregrine_rt.UploadFile
+from peregrine_rt import UploadFile
 from peregrine_rt.exceptions import HTTPError
 from peregrine_rt.testing import open_client
 
