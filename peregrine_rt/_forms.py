@@ -130,8 +130,9 @@ class UploadFile:
     """A file of a ``multipart/form-data`` body.
 
     Attributes:
-        filename: the client's file name made safe by :func:`safe_filename`
-            (``""`` when the form's file input was left empty).
+        filename: the client's file name made safe: one path component, no
+            control characters, at most 255 bytes (see :doc:`web/forms`);
+            ``""`` when the form's file input was left empty.
         raw_filename: the file name exactly as the client sent it (never use
             it as a path).
         content_type: the media type of the part's ``Content-Type``, lower
