@@ -253,7 +253,17 @@ class Request(RequestHead):
         return self._conn.server.hub
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """Yield the body in pieces as they arrive (each call starts where the last stopped)."""
+        """Yield the body in pieces as they arrive (each call starts where the last stopped).
+
+        After :meth:`body` (or ``json()``) read the whole body, it yields that
+        body once more, so a handler's ``form()`` still works behind a
+        middleware that looked at the body first.
+        """
+        body = getattr(self, "_body", None)
+        if body is not None:
+            if body:
+                yield body
+            return
         conn = self._conn
         while True:
             chunk = await conn.read_body_chunk(self)

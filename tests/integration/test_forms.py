@@ -245,3 +245,21 @@ async def test_a_big_upload_streams_through_a_small_memory() -> None:
     ]
     print(f"tracemalloc peak for a {UPLOAD >> 20} MiB upload: {peak / MiB:.2f} MiB")
     assert peak < UPLOAD / 5, f"peak {peak} bytes"
+
+
+async def test_form_after_body_reads_the_kept_body() -> None:
+    """A middleware that read body() first does not leave the handler an empty form."""
+
+    class Peek:
+        async def handle(self, request: pr.Request, response: pr.Response) -> None:
+            raw = await request.body()
+            form = await request.form()
+            again = b"".join([piece async for piece in request.stream()])
+            response.json({"raw": len(raw), "fields": dict(form), "again": len(again)})
+
+    async with open_client(Peek) as client:
+        answer = await client.post("/", data={"a": "1", "b": "two"})
+        body = len("a=1&b=two")
+        assert answer.json() == {"raw": body, "fields": {"a": "1", "b": "two"}, "again": body}
+        empty = await client.post("/", content=b"", headers={"content-type": "text/plain"})
+        assert empty.status == 415  # the kept body is checked like a streamed one
