@@ -7,12 +7,10 @@ run them through peregrine_rt.testing.
 from __future__ import annotations
 
 import peregrine_rt as pr
-from peregrine_rt._routing import Router  # pr.Router once exported
-from peregrine_rt.exceptions import HTTPError
 from peregrine_rt.testing import open_client
 
 # [routes]
-router = Router()
+router = pr.Router()
 ITEMS = {1: "kettle", 2: "teapot"}
 
 
@@ -25,7 +23,7 @@ async def home(request: pr.Request, response: pr.Response) -> None:
 async def item(request: pr.Request, response: pr.Response) -> None:
     item_id = request.path_params["id"]  # an int already; /items/abc is a 404
     if item_id not in ITEMS:
-        raise HTTPError(404, f"no item {item_id}")
+        raise pr.HTTPError(404, f"no item {item_id}")
     response.json({"id": item_id, "name": ITEMS[item_id]})
 
 

@@ -5,22 +5,21 @@ from __future__ import annotations
 import pytest
 
 import peregrine_rt as pr
-from peregrine_rt._routing import Router, get, post  # pr.Router, pr.get, pr.post once exported
 from peregrine_rt.testing import WebSocketRejected, open_client
 
 
 # [api]
-class Api(Router):
+class Api(pr.Router):
     def __init__(self) -> None:
         super().__init__()
         self.likes: dict[int, int] = {}
 
-    @get("/posts/{id:int}")
+    @pr.get("/posts/{id:int}")
     async def show(self, request: pr.Request, response: pr.Response) -> None:
         post_id = request.path_params["id"]
         response.json({"id": post_id, "likes": self.likes.get(post_id, 0)})
 
-    @post("/posts/{id:int}/like")
+    @pr.post("/posts/{id:int}/like")
     async def like(self, request: pr.Request, response: pr.Response) -> None:
         post_id = request.path_params["id"]
         self.likes[post_id] = self.likes.get(post_id, 0) + 1
@@ -55,13 +54,13 @@ class Room:
 
 
 # [board]
-class Board(Router):
+class Board(pr.Router):
     def __init__(self) -> None:
         super().__init__()
         self.mount("/api", Api, name="api")  # Api sees /posts/1 for /api/posts/1
         self.websocket("/rooms/{room}", Room, name="room")
 
-    @get("/")
+    @pr.get("/")
     async def home(self, request: pr.Request, response: pr.Response) -> None:
         response.json(
             {

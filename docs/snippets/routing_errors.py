@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from peregrine_rt._routing import Router
-from peregrine_rt.exceptions import HandlerError
+from peregrine_rt import HandlerError, Router
 
 
 async def item(request, response): ...
