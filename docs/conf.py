@@ -67,6 +67,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(AbstractAsyncContextManager)"),
     # type aliases of DirServer's options, spelt out in the static files guide
     (r"py:.*", r"(CacheControl)"),
+    # the authenticate hooks' type: a callable, spelt out in web/identity
+    (r"py:.*", r"(Authenticate)"),
 ]
 
 # autodoc: the documented surface is what __all__ exports (tests/test_docs.py

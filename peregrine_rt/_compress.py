@@ -142,9 +142,10 @@ class Compress(Middleware):
         gzip_level: zlib's level, 1 (fast) to 9 (small).
         brotli_quality: brotli's quality, 0 (fast) to 11 (small); 4 is close
             to gzip's speed at level 6 and smaller.
-        content_types: the media types to compress (see
-            :data:`DEFAULT_CONTENT_TYPES` for the patterns); never those in
-            :data:`NEVER_COMPRESSED`.
+        content_types: the media types to compress (the default,
+            ``DEFAULT_CONTENT_TYPES`` in ``peregrine_rt._compress``, lists
+            text, JSON, JavaScript, XML and SVG); never those in
+            ``NEVER_COMPRESSED`` (images, video, archives, fonts).
 
     A compressed response gets ``Content-Encoding``, and a strong ``ETag``
     becomes weak (``W/"..."``): the bytes differ from the identity ones,
@@ -153,8 +154,8 @@ class Compress(Middleware):
     response that *could* be compressed, whatever this client accepts, gets
     ``Vary: Accept-Encoding`` (added to the ``Vary`` the app set).
 
-    Large bodies (:data:`OFFLOAD_SIZE`) are compressed on the server's thread
-    pool, so that one large answer does not stall the other connections.
+    Large bodies (``OFFLOAD_SIZE``, 256 KiB) are compressed on the server's
+    thread pool, so that one large answer does not stall the other connections.
     Streams, SSE, files and the rest listed in the module docstring pass
     through untouched; so does an :class:`~peregrine_rt.HTTPError` answer
     (a short text the server writes).

@@ -73,7 +73,8 @@ class CORS(Middleware):
             GET, HEAD and POST need no preflight and are never refused by
             browsers on that account.
         allow_headers: request headers a preflight may ask for (any case),
-            besides :data:`SAFELISTED_HEADERS`; ``["*"]`` for any.
+            besides the CORS-safelisted ``Accept``, ``Accept-Language``,
+            ``Content-Language`` and ``Content-Type``; ``["*"]`` for any.
         allow_credentials: let pages send cookies and ``Authorization``
             (``fetch(url, {credentials: "include"})``) and read the answer.
         expose_headers: response headers the page may read besides the

@@ -184,7 +184,7 @@ class Request(RequestHead):
     def root_path(self) -> str:
         """The prefix a router mounted the handler under (``""`` at the top).
 
-        :meth:`mount` moved it from :attr:`path` to here: a handler mounted
+        ``mount()`` moved it from ``path`` to here: a handler mounted
         at ``/api`` sees ``/items`` for ``/api/items``, and builds its own
         URLs as ``request.root_path + "/items"``.
         """
@@ -194,7 +194,7 @@ class Request(RequestHead):
             return ""
 
     def mount(self, prefix: str) -> None:
-        """Move ``prefix`` from the start of :attr:`path` to :attr:`root_path` (for routers).
+        """Move ``prefix`` from the start of ``path`` to ``root_path`` (for routers).
 
         Raises:
             ValueError: ``path`` does not start with ``prefix``.
