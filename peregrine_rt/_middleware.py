@@ -31,11 +31,10 @@ the server logs.  Hooks the middleware class defines itself are kept as they
 are (it then calls the inner one, if it wants to).
 
 ``authenticate`` is the exception: the server never asks the class for it,
-``upgrade()`` looks it up on the handler instance each time it runs.  So the
-wrapper answers that lookup (``__getattr__``) with what the wrapped handler
-answers at that moment: a Router has an ``authenticate`` only while it
-delegates to a mounted handler, and a hook fixed when the wrapper was built
-would skip that handler's check.
+``upgrade()`` looks it up on the handler instance each time it runs (on
+``request.handler`` when a router set it, else on the server's handler, this
+wrapper).  So the wrapper answers that lookup (``__getattr__``) with what the
+wrapped handler answers at that moment.
 
 The forwarders are there for the contract check.  At run time the instance
 holds the inner handler's bound methods under the same names, so that a
@@ -228,10 +227,7 @@ class Middleware:
 
         def __getattr__(self, name: str) -> Any:
             # upgrade() looks ``authenticate`` up on the server's handler (this
-            # wrapper) each time it runs: answer what the wrapped handler answers
-            # at that moment.  A Router answers it only while it delegates to a
-            # mounted handler, so a hook fixed when the wrapper is built would
-            # skip that handler's authenticate.
+            # wrapper) each time it runs: answer what the wrapped handler answers.
             if name == "authenticate" and "app" in self.__dict__:
                 return getattr(self.app, name)
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

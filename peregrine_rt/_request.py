@@ -102,6 +102,7 @@ class Request(RequestHead):
         "_body",
         "_conn",
         "_cookies",
+        "_handler",
         "_path_params",
         "_query",
         "_root_path",
@@ -118,6 +119,7 @@ class Request(RequestHead):
     _state: dict[str, Any]
     _cookies: dict[str, str]
     _path_params: dict[str, Any]
+    _handler: Any
     _root_path: str
     _user: Any
     _websocket: WebSocket
@@ -201,6 +203,23 @@ class Request(RequestHead):
         """
         self.strip_prefix(prefix)
         self._root_path = self.root_path + prefix
+
+    @property
+    def handler(self) -> Any:
+        """The handler answering this request, when it is not the server's own (else ``None``).
+
+        A router sets it while a mounted handler or a route's handler runs, so
+        that :func:`~peregrine_rt.upgrade` calls *that* handler's
+        ``authenticate`` by default, not the router's.
+        """
+        try:
+            return self._handler
+        except AttributeError:
+            return None
+
+    @handler.setter
+    def handler(self, handler: Any) -> None:
+        self._handler = handler
 
     @property
     def user(self) -> Any:

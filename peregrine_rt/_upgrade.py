@@ -115,9 +115,10 @@ async def upgrade(
             the handshake is valid and the origin allowed, before the ``101``.
             What it returns becomes ``request.user`` and ``ws.user``; ``None``
             refuses with 401, and an :class:`~peregrine_rt.HTTPError` it raises
-            (401, 403) refuses with that status.  The default is the handler's
-            own ``authenticate`` method, if it has one; pass ``None`` for no
-            check.  :doc:`web/identity` tells the whole story.
+            (401, 403) refuses with that status.  The default is the
+            ``authenticate`` method of the handler answering the request
+            (``request.handler``, set by a router, else the server's), if it
+            has one; pass ``None`` for no check.  :doc:`web/identity` tells the whole story.
 
     Raises:
         HandshakeError: not an acceptable handshake; the response is already set
@@ -153,7 +154,8 @@ async def upgrade(
     if not origin_allowed(headers.get("origin"), host, origins):
         raise _refuse(response, 403, "origin not allowed")
     if authenticate is _UNSET:
-        authenticate = getattr(conn.server.handler_instance, "authenticate", None)
+        owner = request.handler or conn.server.handler_instance
+        authenticate = getattr(owner, "authenticate", None)
     if authenticate is not None:
         try:
             identity = await authenticate(request)

@@ -25,10 +25,9 @@ socket belongs to (``_sockets``, dropped in ``on_close``) and hands the
 events over.  A WebSocket route answers the handshake itself (``upgrade()``
 with the route's ``authenticate``, else its handler's own, else none).  A
 mounted handler may call ``upgrade()`` itself: the router then finds the
-socket in ``request.websocket``.  ``upgrade()``'s default ``authenticate`` is
-the server's handler's (the router's) ``authenticate`` attribute, so while it
-delegates to a handler the router answers that lookup with the handler's own
-method (a context variable of the request's task, and ``__getattr__``).
+socket in ``request.websocket``.  While a handler runs, the router names it
+in ``request.handler``, and ``upgrade()`` calls that handler's
+``authenticate`` by default (not the router's).
 """
 
 from __future__ import annotations
@@ -72,8 +71,6 @@ error_log = logging.getLogger("peregrine_rt.error")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 _MARK = "__peregrine_routes__"  # where the module-level decorators note their routes
 _UNSET: Any = object()  # "upgrade()'s default" for a WebSocket route's options
-# The handler a router is delegating to in this task (for upgrade()'s authenticate lookup).
-_HANDLING: contextvars.ContextVar[Any] = contextvars.ContextVar("peregrine_rt_handling")
 # Which handlers each lifecycle hook has visited, shared by the routers of one tree.
 _DONE: contextvars.ContextVar[dict[str, set[int]]] = contextvars.ContextVar("peregrine_rt_done")
 
@@ -466,11 +463,12 @@ class Router:
             await self._delegate(route.handler, request, response)
 
     async def _delegate(self, handler: Any, request: Request, response: Response) -> None:
-        token = _HANDLING.set(handler)
+        outer = request.handler
+        request.handler = handler  # upgrade() calls this handler's authenticate
         try:
             await handler.handle(request, response)
         finally:
-            _HANDLING.reset(token)
+            request.handler = outer
         ws = request.websocket
         if ws is not None and ws not in self._sockets:
             sockets = self._sockets_of.get(id(handler))
@@ -498,19 +496,6 @@ class Router:
                     response.redirect(f"{location}?{query}" if query else location, 307)
                     return
         raise HTTPError(404)
-
-    if not TYPE_CHECKING:  # invisible to type checkers: a typo stays an error there
-
-        def __getattr__(self, name: str) -> Any:
-            # upgrade() takes the server's handler's `authenticate` by default:
-            # while this router delegates to a handler, that is the handler's own.
-            if name == "authenticate":
-                handler = _HANDLING.get(None)
-                if handler is not None and handler is not self:
-                    found = getattr(handler, "authenticate", None)
-                    if found is not None:
-                        return found
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     async def on_open(self, ws: WebSocket) -> None:
         """Hand the new socket to the ``on_open`` of the handler whose route accepted it."""
