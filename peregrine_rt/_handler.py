@@ -259,8 +259,13 @@ def _check_settings(handler: type | object, cls: type, name: str) -> None:
                 )
 
 
-def check_handler(handler: type | object) -> HandlerSpec:
+def check_handler(handler: type | object, *, websocket_only: bool = False) -> HandlerSpec:
     """Check ``handler`` (a class, or an instance of one) against the contract.
+
+    Args:
+        websocket_only: check a handler that only takes WebSockets (a
+            router's WebSocket route answers the handshake itself): it needs
+            ``on_message`` and may lack ``handle``.
 
     Raises:
         HandlerError: naming the class, the method and the expected signature.
@@ -289,13 +294,17 @@ def check_handler(handler: type | object) -> HandlerSpec:
     for base in reversed(cls.__mro__):
         for method, params in vars(base).get("_peregrine_requires", {}).items():
             contract[method] = (params, True)
+    if websocket_only:
+        contract["handle"] = (contract["handle"][0], False)
+        contract["on_message"] = (contract["on_message"][0], True)
     _check_near_misses(cls, name, {method: params for method, (params, _) in contract.items()})
     for method, (params, required) in contract.items():
         attr = _lookup(cls, method)
         expected = f"async def {method}({', '.join(('self', *params))})"
         if attr is None:
             if required:
-                raise HandlerError(f"{name} has no '{method}' method; a handler needs {expected}")
+                who = "a WebSocket-only handler" if websocket_only else "a handler"
+                raise HandlerError(f"{name} has no '{method}' method; {who} needs {expected}")
             found[method] = False
             continue
         func = getattr(cls, method)
@@ -314,10 +323,10 @@ def check_handler(handler: type | object) -> HandlerSpec:
         funcs[method] = func
     _check_settings(handler, cls, name)
     ws = [m for m in _WS_CALLBACKS if found[m]]
-    handle = funcs["handle"]
+    handle = funcs.get("handle")
     # StaticMixin.handle upgrades only when the handler accepts WebSockets.
     trusted = getattr(handle, "__module__", "") == "peregrine_rt.mixins"
-    if not found["on_message"] and not trusted and _calls_upgrade(handle):
+    if handle is not None and not found["on_message"] and not trusted and _calls_upgrade(handle):
         raise HandlerError(
             f"{name}.handle calls upgrade() but {name} has no on_message: a handler that "
             f"accepts WebSockets needs {_expected('on_message')}"

@@ -44,8 +44,8 @@ MISTAKES = [
     ),
     (
         lambda r: r.websocket("/ws", Chat),
-        "websocket /ws (Chat): Chat defines on_open but not on_message: a handler that "
-        "accepts WebSockets needs async def on_message(self, ws, message)",
+        "websocket /ws (Chat): Chat has no 'on_message' method; a WebSocket-only handler "
+        "needs async def on_message(self, ws, message)",
     ),
 ]
 # [/errors]

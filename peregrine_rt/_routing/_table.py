@@ -457,34 +457,12 @@ def check_endpoint(func: Any, where: str, nargs: int) -> None:
         raise HandlerError(f"{where}: {name} must be {expected}; it is async def {name}{actual}")
 
 
-async def _no_handle(self: Any, request: Request, response: Response) -> None:
-    raise RuntimeError("a WebSocket route's handler is never asked to handle")  # pragma: no cover
-
-
-def _no_init(self: Any) -> None:
-    pass  # pragma: no cover - the probe class is never instantiated
-
-
 def check_websocket_handler(handler: Any, where: str) -> HandlerSpec:
     """check_handler's rules for a handler that needs on_message and no handle."""
-    cls = handler if isinstance(handler, type) else type(handler)
-    namespace: dict[str, Any] = {
-        "handle": _no_handle,
-        "__qualname__": cls.__qualname__,
-        "__module__": cls.__module__,
-    }
-    if not isinstance(handler, type):
-        namespace["__init__"] = _no_init  # an instance is made: its arguments do not matter
     try:
-        spec = check_handler(type(cls.__name__, (cls,), namespace))
+        return check_handler(handler, websocket_only=True)
     except HandlerError as exc:
         raise HandlerError(f"{where}: {exc}") from None
-    if not spec.has_websocket:
-        raise HandlerError(
-            f"{where}: {cls.__qualname__} has no on_message; a WebSocket route's handler "
-            "needs async def on_message(self, ws, message)"
-        )
-    return spec
 
 
 def check_methods(methods: Iterable[str], where: str) -> frozenset[str]:

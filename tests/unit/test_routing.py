@@ -231,7 +231,10 @@ class Typo:
         (lambda r: r.mount("/api/{v}", Router()), "literal path"),
         (lambda r: r.mount("api", Router()), "literal path"),
         (lambda r: r.websocket("/ws", NoMessage), "websocket /ws .*needs async def on_message"),
-        (lambda r: r.websocket("/ws", object()), "websocket /ws .*no on_message"),
+        (
+            lambda r: r.websocket("/ws", object()),
+            "websocket /ws .*no 'on_message' method; a WebSocket-only handler needs",
+        ),
         (lambda r: r.websocket("/ws", Typo), "on_mesage .*is not a hook"),
         (lambda r: r.websocket("/ws/{x:bad}", Typo()), "on_mesage .*is not a hook"),
         (lambda r: r.route("/s", 42), "not a coroutine function"),
