@@ -4,9 +4,10 @@ What it compresses is a *fixed* body: what ``response.text()``,
 ``response.json()``, ``response.html()`` or ``response.body`` left when the
 app returned.  It leaves alone:
 
-* streamed responses and Server-Sent Events (their head and first chunks
-  are on the wire before the app returns; compressing a stream means
-  flushing a compressor per chunk, which this middleware does not do);
+* streamed responses and Server-Sent Events, unless ``streams=True``: then
+  each piece is compressed and flushed at once (``Z_SYNC_FLUSH``, brotli's
+  ``flush``), so the client gets every event when it is sent, for less
+  saving than a whole body would give;
 * file bodies (``response.file()``, :class:`~peregrine_rt.DirServer` for
   large files): they go out by ``sendfile``; serve ``.br``/``.gz`` siblings
   for those (``precompressed=True``);
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from ._middleware import Middleware, add_vary
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ._request import Request
-    from ._response import Response
+    from ._response import Response, StreamEncoder
 
 __all__ = ["DEFAULT_CONTENT_TYPES", "NEVER_COMPRESSED", "OFFLOAD_SIZE", "Compress", "compressible"]
 
@@ -160,6 +162,12 @@ class Compress(Middleware):
     through untouched; so does an :class:`~peregrine_rt.HTTPError` answer
     (a short text the server writes).
 
+    With ``streams=True``, streamed responses (``response.stream()``) and
+    Server-Sent Events of a listed type (``text/event-stream`` counts as
+    listed then) are compressed too, piece by piece: each piece is flushed at
+    once, so nothing waits in the compressor (see :meth:`Response.on_stream
+    <peregrine_rt.Response.on_stream>`).
+
     Error handling:
         ``ValueError`` for a level or quality out of range.
     """
@@ -172,6 +180,7 @@ class Compress(Middleware):
         gzip_level: int = 6,
         brotli_quality: int = 4,
         content_types: Iterable[str] = DEFAULT_CONTENT_TYPES,
+        streams: bool = False,
     ) -> None:
         if not 0 <= gzip_level <= 9:
             raise ValueError(f"gzip_level is 0 to 9, not {gzip_level}")
@@ -184,11 +193,14 @@ class Compress(Middleware):
         self.gzip_level = gzip_level
         self.brotli_quality = brotli_quality
         self.content_types = tuple(t.lower() for t in content_types)
+        self.streams = streams
         self.encodings = frozenset({b"br", b"gzip"} if brotli is not None else {b"gzip"})
         """The codings this instance may send (br only when ``brotli`` imports)."""
 
     async def handle(self, request: Request, response: Response) -> None:
         """Run the app, then compress what it left if the rules above allow it."""
+        if self.streams:
+            response.on_stream(lambda started: self.stream_encoder(request, started))
         await self.app.handle(request, response)
         if response.started or response.file_body is not None:
             return
@@ -209,7 +221,25 @@ class Compress(Middleware):
         if etag is not None and not etag.startswith("W/"):
             headers["etag"] = f"W/{etag}"
 
-    def choose(self, request: Request, response: Response) -> bytes | None:
+    def stream_encoder(self, request: Request, response: Response) -> StreamEncoder | None:
+        """The encoder for a response that starts streaming, or None to send it as it is."""
+        coding = self.choose(request, response, streaming=True)
+        if coding is None:
+            return None
+        headers = response.headers
+        headers["content-encoding"] = coding.decode("ascii")
+        if "content-length" in headers:
+            del headers["content-length"]
+        etag = headers.get("etag")
+        if etag is not None and not etag.startswith("W/"):
+            headers["etag"] = f"W/{etag}"
+        if coding == b"br":
+            return _BrotliStream(self.brotli_quality)
+        return _GzipStream(self.gzip_level)
+
+    def choose(
+        self, request: Request, response: Response, *, streaming: bool = False
+    ) -> bytes | None:
         """The coding for this response (``b"br"``, ``b"gzip"``), or None to send it as it is.
 
         Adds ``Vary: Accept-Encoding`` when the response is one that could be
@@ -221,9 +251,16 @@ class Compress(Middleware):
         headers = response.headers
         if "content-encoding" in headers or "content-range" in headers:
             return None
-        if len(response.body) < self.minimum_size:
-            return None
-        if not compressible(headers.get("content-type"), self.content_types):
+        content_type = headers.get("content-type")
+        if streaming:
+            media_type = (content_type or "").partition(";")[0].strip().lower()
+            if media_type != "text/event-stream" and not compressible(
+                content_type, self.content_types
+            ):
+                return None
+        elif len(response.body) < self.minimum_size or not compressible(
+            content_type, self.content_types
+        ):
             return None
         cache_control = headers.get("cache-control")
         if cache_control is not None and "no-transform" in cache_control.lower():
@@ -241,3 +278,29 @@ class Compress(Middleware):
         if coding == b"br":
             return bytes(brotli.compress(body, quality=self.brotli_quality))
         return gzip.compress(body, compresslevel=self.gzip_level, mtime=0)
+
+
+class _GzipStream:
+    """gzip, flushed after every piece (a StreamEncoder)."""
+
+    def __init__(self, level: int) -> None:
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: with the gzip header
+
+    def encode(self, data: bytes) -> bytes:
+        return self._zlib.compress(data) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._zlib.flush(zlib.Z_FINISH)
+
+
+class _BrotliStream:
+    """brotli, flushed after every piece (a StreamEncoder)."""
+
+    def __init__(self, quality: int) -> None:
+        self._brotli = brotli.Compressor(quality=quality)
+
+    def encode(self, data: bytes) -> bytes:
+        return bytes(self._brotli.process(data)) + bytes(self._brotli.flush())
+
+    def finish(self) -> bytes:
+        return bytes(self._brotli.finish())

@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._http import check_headers
 from ._json import dumps
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._files import FileBody
     from ._sse import EventStream
 
-__all__ = ["Response", "ResponseHeaders"]
+__all__ = ["Response", "ResponseHeaders", "StreamEncoder"]
 
 _TEXT = b"text/plain; charset=utf-8"
 _HTML = b"text/html; charset=utf-8"
@@ -93,6 +93,18 @@ class ResponseHeaders:
         return f"ResponseHeaders({self.raw!r})"
 
 
+class StreamEncoder(Protocol):
+    """What a :meth:`Response.on_stream` hook may return: a transform of a streamed body."""
+
+    def encode(self, data: bytes) -> bytes:
+        """The bytes to send for one piece of the body (may be empty)."""
+        ...
+
+    def finish(self) -> bytes:
+        """The bytes that end the body (may be empty)."""
+        ...
+
+
 class Response:
     """The response a handler builds.
 
@@ -108,7 +120,16 @@ class Response:
         close_connection: set True to close the connection after this response.
     """
 
-    __slots__ = ("_conn", "_file", "body", "close_connection", "headers", "started", "status")
+    __slots__ = (
+        "_conn",
+        "_file",
+        "_stream_hooks",
+        "body",
+        "close_connection",
+        "headers",
+        "started",
+        "status",
+    )
 
     # What collaborators use (the connection, static files, SSE): ``connection``,
     # ``file_body``, ``attach_file`` and ``release_file``.
@@ -122,6 +143,7 @@ class Response:
         """Whether the head has been sent (by :meth:`stream`)."""
         self._conn = conn
         self._file: FileBody | None = None
+        self._stream_hooks: list[Callable[[Response], StreamEncoder | None]] | None = None
 
     @property
     def connection(self) -> HTTPConnection | None:
@@ -281,13 +303,41 @@ class Response:
         if content_type is not None:
             self.headers["content-type"] = content_type
         conn = self._conn
+        encoder: StreamEncoder | None = None
+        for hook in self._stream_hooks or ():
+            encoder = hook(self) or encoder
         await conn.start_stream(self)
 
-        async def send(piece: str | bytes) -> None:
-            await conn.send_chunk(piece.encode() if isinstance(piece, str) else piece)
+        if encoder is None:
+
+            async def send(piece: str | bytes) -> None:
+                await conn.send_chunk(piece.encode() if isinstance(piece, str) else piece)
+
+        else:
+            encode = encoder.encode
+
+            async def send(piece: str | bytes) -> None:
+                await conn.send_chunk(encode(piece.encode() if isinstance(piece, str) else piece))
 
         yield send
+        if encoder is not None:
+            await conn.send_chunk(encoder.finish())
         await conn.end_stream()
+
+    def on_stream(self, hook: Callable[[Response], StreamEncoder | None]) -> None:
+        """Call ``hook(response)`` when this response starts streaming, before its head is sent.
+
+        For middleware that must see a streamed response (``stream()``,
+        ``sse()``) the way it sees a fixed body after ``handle``: the hook may
+        change the status and headers, and may return a :class:`StreamEncoder`
+        that every piece then goes through (``encode`` per piece, ``finish``
+        once at the end), as :class:`~peregrine_rt.Compress` does with
+        ``streams=True``.  Hooks run in the order they were added; the last
+        encoder returned wins.
+        """
+        if self._stream_hooks is None:
+            self._stream_hooks = []
+        self._stream_hooks.append(hook)
 
     def sse(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +340,60 @@ async def test_streams_and_files_pass_untouched(tmp_path: Path) -> None:
         response = await client.get("/file", headers={"Accept-Encoding": "gzip"})
         assert "content-encoding" not in response.headers
         assert response.content == path.read_bytes()
+
+
+class Ticker:
+    """A stream of JSON lines and an SSE feed, each piece sent while the client waits."""
+
+    def __init__(self) -> None:
+        self.go = trio.Event()
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        if request.path == "/events":
+            async with response.sse(ping_interval=None) as events:
+                for i in range(3):
+                    await events.send(json.dumps({"tick": i, "pad": "x" * 200}))
+            return
+        async with response.stream(content_type="application/x-ndjson") as send:
+            for i in range(3):
+                await send(json.dumps({"tick": i, "pad": "x" * 200}) + "\n")
+
+
+def _decoder(coding: str) -> Any:
+    if coding == "gzip":
+        inflate = zlib.decompressobj(31)
+        return inflate.decompress
+    return brotli.Decompressor().process
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+async def test_streams_compress_piece_by_piece_when_asked(coding: str) -> None:
+    async with open_client(Compress(Ticker, streams=True)) as client:
+        for path, marker in (("/lines", b'{"tick": '), ("/events", b'data: {"tick": ')):
+            headers = {"Accept-Encoding": coding}
+            async with client.stream("GET", path, headers=headers) as stream:
+                assert stream.headers["content-encoding"] == coding
+                assert "accept-encoding" in stream.headers["vary"].lower()
+                decode = _decoder(coding)
+                pieces = []
+                while (chunk := await stream.next_chunk()) is not None:
+                    pieces.append(bytes(decode(chunk)))
+                # Every piece decodes on arrival (flushed), and each is smaller on the wire.
+                assert [p.count(marker) for p in pieces[:3]] == [1, 1, 1]
+                assert b"".join(pieces).count(marker) == 3
+            plain = await client.get(path)  # no Accept-Encoding: as it was
+            assert "content-encoding" not in plain.headers
+            assert plain.content.count(marker) == 3
+
+
+async def test_streams_stay_untouched_without_streams_true() -> None:
+    headers = {"Accept-Encoding": "gzip"}
+    async with (
+        open_client(Compress(Ticker)) as client,
+        client.stream("GET", "/events", headers=headers) as stream,
+    ):
+        assert "content-encoding" not in stream.headers
+        assert (await stream.aread()).count(b"data: ") == 3
 
 
 async def test_compress_of_cors_preflight_errors_and_json() -> None:
