@@ -14,7 +14,7 @@ from ._hub import Hub, Subscriber, broadcast
 from ._middleware import Middleware
 from ._options import ServerOptions
 from ._request import QueryParams, Request
-from ._response import Response, ResponseHeaders
+from ._response import Response, ResponseHeaders, StreamEncoder
 from ._routing import Router, delete, get, patch, post, put, route
 from ._run import run
 from ._server import Server
@@ -83,6 +83,7 @@ __all__ = [
     "ServerOptions",
     "Sessions",
     "StaticMixin",
+    "StreamEncoder",
     "Subscriber",
     "Tokens",
     "UploadFile",

@@ -329,7 +329,8 @@ class Response:
 
         For middleware that must see a streamed response (``stream()``,
         ``sse()``) the way it sees a fixed body after ``handle``: the hook may
-        change the status and headers, and may return a :class:`StreamEncoder`
+        change the status and headers, and may return a
+        :class:`~peregrine_rt.StreamEncoder`
         that every piece then goes through (``encode`` per piece, ``finish``
         once at the end), as :class:`~peregrine_rt.Compress` does with
         ``streams=True``.  Hooks run in the order they were added; the last
