@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "web basics",
         {"_routing", "_middleware", "_cors", "_compress", "_sessions", "_auth"},
     ),
+    ("channels", {"_channels"}),
     ("server", {"_server"}),
     ("workers and CLI", {"_workers", "_cli", "_run", "_settings"}),
     ("the package's face", {"__init__", "__main__", "testing"}),
