@@ -47,6 +47,7 @@ import trio
 __all__ = [
     "DEFAULT_MAX_COUNT",
     "EPOCH_CHANGED",
+    "HUB_TOPIC_PREFIX",
     "NO_HISTORY",
     "TOO_OLD",
     "History",
@@ -54,6 +55,7 @@ __all__ = [
     "Position",
     "Publication",
     "Recovery",
+    "hub_topic",
     "new_epoch",
     "recovery",
 ]
@@ -115,13 +117,24 @@ class Recovery:
 class History(Protocol):
     """What the Channels layer needs from a history backend.
 
-    ``delivers`` tells whether :meth:`append` also delivers the publication to
-    the hub topic ``channels:<topic>`` (``RedisHistory``: one atomic script
-    assigns the offset, stores and publishes).  When False the caller
-    publishes it after ``append`` returns.
+    ``delivers`` tells whether :meth:`append` also delivers the publication,
+    encoded as the Phoenix frame ``[null,"p:<offset>",topic,event,payload]``,
+    to the hub topic :func:`hub_topic` ``(topic)`` (``RedisHistory``: one
+    atomic script assigns the offset, stores and publishes).  When False the
+    caller publishes it after ``append`` returns.
+
+    :meth:`run` holds the backend's resources (a Redis connection pool, a
+    database connection) until cancelled, and releases them then; start it in
+    the server's nursery with ``await nursery.start(history.run)`` before the
+    first call.  :class:`MemoryHistory` and ``SQLiteHistory`` also work
+    without it (SQLite opens its file on first use; :meth:`aclose` closes it).
     """
 
     delivers: bool
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the backend's resources until cancelled (started once ready)."""
+        ...
 
     async def append(self, topic: str, event: str, payload: Any) -> Publication:
         """Store a publication with the topic's next offset, and return it."""
@@ -147,6 +160,15 @@ class History(Protocol):
     async def aclose(self) -> None:
         """Release the backend's resources; calling it twice is harmless."""
         ...
+
+
+HUB_TOPIC_PREFIX: Final = "channels:"
+"""The hub topics of Channels: topic ``room:lobby`` is hub topic ``channels:room:lobby``."""
+
+
+def hub_topic(topic: str) -> str:
+    """The hub topic that carries the deliveries of Channels topic ``topic``."""
+    return HUB_TOPIC_PREFIX + topic
 
 
 def new_epoch() -> str:
@@ -234,6 +256,11 @@ class MemoryHistory:
 
     def __repr__(self) -> str:
         return f"MemoryHistory(max_count={self.max_count!r}, max_age={self.max_age!r})"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Nothing to hold: reports started, then waits until cancelled."""
+        task_status.started()
+        await trio.sleep_forever()
 
     def _expire(self, topic: _Topic, now: float) -> None:
         if self.max_age is not None:
