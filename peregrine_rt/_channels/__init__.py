@@ -7,6 +7,9 @@ package's public names.  See docs/channels/ for the protocol and the API.
 
 from __future__ import annotations
 
+from ._limits import Limits
 from ._phoenix import Frame, ProtocolViolation
+from ._server import Channels, Socket
+from ._topics import Refuse, topic
 
-__all__ = ["Frame", "ProtocolViolation"]
+__all__ = ["Channels", "Frame", "Limits", "ProtocolViolation", "Refuse", "Socket", "topic"]
