@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -28,7 +29,7 @@ def rows(path: Path, topic: str) -> list[int]:
         return [seq for (seq,) in found]
 
 
-async def run_python(code: str) -> trio.CompletedProcess[bytes]:
+async def run_python(code: str) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(30):
         return await trio.run_process(
             [sys.executable, "-c", textwrap.dedent(code)],
@@ -164,7 +165,7 @@ async def test_two_processes_appending_to_one_file_get_dense_offsets(tmp_path: P
 
         trio.run(main)
         """
-    results: list[trio.CompletedProcess[bytes]] = []
+    results: list[subprocess.CompletedProcess[bytes]] = []
 
     async def child() -> None:
         results.append(await run_python(code))
