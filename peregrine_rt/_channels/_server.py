@@ -212,7 +212,6 @@ class Channels:
 
     Class attributes (override them in the subclass):
         history: the default history backend of topics (None: no history).
-        presence_factory: makes the presence tracker from the hub.
         limits: the :class:`Limits` of the layer.
 
     A subclass that defines ``on_open``, ``on_close``, ``attach_hub`` or
@@ -221,21 +220,15 @@ class Channels:
 
     SUBPROTOCOLS: ClassVar[tuple[str, ...]] = (SUBPROTOCOL,)
     history: ClassVar[History | None] = None
-    presence_factory: ClassVar[Callable[[Hub], PresenceTracker]] = _default_presence
     limits: ClassVar[Limits] = Limits()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the topic classes as the subclass is defined (HandlerError)."""
+        super().__init_subclass__(**kwargs)
+        _topic_specs(cls, instantiate=False)
+
     def __init__(self) -> None:
-        owner = type(self).__qualname__
-        specs: list[TopicSpec] = []
-        seen: set[str] = set()
-        for base in type(self).__mro__:
-            for attr, value in vars(base).items():
-                options = topic_options(value)
-                if options is None or attr in seen:
-                    continue
-                seen.add(attr)
-                specs.append(check_topic_class(value, options, owner))
-        check_patterns(specs, owner)
+        specs = _topic_specs(type(self), instantiate=True)
         self._literal = {s.pattern.text: s for s in specs if s.pattern.regex is None}
         self._patterns = [s for s in specs if s.pattern.regex is not None]
         self._specs = specs
@@ -251,7 +244,7 @@ class Channels:
         """Take the server's hub (called by the server before ``startup``)."""
         self._hub = hub
         if any(s.options.presence for s in self._specs):
-            self._presence = type(self).presence_factory(hub)
+            self._presence = self.make_presence(hub)
             self._presence.on_diff(self._presence_diff)
 
     async def background(
@@ -315,6 +308,10 @@ class Channels:
             await self._drop(conn, socket, call_leave=True)
 
     # -- the app's API -----------------------------------------------------------------
+
+    def make_presence(self, hub: Hub) -> PresenceTracker:
+        """The presence tracker of this app (override to tune ``node_ttl``, ``heartbeat``)."""
+        return _default_presence(hub)
 
     def spec_of(self, topic: str) -> tuple[TopicSpec, dict[str, str]] | None:
         """The topic class declared for ``topic`` and its parameters, or None."""
@@ -553,7 +550,10 @@ class Channels:
     # -- publishing ------------------------------------------------------------------
 
     def _history_of(self, spec: TopicSpec) -> History | None:
-        return spec.options.history if spec.options.history is not None else self.history
+        backend = spec.options.history
+        if backend is None or backend is True:
+            return self.history
+        return None if backend is False else backend
 
     def _history_for(self, topic: str) -> History | None:
         found = self.spec_of(topic)
@@ -578,6 +578,22 @@ class Channels:
         fan = self._fans.get(topic)
         if fan is not None:
             fan.deliver(encode(Frame(None, None, topic, PRESENCE_DIFF, diff)))
+
+
+def _topic_specs(cls: type, *, instantiate: bool) -> list[TopicSpec]:
+    """The checked topic classes of a Channels class (its bases' included)."""
+    owner = cls.__qualname__
+    specs: list[TopicSpec] = []
+    seen: set[str] = set()
+    for base in cls.__mro__:
+        for attr, value in vars(base).items():
+            options = topic_options(value)
+            if options is None or attr in seen:
+                continue
+            seen.add(attr)
+            specs.append(check_topic_class(value, options, owner, instantiate=instantiate))
+    check_patterns(specs, owner)
+    return specs
 
 
 def _valid_since(since: Any) -> bool:

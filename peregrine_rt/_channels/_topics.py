@@ -24,13 +24,14 @@ never a surprise on the first join.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .._handler import near_miss
+from .._handler import NEAR_MISS_CUTOFF
 from ..exceptions import HandlerError
 from ._phoenix import PHOENIX_TOPIC, RESERVED_EVENTS
 
@@ -144,7 +145,7 @@ class TopicOptions:
     """What :func:`topic` records on a topic class."""
 
     pattern: str
-    history: History | None = None
+    history: History | bool | None = None
     presence: bool = False
     conflate: Callable[[Any], Any] | None = None
 
@@ -152,7 +153,7 @@ class TopicOptions:
 def topic(
     pattern: str,
     *,
-    history: History | None = None,
+    history: History | bool | None = None,
     presence: bool = False,
     conflate: Callable[[Any], Any] | None = None,
 ) -> Callable[[T], T]:
@@ -160,9 +161,9 @@ def topic(
 
     Args:
         pattern: ``"room:{name}"``, ``"news"``, ``"user:*"`` (see the module docs).
-        history: keep the topic's publications in this backend (overrides
-            the ``history`` of the :class:`Channels` class); joins may then
-            recover with ``since``.
+        history: keep the topic's publications in this backend (``None``:
+            the ``history`` of the :class:`Channels` class; ``False``: none);
+            joins may then recover with ``since``.
         presence: track who joined (``presence_state`` after the join,
             ``presence_diff`` broadcasts).
         conflate: ``key(payload) -> hashable``: for a slow consumer, only the
@@ -239,22 +240,39 @@ def _check_method(cls: type, name: str, params: tuple[str, ...], where: str) -> 
     return func
 
 
-def check_topic_class(cls: type, options: TopicOptions, owner: str) -> TopicSpec:
-    """Check a topic class and make its instance (HandlerError naming what is wrong)."""
+def _near_miss(name: str) -> str | None:
+    """The callback ``name`` was probably meant to be (``joinn``, ``on_leave`` aside)."""
+    snake = name.lower()
+    for hook in difflib.get_close_matches(snake, _CALLBACKS, n=1, cutoff=NEAR_MISS_CUTOFF):
+        if snake.startswith(f"{hook}_") or snake.endswith(f"_{hook}"):
+            return None  # a helper named after it: join_room, handle_in_batch
+        return hook
+    return None
+
+
+def check_topic_class(
+    cls: type, options: TopicOptions, owner: str, *, instantiate: bool = True
+) -> TopicSpec:
+    """Check a topic class and make its instance (HandlerError naming what is wrong).
+
+    With ``instantiate=False`` only the checks run (when the Channels class is
+    defined); the instance's bound callbacks are then missing from the spec.
+    """
     where = f"{owner}.{cls.__qualname__.rpartition('.')[2]}"
     pattern = compile_pattern(options.pattern, where)
     if options.conflate is not None and not callable(options.conflate):
         raise HandlerError(f"{where}: conflate= must be a function of the payload")
-    try:
-        instance = cls()
-    except TypeError as exc:
-        raise HandlerError(f"{where}() must be callable without arguments ({exc})") from None
+    instance: Any = None
+    if instantiate:
+        try:
+            instance = cls()
+        except TypeError as exc:
+            raise HandlerError(f"{where}() must be callable without arguments ({exc})") from None
     spec = TopicSpec(where, pattern, options, instance)
-    hooks = [*_CALLBACKS]
     for attr in dir(cls):
         if attr.startswith("_") or not inspect.isroutine(inspect.getattr_static(cls, attr)):
             continue
-        bound = getattr(instance, attr)
+        bound = getattr(instance, attr) if instantiate else None
         if attr in _CALLBACKS:
             _check_method(cls, attr, _CALLBACKS[attr], where)
             setattr(spec, attr, bound)
@@ -269,7 +287,7 @@ def check_topic_class(cls: type, options: TopicOptions, owner: str) -> TopicSpec
             _check_method(cls, attr, ("socket", "payload"), where)
             spec.events[event] = bound
         else:
-            hook = near_miss(attr, hooks)
+            hook = _near_miss(attr)
             if hook is not None:
                 raise HandlerError(
                     f"{where}.{attr} is not a callback Channels calls: did you mean {hook}? "
