@@ -34,6 +34,7 @@ import trio
 from .._hub import broadcast as fan_out
 from .._upgrade import upgrade
 from ..exceptions import HTTPError
+from ._emit import PublishEndpoint
 from ._history import NO_HISTORY, History, hub_topic
 from ._limits import Limits, TokenBucket
 from ._phoenix import (
@@ -308,6 +309,13 @@ class Channels:
             await self._drop(conn, socket, call_leave=True)
 
     # -- the app's API -----------------------------------------------------------------
+
+    def publish_endpoint(self, secret: bytes, **options: Any) -> Any:
+        """A signed ``POST`` endpoint broadcasting to this app's topics (``_emit.PublishEndpoint``).
+
+        Route what it returns: ``router.route("/publish", endpoint, methods=("POST",))``.
+        """
+        return PublishEndpoint(self.broadcast, secret, **options).handle
 
     def make_presence(self, hub: Hub) -> PresenceTracker:
         """The presence tracker of this app (override to tune ``node_ttl``, ``heartbeat``)."""
