@@ -136,8 +136,15 @@ class History(Protocol):
         """Hold the backend's resources until cancelled (started once ready)."""
         ...
 
-    async def append(self, topic: str, event: str, payload: Any) -> Publication:
-        """Store a publication with the topic's next offset, and return it."""
+    async def append(
+        self, topic: str, event: str, payload: Any, *, sender: str | None = None
+    ) -> Publication:
+        """Store a publication with the topic's next offset, and return it.
+
+        ``sender`` matters only to a backend that ``delivers``: its hub
+        message is then ``!<sender>\\n<frame>``, the Channels layer's form of
+        a broadcast that skips the sender's connection.
+        """
         ...
 
     async def history(
@@ -269,8 +276,10 @@ class MemoryHistory:
             while pubs and pubs[0].time <= horizon:
                 pubs.popleft()
 
-    async def append(self, topic: str, event: str, payload: Any) -> Publication:
-        """Store a publication with the topic's next offset, and return it."""
+    async def append(
+        self, topic: str, event: str, payload: Any, *, sender: str | None = None
+    ) -> Publication:
+        """Store a publication with the topic's next offset, and return it (``sender``: unused)."""
         await trio.lowlevel.checkpoint()
         state = self._topics.get(topic)
         if state is None:

@@ -269,8 +269,14 @@ class RedisHistory:
             pubs.reverse()  # XREVRANGE: newest first
         return position, pubs
 
-    async def append(self, topic: str, event: str, payload: Any) -> Publication:
+    async def append(
+        self, topic: str, event: str, payload: Any, *, sender: str | None = None
+    ) -> Publication:
         """Store, number and deliver a publication in one script; return it.
+
+        With ``sender`` (a connection id of the Channels layer) the hub
+        message is ``!<sender>\\n<frame>``: delivered to every member but
+        that connection.
 
         Raises:
             TypeError: ``payload`` is not JSON-able.
@@ -290,7 +296,7 @@ class RedisHistory:
             str(self.max_count or 0),
             "" if horizon is None else repr(horizon),
             self.channel(topic),
-            HISTORY_NODE_ID + b"t",
+            HISTORY_NODE_ID + b"t" + (b"" if sender is None else f"!{sender}\n".encode()),
             tail,
         ]
         script = self._running()[1][0]

@@ -262,8 +262,10 @@ class SQLiteHistory:
             with trio.CancelScope(shield=True):
                 await self.aclose()
 
-    async def append(self, topic: str, event: str, payload: Any) -> Publication:
-        """Store a publication with the topic's next offset, and return it.
+    async def append(
+        self, topic: str, event: str, payload: Any, *, sender: str | None = None
+    ) -> Publication:
+        """Store a publication with the topic's next offset, and return it (``sender``: unused).
 
         Raises:
             TypeError: ``payload`` is not JSON-able.

@@ -175,3 +175,17 @@ async def test_not_running_and_unreachable(redis_url: str) -> None:
         assert (info.value.topic, info.value.delivered) == (TOPIC, 0)
         with pytest.raises(HubUnavailable):
             await down.recover(TOPIC, 0, "e")
+
+
+async def test_a_sender_is_named_in_the_hub_message(redis_url: str) -> None:
+    node = RedisHub(redis_url)
+    seen = Collector()
+    node.subscribe(seen, hub_topic(TOPIC))
+    history = RedisHistory(node)
+    async with running(node, history):
+        await wait_until(lambda: node.connected)
+        pub = await history.append(TOPIC, "new_msg", {"x": 1}, sender="c42")
+        await wait_until(lambda: len(seen.messages) == 1)
+        frame = encode(Frame(None, "p:1", TOPIC, "new_msg", {"x": 1}))
+        assert pub.offset == 1
+        assert seen.messages == [f"!c42\n{frame}"]  # broadcast_from's hub message
