@@ -189,9 +189,9 @@ class RedisHistory:
         self.max_count = max_count
         self.max_age = max_age
         self._clock = clock
-        self._redis: Redis[str] = hub.client(decode_responses=True)
-        self._client: Redis[str] | None = None
-        self._scripts: tuple[Script[str], Script[str]] | None = None  # append, read
+        hub.client()  # refuses a Redis Cluster URL now, not at run()
+        # (client, (append script, read script)) of each run() under way
+        self._runs: list[tuple[Redis[str], tuple[Script[str], Script[str]]]] = []
 
     def __repr__(self) -> str:
         return (
@@ -211,21 +211,25 @@ class RedisHistory:
         return now - self.max_age if self.max_age is not None else None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Hold the connection pool to Redis until cancelled."""
-        client = self._redis
+        """Hold a connection pool to Redis until cancelled.
+
+        Runs may overlap (one backend shared by two servers of one process):
+        each holds a pool of its own, and calls use the newest one running.
+        """
+        client: Redis[str] = self.hub.client(decode_responses=True)
         async with client:
-            self._scripts = (client.register_script(_APPEND), client.register_script(_READ))
-            self._client = client
+            running = (client, (client.register_script(_APPEND), client.register_script(_READ)))
+            self._runs.append(running)
             try:
                 task_status.started()
                 await trio.sleep_forever()
             finally:
-                self._client = self._scripts = None
+                self._runs.remove(running)
 
     def _running(self) -> tuple[Redis[str], tuple[Script[str], Script[str]]]:
-        if self._client is None or self._scripts is None:
+        if not self._runs:
             raise trio.ClosedResourceError("RedisHistory is not running: start its run() first")
-        return self._client, self._scripts
+        return self._runs[-1]
 
     async def _call(self, what: str, topic: str, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()`` within the timeout; Redis failing raises HubUnavailable."""

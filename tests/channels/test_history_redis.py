@@ -189,3 +189,15 @@ async def test_a_sender_is_named_in_the_hub_message(redis_url: str) -> None:
         frame = encode(Frame(None, "p:1", TOPIC, "new_msg", {"x": 1}))
         assert pub.offset == 1
         assert seen.messages == [f"!c42\n{frame}"]  # broadcast_from's hub message
+
+
+async def test_overlapping_runs_share_the_backend(redis_url: str) -> None:
+    history = RedisHistory(redis_url)
+    async with trio.open_nursery() as outer:
+        await outer.start(history.run)
+        async with running(history):  # a second server of the process runs it too
+            assert (await history.append(TOPIC, "e", 1)).offset == 1
+        assert (await history.append(TOPIC, "e", 2)).offset == 2  # the first run still serves
+        outer.cancel_scope.cancel()
+    with pytest.raises(trio.ClosedResourceError):
+        await history.position(TOPIC)
