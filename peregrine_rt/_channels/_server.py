@@ -347,8 +347,6 @@ class Channels:
     async def broadcast_from(self, socket: Socket, event: str, payload: Any) -> None:
         """:meth:`broadcast`, except to ``socket``'s own connection.
 
-        On a topic whose history backend delivers itself (``RedisHistory``),
-        the sender gets it too.
         """
         await self._publish(socket.topic, event, payload, socket.conn_id)
 
@@ -575,7 +573,7 @@ class Channels:
         backend = self._history_for(topic)
         ref = None
         if backend is not None:
-            pub = await backend.append(topic, event, payload)
+            pub = await backend.append(topic, event, payload, sender=sender)
             if backend.delivers:
                 return
             ref = publication_ref(pub.offset)
