@@ -108,7 +108,14 @@ class _Listener:
 
 
 class Presence:
-    """Presence across nodes, in Phoenix Presence's format (see the module docs above).
+    """Who is on each topic, on every node, in Phoenix Presence's format.
+
+    ``track``/``update``/``untrack``/``untrack_all`` change this node's
+    connections; ``state(topic)`` is the ``presence_state`` payload;
+    ``on_diff`` callbacks get every ``presence_diff``, local or remote.
+    :meth:`run` links the nodes through the hub: numbered diffs, a heartbeat
+    every ``heartbeat`` seconds, full states on demand, and dead nodes dropped
+    after ``node_ttl`` (see the "Presence" page of the docs).
 
     Args:
         hub: the hub the nodes share (the server's: ``server.hub``).  The

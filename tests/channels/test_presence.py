@@ -462,3 +462,39 @@ def test_the_view_ignores_a_join_it_has_and_a_leave_it_lacks() -> None:
         "joins": {"k": {"metas": [{"phx_ref": "r2"}]}},
         "leaves": {"k": {"metas": [meta]}},
     }
+
+
+class LinkWithLinkUps(Link):
+    """A Link that, like a RedisHub, calls back when its link to the hub comes up."""
+
+    def __init__(self, shared: Hub) -> None:
+        super().__init__(shared)
+        self.callbacks: list[Any] = []
+
+    def on_link(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def link_up(self) -> None:
+        for callback in self.callbacks:
+            callback("run-id")
+
+
+async def test_a_link_up_announces_the_state_at_once(autojump_clock: trio.abc.Clock) -> None:
+    shared = Hub()
+    link = LinkWithLinkUps(shared)
+    a = Presence(link, node_ttl=TTL, heartbeat=BEAT)
+    b = Presence(Link(shared), node_ttl=TTL, heartbeat=BEAT)
+    assert len(link.callbacks) == 1  # registered when made
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        await wait_until(lambda: a.nodes() and b.nodes())
+        await trio.sleep(BEAT / 10)  # just after a heartbeat: the next is far
+        link.lose = 1  # Redis restarted empty; what a sent meanwhile is lost
+        ref = await a.track(TOPIC, "carol", "a1", {})
+        relinked = trio.current_time()
+        link.link_up()
+        await wait_until(lambda: "carol" in b.state(TOPIC))
+        assert trio.current_time() - relinked < BEAT / 2  # not the next heartbeat's doing
+        assert b.state(TOPIC)["carol"]["metas"][0]["phx_ref"] == ref
+        nursery.cancel_scope.cancel()
