@@ -59,11 +59,14 @@ class OutboxItem:
             caller waiting on it; None for a delivery nobody waits on.
         droppable: a whole frame nobody waits on: the slow-consumer policy may
             drop it.  False for the rest of a frame begun, and for waited-on ones.
+        key: for a conflated delivery still queued, its key: a newer delivery
+            with the same key replaces its data in place.
     """
 
     data: bytes
     done: trio.Event | None = None
     droppable: bool = True
+    key: object = None  # a conflated delivery's key while it is queued (see Outbox.deliver)
 
 
 def _data(item: bytes | OutboxItem) -> bytes:
@@ -159,6 +162,7 @@ class Outbox:
         "_corked",
         "_dropping",
         "_items",
+        "_keyed",
         "_writing",
         "can_drop",
         "limit",
@@ -188,6 +192,7 @@ class Outbox:
         # the common case, kept unwrapped because a publish to a room makes
         # one per member; everything else is an OutboxItem.
         self._items: deque[bytes | OutboxItem] = deque()
+        self._keyed: dict[object, OutboxItem] = {}  # conflated deliveries queued, by key
         self._bytes = 0  # bytes of queued deliveries (not of send() frames)
         self._writing = False  # a writer is at work: whatever comes waits in _items
         self._corked = False  # deliveries wait for the scheduler's flush
@@ -237,13 +242,22 @@ class Outbox:
             if self._items:
                 self._start_writer()
 
-    def deliver(self, frame: bytes) -> bool:
+    def deliver(self, frame: bytes, key: object = None) -> bool:
         """Queue ``frame`` without waiting; False when the policy refused it (or closed).
+
+        With a ``key`` (conflation: only the latest value per key matters), a
+        delivery of the same key still queued and not begun has its frame
+        replaced in place by this one: a slow reader gets the newest value
+        of each key, in the place of the first one queued, instead of a
+        backlog.  Not on a socket that cannot drop (compression: its peer's
+        inflater must see every frame).
 
         The caller (the socket) has checked that it is open.
         """
         if self._broken:
             return False
+        if key is not None and self.can_drop:
+            return self._deliver_keyed(frame, key)
         size = len(frame)
         if self._corked and self._bytes + size > self.scheduler.cork_limit:
             self.uncork()  # a big burst: write what it gathered so far now
@@ -253,6 +267,28 @@ class Outbox:
         self._bytes += size
         if self._writing or self._corked:
             return True  # the writer, or the coming flush, takes it
+        self._corked = True
+        self.scheduler.cork(self)
+        return True
+
+    def _deliver_keyed(self, frame: bytes, key: object) -> bool:
+        """:meth:`deliver` with a conflation key (kept apart: the plain path is the hot one)."""
+        queued = self._keyed.get(key)
+        if queued is not None:
+            self._bytes += len(frame) - len(queued.data)
+            queued.data = frame
+            return True
+        size = len(frame)
+        if self._corked and self._bytes + size > self.scheduler.cork_limit:
+            self.uncork()
+        if self._items and self._bytes + size > self.limit and not self._overflow(size):
+            return False
+        item = OutboxItem(frame, None, droppable=True, key=key)
+        self._items.append(item)
+        self._keyed[key] = item
+        self._bytes += size
+        if self._writing or self._corked:
+            return True
         self._corked = True
         self.scheduler.cork(self)
         return True
@@ -302,6 +338,7 @@ class Outbox:
             return
         if sent == len(data):
             items.clear()
+            self._keyed.clear()
             self._bytes = 0
             self._dropping = False  # caught up
             return
@@ -328,7 +365,16 @@ class Outbox:
                 kept.append(item)
         items.clear()  # in place: a writer may hold a reference
         items.extend(kept)
+        self._rekey()
         self._bytes = sum(len(_data(item)) for item in items)
+
+    def _rekey(self) -> None:
+        """Rebuild the conflation index after the queue was rebuilt."""
+        self._keyed = {
+            item.key: item
+            for item in self._items
+            if isinstance(item, OutboxItem) and item.key is not None
+        }
 
     def fail(self) -> None:
         """The stream is unusable: release every waiting sender, drop the queue."""
@@ -337,6 +383,7 @@ class Outbox:
             if not isinstance(item, bytes) and item.done is not None:
                 item.done.set()
         self._items.clear()
+        self._keyed.clear()
         self._bytes = 0
 
     # -- the writer ---------------------------------------------------------------------
@@ -378,6 +425,9 @@ class Outbox:
                     data, done = item, None
                 else:
                     data, done = item.data, item.done
+                    if item.key is not None:  # begun: a newer value queues anew
+                        self._keyed.pop(item.key, None)
+                        item.key = None
                 if done is None:
                     self._bytes -= len(data)
                 try:
@@ -409,6 +459,8 @@ class Outbox:
                 else:
                     kept.append(item)
             items.extendleft(reversed(kept))  # in place: a writer may hold a reference
+            if dropped and self._keyed:
+                self._rekey()
             if dropped and not self._dropping:  # one line per episode, not per message
                 self._dropping = True
                 error_log.warning(
@@ -429,6 +481,7 @@ class Outbox:
             keep = list(items)[: last + 1]
         items.clear()  # in place: a writer may hold a reference
         items.extend(keep)
+        self._rekey()
         self._bytes = sum(len(_data(item)) for item in keep if _waiter(item) is None)
         close_frame = self.owner.slow_consumer()
         if close_frame is not None:

@@ -263,3 +263,67 @@ async def test_a_send_cancelled_mid_write_aborts_the_transport(scheduler: SendSc
     assert owner.failed == (1006, "a send was interrupted")
     with pytest.raises(ConnectionClosed):
         await outbox.send(b"next")
+
+
+# -- conflation: the newest value per key ---------------------------------------------
+
+
+async def test_a_keyed_delivery_replaces_the_queued_one_in_its_place(
+    scheduler: SendScheduler,
+) -> None:
+    transport = FakeTransport(room=0)  # a reader that takes nothing for now
+    transport.gate = trio.Event()
+    outbox, _ = make(scheduler, transport)
+    outbox.deliver(b"AAPL=1|", key="AAPL")
+    outbox.deliver(b"note|")
+    outbox.deliver(b"MSFT=5|", key="MSFT")
+    outbox.deliver(b"AAPL=2|", key="AAPL")  # replaces AAPL=1 where it stood
+    outbox.deliver(b"AAPL=33|", key="AAPL")
+    assert [_data(i) for i in outbox._items] == [b"AAPL=33|", b"note|", b"MSFT=5|"]
+    assert outbox.buffered == len(b"AAPL=33|note|MSFT=5|")
+    transport.room = 1 << 20
+    transport.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(transport.wire) == b"AAPL=33|note|MSFT=5|"
+    assert outbox.buffered == 0 and len(outbox) == 0
+    outbox.deliver(b"AAPL=4|", key="AAPL")  # the earlier one left: queued anew
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(transport.wire).endswith(b"MSFT=5|AAPL=4|")
+
+
+async def test_a_keyed_frame_begun_is_never_replaced(scheduler: SendScheduler) -> None:
+    transport = FakeTransport(room=3)
+    transport.gate = trio.Event()
+    outbox, _ = make(scheduler, transport)
+    outbox.deliver(b"K=1111", key="K")
+    outbox.uncork()  # 3 bytes went: the rest of K=1111 must follow as it is
+    outbox.deliver(b"K=2222", key="K")  # a new delivery, after the rest
+    assert [_data(i) for i in outbox._items] == [b"111", b"K=2222"]
+    transport.room = 1 << 20
+    transport.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(transport.wire) == b"K=1111K=2222"
+
+
+async def test_a_slow_reader_of_a_conflated_feed_stays_bounded(scheduler: SendScheduler) -> None:
+    """10,000 updates of 10 keys to a reader that reads nothing: 10 frames queued, no close."""
+    transport = FakeTransport(room=0)
+    transport.gate = trio.Event()
+    outbox, owner = make(scheduler, transport, limit=200)
+    for i in range(10_000):
+        assert outbox.deliver(b"k%d=%05d;" % (i % 10, i), key=i % 10)
+    assert len(outbox) == 10 and owner.slow_calls == 0
+    transport.room = 1 << 20
+    transport.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    wire = bytes(transport.wire)
+    assert wire == b"".join(b"k%d=%05d;" % (k, 9990 + k) for k in range(10))
+
+
+async def test_a_compressed_socket_does_not_conflate(scheduler: SendScheduler) -> None:
+    transport = FakeTransport()
+    outbox, _ = make(scheduler, transport, droppable=False)
+    outbox.deliver(b"K=1;", key="K")
+    outbox.deliver(b"K=2;", key="K")
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(transport.wire) == b"K=1;K=2;"  # every frame: the inflater needs them all
