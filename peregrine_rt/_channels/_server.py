@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import trio
 
+from .._frames import encode_frame
 from .._hub import broadcast as fan_out
 from .._upgrade import upgrade
 from ..exceptions import HTTPError
@@ -158,10 +159,11 @@ class Socket:
 class _Fan:
     """The hub's subscriber for one topic on this node: its local members."""
 
-    __slots__ = ("buffering", "members", "snapshot", "topic")
+    __slots__ = ("buffering", "conflate", "members", "snapshot", "topic")
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, conflate: Callable[[Any], Any] | None = None) -> None:
         self.topic = topic
+        self.conflate = conflate  # the topic's key function: the newest value per key
         self.members: dict[WebSocket, Socket] = {}
         self.snapshot: tuple[WebSocket, ...] | None = None  # the live members' sockets
         self.buffering: tuple[Socket, ...] = ()  # members still recovering
@@ -182,8 +184,28 @@ class _Fan:
         for socket in self.buffering:
             if socket.buffer is not None:
                 socket.buffer.append(message)
-        fan_out(targets, message)
+        key = None if self.conflate is None else self._key(message)
+        if key is None:
+            fan_out(targets, message)
+            return True
+        frame: bytes | None = None  # encoded once for every uncompressed socket
+        for ws in targets:
+            if ws.shares_frames:
+                if frame is None:
+                    frame = encode_frame(message)
+                ws.deliver_frame(frame, key)
+            else:
+                ws.deliver(message)  # compressed: every frame, in order
         return True
+
+    def _key(self, message: str) -> Any:
+        """The conflation key of a frame (its event and the topic's key of its payload)."""
+        assert self.conflate is not None
+        try:
+            frame = decode(message)
+            return (frame.event, self.conflate(frame.payload))
+        except Exception:  # a payload the key function does not expect: not conflated
+            return None
 
     def changed(self) -> None:
         """The members changed: the snapshot is made again at the next delivery."""
@@ -345,9 +367,7 @@ class Channels:
         await self._publish(topic, event, payload, None)
 
     async def broadcast_from(self, socket: Socket, event: str, payload: Any) -> None:
-        """:meth:`broadcast`, except to ``socket``'s own connection.
-
-        """
+        """:meth:`broadcast`, except to ``socket``'s own connection."""
         await self._publish(socket.topic, event, payload, socket.conn_id)
 
     async def history_of(
@@ -489,7 +509,7 @@ class Channels:
     def _subscribe(self, socket: Socket) -> None:
         fan = self._fans.get(socket.topic)
         if fan is None:
-            fan = self._fans[socket.topic] = _Fan(socket.topic)
+            fan = self._fans[socket.topic] = _Fan(socket.topic, socket.spec.options.conflate)
             if self._hub is None:
                 raise RuntimeError("Channels is not attached to a server's hub")
             self._hub.subscribe(fan, hub_topic(socket.topic))
