@@ -166,6 +166,39 @@ class Config:
         "temporary file.",
         group="limits",
     )
+    channels_max_message_size: int = _opt(
+        65_536,
+        "Characters of one Channels message from a client; longer ones get a too_large error.",
+        group="channels",
+    )
+    channels_max_joins: int = _opt(
+        100,
+        "Topics one Channels connection may have joined at once (too_many_joins beyond).",
+        group="channels",
+    )
+    channels_publish_rate: float = _opt(
+        50.0,
+        "Events per second one Channels connection may send to its topics, on average "
+        "(rate_limited beyond).",
+        group="channels",
+    )
+    channels_publish_burst: int = _opt(
+        100, "Events one Channels connection may send at once above its rate.", group="channels"
+    )
+    channels_topic_publish_rate: float = _opt(
+        1000.0,
+        "Events per second all of this node's connections together may send to one topic.",
+        group="channels",
+    )
+    channels_topic_publish_burst: int = _opt(
+        2000, "The burst above channels_topic_publish_rate, per topic.", group="channels"
+    )
+    channels_max_violations: int = _opt(
+        100,
+        "Error replies (unmatched topics, limits) a Channels connection may earn before it "
+        "is closed with 1008.",
+        group="channels",
+    )
     thread_pool_size: int = _opt(
         40, "Threads run_sync() may use at once (blocking or CPU-heavy work).", group="workers"
     )
@@ -264,6 +297,8 @@ class Config:
             "ws_close_timeout",
             "redis_timeout",
             "min_rate_grace",
+            "channels_publish_rate",
+            "channels_topic_publish_rate",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Config.{name} must be positive")
@@ -284,6 +319,10 @@ class Config:
             "json_max_depth",
             "form_max_fields",
             "form_spool_size",
+            "channels_max_message_size",
+            "channels_max_joins",
+            "channels_publish_burst",
+            "channels_topic_publish_burst",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be at least 1")

@@ -44,6 +44,13 @@ class ServerOptions(TypedDict, total=False):
     form_max_files: int
     form_max_part_size: int | None
     form_spool_size: int
+    channels_max_message_size: int
+    channels_max_joins: int
+    channels_publish_rate: float
+    channels_publish_burst: int
+    channels_topic_publish_rate: float
+    channels_topic_publish_burst: int
+    channels_max_violations: int
     thread_pool_size: int
     ws_max_message_size: int | None
     ws_ping_interval: float | None

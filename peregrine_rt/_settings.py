@@ -85,6 +85,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("timeouts", "timeouts", "how long a client may take, and shutdown"),
     ("websocket", "WebSocket", "messages, heartbeat, compression, slow consumers"),
     ("realtime", "realtime", "the hub that carries topics between processes"),
+    ("channels", "Channels", "what one Channels connection may do"),
     ("workers", "workers", "processes and threads"),
     ("logging", "logging", "what is logged"),
 )

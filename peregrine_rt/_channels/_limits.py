@@ -10,13 +10,21 @@ connection is closed with 1008 (policy violation).  Hard protocol errors
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._config import Config
 
 __all__ = ["Limits", "TokenBucket"]
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one connection may do (set ``limits = Limits(...)`` on a Channels class).
+    """What one connection may do.
+
+    A server's ``Config`` sets them (``channels_max_joins=...``, see
+    :meth:`from_config`); ``limits = Limits(...)`` on a Channels class
+    overrides the Config for that app.
 
     Attributes:
         max_message_size: characters of one client message (else ``too_large``).
@@ -48,6 +56,20 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be positive")
         if self.max_violations < 0 or self.max_depth < 1:
             raise ValueError("Limits.max_violations must be >= 0 and max_depth >= 1")
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        """The limits a server's :class:`~peregrine_rt.Config` sets (its ``channels_*`` fields)."""
+        return cls(
+            max_message_size=config.channels_max_message_size,
+            max_joins=config.channels_max_joins,
+            publish_rate=config.channels_publish_rate,
+            publish_burst=config.channels_publish_burst,
+            topic_publish_rate=config.channels_topic_publish_rate,
+            topic_publish_burst=config.channels_topic_publish_burst,
+            max_violations=config.channels_max_violations,
+            max_depth=config.json_max_depth,
+        )
 
 
 class TokenBucket:

@@ -215,9 +215,10 @@ class _Fan:
 class _Conn:
     """A connection's Channels state."""
 
-    __slots__ = ("bucket", "id", "joins", "violations")
+    __slots__ = ("bucket", "id", "joins", "limits", "violations")
 
     def __init__(self, limits: Limits) -> None:
+        self.limits = limits
         self.id = secrets.token_hex(8)
         self.joins: dict[str, Socket] = {}
         self.bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
@@ -235,7 +236,8 @@ class Channels:
 
     Class attributes (override them in the subclass):
         history: the default history backend of topics (None: no history).
-        limits: the :class:`Limits` of the layer.
+        limits: the :class:`Limits` of the layer (None: from the server's
+            ``Config``, its ``channels_*`` fields).
 
     A subclass that defines ``on_open``, ``on_close``, ``attach_hub`` or
     ``background`` calls the base class's method too (``await super().on_open(ws)``).
@@ -243,7 +245,7 @@ class Channels:
 
     SUBPROTOCOLS: ClassVar[tuple[str, ...]] = (SUBPROTOCOL,)
     history: ClassVar[History | None] = None
-    limits: ClassVar[Limits] = Limits()
+    limits: ClassVar[Limits | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Check the topic classes as the subclass is defined (HandlerError)."""
@@ -260,6 +262,7 @@ class Channels:
         self._topic_buckets: dict[str, TokenBucket] = {}
         self._presence: PresenceTracker | None = None
         self._errors_logged: set[tuple[str, str]] = set()
+        self._limits = self.limits  # None until the first connection reads the Config
 
     # -- the handler contract ----------------------------------------------------------
 
@@ -294,22 +297,28 @@ class Channels:
 
     async def on_open(self, ws: WebSocket) -> None:
         """Start the connection's Channels state."""
-        ws.state["channels"] = _Conn(self.limits)
+        ws.state["channels"] = _Conn(self._limits_for(ws))
+
+    def _limits_for(self, ws: WebSocket) -> Limits:
+        limits = self._limits
+        if limits is None:
+            limits = self._limits = Limits.from_config(ws.request.config)
+        return limits
 
     async def on_message(self, ws: WebSocket, message: str | bytes) -> None:
         """Handle one Phoenix frame from the client."""
         conn: _Conn | None = ws.state.get("channels")
         if conn is None:  # on_open overridden without super(): start here
-            conn = ws.state["channels"] = _Conn(self.limits)
+            conn = ws.state["channels"] = _Conn(self._limits_for(ws))
         if isinstance(message, bytes):
             await ws.close(1003, "binary messages are not supported")
             return
         try:
-            frame = decode(message, max_depth=self.limits.max_depth)
+            frame = decode(message, max_depth=conn.limits.max_depth)
         except ProtocolViolation as exc:
             await ws.close(exc.code, exc.reason)
             return
-        if len(message) > self.limits.max_message_size:
+        if len(message) > conn.limits.max_message_size:
             await self._error(ws, conn, frame, "too_large")
             return
         event = frame.event
@@ -401,7 +410,7 @@ class Channels:
         if old is not None:  # a second join of the topic: Phoenix closes the first
             await self._drop(conn, old, call_leave=True)
             await ws.send(encode(close_frame(old.join_ref, topic)))
-        elif len(conn.joins) >= self.limits.max_joins:
+        elif len(conn.joins) >= conn.limits.max_joins:
             await self._error(ws, conn, frame, "too_many_joins")
             return
         join_params = frame.payload
@@ -527,7 +536,7 @@ class Channels:
         bucket = self._topic_buckets.get(frame.topic)
         if bucket is None:
             bucket = self._topic_buckets[frame.topic] = TokenBucket(
-                self.limits.topic_publish_rate, self.limits.topic_publish_burst
+                conn.limits.topic_publish_rate, conn.limits.topic_publish_burst
             )
             if len(self._topic_buckets) > 4 * max(len(self._fans), 256):
                 self._topic_buckets = {
@@ -560,7 +569,7 @@ class Channels:
     async def _error(self, ws: WebSocket, conn: _Conn, frame: Frame, reason: str) -> None:
         """Answer ``frame`` with an error reply; too many of them close the socket with 1008."""
         conn.violations += 1
-        if conn.violations > self.limits.max_violations:
+        if conn.violations > conn.limits.max_violations:
             await ws.close(1008, f"too many protocol errors (last: {reason})")
             return
         await ws.send(encode(reply(frame, "error", {"reason": reason})))
