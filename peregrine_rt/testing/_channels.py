@@ -21,7 +21,7 @@ from .._server import Server
 from ..client import Backoff, Socket, open_socket
 from ._server import as_server, is_serving, open_nursery, start_unwrapped
 
-__all__ = ["ChannelsConnector", "open_channels_client"]
+__all__ = ["TEST_URL", "ChannelsConnector", "open_channels_client", "open_channels_connector"]
 
 TEST_URL = "ws://testserver"
 """The URL a client of an in-memory app connects to (the host is never resolved)."""
@@ -97,8 +97,9 @@ async def open_channels_client(
         **options: more :func:`~peregrine_rt.client.open_socket` arguments
             (``params``, ``headers``, ``heartbeat``, ``timeout``...).
 
-    The socket's ``connector`` attribute is not set; use
-    :func:`open_channels_connector` for a test that cuts connections.
+    A test that cuts connections (``connector.drop_all()``) or refuses them
+    (``connector.refuse = True``) uses :func:`open_channels_connector` and
+    ``open_socket(TEST_URL + path, connect=connector)`` instead.
 
     Resource handling:
         The server (when served here), the client and their tasks live in a
