@@ -492,3 +492,47 @@ async def test_rejoin_after_a_real_server_restart(tmp_path: Any, durable: bool) 
                 assert message.payload == "live"
                 assert message.offset == (6 if durable else 4)
         stop.set()
+
+
+class Lobby(Channels):
+    @topic("lobby", presence=True)
+    class LobbyTopic:
+        async def join(self, socket: Socket, params: Any) -> None:
+            socket.assigns["nick"] = params["nick"]
+
+        async def presence_key(self, socket: Socket) -> str:
+            return str(socket.assigns["nick"])
+
+
+async def test_real_server_presence_syncs_across_two_clients() -> None:
+    async with open_channels_connector(Lobby) as connector:
+        url = TEST_URL + "/socket"
+        async with (
+            open_socket(url, connect=connector, backoff=FAST) as one,
+            open_socket(url, connect=connector, backoff=FAST) as two,
+        ):
+            ann = one.channel("lobby", params={"nick": "ann"})
+            await ann.join()
+            await wait_until(lambda: [e.key for e in ann.presence.list()] == ["ann"])
+            bob = two.channel("lobby", params={"nick": "bob"})
+            await bob.join()
+            await wait_until(lambda: sorted(dict(ann.presence.list())) == ["ann", "bob"])
+            await wait_until(lambda: sorted(dict(bob.presence.list())) == ["ann", "bob"])
+            await bob.leave()
+            await wait_until(lambda: [e.key for e in ann.presence.list()] == ["ann"])
+
+
+async def test_a_phx_error_makes_the_channel_rejoin(autojump_clock: trio.testing.MockClock) -> None:
+    app = FakePhoenix()
+    async with fake_socket(app, heartbeat=None) as (socket, connector):
+        room = socket.channel("room:1")
+        async with room.joins() as joins:
+            await room.join()
+            await joins.receive()
+            ref = app.sent("phx_join")[-1].ref
+            await app.push_all("room:1", Frame(ref, ref, "room:1", "phx_error", {}))
+            rejoined = await joins.receive()
+            assert rejoined.rejoin is True
+            assert room.state is ChannelState.JOINED
+            assert len(app.sent("phx_join")) == 2
+            assert connector.connections == 1  # the same connection
