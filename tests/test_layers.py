@@ -62,7 +62,17 @@ LAYERS: list[tuple[str, set[str]]] = [
         "web basics",
         {"_routing", "_middleware", "_cors", "_compress", "_sessions", "_auth"},
     ),
-    ("channels", {"_channels"}),
+    (
+        "channels",
+        {
+            "_channels",
+            "client",
+            "_client_channel",
+            "_client_presence",
+            "_client_transport",
+            "_client_types",
+        },
+    ),
     ("server", {"_server"}),
     ("workers and CLI", {"_workers", "_cli", "_run", "_settings"}),
     ("the package's face", {"__init__", "__main__", "testing"}),

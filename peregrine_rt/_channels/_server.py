@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import trio
 
-from .._frames import encode_frame
-from .._hub import broadcast as fan_out
 from .._upgrade import upgrade
 from ..exceptions import HTTPError
 from ._emit import PublishEndpoint
+from ._fan import Fan
 from ._history import NO_HISTORY, History, hub_topic
 from ._limits import Limits, TokenBucket
 from ._phoenix import (
@@ -156,62 +155,6 @@ class Socket:
         return f"<Socket {self.topic} join_ref={self.join_ref}>"
 
 
-class _Fan:
-    """The hub's subscriber for one topic on this node: its local members."""
-
-    __slots__ = ("buffering", "conflate", "members", "snapshot", "topic")
-
-    def __init__(self, topic: str, conflate: Callable[[Any], Any] | None = None) -> None:
-        self.topic = topic
-        self.conflate = conflate  # the topic's key function: the newest value per key
-        self.members: dict[WebSocket, Socket] = {}
-        self.snapshot: tuple[WebSocket, ...] | None = None  # the live members' sockets
-        self.buffering: tuple[Socket, ...] = ()  # members still recovering
-
-    def deliver(self, message: str | bytes) -> bool:
-        """Send a hub message (a frame, or ``!<sender>\\n<frame>``) to the members."""
-        if isinstance(message, bytes):
-            message = message.decode()
-        targets = self.snapshot
-        if targets is None:
-            targets = self.snapshot = tuple(
-                ws for ws, s in self.members.items() if s.buffer is None
-            )
-            self.buffering = tuple(s for s in self.members.values() if s.buffer is not None)
-        if message.startswith("!"):
-            sender, _, message = message[1:].partition("\n")
-            targets = tuple(ws for ws in targets if self.members[ws].conn_id != sender)
-        for socket in self.buffering:
-            if socket.buffer is not None:
-                socket.buffer.append(message)
-        key = None if self.conflate is None else self._key(message)
-        if key is None:
-            fan_out(targets, message)
-            return True
-        frame: bytes | None = None  # encoded once for every uncompressed socket
-        for ws in targets:
-            if ws.shares_frames:
-                if frame is None:
-                    frame = encode_frame(message)
-                ws.deliver_frame(frame, key)
-            else:
-                ws.deliver(message)  # compressed: every frame, in order
-        return True
-
-    def _key(self, message: str) -> Any:
-        """The conflation key of a frame (its event and the topic's key of its payload)."""
-        assert self.conflate is not None
-        try:
-            frame = decode(message)
-            return (frame.event, self.conflate(frame.payload))
-        except Exception:  # a payload the key function does not expect: not conflated
-            return None
-
-    def changed(self) -> None:
-        """The members changed: the snapshot is made again at the next delivery."""
-        self.snapshot = None
-
-
 class _Conn:
     """A connection's Channels state."""
 
@@ -258,7 +201,7 @@ class Channels:
         self._patterns = [s for s in specs if s.pattern.regex is not None]
         self._specs = specs
         self._hub: Hub | None = None
-        self._fans: dict[str, _Fan] = {}
+        self._fans: dict[str, Fan] = {}
         self._topic_buckets: dict[str, TokenBucket] = {}
         self._presence: PresenceTracker | None = None
         self._errors_logged: set[tuple[str, str]] = set()
@@ -518,7 +461,7 @@ class Channels:
     def _subscribe(self, socket: Socket) -> None:
         fan = self._fans.get(socket.topic)
         if fan is None:
-            fan = self._fans[socket.topic] = _Fan(socket.topic, socket.spec.options.conflate)
+            fan = self._fans[socket.topic] = Fan(socket.topic, socket.spec.options.conflate)
             if self._hub is None:
                 raise RuntimeError("Channels is not attached to a server's hub")
             self._hub.subscribe(fan, hub_topic(socket.topic))

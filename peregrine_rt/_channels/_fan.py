@@ -1,0 +1,80 @@
+"""The hub's subscriber for one Channels topic on this node: :class:`Fan`.
+
+A broadcast reaches a node once, as the encoded Phoenix frame (or
+``!<sender>\n<frame>`` from ``broadcast_from``); the topic's fan hands it to
+the node's members of that topic: to the live ones with the WebSocket frame
+encoded once for all, to the ones still recovering into their buffers, and,
+for a conflated topic, with its key, so that a slow reader's outbox keeps
+the newest value per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._frames import encode_frame
+from .._hub import broadcast as fan_out
+from ._phoenix import decode
+
+if TYPE_CHECKING:
+    from ..websocket import WebSocket
+    from ._server import Socket
+
+__all__ = ["Fan"]
+
+
+class Fan:
+    """The hub's subscriber for one topic on this node: its local members."""
+
+    __slots__ = ("buffering", "conflate", "members", "snapshot", "topic")
+
+    def __init__(self, topic: str, conflate: Callable[[Any], Any] | None = None) -> None:
+        self.topic = topic
+        self.conflate = conflate  # the topic's key function: the newest value per key
+        self.members: dict[WebSocket, Socket] = {}
+        self.snapshot: tuple[WebSocket, ...] | None = None  # the live members' sockets
+        self.buffering: tuple[Socket, ...] = ()  # members still recovering
+
+    def deliver(self, message: str | bytes) -> bool:
+        """Send a hub message (a frame, or ``!<sender>\\n<frame>``) to the members."""
+        if isinstance(message, bytes):
+            message = message.decode()
+        targets = self.snapshot
+        if targets is None:
+            targets = self.snapshot = tuple(
+                ws for ws, s in self.members.items() if s.buffer is None
+            )
+            self.buffering = tuple(s for s in self.members.values() if s.buffer is not None)
+        if message.startswith("!"):
+            sender, _, message = message[1:].partition("\n")
+            targets = tuple(ws for ws in targets if self.members[ws].conn_id != sender)
+        for socket in self.buffering:
+            if socket.buffer is not None:
+                socket.buffer.append(message)
+        key = None if self.conflate is None else self._key(message)
+        if key is None:
+            fan_out(targets, message)
+            return True
+        frame: bytes | None = None  # encoded once for every uncompressed socket
+        for ws in targets:
+            if ws.shares_frames:
+                if frame is None:
+                    frame = encode_frame(message)
+                ws.deliver_frame(frame, key)
+            else:
+                ws.deliver(message)  # compressed: every frame, in order
+        return True
+
+    def _key(self, message: str) -> Any:
+        """The conflation key of a frame (its event and the topic's key of its payload)."""
+        assert self.conflate is not None
+        try:
+            frame = decode(message)
+            return (frame.event, self.conflate(frame.payload))
+        except Exception:  # a payload the key function does not expect: not conflated
+            return None
+
+    def changed(self) -> None:
+        """The members changed: the snapshot is made again at the next delivery."""
+        self.snapshot = None
