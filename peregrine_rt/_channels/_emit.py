@@ -27,8 +27,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from coredis import Redis
-
 from .._json import loads
 from ..exceptions import HTTPError, InvalidJSON
 from ._history import hub_topic
@@ -78,6 +76,8 @@ async def emit(
             nursery.cancel_scope.cancel()
         return
     text = encode(Frame(None, None, topic, event, payload))
+    from coredis import Redis  # noqa: PLC0415  # the optional redis extra, on first use
+
     client: Redis[bytes] = Redis.from_url(redis_url)
     async with client:
         channel = (prefix + hub_topic(topic)).encode()
