@@ -21,6 +21,7 @@ string (``?token=``, which lands in access logs) or from a
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -233,7 +234,9 @@ def bearer_auth(
 
     1. the ``Authorization: Bearer <token>`` header (HTTP clients, servers);
     2. a ``Sec-WebSocket-Protocol`` entry ``<subprotocol_prefix><token>``:
-       from a browser, ``new WebSocket(url, ["chat", "bearer." + token])``.
+       from a browser, ``new WebSocket(url, ["chat", "bearer." + token])``;
+       or ``base64url.bearer.phx.<base64url(token)>``, what phoenix.js
+       (``authToken``), peregrine.js and :mod:`peregrine_rt.client` send.
        The server must then choose a real subprotocol
        (``upgrade(..., subprotocols=["chat"])``), as browsers fail a
        handshake that offered subprotocols and got none back;
@@ -254,6 +257,18 @@ def bearer_auth(
     return authenticate
 
 
+PHOENIX_TOKEN_PREFIX: Final = "base64url.bearer.phx."
+"""How phoenix.js (``authToken``), peregrine.js and ``peregrine_rt.client`` (``token=``) offer a
+token: a ``Sec-WebSocket-Protocol`` entry of this prefix and the token in unpadded base64url."""
+
+
+def _unbase64url(text: str) -> str | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def bearer_token(
     request: Request, *, query: str | None = "token", subprotocol_prefix: str | None = "bearer."
 ) -> str | None:
@@ -268,6 +283,10 @@ def bearer_token(
                 entry = offered.strip()
                 if entry.startswith(subprotocol_prefix) and len(entry) > len(subprotocol_prefix):
                     return entry[len(subprotocol_prefix) :]
+                if entry.startswith(PHOENIX_TOKEN_PREFIX):
+                    token = _unbase64url(entry[len(PHOENIX_TOKEN_PREFIX) :])
+                    if token:
+                        return token
     if query is not None:
         token = request.query.get(query)
         if token:

@@ -139,6 +139,11 @@ class Socket:
         """The connection's identity (``ws.user``)."""
         return self.ws.user
 
+    @property
+    def channels(self) -> Channels:
+        """The :class:`Channels` app this join belongs to (``history_of``, ``broadcast``...)."""
+        return self._channels
+
     async def push(self, event: str, payload: Any) -> None:
         """Send ``event`` to this client only, on this topic."""
         await self.ws.send(encode(Frame(self.join_ref, None, self.topic, event, payload)))
@@ -195,7 +200,9 @@ class Channels:
         super().__init_subclass__(**kwargs)
         _topic_specs(cls, instantiate=False)
 
-    def __init__(self) -> None:
+    def __init__(self, *, history: History | None = None) -> None:
+        """``history`` overrides the class's for this instance (an app served twice, tests)."""
+        self._history = self.history if history is None else history
         specs = _topic_specs(type(self), instantiate=True)
         self._literal = {s.pattern.text: s for s in specs if s.pattern.regex is None}
         self._patterns = [s for s in specs if s.pattern.regex is not None]
@@ -530,7 +537,7 @@ class Channels:
     def _history_of(self, spec: TopicSpec) -> History | None:
         backend = spec.options.history
         if backend is None or backend is True:
-            return self.history
+            return self._history
         return None if backend is False else backend
 
     def _history_for(self, topic: str) -> History | None:
@@ -584,10 +591,15 @@ def _valid_since(since: Any) -> bool:
 
 
 def _default_key(socket: Socket) -> str:
+    """The presence key of a join: the user's id or name (an Identity's), else the connection."""
     user = socket.user
     if user is None:
         return socket.conn_id
-    return str(getattr(user, "id", user))
+    for attr in ("id", "name"):
+        value = getattr(user, attr, None)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+    return str(user)
 
 
 def _offset_of(text: str) -> int | None:

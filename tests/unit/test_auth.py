@@ -274,3 +274,18 @@ def test_identity_equality_survives_the_claims_proxy() -> None:
     who = Identity("ada", claims={"a": [1]})
     assert cast("Any", who.claims) == {"a": [1]}
     assert repr(who).startswith("Identity(name='ada', expires_at=None, claims=")
+
+
+def test_the_phoenix_clients_token_subprotocol() -> None:
+    """phoenix.js's authToken, peregrine.js and peregrine_rt.client: base64url.bearer.phx.<b64>."""
+    import base64
+
+    token = Tokens(SECRET).issue("ada", ttl=60)
+    encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+    offered = f"phoenix, base64url.bearer.phx.{encoded}"
+    assert bearer_token(make_request(sec_websocket_protocol=offered)) == token
+    broken = "phoenix, base64url.bearer.phx.%%%"
+    assert bearer_token(make_request(sec_websocket_protocol=broken)) is None
+    assert (
+        bearer_token(make_request(sec_websocket_protocol=offered), subprotocol_prefix=None) is None
+    )
