@@ -41,7 +41,7 @@ def test_the_client_is_package_data() -> None:
 async def test_node_unit_tests_pass(node: str) -> None:
     with trio.fail_after(120):
         done = await trio.run_process(
-            [node, "--test", "tests/js/"],
+            [node, "--test", "--test-reporter=tap", "tests/js/"],
             cwd=ROOT,
             capture_stdout=True,
             capture_stderr=True,

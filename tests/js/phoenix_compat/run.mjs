@@ -78,6 +78,7 @@ async function basic() {
 async function recover() {
   // Recovery rides on join params: phoenix.js calls a params function on every
   // (re)join, and passes a broadcast's ref ("p:<offset>") to on() callbacks.
+  // [recover]
   let since = null;
   const socket = connect(url);
   const feed = socket.channel("room:feed", () => (since ? { nick: "ann", since } : { nick: "ann" }));
@@ -94,6 +95,7 @@ async function recover() {
     }
     out({ joined: response });
   });
+  // [/recover]
   socket.onClose(() => out({ closed: true }));
   // The test says when to stop.
   for await (const line of createInterface({ input: process.stdin })) {
