@@ -69,6 +69,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(CacheControl)"),
     # the authenticate hooks' type: a callable, spelt out in web/identity
     (r"py:.*", r"(Authenticate)"),
+    # the Channels layer's internal collaborators and the client's type aliases
+    (r"py:.*", r"(TopicSpec|PresenceTracker|Params|Connect|Waiter|peregrine_rt\.client\.Waiter)"),
+    (r"py:.*", r"(random|enum)\..*"),
 ]
 
 # autodoc: the documented surface is what __all__ exports (tests/test_docs.py
@@ -90,5 +93,6 @@ napoleon_custom_sections = ["Resource handling", "Error handling"]  # trio's sec
 doctest_global_setup = """
 import peregrine_rt
 import peregrine_rt as pr
+from peregrine_rt.client import Backoff, sync_diff, sync_state
 """
 doctest_test_doctest_blocks = "default"

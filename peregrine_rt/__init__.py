@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._auth import Identity, Tokens, bearer_auth, session_auth
+from ._channels import Channels, Limits, Refuse, Socket, topic
+from ._channels._emit import PublishEndpoint, emit
+from ._channels._history import History, MemoryHistory, Position, Publication, Recovery
+from ._channels._presence import Presence
+from ._channels._sqlite import SQLiteHistory
 from ._compress import Compress
 from ._config import Config
 from ._cors import CORS
@@ -44,12 +49,14 @@ from .mixins import StaticMixin
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
+    from ._channels._redis_history import RedisHistory as RedisHistory  # lazily, as RedisHub
     from ._redis_hub import RedisHub as RedisHub  # re-exported lazily, see __getattr__
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CORS",
+    "Channels",
     "ClientDisconnected",
     "Compress",
     "Config",
@@ -64,24 +71,35 @@ __all__ = [
     "HandlerError",
     "HandshakeError",
     "Headers",
+    "History",
     "Hub",
     "HubUnavailable",
     "Identity",
     "InvalidJSON",
     "LimitExceeded",
+    "Limits",
     "LocalProtocolError",
+    "MemoryHistory",
     "Middleware",
     "PeregrineError",
+    "Position",
+    "Presence",
     "ProtocolError",
+    "Publication",
+    "PublishEndpoint",
     "QueryParams",
+    "Recovery",
+    "Refuse",
     "RemoteProtocolError",
     "Request",
     "Response",
     "ResponseHeaders",
     "Router",
+    "SQLiteHistory",
     "Server",
     "ServerOptions",
     "Sessions",
+    "Socket",
     "StaticMixin",
     "StreamEncoder",
     "Subscriber",
@@ -93,6 +111,7 @@ __all__ = [
     "bearer_auth",
     "broadcast",
     "delete",
+    "emit",
     "get",
     "patch",
     "post",
@@ -101,6 +120,7 @@ __all__ = [
     "run",
     "run_sync",
     "session_auth",
+    "topic",
     "upgrade",
 ]
 
@@ -114,4 +134,9 @@ def __getattr__(name: str) -> Any:
 
         globals()["RedisHub"] = RedisHub
         return RedisHub
+    if name == "RedisHistory":
+        from ._channels._redis_history import RedisHistory  # noqa: PLC0415
+
+        globals()["RedisHistory"] = RedisHistory
+        return RedisHistory
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -126,11 +126,11 @@ class SocketState(enum.Enum):
     CONNECTING = "connecting"
     """Opening a connection (the first, or again after a drop)."""
     OPEN = "open"
-    """Connected: joins, pushes and heartbeats flow."""
+    """Connected, so joins, pushes and heartbeats flow."""
     RECONNECTING = "reconnecting"
     """The connection dropped (or could not be made); waiting to try again."""
     CLOSED = "closed"
-    """The connection is closed: for good once the ``open_socket`` block is left."""
+    """The connection is closed (for good once the ``open_socket`` block is left)."""
 
 
 class ChannelState(enum.Enum):
@@ -140,7 +140,7 @@ class ChannelState(enum.Enum):
     JOINING = "joining"
     JOINED = "joined"
     ERRORED = "errored"
-    """Joined, then the connection dropped or the server's side crashed: rejoining."""
+    """Joined, then the connection dropped or the server's side crashed; rejoining."""
     LEAVING = "leaving"
 
 

@@ -114,9 +114,9 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 10.0
-"""Seconds a join or a push waits for its reply unless told otherwise (phoenix.js: 10)."""
+"""Seconds a join or a push waits for its reply unless told otherwise (10, as in phoenix.js)."""
 DEFAULT_HEARTBEAT = 30.0
-"""Seconds between heartbeats (phoenix.js: 30); one unanswered when the next is due drops."""
+"""Seconds between heartbeats (30, as in phoenix.js); one unanswered when the next is due drops."""
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 """The largest message accepted from the server (bytes of text); larger closes with 1009."""
 
@@ -284,7 +284,7 @@ class Socket:
         return str(self._ref)
 
     def expect(self, ref: str, on_reply: Callable[[str, Any], None] | None = None) -> Waiter:
-        """Register a task's wait for the reply to ``ref``; :meth:`forget` it when done."""
+        """Register a task's wait for the reply to ``ref``; ``forget()`` it when done."""
         waiter = self._pending[ref] = Waiter(on_reply)
         return waiter
 

@@ -155,3 +155,33 @@ def test_http_package_imports_without_trio() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_package_imports_without_the_redis_extra() -> None:
+    """coredis is optional (peregrine_rt[redis]): all but the Redis classes work without it."""
+    script = """
+import builtins, sys
+real = builtins.__import__
+def refuse(name, *args, **kwargs):
+    if name == "coredis" or name.startswith("coredis."):
+        raise ImportError("no coredis in this test")
+    return real(name, *args, **kwargs)
+builtins.__import__ = refuse
+import peregrine_rt as pr
+from peregrine_rt import *
+import peregrine_rt.client, peregrine_rt.testing
+assert pr.Channels and pr.SQLiteHistory and pr.Presence and pr.emit
+for lazy in ("RedisHub", "RedisHistory"):
+    try:
+        getattr(pr, lazy)
+    except ImportError:
+        pass
+    else:
+        raise AssertionError(lazy + " imported without coredis")
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

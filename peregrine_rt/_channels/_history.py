@@ -119,7 +119,7 @@ class History(Protocol):
 
     ``delivers`` tells whether :meth:`append` also delivers the publication,
     encoded as the Phoenix frame ``[null,"p:<offset>",topic,event,payload]``,
-    to the hub topic :func:`hub_topic` ``(topic)`` (``RedisHistory``: one
+    to the hub topic ``hub_topic(topic)`` (``RedisHistory``: one
     atomic script assigns the offset, stores and publishes).  When False the
     caller publishes it after ``append`` returns.
 

@@ -94,7 +94,6 @@ class Socket:
 
     Attributes:
         ws: the connection's :class:`~peregrine_rt.WebSocket`.
-        user: the connection's identity (``ws.user``, from ``authenticate``).
         topic: the topic joined (``"room:lobby"``).
         params: the pattern's parameters (``{"name": "lobby"}``).
         join_ref: the client's ref of this join.
@@ -182,10 +181,10 @@ class Channels:
     (``router.mount("/socket", Chat)``), or as a router WebSocket route
     (``router.websocket("/socket/websocket", Chat, subprotocols=Channels.SUBPROTOCOLS)``).
 
-    Class attributes (override them in the subclass):
-        history: the default history backend of topics (None: no history).
-        limits: the :class:`Limits` of the layer (None: from the server's
-            ``Config``, its ``channels_*`` fields).
+    Class attributes (override them in the subclass): ``history``, the default
+    history backend of topics (None: no history; ``Channels(history=...)``
+    overrides it for one instance), and ``limits``, the :class:`Limits` of the
+    layer (None: from the server's ``Config``, its ``channels_*`` fields).
 
     A subclass that defines ``on_open``, ``on_close``, ``attach_hub`` or
     ``background`` calls the base class's method too (``await super().on_open(ws)``).

@@ -40,6 +40,7 @@ arrived instead: ``waited 5.0 s for a WebSocket message; received instead: nothi
 
 from __future__ import annotations
 
+from ._channels import ChannelsConnector, open_channels_client, open_channels_connector
 from ._client import (
     Client,
     ClientResponse,
@@ -70,6 +71,7 @@ from ._websocket import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "UNSET",
+    "ChannelsConnector",
     "Client",
     "ClientResponse",
     "ClientWebSocket",
@@ -83,6 +85,8 @@ __all__ = [
     "UnexpectedEvent",
     "WebSocketClosed",
     "WebSocketRejected",
+    "open_channels_client",
+    "open_channels_connector",
     "open_client",
     "open_server",
     "redis_server_path",

@@ -121,7 +121,7 @@ async def open_channels_connector(
     """Serve ``app`` in memory for the block; yield the connector (``None`` for a URL).
 
     Pass the connector as ``open_socket(..., connect=connector)``, with a URL
-    of :data:`TEST_URL`; one connector serves any number of clients.
+    of ``TEST_URL`` (``ws://testserver``); one connector serves any number of clients.
     """
     if isinstance(app, str):
         if config is not None:
