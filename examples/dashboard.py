@@ -16,8 +16,8 @@ A background task (:meth:`Dashboard.feed`) makes the prices move every
 ``name`` query parameter, a stand-in for a real login (docs/web/).
 
 The page (``examples/dashboard.html``) imports peregrine.js from
-``/_peregrine/peregrine.js``; this app serves that path itself, from the
-installed package.
+``/_peregrine/peregrine.js``, which the router answers from the installed
+package.
 
 Run: ``peregrine-rt examples.dashboard:Site --port 8000`` and open
 ``http://localhost:8000/?name=ann`` in two tabs.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,7 +39,6 @@ from peregrine_rt._channels._history import MemoryHistory
 from peregrine_rt.exceptions import HTTPError
 
 PAGE = Path(__file__).with_name("dashboard.html")
-CLIENT = files("peregrine_rt").joinpath("static/peregrine.js")
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "USDCHF")
 START = {"EURUSD": 1.08, "GBPUSD": 1.27, "USDJPY": 151.0, "USDCHF": 0.9}
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -142,12 +140,6 @@ class Site(pr.Router):
     @pr.get("/")
     async def page(self, request: pr.Request, response: pr.Response) -> None:
         response.html(PAGE.read_text())
-
-    @pr.get("/_peregrine/peregrine.js")
-    async def client(self, request: pr.Request, response: pr.Response) -> None:
-        response.body = CLIENT.read_bytes()  # the file inside the installed package
-        response.headers["content-type"] = "text/javascript; charset=utf-8"
-        response.headers["cache-control"] = "no-cache"
 
     @pr.get("/log")
     async def log(self, request: pr.Request, response: pr.Response) -> None:

@@ -56,7 +56,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("websocket", {"websocket", "_upgrade", "_receiver"}),
     (
         "realtime and static files",
-        {"_hub", "_redis_hub", "_redis_url", "_sse", "mixins", "_static"},
+        {"_hub", "_redis_hub", "_redis_url", "_sse", "mixins", "_static", "_browser"},
     ),
     (
         "web basics",

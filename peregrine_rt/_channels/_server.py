@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import trio
 
+from .._browser import serve_browser_client
 from .._upgrade import upgrade
 from ..exceptions import HTTPError
 from ._emit import PublishEndpoint
@@ -238,7 +239,12 @@ class Channels:
             await trio.sleep_forever()
 
     async def handle(self, request: Request, response: Response) -> None:
-        """Upgrade to a Channels WebSocket (400 for a ``vsn`` other than 2.x)."""
+        """Upgrade to a Channels WebSocket (400 for a ``vsn`` other than 2.x).
+
+        A plain ``GET /_peregrine/peregrine.js`` gets the browser client.
+        """
+        if request.upgrade is None and serve_browser_client(request, response):
+            return
         vsn = request.query.get("vsn")
         if vsn is not None and not vsn.startswith("2."):
             raise HTTPError(400, f"unsupported protocol version vsn={vsn} (2.x is served)")

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import trio
 
+from .._browser import serve_browser_client
 from .._handler import HandlerSpec, check_handler
 from .._upgrade import upgrade
 from ..exceptions import HandlerError, HTTPError
@@ -486,6 +487,8 @@ class Router:
         allowed = self._table.allowed(path)
         if allowed:
             raise HTTPError(405, headers={"allow": ", ".join(sorted(allowed))})
+        if serve_browser_client(request, response):
+            return  # peregrine.js, the Channels browser client, unless a route took the path
         if self.redirect_slashes and path != "/" and request.upgrade is None:
             other = path[:-1] if path.endswith("/") else f"{path}/"
             raw = request.raw_path.decode("latin-1")
