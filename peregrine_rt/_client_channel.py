@@ -16,7 +16,6 @@ the new position.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +45,9 @@ from ._client_types import (
     Message,
     PushError,
     PushTimeout,
+)
+from ._client_types import (
+    subscription as open_subscription,
 )
 
 if TYPE_CHECKING:
@@ -238,15 +240,8 @@ class Channel:
         An app that keeps a view of the topic refetches it when a rejoin
         says ``recovered`` is ``False``.
         """
-        send, receive = trio.open_memory_channel[JoinReply](math.inf)
-        self._join_subs.append(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            if send in self._join_subs:
-                self._join_subs.remove(send)
-            send.close()
+        async with open_subscription(self._join_subs) as receive:
+            yield receive
 
     async def wait_joined(self) -> None:
         """Wait until the channel is joined (e.g. after a reconnect).

@@ -19,11 +19,18 @@ server refused the WebSocket, ``.status``) or :class:`OSError` (no connection).
 from __future__ import annotations
 
 import enum
+import math
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import trio
 
 from .exceptions import PeregrineError
+
+T = TypeVar("T")
 
 __all__ = [
     "Backoff",
@@ -223,3 +230,20 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """A wait before attempt ``attempt``: uniform in ``[0, ceiling(attempt)]``."""
         return (rng or random).uniform(0.0, self.ceiling(attempt))
+
+
+@asynccontextmanager
+async def subscription(
+    subscribers: list[trio.MemorySendChannel[T]],
+) -> AsyncIterator[trio.MemoryReceiveChannel[T]]:
+    """A new unbounded channel in ``subscribers`` for the block (what ``state_changes`` and
+    ``joins`` give); it leaves the list, and its sending side closes, when the block ends."""
+    send, receive = trio.open_memory_channel[T](math.inf)
+    subscribers.append(send)
+    try:
+        async with receive:
+            yield receive
+    finally:
+        if send in subscribers:
+            subscribers.remove(send)
+        send.close()

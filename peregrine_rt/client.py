@@ -43,7 +43,6 @@ dropped, as phoenix.js drops events with no ``on`` handler.
 from __future__ import annotations
 
 import base64
-import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -79,6 +78,7 @@ from ._client_types import (
     ReplyTimeout,
     SocketState,
     StateChange,
+    subscription,
 )
 from .exceptions import ConnectionClosed, HandshakeError
 
@@ -255,15 +255,8 @@ class Socket:
 
         ``async for change in changes`` ends once the socket is closed.
         """
-        send, receive = trio.open_memory_channel[StateChange](math.inf)
-        self._state_subs.append(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            if send in self._state_subs:
-                self._state_subs.remove(send)
-            send.close()
+        async with subscription(self._state_subs) as receive:
+            yield receive
 
     async def wait_open(self) -> None:
         """Wait until the socket is connected.
