@@ -23,7 +23,10 @@ rolls back in the thread, never half-way.
 Offsets: :meth:`SQLiteHistory.append` bumps the topic's counter, inserts the
 publication and prunes the topic in one ``BEGIN IMMEDIATE`` transaction, so
 even several processes writing the same file (``busy_timeout`` makes them
-wait their turn) get dense, unique offsets.
+wait their turn) get dense, unique offsets.  Appends are group-committed:
+those that arrive while a transaction is under way go together into the
+next one, in the order they arrived, so that under load the thread hop and
+the commit are paid once per batch (one append alone still takes one trip).
 
 Durability: WAL journal with ``synchronous=NORMAL``: a committed append
 survives the process being killed; a power cut may lose the last commits
@@ -73,9 +76,9 @@ CREATE TABLE IF NOT EXISTS publications (
     PRIMARY KEY (topic, seq)
 ) WITHOUT ROWID;
 """
-_NEXT: Final = (
-    "INSERT INTO topics (topic, last) VALUES (?, 1) "
-    "ON CONFLICT (topic) DO UPDATE SET last = last + 1 RETURNING last"
+_RESERVE: Final = (  # n offsets for a topic: the last of them
+    "INSERT INTO topics (topic, last) VALUES (?, ?) "
+    "ON CONFLICT (topic) DO UPDATE SET last = last + ? RETURNING last"
 )
 _SELECT: Final = (
     "SELECT seq, event, payload, time FROM publications "
@@ -91,6 +94,17 @@ _SYNCHRONOUS: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
 def _publication(row: tuple[int, str, str, float]) -> Publication:
     offset, event, payload, when = row
     return Publication(offset, event, json.loads(payload), when)
+
+
+class _Waiter:
+    """One append waiting for its group commit."""
+
+    __slots__ = ("done", "error", "publication")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.publication: Publication | None = None
+        self.error: Exception | None = None
 
 
 class SQLiteHistory:
@@ -141,6 +155,8 @@ class SQLiteHistory:
         self.synchronous = synchronous.upper()
         self._clock = clock
         self._limiter = trio.CapacityLimiter(1)
+        self._queue: list[tuple[str, str, str, _Waiter]] = []  # appends for the next commit
+        self._committing = False
         self._db: sqlite3.Connection | None = None
         self._epoch = ""
 
@@ -184,32 +200,52 @@ class SQLiteHistory:
         """Publications at or before this time have expired (-inf without max_age)."""
         return now - self.max_age if self.max_age is not None else float("-inf")
 
-    def _append(self, topic: str, event: str, payload: str) -> Publication:
+    def _append_batch(self, batch: list[tuple[str, str, str]]) -> list[Publication]:
+        """Store ``(topic, event, payload)`` items in one transaction, offsets in their order.
+
+        Few statements per batch, whatever its size (one counter update per
+        topic, one ``executemany``): each statement is a trip from the GIL
+        and back, which costs milliseconds while the event loop is busy.
+        """
         db = self._open()
         now = self._clock()
+        counts: dict[str, int] = {}
+        for topic, _, _ in batch:
+            counts[topic] = counts.get(topic, 0) + 1
         db.execute("BEGIN IMMEDIATE")
         try:
-            (offset,) = db.execute(_NEXT, (topic,)).fetchone()
-            db.execute(
+            following: dict[str, int] = {}  # each topic's next offset in this batch
+            for topic, n in counts.items():
+                (last,) = db.execute(_RESERVE, (topic, n, n)).fetchone()
+                following[topic] = last - n + 1
+            rows = []
+            published: list[Publication] = []
+            for topic, event, payload in batch:
+                offset = following[topic]
+                following[topic] = offset + 1
+                rows.append((topic, offset, event, payload, now))
+                published.append(Publication(offset, event, json.loads(payload), now))
+            db.executemany(
                 "INSERT INTO publications (topic, seq, event, payload, time) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (topic, offset, event, payload, now),
+                rows,
             )
-            if self.max_count is not None:
-                db.execute(
-                    "DELETE FROM publications WHERE topic = ? AND seq <= ?",
-                    (topic, offset - self.max_count),
-                )
-            if self.max_age is not None:
-                db.execute(
-                    "DELETE FROM publications WHERE topic = ? AND time <= ?",
-                    (topic, self._horizon(now)),
-                )
+            for topic, offset in following.items():
+                if self.max_count is not None:
+                    db.execute(
+                        "DELETE FROM publications WHERE topic = ? AND seq <= ?",
+                        (topic, offset - 1 - self.max_count),
+                    )
+                if self.max_age is not None:
+                    db.execute(
+                        "DELETE FROM publications WHERE topic = ? AND time <= ?",
+                        (topic, self._horizon(now)),
+                    )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return Publication(offset, event, json.loads(payload), now)
+        return published
 
     def _last(self, db: sqlite3.Connection, topic: str) -> int:
         row = db.execute("SELECT last FROM topics WHERE topic = ?", (topic,)).fetchone()
@@ -271,7 +307,45 @@ class SQLiteHistory:
             TypeError: ``payload`` is not JSON-able.
         """
         text = dumps(payload)  # here, so a bad payload fails before the thread
-        return await self._call(self._append, topic, event, text)
+        waiter = _Waiter()
+        self._queue.append((topic, event, text, waiter))
+        if self._committing:
+            await waiter.done.wait()  # the task committing now takes this one next
+        else:
+            await self._commit_queued()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.publication is not None
+        return waiter.publication
+
+    async def _commit_queued(self) -> None:
+        """Group commit: store what is queued, in one transaction per trip to the thread.
+
+        An append that arrives while a transaction is under way waits for the
+        next one, with every other append that arrived meanwhile: under load
+        the thread hop and the commit are paid once per batch, not per
+        publication.  The batch is shielded: once taken, it is stored and its
+        waiters are told, even if this task is cancelled meanwhile.
+        """
+        self._committing = True
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                with trio.CancelScope(shield=True):
+                    try:
+                        stored = await self._call(
+                            self._append_batch, [(t, e, p) for t, e, p, _ in batch]
+                        )
+                    except Exception as exc:
+                        for *_, waiter in batch:
+                            waiter.error = exc
+                            waiter.done.set()
+                        continue
+                for (*_, waiter), publication in zip(batch, stored, strict=True):
+                    waiter.publication = publication
+                    waiter.done.set()
+        finally:
+            self._committing = False
 
     async def history(
         self, topic: str, *, since: int | None = None, limit: int | None = None

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -181,4 +182,59 @@ async def test_two_processes_appending_to_one_file_get_dense_offsets(tmp_path: P
     for pid in {pub.payload["pid"] for pub in stored}:
         assert [pub.payload["n"] for pub in stored if pub.payload["pid"] == pid] == list(range(40))
     assert os.getpid() not in {pub.payload["pid"] for pub in stored}
+    await history.aclose()
+
+
+class _Counting(SQLiteHistory):
+    """Counts the transactions (trips to the thread) the appends took."""
+
+    def __init__(self, *args: Any, fail: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def _append_batch(self, batch: list[tuple[str, str, str]]) -> list[Any]:
+        self.batches.append(len(batch))
+        if self.fail:
+            raise sqlite3.OperationalError("disk I/O error")
+        return super()._append_batch(batch)
+
+
+async def test_concurrent_appends_are_group_committed_in_order(tmp_path: Path) -> None:
+    history = _Counting(tmp_path)
+    got: dict[int, int] = {}
+    arrived: list[int] = []  # the order the appends reached the history (trio shuffles tasks)
+
+    async def append(i: int) -> None:
+        arrived.append(i)  # no checkpoint between this and the append's queueing
+        got[i] = (await history.append("t", "e", {"i": i})).offset
+
+    async with trio.open_nursery() as nursery:
+        for i in range(200):
+            nursery.start_soon(append, i)
+    assert sorted(got.values()) == list(range(1, 201))  # dense
+    assert [got[i] for i in arrived] == list(range(1, 201))  # in the order they arrived
+    assert sum(history.batches) == 200
+    assert len(history.batches) < 20  # grouped: far fewer transactions than appends
+    stored = await history.history("t")
+    assert [p.payload["i"] for p in stored] == arrived
+    await history.aclose()
+
+
+async def test_a_failed_group_commit_reaches_every_waiter(tmp_path: Path) -> None:
+    history = _Counting(tmp_path, fail=True)
+    errors: list[BaseException] = []
+
+    async def append(i: int) -> None:
+        try:
+            await history.append("t", "e", i)
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(50):
+            nursery.start_soon(append, i)
+    assert len(errors) == 50
+    history.fail = False
+    assert (await history.append("t", "e", "after")).offset == 1  # nothing half-stored
     await history.aclose()
