@@ -54,18 +54,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ChatServer:
-    """``python -m peregrine_rt examples.chat.app:Chat`` on a fixed port, restartable.
+class AppServer:
+    """``python -m peregrine_rt APP`` on a fixed free port, restartable, stopped by PID.
 
-    Every server (and worker) signs sessions with :data:`CHAT_SECRET`, so a
-    browser stays the same person across restarts and nodes.
+    Args:
+        log: where the process writes (appended to across restarts).
+        app: the ``module:attribute`` to serve.
+        env: variables added to the environment at each start (``REDIS_URL``
+            is never passed on: a hub reads it).
+        redis_url: serve with ``--redis``.
+        workers: above 1, a supervisor (``self.proc``) and worker processes.
     """
 
-    def __init__(self, log: Path, *, redis_url: str | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        log: Path,
+        app: str,
+        *,
+        env: dict[str, str] | None = None,
+        redis_url: str | None = None,
+        workers: int = 1,
+    ) -> None:
         self.port = free_port()
         self.log_path = log
+        self.app = app
+        self.env = dict(env or {})
         self.redis_url = redis_url
-        self.workers = workers  # above 1: a supervisor (``self.proc``) and worker processes
+        self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -79,14 +94,14 @@ class ChatServer:
 
     def start(self, timeout: float = 15.0) -> None:
         self.starts += 1
-        command = [sys.executable, "-m", "peregrine_rt", "examples.chat.app:Chat"]
+        command = [sys.executable, "-m", "peregrine_rt", self.app]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.redis_url:
             command += ["--redis", self.redis_url]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-        env["CHAT_SECRET"] = CHAT_SECRET
+        env.update(self.env)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 command,
@@ -101,21 +116,35 @@ class ChatServer:
         serving = rf"with {self.workers} workers on" if self.workers > 1 else "on"
         pattern = re.compile(rf"serving \S+ {serving} http://127\.0\.0\.1:{self.port}\b")
         while len(pattern.findall(self.log)) < self.starts:
-            assert self.proc.poll() is None, f"the chat server exited:\n{self.log}"
-            assert time.monotonic() < deadline, f"the chat server did not start:\n{self.log}"
+            assert self.proc.poll() is None, f"{self.app} exited:\n{self.log}"
+            assert time.monotonic() < deadline, f"{self.app} did not start:\n{self.log}"
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        """SIGTERM by PID; SIGKILL if it has not exited within 10 s."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """``sig`` by PID; SIGKILL if it has not exited within 10 s."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, sig)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+class ChatServer(AppServer):
+    """``examples.chat.app:Chat``; every server (and worker) signs sessions with
+    :data:`CHAT_SECRET`, so a browser stays the same person across restarts and nodes."""
+
+    def __init__(self, log: Path, *, redis_url: str | None = None, workers: int = 1) -> None:
+        super().__init__(
+            log,
+            "examples.chat.app:Chat",
+            env={"CHAT_SECRET": CHAT_SECRET},
+            redis_url=redis_url,
+            workers=workers,
+        )
 
 
 @pytest.fixture

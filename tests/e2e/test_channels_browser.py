@@ -23,12 +23,7 @@ what the page shows, bounded by ``TIMEOUT_MS``.
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,69 +34,21 @@ import trio
 from peregrine_rt.client import open_socket
 
 from .channels_app import DATA_VARIABLE, TOPIC
-from .conftest import REPO, TIMEOUT_MS, free_port
+from .conftest import TIMEOUT_MS, AppServer, free_port
 
 BEFORE = ["one", "two", "three"]  # said by the page before the restart
 AWAY = [f"away {i}" for i in range(5)]  # published by a Python client while it is away
 AFTER = "back"  # said by the page after it rejoined
 
 
-class Server:
-    """``python -m peregrine_rt tests.e2e.channels_app:Site`` on a fixed port, restartable."""
-
-    def __init__(self, log: Path, data: Path) -> None:
-        self.port = free_port()
-        self.log_path = log
-        self.data = data
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def start(self, timeout: float = 15.0) -> None:
-        self.starts += 1
-        command = [sys.executable, "-m", "peregrine_rt", "tests.e2e.channels_app:Site"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-        env[DATA_VARIABLE] = str(self.data)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        pattern = re.compile(rf"serving \S+ on http://127\.0\.0\.1:{self.port}\b")
-        deadline = time.monotonic() + timeout
-        while len(pattern.findall(self.log)) < self.starts:
-            assert self.proc.poll() is None, f"the server exited:\n{self.log}"
-            assert time.monotonic() < deadline, f"the server did not start:\n{self.log}"
-            time.sleep(0.05)
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """``sig`` by PID; SIGKILL if it has not exited within 10 s."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+def app_server(log: Path, data: Path) -> AppServer:
+    """``tests.e2e.channels_app:Site`` keeping its history in ``data``."""
+    return AppServer(log, "tests.e2e.channels_app:Site", env={DATA_VARIABLE: str(data)})
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "server.log", tmp_path / "data")
+def server(tmp_path: Path) -> Iterator[AppServer]:
+    server = app_server(tmp_path / "server.log", tmp_path / "data")
     server.start()
     try:
         yield server
@@ -110,7 +57,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
+def page(browser: Any, server: AppServer) -> Iterator[Any]:
     """The page, joined to the lobby (its first join seen)."""
     context = browser.new_context()
     try:
@@ -173,7 +120,7 @@ def publish(port: int, texts: list[str]) -> dict[str, Any]:
     return trio.run(run)
 
 
-def stop_while_held(page: Any, server: Server, sig: signal.Signals) -> None:
+def stop_while_held(page: Any, server: AppServer, sig: signal.Signals) -> None:
     """Hold the page's connection attempts, stop the server, see the page retry and fail."""
     page.evaluate("(port) => { window.heldUrl = `ws://127.0.0.1:${port}/`; }", free_port())
     page.evaluate("window.held = true")
@@ -192,7 +139,7 @@ def release(page: Any) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_the_page_recovers_exactly_what_it_missed_through_a_restart(
-    server: Server, page: Any, sig: signal.Signals
+    server: AppServer, page: Any, sig: signal.Signals
 ) -> None:
     for text in BEFORE:
         say(page, text)
@@ -223,7 +170,7 @@ def test_the_page_recovers_exactly_what_it_missed_through_a_restart(
 
 
 def test_a_fresh_data_dir_is_a_new_epoch_and_the_page_reloads(
-    server: Server, page: Any, tmp_path: Path
+    server: AppServer, page: Any, tmp_path: Path
 ) -> None:
     for text in BEFORE:
         say(page, text)
@@ -231,7 +178,7 @@ def test_a_fresh_data_dir_is_a_new_epoch_and_the_page_reloads(
     (first,) = joins(page)
 
     stop_while_held(page, server, signal.SIGTERM)
-    server.data = tmp_path / "fresh"  # the history is gone: a new epoch
+    server.env[DATA_VARIABLE] = str(tmp_path / "fresh")  # the history is gone: a new epoch
     server.start()
     reply = publish(server.port, AWAY)
     assert reply["offset"] == 0 and reply["epoch"] != first["epoch"]

@@ -16,11 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +29,7 @@ from peregrine_rt._cors import CORS
 from peregrine_rt._middleware import Middleware
 from peregrine_rt.exceptions import HTTPError
 
-from .conftest import REPO, TIMEOUT_MS, free_port
+from .conftest import TIMEOUT_MS, AppServer
 
 # The server's child process reads the page origin it allows from here.
 ORIGIN_VARIABLE = "CORS_TEST_PAGE_ORIGIN"
@@ -101,13 +96,12 @@ class CountPreflights(Middleware):
 app = Compress(CountPreflights(Site()))
 
 
-class Server:
+class Server(AppServer):
     """``python -m peregrine_rt tests.e2e.test_cors_browser:app`` on a free port."""
 
     def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(log, f"{__name__}:app")
+        self.env[ORIGIN_VARIABLE] = self.allowed
 
     @property
     def allowed(self) -> str:
@@ -116,33 +110,6 @@ class Server:
     @property
     def refused(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 15.0) -> None:
-        command = [sys.executable, "-m", "peregrine_rt", f"{__name__}:app"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = {**os.environ, ORIGIN_VARIABLE: self.allowed}
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-            )
-        pattern = re.compile(rf"serving \S+ on http://127\.0\.0\.1:{self.port}\b")
-        deadline = time.monotonic() + timeout
-        while not pattern.search(self.log_path.read_text(errors="replace")):
-            log = self.log_path.read_text(errors="replace")
-            assert self.proc.poll() is None, f"the server exited:\n{log}"
-            assert time.monotonic() < deadline, f"the server did not start:\n{log}"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
     def preflights(self) -> int:
         with urllib.request.urlopen(f"{self.refused}/preflights", timeout=5) as reply:
