@@ -66,7 +66,7 @@ class OutboxItem:
     data: bytes
     done: trio.Event | None = None
     droppable: bool = True
-    key: object = None  # a conflated delivery's key while it is queued (see Outbox.deliver)
+    key: object = None  # a conflated delivery's key while queued (Outbox.deliver_keyed)
 
 
 def _data(item: bytes | OutboxItem) -> bytes:
@@ -242,22 +242,13 @@ class Outbox:
             if self._items:
                 self._start_writer()
 
-    def deliver(self, frame: bytes, key: object = None) -> bool:
+    def deliver(self, frame: bytes) -> bool:
         """Queue ``frame`` without waiting; False when the policy refused it (or closed).
-
-        With a ``key`` (conflation: only the latest value per key matters), a
-        delivery of the same key still queued and not begun has its frame
-        replaced in place by this one: a slow reader gets the newest value
-        of each key, in the place of the first one queued, instead of a
-        backlog.  Not on a socket that cannot drop (compression: its peer's
-        inflater must see every frame).
 
         The caller (the socket) has checked that it is open.
         """
         if self._broken:
             return False
-        if key is not None and self.can_drop:
-            return self._deliver_keyed(frame, key)
         size = len(frame)
         if self._corked and self._bytes + size > self.scheduler.cork_limit:
             self.uncork()  # a big burst: write what it gathered so far now
@@ -271,8 +262,20 @@ class Outbox:
         self.scheduler.cork(self)
         return True
 
-    def _deliver_keyed(self, frame: bytes, key: object) -> bool:
-        """:meth:`deliver` with a conflation key (kept apart: the plain path is the hot one)."""
+    def deliver_keyed(self, frame: bytes, key: object) -> bool:
+        """:meth:`deliver` with a conflation key: only the latest value per key matters.
+
+        A delivery of the same key still queued and not begun has its frame
+        replaced in place by this one: a slow reader gets the newest value of
+        each key, in the place of the first one queued, instead of a backlog.
+        Not on a socket that cannot drop (compression: its peer's inflater
+        must see every frame), where this is :meth:`deliver`.  Kept apart from
+        :meth:`deliver`, the broadcast path, which pays nothing for it.
+        """
+        if self._broken:
+            return False
+        if not self.can_drop:
+            return self.deliver(frame)
         queued = self._keyed.get(key)
         if queued is not None:
             self._bytes += len(frame) - len(queued.data)
@@ -338,7 +341,8 @@ class Outbox:
             return
         if sent == len(data):
             items.clear()
-            self._keyed.clear()
+            if self._keyed:  # conflated deliveries were among them
+                self._keyed.clear()
             self._bytes = 0
             self._dropping = False  # caught up
             return
@@ -369,7 +373,9 @@ class Outbox:
         self._bytes = sum(len(_data(item)) for item in items)
 
     def _rekey(self) -> None:
-        """Rebuild the conflation index after the queue was rebuilt."""
+        """Rebuild the conflation index after the queue was rebuilt (nothing to do without one)."""
+        if not self._keyed:
+            return
         self._keyed = {
             item.key: item
             for item in self._items
@@ -459,7 +465,7 @@ class Outbox:
                 else:
                     kept.append(item)
             items.extendleft(reversed(kept))  # in place: a writer may hold a reference
-            if dropped and self._keyed:
+            if dropped:
                 self._rekey()
             if dropped and not self._dropping:  # one line per episode, not per message
                 self._dropping = True

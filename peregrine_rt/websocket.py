@@ -258,16 +258,19 @@ class WebSocket:
 
     # -- for the hub and broadcast() ------------------------------------------------
 
-    def deliver_frame(self, frame: bytes, key: object = None) -> bool:
-        """:meth:`deliver` for a frame already encoded (only where :attr:`shares_frames`).
-
-        ``key`` conflates: a queued, unsent delivery with the same key is
-        replaced by this frame, so a slow reader gets the newest value per key
-        (prices, cursors, scores) instead of a backlog.
-        """
+    def deliver_frame(self, frame: bytes) -> bool:
+        """:meth:`deliver` for a frame already encoded (only where :attr:`shares_frames`)."""
         if self.close_code is not None:
             return False
-        return self._outbox.deliver(frame, key)
+        return self._outbox.deliver(frame)
+
+    def deliver_keyed(self, frame: bytes, key: object) -> bool:
+        """:meth:`deliver_frame`, conflated: a queued, unsent delivery with the same ``key``
+        is replaced by this frame, so a slow reader gets the newest value per key
+        (prices, cursors, scores) instead of a backlog."""
+        if self.close_code is not None:
+            return False
+        return self._outbox.deliver_keyed(frame, key)
 
     def track_hub(self, hub: Hub) -> None:
         """Note that ``hub`` has subscribed this socket: it leaves ``hub`` when it closes.

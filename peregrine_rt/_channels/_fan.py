@@ -61,7 +61,7 @@ class Fan:
             if ws.shares_frames:
                 if frame is None:
                     frame = encode_frame(message)
-                ws.deliver_frame(frame, key)
+                ws.deliver_keyed(frame, key)
             else:
                 ws.deliver(message)  # compressed: every frame, in order
         return True

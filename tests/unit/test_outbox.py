@@ -274,11 +274,11 @@ async def test_a_keyed_delivery_replaces_the_queued_one_in_its_place(
     transport = FakeTransport(room=0)  # a reader that takes nothing for now
     transport.gate = trio.Event()
     outbox, _ = make(scheduler, transport)
-    outbox.deliver(b"AAPL=1|", key="AAPL")
+    outbox.deliver_keyed(b"AAPL=1|", "AAPL")
     outbox.deliver(b"note|")
-    outbox.deliver(b"MSFT=5|", key="MSFT")
-    outbox.deliver(b"AAPL=2|", key="AAPL")  # replaces AAPL=1 where it stood
-    outbox.deliver(b"AAPL=33|", key="AAPL")
+    outbox.deliver_keyed(b"MSFT=5|", "MSFT")
+    outbox.deliver_keyed(b"AAPL=2|", "AAPL")  # replaces AAPL=1 where it stood
+    outbox.deliver_keyed(b"AAPL=33|", "AAPL")
     assert [_data(i) for i in outbox._items] == [b"AAPL=33|", b"note|", b"MSFT=5|"]
     assert outbox.buffered == len(b"AAPL=33|note|MSFT=5|")
     transport.room = 1 << 20
@@ -286,7 +286,7 @@ async def test_a_keyed_delivery_replaces_the_queued_one_in_its_place(
     await trio.testing.wait_all_tasks_blocked()
     assert bytes(transport.wire) == b"AAPL=33|note|MSFT=5|"
     assert outbox.buffered == 0 and len(outbox) == 0
-    outbox.deliver(b"AAPL=4|", key="AAPL")  # the earlier one left: queued anew
+    outbox.deliver_keyed(b"AAPL=4|", "AAPL")  # the earlier one left: queued anew
     await trio.testing.wait_all_tasks_blocked()
     assert bytes(transport.wire).endswith(b"MSFT=5|AAPL=4|")
 
@@ -295,9 +295,9 @@ async def test_a_keyed_frame_begun_is_never_replaced(scheduler: SendScheduler) -
     transport = FakeTransport(room=3)
     transport.gate = trio.Event()
     outbox, _ = make(scheduler, transport)
-    outbox.deliver(b"K=1111", key="K")
+    outbox.deliver_keyed(b"K=1111", "K")
     outbox.uncork()  # 3 bytes went: the rest of K=1111 must follow as it is
-    outbox.deliver(b"K=2222", key="K")  # a new delivery, after the rest
+    outbox.deliver_keyed(b"K=2222", "K")  # a new delivery, after the rest
     assert [_data(i) for i in outbox._items] == [b"111", b"K=2222"]
     transport.room = 1 << 20
     transport.gate.set()
@@ -311,7 +311,7 @@ async def test_a_slow_reader_of_a_conflated_feed_stays_bounded(scheduler: SendSc
     transport.gate = trio.Event()
     outbox, owner = make(scheduler, transport, limit=200)
     for i in range(10_000):
-        assert outbox.deliver(b"k%d=%05d;" % (i % 10, i), key=i % 10)
+        assert outbox.deliver_keyed(b"k%d=%05d;" % (i % 10, i), i % 10)
     assert len(outbox) == 10 and owner.slow_calls == 0
     transport.room = 1 << 20
     transport.gate.set()
@@ -323,7 +323,7 @@ async def test_a_slow_reader_of_a_conflated_feed_stays_bounded(scheduler: SendSc
 async def test_a_compressed_socket_does_not_conflate(scheduler: SendScheduler) -> None:
     transport = FakeTransport()
     outbox, _ = make(scheduler, transport, droppable=False)
-    outbox.deliver(b"K=1;", key="K")
-    outbox.deliver(b"K=2;", key="K")
+    outbox.deliver_keyed(b"K=1;", "K")
+    outbox.deliver_keyed(b"K=2;", "K")
     await trio.testing.wait_all_tasks_blocked()
     assert bytes(transport.wire) == b"K=1;K=2;"  # every frame: the inflater needs them all
