@@ -120,6 +120,8 @@ class Response:
         close_connection: set True to close the connection after this response.
     """
 
+    _stream_hooks: list[Callable[[Response], StreamEncoder | None]]
+
     __slots__ = (
         "_conn",
         "_file",
@@ -143,7 +145,7 @@ class Response:
         """Whether the head has been sent (by :meth:`stream`)."""
         self._conn = conn
         self._file: FileBody | None = None
-        self._stream_hooks: list[Callable[[Response], StreamEncoder | None]] | None = None
+        # _stream_hooks stays unset until on_stream(): nothing to do per response
 
     @property
     def connection(self) -> HTTPConnection | None:
@@ -304,7 +306,7 @@ class Response:
             self.headers["content-type"] = content_type
         conn = self._conn
         encoder: StreamEncoder | None = None
-        for hook in self._stream_hooks or ():
+        for hook in getattr(self, "_stream_hooks", None) or ():
             encoder = hook(self) or encoder
         await conn.start_stream(self)
 
@@ -336,9 +338,10 @@ class Response:
         ``streams=True``.  Hooks run in the order they were added; the last
         encoder returned wins.
         """
-        if self._stream_hooks is None:
-            self._stream_hooks = []
-        self._stream_hooks.append(hook)
+        hooks = getattr(self, "_stream_hooks", None)
+        if hooks is None:
+            hooks = self._stream_hooks = []
+        hooks.append(hook)
 
     def sse(
         self,
