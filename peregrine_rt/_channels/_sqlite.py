@@ -107,6 +107,26 @@ class _Waiter:
         self.error: Exception | None = None
 
 
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL, retrying while another process does the same.
+
+    The switch needs an exclusive lock. Two processes opening a new file at
+    once both hold a shared lock and want it, and SQLite answers one of
+    them "database is locked" at once, without the busy handler, since
+    waiting could deadlock. The other one wins, so trying again succeeds
+    (the mode is then already WAL) within the same busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
+
+
 class SQLiteHistory:
     """History in a SQLite file: the embedded default for a single node.
 
@@ -177,7 +197,7 @@ class SQLiteHistory:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
+            _enter_wal(db)
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
             db.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from peregrine_rt._channels import _sqlite as sqlite_module
 from peregrine_rt._channels._history import EPOCH_CHANGED
 from peregrine_rt._channels._sqlite import DEFAULT_FILENAME, SQLiteHistory
 
@@ -238,3 +239,66 @@ async def test_a_failed_group_commit_reaches_every_waiter(tmp_path: Path) -> Non
     history.fail = False
     assert (await history.append("t", "e", "after")).offset == 1  # nothing half-stored
     await history.aclose()
+
+
+class _ReleasingClock:
+    """Stands in for ``time`` in the module: the first retry's sleep ends the other lock."""
+
+    def __init__(self, holder: sqlite3.Connection) -> None:
+        self.holder = holder
+        self.sleeps = 0
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        if self.holder.in_transaction:
+            self.holder.execute("COMMIT")
+
+
+def test_switch_to_wal_retries_a_lock_refused_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another connection holds the write lock: SQLite refuses the WAL switch at
+    # once, busy timeout or not (waiting could deadlock), as it did in CI when
+    # two processes opened one new file together.
+    path = tmp_path / "race.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    opener = sqlite3.connect(path, isolation_level=None)
+    opener.execute("PRAGMA busy_timeout = 5000")
+    clock = _ReleasingClock(holder)
+    monkeypatch.setattr(sqlite_module, "time", clock)
+    sqlite_module._enter_wal(opener)
+    assert clock.sleeps == 1
+    assert opener.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    opener.close()
+    holder.close()
+
+
+def test_switch_to_wal_gives_up_at_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "held.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    opener = sqlite3.connect(path, isolation_level=None)
+    ticks = iter(range(0, 100))
+
+    class Clock:
+        def monotonic(self) -> float:
+            return float(next(ticks))  # a second per call: past 5 s after a few tries
+
+        def sleep(self, seconds: float) -> None:
+            pass
+
+    monkeypatch.setattr(sqlite_module, "time", Clock())
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite_module._enter_wal(opener)
+    assert next(ticks) < 10
+    opener.close()
+    holder.close()
