@@ -17,7 +17,8 @@ Servers (each started here, stopped by PID at the end of its point):
   between the nodes; nodes, redis-server and the load generator all share the
   two cores (unpinned), as ``bench/chat.py``'s ``chat_redis2``: not a
   multi-core figure;
-* ``chat``: the old chat path, ``examples.chat.app:Chat`` (its own JSON
+* ``chat``: the old chat path, the chat as it was before it moved to
+  Channels (``bench/servers/old_chat``, frozen at commit 9afa2d8: its own JSON
   protocol, ids, in-memory history) with its per-connection rate limit raised
   (``bench/servers/channels_chat.py``), pinned to CPU 0;
 * ``socketio``: python-socketio's ``AsyncServer(async_mode="aiohttp")`` on

@@ -19,8 +19,8 @@ sits between the socket and the counting:
   ``/socket.io/?EIO=4&transport=websocket``): the server's ``0{...}`` open,
   send ``40``, wait for ``40{...}``; publish ``42["pub",{"g":..,"t":..}]``;
   deliveries are ``42["msg",{...}]``; a server ping ``2`` is answered ``3``;
-* ``chat`` (``examples.chat.app``'s JSON protocol, as ``bench/chat.py`` speaks
-  it): ``{"type":"hello","nick":"c<i>","rooms":["lobby"]}``, wait for
+* ``chat`` (the old chat's JSON protocol, ``bench/servers/old_chat``, as
+  ``bench/chat.py`` speaks it): ``{"type":"hello","nick":"c<i>","rooms":["lobby"]}``, wait for
   ``welcome``; publish ``{"type":"say","room":"lobby","text":"g<g> t<t>"}``;
   deliveries are ``{"type":"message",...,"text":"g<g> t<t>",...}``.
 

@@ -1,14 +1,21 @@
-"""The chat scenario: K clients in one room, each sending at a steady rate, every message to all.
+"""The OLD chat scenario: K clients in one room, each sending at a steady rate, every message to all.
 
 Run: ``.venv/bin/python bench/chat.py [--clients 100,1000] [--rate 2,0.05]
 [--duration 10] [--warmup 3] [--servers chat,chat_redis2,websockets]``
 (``make bench-chat``).
 
+This measures the chat as it was before it moved to Channels: its own JSON
+protocol (``hello``, ``say``, ``message``), served by the frozen copy in
+``bench/servers/old_chat`` (commit 9afa2d8), so that figures in
+``bench/RESULTS.md`` taken with it stay reproducible.  The chat on Channels
+(Phoenix frames, history with offsets) is measured by ``bench/channels.py``
+(``memory``, ``sqlite``, ``redis2``) against the old path and python-socketio.
+
 Servers:
 
-* ``chat``: ``peregrine-rt examples.chat.app:Chat``, one process, the
+* ``chat``: ``peregrine-rt bench.servers.old_chat.app:Chat``, one process, the
   in-memory hub, pinned to CPU 0;
-* ``chat_redis2``: two ``peregrine-rt examples.chat.app:Chat --redis URL``
+* ``chat_redis2``: two ``peregrine-rt bench.servers.old_chat.app:Chat --redis URL``
   processes and a throwaway ``redis-server``, unpinned: on a two-core machine
   they share the cores with the load generator (say so when quoting it); the
   clients are split evenly between the two nodes;
@@ -47,6 +54,7 @@ from _procs import cpu_seconds, free_port, spawn, stop_process, tree_cpu_seconds
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SERVER_CPU, CLIENT_CPU = 0, 1
+OLD_CHAT = "bench.servers.old_chat.app:Chat"  # frozen at 9afa2d8: bench/servers/old_chat
 
 
 @dataclass
@@ -140,7 +148,7 @@ def start_servers(
     kind: str, logdir: Path
 ) -> tuple[list[subprocess.Popen[bytes]], list[str], subprocess.Popen[bytes] | None]:
     procs, urls, redis = [], [], None
-    peregrine = [PY, "-m", "peregrine_rt", "examples.chat.app:Chat", "--host", "127.0.0.1"]
+    peregrine = [PY, "-m", "peregrine_rt", OLD_CHAT, "--host", "127.0.0.1"]
     if kind == "chat_redis2":
         rport = free_port()
         redis = _spawn(
