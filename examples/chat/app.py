@@ -1,69 +1,9 @@
-"""The chat server: rooms, history, presence, typing, resume after a reconnect.
+"""The chat on Channels: ``peregrine-rt examples.chat.app:Chat`` (``make run``).
 
-Run it: ``peregrine-rt examples.chat.app:Chat --port 8000`` (``make run``), or
-on several processes or machines sharing a Redis:
-``peregrine-rt examples.chat.app:Chat --redis redis://127.0.0.1:6379``.
-``/`` is the browser client (``static/``); ``/ws`` the WebSocket.
-
-Who is who: the handshake of ``/ws`` gives the browser a signed session
-cookie (``chat_session``) holding a random id, the *person* (``ws.user``).
-A nick belongs to one person at a time: it is theirs while one of their
-sockets uses it, in any number of tabs, and for ``NICK_HOLD`` seconds more
-(``nicks.py``).  The cookie is signed with the keys in ``CHAT_SECRET``
-(comma-separated, newest first); without it, with a random key of the
-process, so several workers or nodes need the same ``CHAT_SECRET``.  The
-WebSocket accepts only pages of its own origin (the server's default).
-
-The protocol: JSON text messages, each an object with a ``type``.
-
-Client to server:
-
-* ``{"type": "hello", "nick": "ada", "rooms": ["lobby"], "since": {"lobby": 41}}``
-  first, and once (again after ``nick_taken``): the nick, the rooms to be in
-  (default ``["lobby"]``; created if need be) and, when resuming, the last
-  message id seen per room.
-* ``{"type": "join", "room": "dev", "since": 12}`` (``since`` optional),
-  ``{"type": "leave", "room": "dev"}``, ``{"type": "create", "room": "dev"}``
-  (creates the room and joins it), ``{"type": "rooms"}``.
-* ``{"type": "say", "room": "dev", "text": "hi", "ref": "c1"}`` (``ref``
-  optional, echoed in the answer), ``{"type": "typing", "room": "dev"}``.
-
-Server to client:
-
-* ``welcome`` (``nick``, ``rooms``: every room, ``limits``), then for each
-  room joined ``history`` (``room``, ``messages``: the last 100, or every one
-  after ``since``; ``resumed``: whether ``since`` was used).
-* ``message``: ``id``, ``room``, ``nick``, ``text``, ``ts`` (ms since the epoch),
-  and the ``ref`` of its ``say`` if it had one: so a client that lost the
-  connection before the ``sent`` came finds its message in the history.
-* ``sent`` (``room``, ``id``, ``ref``): the message of that ``say`` is stored:
-  it reaches everyone in the room, or a reconnecting client's history.
-* ``presence``: ``room``, ``event`` (``join``/``leave``/``sync``), ``nick``,
-  ``online`` (the nicks in the room, sorted).
-* ``typing`` (``room``, ``nick``), ``rooms`` (``rooms``), ``left`` (``room``).
-* ``resync`` (``room``, ``since``): this node may have missed messages of
-  the room (its link to Redis dropped): send ``join`` with that ``since``.
-* ``error``: ``code`` and ``text``, for a request refused (the connection
-  stays open): ``bad_message``, ``unknown_type``, ``hello_first``,
-  ``bad_nick``, ``nick_taken`` (someone else holds it), ``bad_room``,
-  ``no_such_room``, ``not_in_room``,
-  ``too_many_rooms``, ``empty``, ``too_long``, ``rate_limited``,
-  ``unavailable`` (the store cannot be reached: the message was not sent).
-  An error that answers a ``say`` carries its ``room`` and ``ref``.
-
-Text that is not JSON closes the connection with 1007, binary with 1003
-(JSONMixin).  Every message counts toward the rate limit, whatever its type;
-a client that keeps going over it, or keeps sending refused requests, gets 1008.
-
-Nothing lost, nothing twice: a room's messages reach each node in id order
-(``store.py`` says why); :class:`RoomFeed` delivers them to the node's
-sockets in the room.  A socket joining (or resuming) is *pending* while its
-history is read: what arrives meanwhile is buffered, then sent after the
-history, minus what the history had already.  When the hub's link to Redis
-comes back, each feed buffers what arrives, reads the history after the last
-id it delivered, and delivers that, then the buffer (after a Redis restart,
-the store first re-seeds it: ``store.py``).  Ids are dense, so a node that
-still sees one skipped tells its sockets to ``resync``.
+History in SQLite in ``CHAT_DATA`` (default ``data/chat``), or in Redis with
+``--redis URL`` on several nodes.  A plain GET gets the browser client
+(``static/``); a WebSocket, the topics ``chat`` and ``room:<name>``.
+The protocol: docs/tutorial.rst.
 """
 
 from __future__ import annotations
@@ -73,532 +13,185 @@ import math
 import os
 import re
 import secrets
+import time
 from collections import deque
-from dataclasses import dataclass, field
-from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt.mixins import JSONMixin, RoomsMixin, StaticMixin
 
-from .nicks import NICK_HOLD
-from .resilience import message_id
-from .store import (
-    MSG_TOPIC,
-    ROOMS_TOPIC,
-    MemoryStore,
-    RedisStore,
-    dumps,
-    make_store,
-    redis_error,
-)
+from .nicks import Nicks
 
 log = logging.getLogger("examples.chat")
 
 # start limits
-DEFAULT_ROOM = "lobby"
+LOBBY = "lobby"  # always listed
 MAX_TEXT = 2000  # characters in a message
-MAX_ROOMS = 100  # rooms on the server
-MAX_HELLO_ROOMS = 10  # rooms named in one hello
+MAX_ROOMS = 100  # rooms listed on the server
 MAX_JOINED = 20  # rooms one connection is in
-ROOM_IDLE = 300.0  # seconds: a room nobody is in is removed after this long
-RATE = 5.0  # messages per second per connection (any type), on average...
-BURST = 10  # ...with bursts of up to this many
-STRIKES = 3  # refusals for going too fast, within...
-STRIKE_WINDOW = 10.0  # ...this many seconds: then close 1008
-MAX_REFUSED = 10  # refused requests within STRIKE_WINDOW: then close 1008
-TYPING_EVERY = 1.0  # a connection's typing events are relayed at most this often
+ROOM_IDLE = 300.0  # seconds a room nobody is in stays listed
+NICK_HOLD = 30.0  # seconds a nick stays its person's after their last socket
+RATE, BURST = 5.0, 10  # events a second per connection (any event), and the burst
+MAX_REFUSED, REFUSED_WINDOW = 10, 10.0  # refusals within the window: close 1008
+TYPING_EVERY = 1.0  # seconds between typing events relayed, per connection and room
+PAGE = 100  # messages in a history page
+UNAVAILABLE = "the server cannot reach its store"
 NICK = re.compile(r"[\w-](?:[\w -]{0,22}[\w-])?")  # 1-24 characters, spaces inside
 ROOM = re.compile(r"[\w-]{1,32}")
 # end limits
 
 
-def valid_nick(nick: Any) -> bool:
-    """1-24 letters, digits, ``_``, ``-``, and spaces inside."""
-    return isinstance(nick, str) and NICK.fullmatch(nick) is not None and "  " not in nick
+async def refuse(socket: pr.Socket, reason: str, text: str) -> NoReturn:
+    """Refuse a request; too many refusals close the connection with 1008."""
+    times: deque[float] = socket.ws.state.setdefault("refused", deque())
+    times.append(now := trio.current_time())
+    while times[0] < now - REFUSED_WINDOW:
+        times.popleft()
+    if len(times) >= MAX_REFUSED:
+        await socket.ws.close(1008, "too many refused requests")
+    raise pr.Refuse(reason, text=text)
 
 
-def valid_room(room: Any) -> bool:
-    return isinstance(room, str) and ROOM.fullmatch(room) is not None
-
-
-# start bucket
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; a message takes one."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.at = trio.current_time()
-
-    def take(self) -> bool:
-        now = trio.current_time()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-# end bucket
-
-
-@dataclass
-class Session:
-    """What the server knows about one connection (``ws.state["chat"]``)."""
-
-    conn: str
-    nick: str = ""
-    rooms: set[str] = field(default_factory=set)
-    bucket: TokenBucket = field(default_factory=lambda: TokenBucket(RATE, BURST))
-    strikes: deque[float] = field(default_factory=deque)
-    refused: deque[float] = field(default_factory=deque)
-    typed_at: dict[str, float] = field(default_factory=dict)
-
-
-class ChatError(Exception):
-    """A request refused: sent to the client as ``{"type": "error", ...}``."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.text = text
-
-
-# start feed
-class RoomFeed:
-    """This node's subscriber to a room's messages, delivering them to its sockets there.
-
-    Messages arrive in id order (see ``store.py``).  Each socket is in one
-    of three states: *pending* (its history is being read: messages are
-    buffered), *ahead* (its history went past what this feed delivered: skip
-    up to ``floor``) or *live* (everything is sent, the frame encoded once).
-    The feed itself is *paused* while it catches up after the link to Redis
-    came back: what arrives is buffered until :meth:`resume`.
-    """
-
-    def __init__(self, room: str) -> None:
-        self.room = room
-        self.last: int | None = None  # the last id delivered
-        self.live: dict[pr.WebSocket, None] = {}
-        self.ahead: dict[pr.WebSocket, int] = {}
-        self.pending: dict[pr.WebSocket, list[tuple[int, str]]] = {}
-        self.paused: list[str] | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.live or self.ahead or self.pending)
-
-    def pause(self) -> None:
-        """The link came back: buffer what arrives until :meth:`resume`."""
-        if self.paused is None:
-            self.paused = []
-
-    def since(self) -> int | None:
-        """Where the catch-up starts: the last id delivered (or the lowest floor)."""
-        if self.last is not None:
-            return self.last
-        return min(self.ahead.values(), default=None)
-
-    def resume(self, missed: list[str] | None) -> None:
-        """Deliver ``missed`` (the history after :meth:`since`), then the buffer.
-
-        ``None``: the history could not be read; a gap then makes the sockets
-        ``resync`` themselves.
-        """
-        buffered, self.paused = self.paused or [], None
-        for message in missed or ():
-            self._deliver(message, gap=False)  # the history is all there is
-        for message in buffered:
-            self._deliver(message, gap=missed is None)
-
-    def deliver(self, message: str | bytes) -> bool:
-        assert isinstance(message, str)
-        if self.paused is not None:
-            self.paused.append(message)
-            return True
-        return self._deliver(message, gap=True)
-
-    def _deliver(self, message: str, *, gap: bool) -> bool:
-        mid = message_id(message)
-        last = self.last
-        if last is not None and mid <= last:
-            return False  # delivered already
-        if gap and last is not None and mid != last + 1 and self.live:
-            # A gap: the link to Redis dropped for a while.  History has it all.
-            resync = dumps({"type": "resync", "room": self.room, "since": last})
-            pr.broadcast(self.live, resync)
-        self.last = mid
-        for buffer in self.pending.values():
-            buffer.append((mid, message))
-        for ws, floor in list(self.ahead.items()):
-            if mid > floor:
-                del self.ahead[ws]
-                self.live[ws] = None
-        return pr.broadcast(self.live, message) > 0
-
-    def start(self, ws: pr.WebSocket) -> None:
-        """``ws`` is about to read history: buffer what arrives."""
-        self.live.pop(ws, None)
-        self.ahead.pop(ws, None)
-        self.pending[ws] = []
-
-    def finish(self, ws: pr.WebSocket, floor: int) -> None:
-        """``ws`` was sent the history up to ``floor``: send the rest, then go live."""
-        buffer = self.pending.pop(ws, None)
-        if buffer is None:
-            return  # it left meanwhile
-        for mid, message in buffer:
-            if mid > floor:
-                pr.broadcast([ws], message)
-                floor = mid
-        if self.paused is None and self.last is not None and floor >= self.last:
-            self.live[ws] = None
-        else:
-            self.ahead[ws] = floor
-
-    def drop(self, ws: pr.WebSocket) -> None:
-        self.live.pop(ws, None)
-        self.ahead.pop(ws, None)
-        self.pending.pop(ws, None)
-
-
-# end feed
-
-_connections = count(1)
-
-
-class Chat(RoomsMixin, JSONMixin, StaticMixin):
+class Chat(pr.Channels):
     """The chat: ``peregrine-rt examples.chat.app:Chat``."""
 
-    static = pr.DirServer(
-        Path(__file__).resolve().parent / "static",
-        cache_control={"*": "no-cache"},
-    )
-    websocket_paths = ("/ws",)
-    room_idle = ROOM_IDLE  # a subclass may choose another
+    limits = pr.Limits(max_joins=MAX_JOINED + 1, publish_rate=RATE, publish_burst=BURST,
+                       max_message_size=4 * MAX_TEXT + 1024, max_violations=20)  # fmt: skip
+    static = pr.DirServer(Path(__file__).parent / "static", cache_control={"*": "no-cache"})
+    room_idle = ROOM_IDLE
     nick_hold = NICK_HOLD
 
-    def __init__(self) -> None:
-        self.feeds: dict[str, RoomFeed] = {}
-        self.store: MemoryStore | RedisStore
-        self._links_in, self._links_out = trio.open_memory_channel[bool](math.inf)
+    def __init__(self, data_dir: str | Path | None = None) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir or os.environ.get("CHAT_DATA", "data/chat"))
         keys = [key for key in os.environ.get("CHAT_SECRET", "").split(",") if key.strip()]
-        self.random_key = not keys
+        if not keys:
+            log.warning("CHAT_SECRET is not set: sessions are signed with a random key")
         self.sessions = pr.Sessions(keys or [secrets.token_urlsafe(32)], cookie="chat_session")
+        self.rooms: dict[str, float] = {LOBBY: math.inf}  # listed: since when it is empty
+        self.changed = trio.Event()
 
-    # start identity
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
-        if request.upgrade is not None and request.path in self.websocket_paths:
+        if request.upgrade is None and not request.path.startswith("/_peregrine/"):
+            return await self.static.serve(request, response)  # the page and its files
+        if request.upgrade is not None:
             session = self.sessions.load(request)  # {} without a valid cookie
             if not isinstance(session.get("sid"), str):
                 session["sid"] = secrets.token_urlsafe(16)  # a new person
                 self.sessions.save(response, session)  # the 101 sets the cookie
-        await super().handle(request, response)
+        await super().handle(request, response)  # upgrade() asks authenticate()
 
     async def authenticate(self, request: pr.Request) -> str | None:
-        """The socket's identity (``ws.user``): the person's session id (``upgrade()`` asks)."""
-        return self.sessions.load(request).get("sid")  # None (401): handle() did not run
+        return self.sessions.load(request).get("sid")
 
-    # end identity
+    def make_history(self, hub: pr.Hub) -> pr.History:
+        redis = hub if isinstance(hub, pr.RedisHub) else None  # several nodes: all in Redis
+        self.nicks = Nicks(self.nick_hold, redis)
+        return pr.RedisHistory(redis) if redis else pr.SQLiteHistory(self.data_dir)
 
-    # start lifecycle
-    async def startup(self) -> None:
-        self.store = make_store(self.hub, self.room_idle, self.nick_hold)
-        if self.random_key:
-            log.warning(
-                "CHAT_SECRET is not set: sessions are signed with a random key of this "
-                "process; several workers or nodes need the same CHAT_SECRET"
-            )
+    def make_presence(self, hub: pr.Hub) -> Any:
+        self.presence = super().make_presence(hub)
+        self.presence.on_diff(lambda topic, diff: self.changed.set())
+        return self.presence
 
-    async def background(self, *, task_status: trio.TaskStatus[None]) -> None:
-        # For the server's whole life: the store's connections to Redis and its
-        # heartbeat, catching up when the link to Redis comes back, removing
-        # idle rooms.  Connections are accepted once the default room exists.
+    async def background(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.store.run)
-            await self.store.add_room(DEFAULT_ROOM)
-            self.store.on_link(self._linked)
-            nursery.start_soon(self._catch_up)
-            nursery.start_soon(self._expire_rooms)
+            await nursery.start(super().background)
+            await nursery.start(self.nicks.run)
+            nursery.start_soon(self.list_rooms)
             task_status.started()
 
-    # end lifecycle
-
-    def _linked(self, restarted: bool) -> None:
-        # Called by the hub before it delivers anything from the new link.
-        for feed in self.feeds.values():
-            feed.pause()
-        self._links_in.send_nowait(restarted)
-
-    async def _catch_up(self) -> None:
-        """Each time the link comes back: re-seed a restarted Redis, then resume the feeds."""
-        async for first in self._links_out:
-            restarted = first
-            while True:  # link-ups queued meanwhile: one catch-up covers them
-                try:
-                    restarted |= self._links_out.receive_nowait()
-                except trio.WouldBlock:
-                    break
-            try:
-                if restarted:
-                    log.warning("Redis restarted: re-seeding rooms, messages and presence")
-                    await self.store.reseed({DEFAULT_ROOM, *self.feeds})
-                for room, feed in list(self.feeds.items()):
-                    since = feed.since()
-                    missed = [] if since is None else await self.store.history(room, since)
-                    feed.resume([dumps(m) for m in missed])
-            except Exception as exc:
-                if not redis_error(exc):
-                    raise
-                log.warning("catching up after the link to Redis came back failed: %s", exc)
-                for feed in self.feeds.values():
-                    feed.resume(None)
-
-    async def _expire_rooms(self) -> None:
-        """Remove the rooms nobody was in for ``room_idle`` seconds (not the default one)."""
+    async def list_rooms(self) -> None:
+        """Keep :attr:`rooms` from everyone's presence; push the list when it changes."""
         while True:
-            await trio.sleep(max(self.room_idle / 4, 0.05))
+            with trio.move_on_at(min(t + self.room_idle for t in self.rooms.values())):
+                await self.changed.wait()
+            self.changed, now = trio.Event(), trio.current_time()
+            present = {t[5:] for t in self.presence.topics() if t.startswith("room:")}
+            rooms = {LOBBY: math.inf, **dict.fromkeys(present, math.inf)}
+            for room, empty in self.rooms.items():  # just gone empty, or idle a while
+                if room not in rooms and now < min(empty, now) + self.room_idle:
+                    rooms[room] = min(empty, now)
+            old, self.rooms = self.rooms, rooms
+            if old.keys() != rooms.keys():
+                for socket in self.members("chat"):
+                    await socket.push("rooms", {"rooms": sorted(rooms)})
+
+    @pr.topic("chat", history=False)
+    class Hello:
+        async def join(self, socket: pr.Socket, params: dict[str, Any]) -> dict[str, Any]:
+            nick, app = params.get("nick"), cast(Chat, socket.channels)
+            if not isinstance(nick, str) or not NICK.fullmatch(nick) or "  " in nick:
+                await refuse(socket, "bad_nick", "1-24 letters, digits, _ or -, spaces inside")
             try:
-                gone = await self.store.expire_rooms({DEFAULT_ROOM, *self.feeds})
-                if gone:
-                    rooms = await self.store.rooms()
-                    await self.publish_json(ROOMS_TOPIC, {"type": "rooms", "rooms": rooms})
-            except Exception as exc:
-                if not redis_error(exc):
-                    raise
-                log.warning("removing idle rooms failed: %s", exc)
+                if not await app.nicks.claim(nick, socket.user):
+                    await refuse(socket, "nick_taken", f"{nick} is someone else's: pick another")
+            except pr.HubUnavailable:
+                raise pr.Refuse("unavailable", text=UNAVAILABLE) from None
+            socket.ws.state["nick"] = nick
+            limits = {"text": MAX_TEXT, "rate": RATE, "burst": BURST}
+            return {"nick": nick, "rooms": sorted(app.rooms), "limits": limits}
 
-    # start on_json
-    async def on_json(self, ws: pr.WebSocket, data: Any) -> None:
-        session: Session = ws.state.setdefault("chat", Session(str(next(_connections))))
-        if not session.bucket.take():  # every message, whatever it is
-            await self._strike(ws, session.strikes, STRIKES, "too many messages")
-            if not ws.closed:
-                text = f"too many messages: at most {RATE:g} a second (bursts of {BURST})"
-                await self._refuse(ws, data, "rate_limited", text)
-            return
-        try:
-            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-                raise ChatError("bad_message", 'a message is an object with a "type"')
-            kind = data["type"]
-            handler = getattr(self, f"do_{kind}", None)
-            if handler is None:
-                raise ChatError("unknown_type", f"unknown message type {kind[:40]!r}")
-            if kind != "hello" and not session.nick:
-                raise ChatError("hello_first", 'say "hello" first')
-            await handler(ws, session, data)
-        except ChatError as exc:
-            await self._refuse(ws, data, exc.code, exc.text)
-            await self._strike(ws, session.refused, MAX_REFUSED, "too many refused requests")
-        except pr.ConnectionClosed:
-            pass
-        except Exception as exc:
-            if not redis_error(exc):
-                raise
-            log.warning("chat store unavailable: %s", exc)
-            error: dict[str, Any] = {"type": "error", "code": "unavailable"}
-            if isinstance(data, dict) and data.get("type") == "say":
-                text = "the server cannot reach its store: your message was not sent"
-                error.update(room=data.get("room"), ref=_ref(data))
-            else:
-                text = "the server cannot reach its store: try again"
-            await self.send_json(ws, {**error, "text": text})
+        async def leave(self, socket: pr.Socket) -> None:
+            if (nick := socket.ws.state.pop("nick", None)) is not None:
+                try:
+                    await cast(Chat, socket.channels).nicks.release(nick, socket.user)
+                except pr.HubUnavailable as exc:
+                    log.warning("releasing %s failed (it lapses by itself): %s", nick, exc)
 
-    async def _strike(self, ws: pr.WebSocket, times: deque[float], limit: int, why: str) -> None:
-        """One more strike in ``times``: close 1008 at ``limit`` within STRIKE_WINDOW."""
-        now = trio.current_time()
-        times.append(now)
-        while times and times[0] < now - STRIKE_WINDOW:
-            times.popleft()
-        if len(times) >= limit:
-            await ws.close(1008, why)
+    @pr.topic("room:{name}", presence=True)
+    class Room:
+        async def join(self, socket: pr.Socket, params: dict[str, Any]) -> dict[str, Any]:
+            room, app = socket.params["name"], cast(Chat, socket.channels)
+            if "nick" not in socket.ws.state:
+                await refuse(socket, "hello_first", 'join "chat" with a nick first')
+            if not ROOM.fullmatch(room):
+                await refuse(socket, "bad_room", "a room name is 1-32 letters, digits, _ or -")
+            if room not in app.rooms:
+                if len(app.rooms) >= MAX_ROOMS:
+                    await refuse(socket, "too_many_rooms", f"there are {MAX_ROOMS} rooms already")
+                app.rooms[room] = trio.current_time()  # listed now, present soon
+                app.changed.set()
+            socket.assigns["nick"] = socket.ws.state["nick"]
+            return {"room": room}
 
-    async def _refuse(self, ws: pr.WebSocket, data: Any, code: str, text: str) -> None:
-        """An ``error``; answering a ``say`` with a ``ref``, it names them (the client drops it)."""
-        await self.send_json(ws, {"type": "error", "code": code, "text": text, **_said(data)})
+        async def presence_key(self, socket: pr.Socket) -> str:
+            return str(socket.assigns["nick"])  # one entry per nick, a meta per connection
 
-    # end on_json
-
-    # start hello
-    async def do_hello(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        if session.nick:
-            raise ChatError("bad_message", "hello was said already")
-        nick = data.get("nick")
-        if not valid_nick(nick):
-            raise ChatError(
-                "bad_nick", "a nick is 1-24 letters, digits, _ or -, with spaces inside"
-            )
-        rooms = data.get("rooms") or [DEFAULT_ROOM]
-        since = data.get("since") or {}
-        if not isinstance(rooms, list) or not all(valid_room(r) for r in rooms):
-            raise ChatError("bad_room", "rooms is a list of room names")
-        if len(rooms) > MAX_HELLO_ROOMS:
-            raise ChatError("too_many_rooms", f"at most {MAX_HELLO_ROOMS} rooms in a hello")
-        if not isinstance(since, dict):
-            raise ChatError("bad_message", "since maps rooms to message ids")
-        if not await self.store.nicks.claim(str(nick), ws.user):
-            raise ChatError("nick_taken", f"{nick} is someone else's nick: pick another")
-        session.nick = str(nick)  # on_close releases it
-        ws.hub.subscribe(ws, ROOMS_TOPIC)
-        limits = {"text": MAX_TEXT, "rate": RATE, "burst": BURST}
-        welcome: dict[str, Any] = {"type": "welcome", "nick": nick, "limits": limits}
-        for room in dict.fromkeys(rooms):
-            await self._create(room)  # resuming after a restart of an in-memory server
-        welcome["rooms"] = await self.store.rooms()
-        await self.send_json(ws, welcome)
-        for room in dict.fromkeys(rooms):
-            await self._join(ws, session, room, _since(since.get(room)))
-
-    # end hello
-
-    # start join
-    async def _join(self, ws: pr.WebSocket, session: Session, room: str, since: int | None) -> None:
-        if room not in session.rooms and len(session.rooms) >= MAX_JOINED:
-            raise ChatError("too_many_rooms", f"a connection is in at most {MAX_JOINED} rooms")
-        feed = self.feeds.get(room)
-        if feed is None:
-            feed = self.feeds[room] = RoomFeed(room)
-            ws.hub.subscribe(feed, MSG_TOPIC + room)
-        feed.start(ws)  # from now on, what arrives is buffered for ws
-        try:
-            messages = await self.store.history(room, since)
-            floor = messages[-1]["id"] if messages else (since or 0)
-            history = {"type": "history", "room": room, "messages": messages}
-            await self.send_json(ws, {**history, "resumed": since is not None})
-        except BaseException:
-            self._drop(ws, room)
-            raise
-        feed.finish(ws, floor)  # the buffer, minus what history had; then live
-        if room not in session.rooms:
-            session.rooms.add(room)
-            await self.join(ws, room)  # presence and typing events
-            await self.store.enter(room, session.conn, session.nick)
-
-    # end join
-
-    def _drop(self, ws: pr.WebSocket, room: str) -> None:
-        feed = self.feeds.get(room)
-        if feed is not None:
-            feed.drop(ws)
-            if not feed:
-                del self.feeds[room]
-                self.hub.unsubscribe(feed, MSG_TOPIC + room)
-
-    async def _create(self, room: str) -> bool:
-        rooms = await self.store.rooms()
-        if room in rooms:
-            return False
-        if len(rooms) >= MAX_ROOMS:
-            raise ChatError("too_many_rooms", f"this server has {MAX_ROOMS} rooms already")
-        if not await self.store.add_room(room):
-            return False  # another node was quicker
-        await self.publish_json(ROOMS_TOPIC, {"type": "rooms", "rooms": await self.store.rooms()})
-        return True
-
-    async def do_join(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        room = _room(data)
-        if room not in await self.store.rooms():
-            if room != DEFAULT_ROOM and room not in session.rooms:
-                raise ChatError("no_such_room", f"there is no room {room!r}: create it")
-            await self._create(room)  # it vanished under us (Redis restarted): back it comes
-        await self._join(ws, session, room, _since(data.get("since")))
-
-    async def do_create(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        room = _room(data)
-        await self._create(room)
-        await self._join(ws, session, room, None)
-
-    async def do_leave(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        room = _room(data)
-        if room not in session.rooms:
-            raise ChatError("not_in_room", f"you are not in {room!r}")
-        session.rooms.discard(room)
-        self._drop(ws, room)
-        await self.leave(ws, room)
-        await self.store.exit(room, session.conn)
-        await self.send_json(ws, {"type": "left", "room": room})
-
-    async def do_rooms(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        await self.send_json(ws, {"type": "rooms", "rooms": await self.store.rooms()})
-
-    # start say
-    async def do_say(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        room = _room(data)
-        text = data.get("text")
-        if room not in session.rooms:
-            raise ChatError("not_in_room", f"join {room!r} first")
-        if not isinstance(text, str) or not text.strip():
-            raise ChatError("empty", "a message has some text")
-        if len(text) > MAX_TEXT:
-            raise ChatError("too_long", f"a message has at most {MAX_TEXT} characters")
-        feed = self.feeds.get(room)
-        after = feed.last if feed is not None and feed.last is not None else 0
-        ref = _ref(data)
-        mid = await self.store.post(room, session.nick, text, after, ref)
-        session.typed_at.pop(room, None)  # the next keystroke is news again
-        await self.send_json(ws, {"type": "sent", "room": room, "id": mid, "ref": ref})
-
-    async def do_typing(self, ws: pr.WebSocket, session: Session, data: dict[str, Any]) -> None:
-        room = _room(data)
-        now = trio.current_time()
-        if (
-            room in session.rooms
-            and now - session.typed_at.get(room, -TYPING_EVERY) >= TYPING_EVERY
-        ):
-            session.typed_at[room] = now
-            await self.broadcast_json(room, {"type": "typing", "room": room, "nick": session.nick})
-
-    # end say
-
-    async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
-        session: Session | None = ws.state.get("chat")
-        if session is None:
-            return
-        for room in list(session.rooms):
-            self._drop(ws, room)
+        async def on_new_msg(self, socket: pr.Socket, payload: Any) -> dict[str, Any]:
+            text = payload.get("text") if isinstance(payload, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                await refuse(socket, "empty", "a message has some text")
+            if len(text) > MAX_TEXT:
+                await refuse(socket, "too_long", f"a message has at most {MAX_TEXT} characters")
+            message = {"nick": socket.assigns["nick"], "text": text, "ts": int(time.time() * 1000)}
+            ref = payload.get("ref")
+            if isinstance(ref, (str, int)) and not isinstance(ref, bool) and len(str(ref)) <= 64:
+                message["ref"] = ref  # a client that lost the ack finds its message by it
             try:
-                await self.store.exit(room, session.conn)
-            except Exception as exc:
-                if not redis_error(exc):
-                    raise
-                log.warning("chat store unavailable: %s", exc)  # the entry expires with the node
-        try:
-            if session.nick:
-                await self.store.nicks.release(session.nick, ws.user)
-        except Exception as exc:
-            if not redis_error(exc):
-                raise
-            log.warning("chat store unavailable: %s", exc)  # the claim expires by itself
+                return {"id": await socket.broadcast("new_msg", message)}  # its offset
+            except pr.HubUnavailable:
+                raise pr.Refuse("unavailable", text=f"{UNAVAILABLE}: not sent") from None
 
+        async def on_typing(self, socket: pr.Socket, payload: Any) -> None:
+            now, nick = trio.current_time(), socket.assigns["nick"]
+            if now - socket.assigns.get("typed", -math.inf) >= TYPING_EVERY:
+                socket.assigns["typed"] = now
+                await socket.broadcast_from("typing", {"nick": nick}, history=False)
 
-def _room(data: dict[str, Any]) -> str:
-    room = data.get("room")
-    if not valid_room(room):
-        raise ChatError("bad_room", "a room name is 1-32 letters, digits, _ or -")
-    return str(room)
-
-
-def _ref(data: dict[str, Any]) -> str | int | None:
-    """The ``ref`` of a ``say``: a string or integer of at most 64 characters, else None."""
-    ref = data.get("ref")
-    return ref if isinstance(ref, (str, int)) and len(str(ref)) <= 64 else None
-
-
-def _said(data: Any) -> dict[str, Any]:
-    """What an error answering a ``say`` with a ``ref`` adds: its ``room`` and ``ref``."""
-    if isinstance(data, dict) and data.get("type") == "say" and _ref(data) is not None:
-        return {"room": data.get("room"), "ref": _ref(data)}
-    return {}
-
-
-def _since(value: Any) -> int | None:
-    if value is None:
-        return None
-    if type(value) is not int or value < 0:
-        raise ChatError("bad_message", "since is a message id (an integer)")
-    return value
+        async def on_history(self, socket: pr.Socket, payload: Any) -> dict[str, Any]:
+            """The newest ``limit`` messages before ``before`` (offsets are dense)."""
+            ask = payload if isinstance(payload, dict) else {}
+            before, limit = ask.get("before"), ask.get("limit", PAGE)
+            if type(before) is not int or type(limit) is not int or before < 1 or limit < 1:
+                await refuse(socket, "bad_message", "history takes before and limit (integers)")
+            since = max(0, before - 1 - min(limit, PAGE))
+            try:
+                kept = await cast(Chat, socket.channels).history_of(socket.topic, since=since)
+            except pr.HubUnavailable:
+                raise pr.Refuse("unavailable", text=UNAVAILABLE) from None
+            return {"messages": [{"id": p.offset, **p.payload} for p in kept if p.offset < before]}

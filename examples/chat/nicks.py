@@ -1,157 +1,101 @@
-"""Who holds which nick: a nick belongs to one person at a time (see ``store.py``).
+"""Who holds which nick: one person (a session's ``sid``) at a time, on every node.
 
-A person is the ``sid`` of a signed session cookie (``app.py``), not a
-connection: the same person may use a nick in several tabs, on any node.  A
-claim lasts while its person has a socket using the nick, plus
-:data:`NICK_HOLD` seconds, so that a tab that reconnects keeps its nick.
-
-* :class:`MemoryNicks` (one process): a dict of claims.
-* :class:`RedisNicks` (several nodes): a key per nick holding the ``sid``,
-  claimed atomically by a script (set if free or already this person's).
-  Each node refreshes the keys of the nicks its sockets use with the store's
-  heartbeat, so a node that dies without a goodbye lets its claims expire.
-  Its last socket gone, a node shortens the key's life to the hold.
+Held while the person's sockets use it and ``hold`` seconds more (a reconnect
+keeps it).  With Redis: a key per nick, refreshed by each node for its nicks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import math
 from typing import Any
 
 import trio
+from coredis.exceptions import RedisError
+
+import peregrine_rt as pr
 
 log = logging.getLogger("examples.chat")
 
-NICK_HOLD = 30.0
-"""Seconds a nick stays its holder's after their last socket using it closed."""
-
-
-@dataclass(slots=True)
-class Claim:
-    """A nick held by ``sid``: ``sockets`` use it (here), or it lapses at ``until`` (trio time)."""
-
-    sid: str
-    sockets: int = 0
-    until: float = 0.0
-
-
-class MemoryNicks:
-    """The claims of one process."""
-
-    def __init__(self, hold: float = NICK_HOLD) -> None:
-        self.hold = hold
-        self._claims: dict[str, Claim] = {}
-        self._lapsing: dict[str, None] = {}  # unused nicks, in the order they lapse
-
-    async def claim(self, nick: str, sid: str) -> bool:
-        """Take ``nick`` for one more socket of ``sid``; False if someone else holds it."""
-        await trio.lowlevel.checkpoint()
-        now = trio.current_time()
-        while self._lapsing:  # forget the claims whose hold is over
-            first = next(iter(self._lapsing))
-            if self._claims[first].until > now:
-                break
-            del self._lapsing[first], self._claims[first]
-        held = self._claims.setdefault(nick, Claim(sid))
-        if held.sid != sid:
-            return False
-        self._lapsing.pop(nick, None)
-        held.sockets += 1
-        return True
-
-    async def release(self, nick: str, sid: str) -> None:
-        """One socket of ``sid`` stopped using ``nick``; the last one starts the hold."""
-        await trio.lowlevel.checkpoint()
-        held = self._claims.get(nick)
-        if held is None or held.sid != sid or not held.sockets:
-            return
-        held.sockets -= 1
-        if not held.sockets:
-            held.until = trio.current_time() + self.hold
-            self._lapsing[nick] = None
-
-
-# KEYS: the nick's key.  ARGV: sid, TTL (ms).  1 if the nick is (now) the sid's.
-_CLAIM = """
-local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-# KEYS: the nick's key.  ARGV: sid, the hold (ms).  The last socket of this node left.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-"""
-# KEYS: the keys of the nicks this node's sockets use.  ARGV: TTL (ms), then
-# each nick's sid.  Refreshes each (or claims it again: Redis restarted); returns
-# how many someone else holds (they were lost while the node could not refresh).
-_HOLD = """
-local lost = 0
+# KEYS: nick keys; ARGV: TTL (ms), each sid.  Claims or refreshes; how many are another's.
+_HOLD = """local lost = 0
 for i, key in ipairs(KEYS) do
   local held = redis.call('GET', key)
-  if held and held ~= ARGV[i + 1] then
-    lost = lost + 1
-  else
-    redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
-  end
+  if held and held ~= ARGV[i + 1] then lost = lost + 1
+  else redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1]) end
 end
-return lost
-"""
-SCRIPTS = {"claim": _CLAIM, "release": _RELEASE, "hold": _HOLD}
-"""The scripts :class:`RedisNicks` runs, for the store to register."""
-
-Script = Callable[[str, list[str], list[str]], Awaitable[Any]]
+return lost"""
+_LAPSE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end"
 
 
-class RedisNicks:
-    """The claims of every node, in Redis; the store runs the scripts.
+class Nicks:
+    """The claims: in this process (``hub`` None) or in the hub's Redis."""
 
-    Args:
-        script: ``await script(name, keys, args)`` runs one of :data:`SCRIPTS`.
-        key: the Redis key of a nick.
-        hold: :data:`NICK_HOLD`.
-        ttl: seconds a key lives without a refresh while sockets use the nick
-            (more than the store's heartbeat; at least ``hold``).
-    """
-
-    def __init__(self, script: Script, key: Callable[[str], str], hold: float, ttl: float) -> None:
-        self.hold = hold
-        self._script = script
-        self._key = key
-        self._ttl = str(int(max(hold, ttl) * 1000))
-        self._here: dict[str, Claim] = {}  # the nicks this node's sockets use
+    def __init__(self, hold: float, hub: pr.RedisHub | None = None, beat: float = 5.0) -> None:
+        self.hold, self.hub, self.beat = hold, hub, beat
+        self.prefix = f"{hub.prefix}chat:nick:" if hub else ""  # + nick: its key
+        self.here: dict[str, list[Any]] = {}  # nick: [sid, sockets here using it]
+        self.held: dict[str, tuple[str, float]] = {}  # no Redis: nick: (sid, lapses at)
 
     async def claim(self, nick: str, sid: str) -> bool:
-        """Take ``nick`` for one more socket of ``sid``; False if someone else holds it."""
-        held = self._here.get(nick)
-        if held is None:
-            if not await self._script("claim", [self._key(nick)], [sid, self._ttl]):
+        """Take ``nick`` for one more socket of ``sid``; False if another person holds it."""
+        here = self.here.get(nick)
+        if here is None:
+            if await self._hold([(nick, sid)]):
                 return False
-            held = self._here.setdefault(nick, Claim(sid))
-        if held.sid != sid:
-            return False
-        held.sockets += 1
-        return True
+            here = self.here.setdefault(nick, [sid, 0])
+        here[1] += here[0] == sid
+        return bool(here[0] == sid)
 
     async def release(self, nick: str, sid: str) -> None:
-        """One socket of ``sid`` stopped using ``nick``; the node's last one starts the hold."""
-        held = self._here.get(nick)
-        if held is None or held.sid != sid:
-            return
-        held.sockets -= 1
-        if not held.sockets:
-            del self._here[nick]  # failing below, the key expires by itself
-            hold = str(max(1, int(self.hold * 1000)))
-            await self._script("release", [self._key(nick)], [sid, hold])
+        """One socket of ``sid`` stopped using ``nick``; this node's last one starts the hold."""
+        here = self.here.get(nick)
+        if here is not None and here[0] == sid and here[1] == 1:
+            del self.here[nick]  # if Redis fails below, its key lapses by itself
+            if self.hub is None:
+                self.held[nick] = (sid, trio.current_time() + self.hold)
+            else:
+                await self._call("lapse", [self.prefix + nick], [sid, str(int(self.hold * 1000))])
+        elif here is not None and here[0] == sid:
+            here[1] -= 1
 
-    async def refresh(self) -> None:
-        """Keep (or claim again) the nicks this node's sockets use: at every heartbeat."""
-        here = list(self._here.items())
-        if not here:
+    async def _hold(self, claims: list[tuple[str, str]]) -> int:
+        if not claims:
+            return 0
+        if self.hub is None:
+            await trio.lowlevel.checkpoint()
+            now = trio.current_time()
+            self.held = {n: h for n, h in self.held.items() if h[1] > now}
+            lost = [n for n, sid in claims if self.held.get(n, (sid,))[0] != sid]
+            self.held.update((n, (sid, math.inf)) for n, sid in claims if n not in lost)
+            return len(lost)
+        ttl = str(int(max(self.hold, 3 * self.beat) * 1000))
+        keys = [self.prefix + nick for nick, _ in claims]
+        return int(await self._call("hold", keys, [ttl, *(sid for _, sid in claims)]))
+
+    async def _call(self, name: str, keys: list[str], args: list[str]) -> Any:
+        assert self.hub is not None
+        try:
+            with trio.fail_after(self.hub.timeout):
+                return await self.scripts[name](keys=keys, args=args)
+        except (OSError, trio.TooSlowError, RedisError) as exc:
+            self.client.connection_pool.disconnect()  # a late reply, a demoted primary
+            raise pr.HubUnavailable(f"chat nicks: {exc or 'too slow'}", name, 0) from exc
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """With Redis: hold a client and refresh this node's claims every ``beat`` seconds."""
+        if self.hub is None:
+            task_status.started()
             return
-        keys = [self._key(nick) for nick, _ in here]
-        lost = await self._script("hold", keys, [self._ttl, *(c.sid for _, c in here)])
-        if lost:
-            log.warning("%d nicks used here are held by someone else now", lost)
+        async with self.hub.client(decode_responses=True) as self.client:
+            self.scripts = {
+                n: self.client.register_script(s) for n, s in (("hold", _HOLD), ("lapse", _LAPSE))
+            }
+            task_status.started()
+            while True:
+                await trio.sleep(self.beat)
+                try:
+                    if await self._hold([(nick, here[0]) for nick, here in self.here.items()]):
+                        log.warning("nicks used here are held by someone else now")
+                except pr.HubUnavailable as exc:
+                    log.warning("refreshing nicks failed: %s", exc)

@@ -100,7 +100,7 @@ class PublishEndpoint:
 
     def __init__(
         self,
-        publish: Callable[[str, str, Any], Awaitable[None]],
+        publish: Callable[[str, str, Any], Awaitable[object]],
         secret: bytes,
         *,
         window: float = 300.0,

@@ -80,6 +80,7 @@ class PresenceTracker(Protocol):
     ) -> object: ...
     async def untrack(self, topic: str, key: str, conn: str) -> None: ...
     def state(self, topic: str) -> dict[str, Any]: ...
+    def topics(self) -> list[str]: ...
     def on_diff(self, callback: Callable[[str, dict[str, Any]], None]) -> None: ...
 
 
@@ -148,13 +149,15 @@ class Socket:
         """Send ``event`` to this client only, on this topic."""
         await self.ws.send(encode(Frame(self.join_ref, None, self.topic, event, payload)))
 
-    async def broadcast(self, event: str, payload: Any) -> None:
+    async def broadcast(self, event: str, payload: Any, *, history: bool = True) -> int | None:
         """:meth:`Channels.broadcast` to this topic (this client included)."""
-        await self._channels.broadcast(self.topic, event, payload)
+        return await self._channels.broadcast(self.topic, event, payload, history=history)
 
-    async def broadcast_from(self, event: str, payload: Any) -> None:
+    async def broadcast_from(
+        self, event: str, payload: Any, *, history: bool = True
+    ) -> int | None:
         """:meth:`Channels.broadcast_from`: to everyone on this topic but this client."""
-        await self._channels.broadcast_from(self, event, payload)
+        return await self._channels.broadcast_from(self, event, payload, history=history)
 
     def __repr__(self) -> str:
         return f"<Socket {self.topic} join_ref={self.join_ref}>"
@@ -219,6 +222,8 @@ class Channels:
     def attach_hub(self, hub: Hub) -> None:
         """Take the server's hub (called by the server before ``startup``)."""
         self._hub = hub
+        if self._history is None:
+            self._history = self.make_history(hub)
         if any(s.options.presence for s in self._specs):
             self._presence = self.make_presence(hub)
             self._presence.on_diff(self._presence_diff)
@@ -303,6 +308,15 @@ class Channels:
         """
         return PublishEndpoint(self.broadcast, secret, **options).handle
 
+    def make_history(self, hub: Hub) -> History | None:
+        """The default history backend, chosen once the server's hub is known.
+
+        Called by :meth:`attach_hub` when neither the class nor the
+        constructor gave one; override it to pick a backend by deployment
+        (``RedisHistory(hub)`` on a ``RedisHub``, ``SQLiteHistory`` on one node).
+        """
+        return None
+
     def make_presence(self, hub: Hub) -> PresenceTracker:
         """The presence tracker of this app (override to tune ``node_ttl``, ``heartbeat``)."""
         return _default_presence(hub)
@@ -318,21 +332,28 @@ class Channels:
                 return spec, params
         return None
 
-    async def broadcast(self, topic: str, event: str, payload: Any) -> None:
+    async def broadcast(
+        self, topic: str, event: str, payload: Any, *, history: bool = True
+    ) -> int | None:
         """Send ``event`` to every client that joined ``topic``, on every node.
 
         On a topic with history the publication is appended first and
-        carries its offset (``"p:<offset>"`` in the ref slot).
+        carries its offset (``"p:<offset>"`` in the ref slot); the offset is
+        returned (None on a topic without history).  ``history=False`` sends
+        it without storing it (no offset; a recovering client never sees it
+        again): typing indicators, cursors.
 
         Raises:
             ValueError: ``event`` is a protocol event (``phx_*``, ``presence_*``...).
             HubUnavailable: the message reached this node's clients only.
         """
-        await self._publish(topic, event, payload, None)
+        return await self._publish(topic, event, payload, None, history)
 
-    async def broadcast_from(self, socket: Socket, event: str, payload: Any) -> None:
+    async def broadcast_from(
+        self, socket: Socket, event: str, payload: Any, *, history: bool = True
+    ) -> int | None:
         """:meth:`broadcast`, except to ``socket``'s own connection."""
-        await self._publish(socket.topic, event, payload, socket.conn_id)
+        return await self._publish(socket.topic, event, payload, socket.conn_id, history)
 
     async def history_of(
         self, topic: str, *, since: int | None = None, limit: int | None = None
@@ -549,20 +570,24 @@ class Channels:
         found = self.spec_of(topic)
         return None if found is None else self._history_of(found[0])
 
-    async def _publish(self, topic: str, event: str, payload: Any, sender: str | None) -> None:
+    async def _publish(
+        self, topic: str, event: str, payload: Any, sender: str | None, history: bool
+    ) -> int | None:
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is a protocol event: it cannot be broadcast")
         if self._hub is None:
             raise RuntimeError("Channels is not attached to a server's hub")
-        backend = self._history_for(topic)
-        ref = None
+        backend = self._history_for(topic) if history else None
+        ref = offset = None
         if backend is not None:
             pub = await backend.append(topic, event, payload, sender=sender)
             if backend.delivers:
-                return
-            ref = publication_ref(pub.offset)
+                return pub.offset
+            offset = pub.offset
+            ref = publication_ref(offset)
         text = encode(Frame(None, ref, topic, event, payload))
         await self._hub.publish(hub_topic(topic), text if sender is None else f"!{sender}\n{text}")
+        return offset
 
     def _presence_diff(self, topic: str, diff: dict[str, Any]) -> None:
         fan = self._fans.get(topic)

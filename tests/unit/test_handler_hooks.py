@@ -234,8 +234,8 @@ SHIPPED = [
     "examples.live:Live",
     "examples.dirserver:DirServerApp",
     "examples.chat.app:Chat",
-    "examples.chat.steps:BareChat",
-    "examples.chat.steps:RoomChat",
+    "examples.tutorial_steps:BareChat",
+    "examples.tutorial_steps:RoomChat",
 ]
 
 

@@ -14,8 +14,7 @@ import trio
 from coredis.connection import TCPLocation
 from coredis.exceptions import ConnectionError as RedisConnectionError
 
-from examples.chat.store import RedisStore
-from peregrine_rt import RedisHub
+from peregrine_rt import RedisHistory, RedisHub
 from peregrine_rt._redis_url import RedisEndpoint, RedisURL, Topology, parse_redis_url
 
 PARSED = [
@@ -78,8 +77,8 @@ def test_a_cluster_serves_the_hub_but_not_a_key_value_client() -> None:
     hub = RedisHub("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
     with pytest.raises(ValueError, match="one hash slot"):
         hub.client()
-    with pytest.raises(ValueError, match="the chat's Redis store cannot use this URL"):
-        RedisStore(hub)
+    with pytest.raises(ValueError, match="one hash slot"):
+        RedisHistory(hub)  # its script and stream keys too
 
 
 async def test_a_cluster_url_tries_its_nodes_in_turn() -> None:

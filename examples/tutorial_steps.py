@@ -1,6 +1,6 @@
 """The first steps of the tutorial (``docs/tutorial.rst``), before ``app.py``.
 
-Each is a complete handler: ``peregrine-rt examples.chat.steps:BareChat``.
+Each is a complete handler: ``peregrine-rt examples.tutorial_steps:BareChat``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import peregrine_rt as pr
 from peregrine_rt.mixins import JSONMixin, RoomsMixin, StaticMixin
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parent / "chat" / "static"
 
 
 # start bare
