@@ -1,67 +1,74 @@
-"""The chat example in headless Chromium: two pages talk, through restarts and across nodes.
+"""The chat example in headless Chromium: pages talk, through restarts and across nodes.
 
-Plain synchronous tests (Playwright's sync API); the servers are child
-processes (``conftest.py``).  Every wait is on what the page shows, bounded by
-``TIMEOUT_MS``.
+The page is ``examples/chat/static/`` on peregrine.js; the servers are child
+processes (``conftest.py``), each single-node one keeping its history in
+SQLite in a data directory of the test (``CHAT_DATA``).  Plain synchronous
+tests (Playwright's sync API).  Every wait is on what the page shows, bounded
+by ``TIMEOUT_MS``.
 """
 
 from __future__ import annotations
 
 import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .chat_pages import (
+    RECORD_STATES,
+    OpenChat,
+    failed,
+    hold,
+    ids,
+    log_in,
+    open_chat_pages,
+    recovered,
+    release,
+    say,
+    texts,
+    wait_connected,
+    wait_for_text,
+    wait_for_texts,
+    wait_online,
+    wait_typing,
+    waiting,
+)
 from .conftest import REPO, TIMEOUT_MS, ChatServer
 
-MESSAGES = "#messages li .text"
+
+def chat_server_in(log: Path, data: Path, **kwargs: Any) -> ChatServer:
+    """A chat server logging to ``log``, its history (single node: SQLite) in ``data``."""
+    server = ChatServer(log, **kwargs)
+    server.env["CHAT_DATA"] = str(data)
+    return server
 
 
-def say(page: Any, text: str) -> None:
-    page.fill("#text", text)
-    page.press("#text", "Enter")
+@pytest.fixture
+def open_chat(browser: Any) -> Iterator[OpenChat]:
+    yield from open_chat_pages(browser)
 
 
-def wait_for_text(page: Any, text: str) -> None:
-    page.wait_for_function(
-        "(text) => [...document.querySelectorAll('#messages li .text')]"
-        ".some((el) => el.textContent === text)",
-        arg=text,
-    )
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ChatServer]:
+    """The chat on one process, its history in SQLite in ``tmp_path / "data"``."""
+    server = chat_server_in(tmp_path / "chat.log", tmp_path / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-def texts(page: Any) -> list[str]:
-    return [str(t) for t in page.locator(MESSAGES).all_text_contents()]
-
-
-def ids(page: Any) -> list[int]:
-    return [
-        int(i) for i in page.eval_on_selector_all("#messages li", "l => l.map(e => e.dataset.id)")
-    ]
-
-
-def online(page: Any) -> list[str]:
-    return [str(t) for t in page.locator("#online li").all_text_contents()]
-
-
-def wait_online(page: Any, *nicks: str) -> None:
-    page.wait_for_function(
-        "(nicks) => JSON.stringify([...document.querySelectorAll('#online li')]"
-        ".map((li) => li.textContent)) === JSON.stringify(nicks)",
-        arg=sorted(nicks),
-    )
-
-
-def wait_connected(page: Any) -> None:
-    page.wait_for_function("document.querySelector('#status').dataset.state === 'open'")
-
-
-def test_two_pages_talk_see_each_other_and_typing(chat_server: ChatServer, new_page: Any) -> None:
-    ada = new_page(chat_server.url, "ada")
-    bob = new_page(chat_server.url, "bob")
+def test_two_pages_talk_see_each_other_and_typing(server: ChatServer, open_chat: OpenChat) -> None:
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
     wait_online(ada, "ada", "bob")
     wait_online(bob, "ada", "bob")
+    assert ada.text_content("#me") == "ada"
+    assert ada.text_content("#status") == "online"
 
     say(ada, "hello bob")
     wait_for_text(bob, "hello bob")
@@ -70,60 +77,141 @@ def test_two_pages_talk_see_each_other_and_typing(chat_server: ChatServer, new_p
     wait_for_text(bob, "hi ada!")
     assert texts(ada) == texts(bob) == ["hello bob", "hi ada!"]
     assert ids(ada) == ids(bob) and ids(ada)[1] == ids(ada)[0] + 1
+    assert waiting(ada) == waiting(bob) == []  # both acknowledged
 
     bob.type("#text", "typing away")  # key by key: input events
-    ada.wait_for_function("document.querySelector('#typing').textContent === 'bob is typing…'")
+    wait_typing(ada, "bob is typing…")
+    assert bob.text_content("#typing") == ""  # not told about himself
     bob.press("#text", "Enter")  # the message clears the indicator
     wait_for_text(ada, "typing away")
-    ada.wait_for_function("document.querySelector('#typing').textContent === ''")
+    wait_typing(ada, "")
 
     bob.close()
     wait_online(ada, "ada")
 
 
-def test_html_in_a_message_is_text_and_runs_nothing(chat_server: ChatServer, new_page: Any) -> None:
-    ada = new_page(chat_server.url, "ada")
-    bob = new_page(chat_server.url, "bob")
+def test_html_in_a_message_is_text_and_runs_nothing(
+    server: ChatServer, open_chat: OpenChat
+) -> None:
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
     attack = '<img src=x onerror="window.pwned = 1"><b>bold</b><script>window.pwned = 2</script>'
     say(ada, attack)
     for page in (ada, bob):
         wait_for_text(page, attack)
         assert page.locator("#messages img, #messages b, #messages script").count() == 0
         assert page.evaluate("window.pwned") is None
-
-
-def test_unread_counts_and_rooms(chat_server: ChatServer, new_page: Any) -> None:
-    ada = new_page(chat_server.url, "ada")
-    bob = new_page(chat_server.url, "bob")
-    ada.fill("#new-room-input", "dev")
+    # And in a room's name: the room list shows it as text (the server refuses it).
+    ada.evaluate("document.querySelector('#new-room-input').removeAttribute('pattern')")
+    ada.fill("#new-room-input", "<b>x</b>")
     ada.press("#new-room-input", "Enter")
-    bob.wait_for_selector("#rooms li[data-room='dev']")
+    ada.wait_for_selector("#notice:visible")
+    assert ada.locator("#rooms b, #notice b").count() == 0
+    assert ada.evaluate("window.pwned") is None
+
+
+def test_unread_counts_rooms_and_leaving(server: ChatServer, open_chat: OpenChat) -> None:
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
+    ada.fill("#new-room-input", "dev")
+    ada.press("#new-room-input", "Enter")  # joining creates it
+    ada.wait_for_selector("#rooms li[data-room='dev'].joined.active")
+    assert ada.text_content("#room-title") == "dev"
+    bob.wait_for_selector("#rooms li[data-room='dev']:not(.joined)")  # the server's list
     bob.click("#rooms li[data-room='dev']")
     bob.wait_for_selector("#rooms li[data-room='dev'].joined.active")
     wait_online(bob, "ada", "bob")
     bob.click("#rooms li[data-room='lobby']")
+    wait_online(bob, "ada", "bob")  # the lobby's presence: ada is in both
     say(ada, "in dev 1")
     say(ada, "in dev 2")
     bob.wait_for_selector("#rooms li[data-room='dev'] .unread >> text='2'")
+    assert texts(bob) == []  # the lobby shows none of it
+    assert ada.locator("#rooms .unread").count() == 0  # her own are not unread
     bob.click("#rooms li[data-room='dev']")
     wait_for_text(bob, "in dev 2")
     assert bob.locator("#rooms li[data-room='dev'] .unread").count() == 0
     assert texts(bob) == ["in dev 1", "in dev 2"]
 
+    bob.click("#leave")  # leaves dev: back in the lobby, and out of dev's presence
+    bob.wait_for_selector("#rooms li[data-room='dev']:not(.joined)")
+    assert bob.text_content("#room-title") == "lobby"
+    wait_online(ada, "ada")
+    bob.click("#leave")  # his last room: stays
+    bob.wait_for_selector("#notice:visible")
+    assert "last room" in (bob.text_content("#notice") or "")
+    assert bob.locator("#rooms li.joined").count() == 1
 
-def test_restart_both_pages_reconnect_and_catch_up(chat_server: ChatServer, new_page: Any) -> None:
-    ada = new_page(chat_server.url, "ada")
-    bob = new_page(chat_server.url, "bob")
+
+def test_history_on_join_and_load_older(server: ChatServer, open_chat: OpenChat) -> None:
+    ada = open_chat(server.url, "ada")
+    sent = [f"note {i}" for i in range(7)]
+    for text in sent:
+        say(ada, text)
+        wait_for_text(ada, text)  # one at a time: well under the rate limit
+
+    # A page of 3 (the page size is ``?page=``): the newest 3, then older ones on demand.
+    bob = open_chat(server.url + "?page=3", "bob")
+    wait_for_texts(bob, sent[4:])
+    bob.click("#older")
+    wait_for_texts(bob, sent[1:])
+    bob.click("#older")
+    wait_for_texts(bob, sent)
+    bob.wait_for_selector("#older", state="hidden")  # less than a page came: no more
+    assert ids(bob) == ids(ada) == list(range(ids(ada)[0], ids(ada)[0] + 7))
+
+
+def test_a_refused_message_is_marked_and_can_be_retried_or_discarded(
+    server: ChatServer, open_chat: OpenChat
+) -> None:
+    ada = open_chat(server.url, "ada")
+    ada.evaluate("document.querySelector('#text').removeAttribute('maxlength')")
+    long = "x" * 2001
+    say(ada, long)
+    ada.wait_for_selector("#messages li.failed")
+    assert failed(ada) == [long] and texts(ada) == []
+    assert "2000" in (ada.text_content("#messages li.failed .failure") or "")
+    ada.click("#messages li.failed .discard")
+    ada.wait_for_selector("#messages li.failed", state="detached")
+
+    # Sent while offline: it waits ("sending…"), then goes once the page is back.
+    say(ada, "first")
+    wait_for_text(ada, "first")
+    hold(ada)
+    server.stop()
+    ada.wait_for_function("document.querySelector('#status').dataset.state === 'offline'")
+    assert ada.text_content("#status") == "offline, reconnecting…"
+    say(ada, "while offline")
+    assert waiting(ada) == ["while offline"]
+    server.start()
+    release(ada)
+    wait_for_texts(ada, ["first", "while offline"])
+    assert waiting(ada) == failed(ada) == []
+
+    # Unanswered: the server is gone, for longer than the page waits for an answer.
+    hold(ada)
+    server.stop()
+    say(ada, "never answered")
+    ada.wait_for_selector("#messages li.failed", timeout=TIMEOUT_MS + 5000)
+    assert failed(ada) == ["never answered"]
+    server.start()
+    release(ada)
+    ada.click("#messages li.failed .retry")
+    wait_for_texts(ada, ["first", "while offline", "never answered"])
+    assert waiting(ada) == failed(ada) == []
+
+
+def test_restart_both_pages_reconnect_and_catch_up(server: ChatServer, open_chat: OpenChat) -> None:
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
     say(ada, "before the restart")
     wait_for_text(bob, "before the restart")
 
-    # Bob will not find the server for a while: his reconnections go nowhere.
-    real_url = bob.evaluate("chat.conn.url")
-    bob.evaluate("chat.conn.url = 'ws://127.0.0.1:9/ws'")
-    chat_server.stop()
+    hold(bob)  # bob will not find the server for a while
+    server.stop()
     for page in (ada, bob):
         page.wait_for_function("document.querySelector('#status').dataset.state !== 'open'")
-    chat_server.start()
+    server.start()
 
     wait_connected(ada)  # ada reconnects by herself, with backoff
     wait_online(ada, "ada")
@@ -131,9 +219,9 @@ def test_restart_both_pages_reconnect_and_catch_up(chat_server: ChatServer, new_
         say(ada, f"meanwhile {i}")
     wait_for_text(ada, "meanwhile 2")
 
-    bob.evaluate("url => { chat.conn.url = url; chat.conn.connect(); }", real_url)
-    wait_connected(bob)
+    release(bob)
     wait_for_text(bob, "meanwhile 2")  # caught up: sent while he was away
+    assert recovered(bob) is True  # replayed, not reloaded
     wait_online(ada, "ada", "bob")
     say(bob, "back")
     wait_for_text(ada, "back")
@@ -143,13 +231,79 @@ def test_restart_both_pages_reconnect_and_catch_up(chat_server: ChatServer, new_
     assert ids(ada) == ids(bob) == sorted(set(ids(ada)))
 
 
-def test_multi_node_with_redis(redis_url: str, tmp_path: Path, new_page: Any) -> None:
-    nodes = [ChatServer(tmp_path / f"node{i}.log", redis_url=redis_url) for i in (1, 2)]
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_after_a_restart_a_new_tab_sees_the_history_and_an_open_one_recovers(
+    server: ChatServer, open_chat: OpenChat, sig: signal.Signals
+) -> None:
+    """Issue 14, item 8: on one node the history is in SQLite, so it survives a restart."""
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
+    before = ["one", "two", "three"]
+    for text in before:
+        say(ada, text)
+    wait_for_texts(bob, before)
+    bob.evaluate(RECORD_STATES)
+    first_ids = ids(bob)
+
+    hold(bob)
+    server.stop(sig)  # same port, same data directory
+    bob.wait_for_function("document.querySelector('#status').dataset.state === 'offline'")
+    server.start()
+    wait_connected(ada)
+    say(ada, "four")  # while bob is away
+    wait_for_text(ada, "four")
+    everything = [*before, "four"]
+
+    # A new tab of a new person: the earlier messages are there again.
+    carol = open_chat(server.url, "carol")
+    wait_for_texts(carol, everything)
+    assert ids(carol)[:3] == first_ids  # the same messages, the same ids
+
+    # Bob's open tab: back, it recovers what it missed, once each.
+    release(bob)
+    wait_for_texts(bob, everything)
+    assert recovered(bob) is True
+    say(bob, "five")
+    for page in (ada, bob, carol):
+        wait_for_texts(page, [*everything, "five"])
+        assert ids(page) == list(range(first_ids[0], first_ids[0] + 5))
+    assert bob.evaluate("window.closes")  # the connection was lost, then came back
+    assert bob.evaluate("window.states")[-1] == "open"
+
+
+def test_a_new_history_reloads_the_open_page(
+    server: ChatServer, open_chat: OpenChat, tmp_path: Path
+) -> None:
+    """The data directory is gone after the restart: a new epoch, so the page starts afresh."""
+    ada = open_chat(server.url, "ada")
+    say(ada, "old world")
+    wait_for_text(ada, "old world")
+    hold(ada)
+    server.stop()
+    server.env["CHAT_DATA"] = str(tmp_path / "fresh")
+    server.start()
+    bob = open_chat(server.url, "bob")
+    say(bob, "new world")
+    wait_for_text(bob, "new world")
+
+    release(ada)
+    wait_for_texts(ada, ["new world"])  # the old one is gone, as on the server
+    assert recovered(ada) is False
+    say(ada, "hello again")
+    for page in (ada, bob):
+        wait_for_texts(page, ["new world", "hello again"])
+
+
+def test_multi_node_with_redis(redis_url: str, tmp_path: Path, open_chat: OpenChat) -> None:
+    nodes = [
+        chat_server_in(tmp_path / f"node{i}.log", tmp_path / "data", redis_url=redis_url)
+        for i in (1, 2)
+    ]
     try:
         for node in nodes:
             node.start()
-        ada = new_page(nodes[0].url, "ada")
-        bob = new_page(nodes[1].url, "bob")
+        ada = open_chat(nodes[0].url, "ada")
+        bob = open_chat(nodes[1].url, "bob")
         wait_online(ada, "ada", "bob")  # presence crosses nodes
         wait_online(bob, "ada", "bob")
         say(ada, "from node 1")
@@ -158,11 +312,17 @@ def test_multi_node_with_redis(redis_url: str, tmp_path: Path, new_page: Any) ->
         wait_for_text(ada, "from node 2")
         wait_for_text(bob, "from node 2")
         bob.type("#text", "x")
-        ada.wait_for_function("document.querySelector('#typing').textContent === 'bob is typing…'")
+        wait_typing(ada, "bob is typing…")
+
+        # A room made on one node is listed on the other.
+        ada.fill("#new-room-input", "ops")
+        ada.press("#new-room-input", "Enter")
+        bob.wait_for_selector("#rooms li[data-room='ops']")
+        ada.click("#rooms li[data-room='lobby']")
 
         # The history is the same from either node.
-        carol = new_page(nodes[0].url, "carol")
-        dave = new_page(nodes[1].url, "dave")
+        carol = open_chat(nodes[0].url, "carol")
+        dave = open_chat(nodes[1].url, "dave")
         for page in (carol, dave):
             wait_for_text(page, "from node 2")
         assert texts(carol) == texts(dave) == ["from node 1", "from node 2"]
@@ -176,11 +336,11 @@ def test_multi_node_with_redis(redis_url: str, tmp_path: Path, new_page: Any) ->
             node.stop()
 
 
-def test_screenshot_for_the_docs(chat_server: ChatServer, new_page: Any) -> None:
+def test_screenshot_for_the_docs(server: ChatServer, open_chat: OpenChat) -> None:
     """Saves docs/img/chat.png: the page the tutorial shows."""
-    ada = new_page(chat_server.url, "ada")
-    bob = new_page(chat_server.url, "bob")
-    grace = new_page(chat_server.url, "grace")
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
+    grace = open_chat(server.url, "grace")
     ada.fill("#new-room-input", "design")
     ada.press("#new-room-input", "Enter")
     ada.wait_for_selector("#rooms li[data-room='design'].active")
@@ -200,7 +360,7 @@ def test_screenshot_for_the_docs(chat_server: ChatServer, new_page: Any) -> None
         say(grace, f"design note {i}")
     ada.wait_for_selector("#rooms li[data-room='design'] .unread >> text='3'")
     bob.type("#text", "Let me try it")
-    ada.wait_for_function("document.querySelector('#typing').textContent === 'bob is typing…'")
+    wait_typing(ada, "bob is typing…")
     target = REPO / "docs" / "img" / "chat.png"
     target.parent.mkdir(exist_ok=True)
     ada.screenshot(path=str(target))
@@ -208,10 +368,10 @@ def test_screenshot_for_the_docs(chat_server: ChatServer, new_page: Any) -> None
 
 
 def test_a_nick_is_one_person_s_in_any_number_of_tabs(
-    chat_server: ChatServer, browser: Any, new_page: Any
+    server: ChatServer, browser: Any, open_chat: OpenChat
 ) -> None:
-    ada = new_page(chat_server.url, "ada")
-    tab2 = new_page(chat_server.url, "ada", context=ada.context)  # her second tab
+    ada = open_chat(server.url, "ada")
+    tab2 = open_chat(server.url, "ada", context=ada.context)  # her second tab
     (cookie,) = ada.context.cookies()
     assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == ("chat_session", True, "Lax")
     say(tab2, "from the second tab")
@@ -224,14 +384,13 @@ def test_a_nick_is_one_person_s_in_any_number_of_tabs(
     try:
         other = context.new_page()
         other.set_default_timeout(TIMEOUT_MS)
-        other.goto(chat_server.url)
-        other.fill("#nick-input", "ada")
-        other.click("#login button")
+        other.goto(server.url)
+        log_in(other, "ada")
         other.wait_for_selector("#login-error:visible")
-        assert "someone else's nick" in (other.text_content("#login-error") or "")
+        assert other.get_attribute("#login-error", "data-reason") == "nick_taken"
+        assert "ada" in (other.text_content("#login-error") or "")  # the server's words
         assert other.locator("#chat").is_hidden()
-        other.fill("#nick-input", "bob")
-        other.click("#login button")
+        log_in(other, "bob")
         wait_connected(other)
         assert other.locator("#login").is_hidden()
         for page in (ada, tab2, other):
@@ -248,13 +407,31 @@ def test_a_nick_is_one_person_s_in_any_number_of_tabs(
 
 
 @pytest.mark.parametrize("nick", ["", " ada", "no!way"])
-def test_the_login_form_refuses_bad_nicks(chat_server: ChatServer, browser: Any, nick: str) -> None:
+def test_the_login_form_refuses_bad_nicks(server: ChatServer, browser: Any, nick: str) -> None:
     page = browser.new_page()
     try:
-        page.goto(chat_server.url)
-        page.fill("#nick-input", nick)
-        page.click("#login button")
+        page.goto(server.url)
+        log_in(page, nick)  # the form's own check: nothing is sent
         assert page.locator("#chat").is_hidden()
         assert re.search("nickname", page.text_content("#login") or "", re.I)
+        assert page.locator("#login-error").is_hidden()
+    finally:
+        page.close()
+
+
+def test_a_nick_the_server_refuses_is_shown_and_another_can_be_picked(
+    server: ChatServer, browser: Any
+) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(server.url)
+        log_in(page, "two  spaces")  # the form lets it through; the server does not
+        page.wait_for_selector("#login-error:visible")
+        assert page.get_attribute("#login-error", "data-reason") == "bad_nick"
+        assert page.locator("#chat").is_hidden()
+        log_in(page, "one space")
+        wait_connected(page)
+        assert page.text_content("#me") == "one space"
     finally:
         page.close()
