@@ -24,6 +24,7 @@ class ServerOptions(TypedDict, total=False):
     reuse_port: bool
     ssl_context: ssl.SSLContext | None
     max_connections: int
+    gc_freeze_above: int | None
     max_connections_per_ip: int | None
     max_requests_per_connection: int | None
     header_timeout: float
@@ -48,6 +49,8 @@ class ServerOptions(TypedDict, total=False):
     channels_max_joins: int
     channels_publish_rate: float
     channels_publish_burst: int
+    channels_join_rate: float
+    channels_join_burst: int
     channels_topic_publish_rate: float
     channels_topic_publish_burst: int
     channels_max_violations: int

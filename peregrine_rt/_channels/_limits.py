@@ -31,6 +31,9 @@ class Limits:
         max_joins: topics one connection may have joined at once (else ``too_many_joins``).
         publish_rate, publish_burst: events per second one connection may
             send to its topics, and the burst above that rate (else ``rate_limited``).
+        join_rate, join_burst: joins and leaves per second one connection may
+            send, and the burst (else ``rate_limited``): each one may reach
+            every member of the topic through presence.
         topic_publish_rate, topic_publish_burst: the same for all
             connections of this node together, per topic.
         max_violations: error replies (unmatched topics, limits) a connection
@@ -42,16 +45,24 @@ class Limits:
     max_joins: int = 100
     publish_rate: float = 50.0
     publish_burst: int = 100
+    join_rate: float = 10.0
+    join_burst: int = 50
     topic_publish_rate: float = 1000.0
     topic_publish_burst: int = 2000
     max_violations: int = 100
     max_depth: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_joins", "publish_burst", "topic_publish_burst"):
+        for name in (
+            "max_message_size",
+            "max_joins",
+            "publish_burst",
+            "join_burst",
+            "topic_publish_burst",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be at least 1")
-        for name in ("publish_rate", "topic_publish_rate"):
+        for name in ("publish_rate", "join_rate", "topic_publish_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Limits.{name} must be positive")
         if self.max_violations < 0 or self.max_depth < 1:
@@ -65,6 +76,8 @@ class Limits:
             max_joins=config.channels_max_joins,
             publish_rate=config.channels_publish_rate,
             publish_burst=config.channels_publish_burst,
+            join_rate=config.channels_join_rate,
+            join_burst=config.channels_join_burst,
             topic_publish_rate=config.channels_topic_publish_rate,
             topic_publish_burst=config.channels_topic_publish_burst,
             max_violations=config.channels_max_violations,

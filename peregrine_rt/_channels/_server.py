@@ -153,9 +153,7 @@ class Socket:
         """:meth:`Channels.broadcast` to this topic (this client included)."""
         return await self._channels.broadcast(self.topic, event, payload, history=history)
 
-    async def broadcast_from(
-        self, event: str, payload: Any, *, history: bool = True
-    ) -> int | None:
+    async def broadcast_from(self, event: str, payload: Any, *, history: bool = True) -> int | None:
         """:meth:`Channels.broadcast_from`: to everyone on this topic but this client."""
         return await self._channels.broadcast_from(self, event, payload, history=history)
 
@@ -166,13 +164,14 @@ class Socket:
 class _Conn:
     """A connection's Channels state."""
 
-    __slots__ = ("bucket", "id", "joins", "limits", "violations")
+    __slots__ = ("bucket", "id", "join_bucket", "joins", "limits", "violations")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.id = secrets.token_hex(8)
         self.joins: dict[str, Socket] = {}
         self.bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
+        self.join_bucket = TokenBucket(limits.join_rate, limits.join_burst)
         self.violations = 0
 
 
@@ -284,6 +283,8 @@ class Channels:
         event = frame.event
         if event == HEARTBEAT and frame.topic == PHOENIX_TOPIC:
             await ws.send(encode(reply(frame, "ok")))
+        elif event in (PHX_JOIN, PHX_LEAVE) and not conn.join_bucket.take(trio.current_time()):
+            await self._error(ws, conn, frame, "rate_limited")
         elif event == PHX_JOIN:
             await self._join(ws, conn, frame)
         elif event == PHX_LEAVE:
