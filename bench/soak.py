@@ -12,8 +12,12 @@ runs on CPU 1.  For the whole run, at steady rates (``--load`` scales them):
 * WebSocket echo clients (32-byte messages, one in flight each);
 * fan-out: WebSocket subscribers of a hub topic fed by ``POST /bcast``, and
   Server-Sent Events clients of the same topic;
-* chat clients (``/ws``, two rooms): each says something every second,
-  reconnects with ``since`` when dropped, and follows ``resync``;
+* chat clients (the chat's Channels endpoint, ``/socket/websocket``: topic
+  ``chat`` with a nick, then ``room:lobby`` and ``room:soak``): each posts a
+  ``new_msg`` every second, and does what peregrine.js does: drops a
+  publication at or below the offset it has seen, rejoins with ``since``
+  (offset and epoch) when dropped, and asks ``history`` again when the
+  rejoin says ``recovered: false``;
 * slow readers: WebSocket subscribers that stop reading for a while, and
   ``GET /big`` (1 MiB) readers that read nothing for a while;
 * vanishing clients: half a WebSocket frame, half a request head, half a
@@ -21,7 +25,7 @@ runs on CPU 1.  For the whole run, at steady rates (``--load`` scales them):
 
 and two faults: at 40 % of the run one worker gets SIGKILL (the supervisor
 starts another), at 65 % ``redis-server`` is stopped and, 3 s later, started
-again empty on the same port (the chat re-seeds it).
+again empty on the same port (a new history epoch).
 
 Every few seconds it samples each worker (RSS, open descriptors and trio
 tasks, from the worker's ``GET /_soak``, asked on fresh connections until
@@ -31,9 +35,9 @@ client for the history, closes every client and waits for the workers to
 settle.  It prints a row per interval, the RSS slope after the warm-up (the
 first 20 %; least squares, KiB/min, per process), descriptors and tasks at
 the baseline (after one client of each kind came and went) and at the end,
-whether any chat message acknowledged with ``sent`` was lost (some chat
-client never got it) or duplicated (its text under two ids, or an id twice
-in live frames), and a one-line summary.  The full run draws
+whether any chat message acknowledged (the ok reply of its ``new_msg``) was
+lost (some chat client was never shown it) or duplicated (its text under two
+ids, or delivered live twice), and a one-line summary.  The full run draws
 ``docs/img/soak.svg`` (``--svg PATH`` for another place).
 """
 
@@ -56,7 +60,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _procs import HOST, ROOT, free_port, spawn, stop_process
-from soak_clients import ROOMS, Load, Workload
+from soak_clients import CHAT_PATH, ROOMS, Load, Workload
 from soak_report import (
     ProcState,
     Sample,
@@ -172,12 +176,13 @@ class Run:
                 await ws.recv()
             async with connect(wl.ws_url("/fan"), compression=None):
                 pass
-            async with connect(wl.ws_url("/ws"), compression=None) as ws:
-                await ws.send(
-                    json.dumps({"type": "hello", "nick": f"prime{i}", "rooms": list(ROOMS)})
-                )
-                for _ in range(1 + len(ROOMS)):  # welcome, a history per room
-                    await ws.recv()
+            async with connect(wl.ws_url(CHAT_PATH), compression=None) as ws:
+                topics = ["chat", *(f"room:{room}" for room in ROOMS)]
+                for n, topic in enumerate(topics):
+                    params = {"nick": f"prime{i}"} if topic == "chat" else {}
+                    await ws.send(json.dumps([str(n), str(n), topic, "phx_join", params]))
+                    while json.loads(await ws.recv())[1:4:2] != [str(n), "phx_reply"]:
+                        pass  # presence frames
 
     async def kill_worker(self) -> None:
         victim = next(pid for pid in self.workers() if self.labels[pid] == "w2")
@@ -283,7 +288,7 @@ class Run:
         }
 
     def verdict(
-        self, history: dict[tuple[str, int], str], end: dict[str, dict[str, int]], duration: float
+        self, history: dict[str, tuple[str, int]], end: dict[str, dict[str, int]], duration: float
     ) -> dict[str, object]:
         wl = self.wl
         warm = 0.2 * duration
@@ -303,19 +308,19 @@ class Run:
                 None if floor is None else round(floor, 1),
                 round(window),
             )
-        missing = [(st.nick, key) for st in wl.chats for key in wl.acked if key not in st.received]
-        lost = {key for _, key in missing}
-        by_text: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        missing = [
+            (st.nick, text) for st in wl.chats for text in wl.acked if text not in st.received
+        ]
+        lost = {text for _, text in missing}
+        by_text: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
         for st in wl.chats:
-            for key, text in st.received.items():
+            for text, key in st.received.items():
                 by_text[text].add(key)
-        for key, text in history.items():
-            by_text[text].add(key)
-        mismatched = sum(
+        mismatched = sum(  # shown under another room or id than its ok reply gave
             1
             for st in wl.chats
-            for key, text in wl.acked.items()
-            if st.received.get(key, text) != text
+            for text, (room, mid) in wl.acked.items()
+            if text in st.received and st.received[text][0::2] != (room, mid)
         )
         return {
             "duration_s": duration,
@@ -327,7 +332,10 @@ class Run:
             "end": {k: {"fds": v["fds"], "tasks": v["tasks"]} for k, v in end.items()},
             "acked": len(wl.acked),
             "lost": len(lost),
+            "lost_examples": sorted(lost)[:5],
             "lost_in_history": len(lost & history.keys()),
+            "dropped_as_seen": sum(st.dropped_as_seen for st in wl.chats),
+            "not_recovered_rejoins": sum(st.not_recovered for st in wl.chats),
             "missing_deliveries": len(missing),
             "duplicated_texts": sum(1 for ids in by_text.values() if len(ids) > 1),
             "live_repeats": sum(st.live_repeats for st in wl.chats),

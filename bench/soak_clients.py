@@ -22,6 +22,7 @@ from typing import Any
 from _procs import HOST
 
 ROOMS = ("lobby", "soak")
+CHAT_PATH = "/socket/websocket?vsn=2.0.0"  # the chat's Channels endpoint
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
@@ -38,7 +39,7 @@ class Load:
     bcast_rate: float = 5.0  # publishes/s, each to every subscriber
     bcast_size: int = 256
     chat_clients: int = 10
-    chat_rate: float = 1.0  # says/s per chat client (the chat allows 5)
+    chat_rate: float = 1.0  # new_msg/s per chat client (the chat allows 5)
     slow_every: float = 5.0  # a new slow reader this often (WebSocket and HTTP in turn)
     slow_pause: float = 20.0  # seconds it reads nothing
     vanish_rate: float = 4.0  # vanishing clients per second
@@ -69,13 +70,19 @@ class Counts:
 
 @dataclass
 class ChatState:
+    """One chat client, across its reconnects: what it was shown, where it is in each room."""
+
     nick: str
-    last: dict[str, int] = field(default_factory=dict)  # room -> highest id received
-    received: dict[tuple[str, int], str] = field(default_factory=dict)
-    live_repeats: int = 0  # an id received twice as a live "message"
-    catch_up_repeats: int = 0  # an id repeated by history (resync/resume): clients drop these
+    position: dict[str, tuple[str, int]] = field(default_factory=dict)  # room -> epoch, offset
+    received: dict[str, tuple[str, str, int]] = field(
+        default_factory=dict
+    )  # text -> room, epoch, id
+    live_repeats: int = 0  # a text delivered live twice (at two offsets)
+    catch_up_repeats: int = 0  # a text repeated by history (after recovered: false)
+    dropped_as_seen: int = 0  # a publication at or below the offset already seen: dropped
     pending: dict[str, tuple[str, str]] = field(default_factory=dict)  # ref -> (room, text)
     reconnects: int = 0
+    not_recovered: int = 0  # rejoins answered recovered: false (then history is asked)
     cookie: str | None = None  # the chat's session cookie: its nick stays this client's
 
 
@@ -89,7 +96,7 @@ class Workload:
         self.counts = Counts()
         self.errors: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()  # slow readers and vanishing clients
-        self.acked: dict[tuple[str, int], str] = {}
+        self.acked: dict[str, tuple[str, int]] = {}  # text -> room, id (the ok reply's)
         self.chats = [ChatState(f"soak{i}") for i in range(load.chat_clients)]
         self.events: list[tuple[float, str]] = []
         self.tasks: set[asyncio.Task[None]] = set()
@@ -340,84 +347,140 @@ class Workload:
             n += 1
             await asyncio.sleep(1.0 / self.load.vanish_rate)
 
-    # -- chat --------------------------------------------------------------------------
+    # -- chat (Phoenix V2 frames over the websockets client, as peregrine.js speaks them) ------
 
-    def record(self, st: ChatState, m: dict[str, object], live: bool) -> None:
-        room, mid, text = str(m["room"]), int(m["id"]), str(m["text"])  # type: ignore[call-overload]
-        key = (room, mid)
-        if key in st.received:
+    def record(self, st: ChatState, room: str, epoch: str, mid: int, text: str, live: bool) -> None:
+        if text in st.received:
             if live:
                 st.live_repeats += 1
             else:
                 st.catch_up_repeats += 1
             return
-        st.received[key] = text
-        st.last[room] = max(st.last.get(room, 0), mid)
+        st.received[text] = (room, epoch, mid)
         self.counts.chat_recv += 1
 
-    async def chat_reader(self, st: ChatState, ws: object) -> None:
-        async for raw in ws:  # type: ignore[attr-defined]
-            m = json.loads(raw)
-            kind = m["type"]
-            if kind == "message":
-                self.record(st, m, live=True)
-            elif kind == "history":
-                for h in m["messages"]:
-                    self.record(st, h, live=False)
-            elif kind == "sent":
-                room, text = st.pending.pop(str(m["ref"]))
-                self.acked[(room, int(m["id"]))] = text
-                self.counts.chat_acked += 1
-            elif kind == "resync":
-                await ws.send(json.dumps({"type": "join", "room": m["room"], "since": m["since"]}))  # type: ignore[attr-defined]
-            elif kind == "error":
-                st.pending.pop(str(m.get("ref")), None)
-                self.error(f"chat {m['code']}")
+    def deliver(self, st: ChatState, room: str, ref: str, text: str) -> None:
+        """A live ``new_msg`` with ``"p:<offset>"``: dropped at or below the offset seen (peregrine.js)."""
+        offset = int(ref[2:])
+        epoch, seen = st.position.get(room, ("", 0))
+        if offset <= seen:
+            st.dropped_as_seen += 1
+            return
+        st.position[room] = (epoch, offset)
+        self.record(st, room, epoch, offset, text, live=True)
+
+    async def chat_session(self, st: ChatState, ws: Any, ready: asyncio.Event) -> None:
+        """One connection: join ``chat`` and the rooms (with ``since``), then talk until told."""
+        refs = iter(range(1, 1 << 62))
+        replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        join_refs: dict[str, str] = {}  # topic -> join ref
+
+        async def call(
+            join_ref: str | None, topic: str, event: str, payload: Any
+        ) -> dict[str, Any]:
+            ref = str(next(refs))
+            replies[ref] = asyncio.get_running_loop().create_future()
+            await ws.send(json.dumps([join_ref, ref, topic, event, payload]))
+            return await asyncio.wait_for(replies[ref], 10)
+
+        async def read() -> None:
+            async for raw in ws:
+                join_ref, ref, topic, event, payload = json.loads(raw)
+                if event == "phx_reply":
+                    future = replies.pop(ref, None)
+                    if future is not None and not future.done():
+                        future.set_result(payload)
+                elif event == "new_msg" and topic.startswith("room:") and ref:
+                    self.deliver(st, topic[5:], ref, payload["text"])
+                elif event == "phx_error" and join_ref == join_refs.get(topic):
+                    raise ConnectionResetError(f"{topic} crashed on the server")
+
+        reader = asyncio.ensure_future(read())
+
+        async def joined(topic: str, params: dict[str, Any]) -> dict[str, Any]:
+            ref = str(next(refs))
+            join_refs[topic] = ref
+            replies[ref] = asyncio.get_running_loop().create_future()
+            await ws.send(json.dumps([ref, ref, topic, "phx_join", params]))
+            answer = await asyncio.wait_for(replies[ref], 10)
+            if answer["status"] != "ok":
+                raise ConnectionResetError(f"joining {topic} was refused: {answer['response']}")
+            return dict(answer["response"])
+
+        async def refill(room: str, offset: int) -> None:
+            """After recovered: false, the newest page of history, as the page asks it."""
+            answer = await call(
+                join_refs[f"room:{room}"], f"room:{room}", "history", {"before": offset + 1}
+            )
+            if answer["status"] == "ok":
+                epoch = st.position[room][0]
+                for m in answer["response"]["messages"]:
+                    self.record(st, room, epoch, m["id"], m["text"], live=False)
+
+        try:
+            await joined("chat", {"nick": st.nick})
+            for room in ROOMS:
+                params: dict[str, Any] = {}
+                if room in st.position:
+                    epoch, offset = st.position[room]
+                    params["since"] = {"offset": offset, "epoch": epoch}
+                response = await joined(f"room:{room}", params)
+                recovered = response.get("recovered") is True
+                if not recovered:  # a first join, or the missed ones are gone: from here on
+                    st.position[room] = (response["epoch"], response["offset"])
+                else:
+                    st.position[room] = (response["epoch"], st.position[room][1])
+                if params and not recovered:
+                    st.not_recovered += 1
+                    await refill(room, response["offset"])
+            await ready.wait()
+            seq = 0  # the text names the connection too: unique across reconnects
+            at = await self.paced(self.load.chat_rate)
+            beat = time.monotonic() + 30
+            while not self.stop.is_set() and not reader.done():
+                seq += 1
+                room = ROOMS[seq % 2]
+                text = f"{st.nick} says {seq} ({st.reconnects})"
+                st.pending[str(seq)] = (room, text)
+                self.counts.chat_said += 1
+                topic = f"room:{room}"
+                answer = await call(join_refs[topic], topic, "new_msg", {"text": text, "ref": seq})
+                st.pending.pop(str(seq), None)
+                if answer["status"] == "ok":
+                    self.acked[text] = (room, answer["response"]["id"])
+                    self.counts.chat_acked += 1
+                else:
+                    self.error(f"chat {answer['response'].get('reason')}")
+                if time.monotonic() > beat:
+                    beat += 30
+                    await call(None, "phoenix", "heartbeat", {})
+                at += 1.0 / self.load.chat_rate
+                await asyncio.sleep(max(0.0, at - time.monotonic()))
+            await asyncio.wait(
+                [reader, asyncio.ensure_future(self.close_all.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            reader.cancel()
+        if reader.done() and not reader.cancelled() and reader.exception():
+            raise reader.exception()  # type: ignore[misc]
 
     async def chat_client(self, st: ChatState, ready: asyncio.Event) -> None:
         from websockets.asyncio.client import connect
         from websockets.exceptions import WebSocketException
 
-        seq = 0
         while not self.close_all.is_set():
             try:
                 headers = {"Cookie": st.cookie} if st.cookie else None
                 async with connect(
-                    self.ws_url("/ws"), compression=None, max_queue=None, additional_headers=headers
-                ) as ws:
+                    self.ws_url(CHAT_PATH), compression=None, max_queue=None,
+                    additional_headers=headers,
+                ) as ws:  # fmt: skip
                     assert ws.response is not None
                     set_cookie = ws.response.headers.get("set-cookie")
                     if set_cookie:  # a reconnect is the same person: the nick is still ours
                         st.cookie = set_cookie.partition(";")[0]
-                    hello = {
-                        "type": "hello",
-                        "nick": st.nick,
-                        "rooms": list(ROOMS),
-                        "since": st.last,
-                    }
-                    await ws.send(json.dumps(hello))
-                    reader = asyncio.ensure_future(self.chat_reader(st, ws))
-                    try:
-                        await ready.wait()
-                        at = await self.paced(self.load.chat_rate)
-                        while not self.stop.is_set() and not reader.done():
-                            seq += 1
-                            room = ROOMS[seq % 2]
-                            text = f"{st.nick} says {seq}"
-                            st.pending[str(seq)] = (room, text)
-                            say = {"type": "say", "room": room, "text": text, "ref": str(seq)}
-                            await ws.send(json.dumps(say))
-                            self.counts.chat_said += 1
-                            at += 1.0 / self.load.chat_rate
-                            await asyncio.sleep(max(0.0, at - time.monotonic()))
-                        await asyncio.wait(
-                            [reader, asyncio.ensure_future(self.close_all.wait())],
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
-                    finally:
-                        reader.cancel()
-                    if reader.done() and not reader.cancelled() and reader.exception():
-                        raise reader.exception()  # type: ignore[misc]
+                    await self.chat_session(st, ws, ready)
             except (OSError, WebSocketException, TimeoutError):
                 pass
             if not self.close_all.is_set():
@@ -427,31 +490,38 @@ class Workload:
                 await asyncio.sleep(0.3)
 
     def chat_caught_up(self) -> bool:
-        top: dict[str, int] = {}
-        for room, mid in self.acked:
-            top[room] = max(top.get(room, 0), mid)
-        return all(st.last.get(room, 0) >= mid for st in self.chats for room, mid in top.items())
+        return all(text in st.received for st in self.chats for text in self.acked)
 
-    async def history_check(self) -> dict[tuple[str, int], str]:
-        """What a fresh chat client gets from history (at most the newest 1000 per room)."""
+    async def history_check(self) -> dict[str, tuple[str, int]]:
+        """What a fresh chat client gets from history: every page of each room's current epoch."""
         from websockets.asyncio.client import connect
 
-        since = {
-            room: min((m for r, m in self.acked if r == room), default=1) - 1 for room in ROOMS
-        }
-        got: dict[tuple[str, int], str] = {}
-        async with connect(self.ws_url("/ws"), compression=None, max_queue=None) as ws:
-            await ws.send(
-                json.dumps(
-                    {"type": "hello", "nick": "checker", "rooms": list(ROOMS), "since": since}
-                )
-            )
-            rooms: set[str] = set()
-            while rooms != set(ROOMS):
-                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
-                if m["type"] == "history":
-                    rooms.add(m["room"])
-                    got.update({(m["room"], h["id"]): h["text"] for h in m["messages"]})
+        got: dict[str, tuple[str, int]] = {}
+        async with connect(self.ws_url(CHAT_PATH), compression=None, max_queue=None) as ws:
+            ref = 0
+
+            async def call(topic: str, event: str, payload: Any, join_ref: str | None) -> Any:
+                nonlocal ref
+                ref += 1
+                await ws.send(json.dumps([join_ref, str(ref), topic, event, payload]))
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if frame[3] == "phx_reply" and frame[1] == str(ref):
+                        return frame[4]
+
+            await call("chat", "phx_join", {"nick": "checker"}, "0")
+            for room in ROOMS:
+                topic = f"room:{room}"
+                answer = await call(topic, "phx_join", {}, f"j{room}")
+                before = answer["response"]["offset"] + 1
+                while before > 1:
+                    await asyncio.sleep(0.25)  # the chat's rate: 5 events a second
+                    page = await call(topic, "history", {"before": before}, f"j{room}")
+                    messages = page["response"]["messages"]
+                    if not messages:
+                        break
+                    got.update({m["text"]: (room, m["id"]) for m in messages})
+                    before = messages[0]["id"]
         return got
 
     # -- server state ------------------------------------------------------------------

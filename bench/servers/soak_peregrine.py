@@ -2,7 +2,8 @@
 
 Run: ``peregrine-rt bench.servers.soak_peregrine:Soak --workers 2 --redis URL``
 (from the repository root).  Everything of :class:`examples.chat.app.Chat`
-(``/ws`` speaks the chat protocol, ``/`` serves its browser client), and:
+(a WebSocket at ``/socket/websocket`` speaks its Channels protocol: topics
+``chat`` and ``room:<name>``; a plain GET serves its browser client), and:
 
 * ``GET /_soak``: this worker's ``{"pid", "tasks", "fds", "rss_kib",
   "hub_lost"}``: trio tasks alive (walked from the root task), open file
@@ -60,10 +61,11 @@ def rss_kib() -> int:
     return -1
 
 
+PLAIN = ("/echo", "/fan")  # plain WebSockets: no Channels, no session
+
+
 class Soak(Chat):
     """The chat with the soak test's routes."""
-
-    websocket_paths = ("/ws", "/echo", "/fan")  # type: ignore[assignment]  # Chat's is ("/ws",)
 
     first_snapshot: tracemalloc.Snapshot | None = None
 
@@ -76,7 +78,7 @@ class Soak(Chat):
                     "tasks": count_tasks(),
                     "fds": len(os.listdir("/proc/self/fd")),
                     "rss_kib": rss_kib(),
-                    "hub_lost": getattr(self.hub, "lost", None),
+                    "hub_lost": getattr(request.hub, "lost", None),
                 }
             )
         elif path == "/_soak/top" and tracemalloc.is_tracing():
@@ -93,20 +95,25 @@ class Soak(Chat):
         elif path == "/bcast" and request.method == "POST":
             message = (await request.body()).decode()
             try:
-                local = await self.hub.publish(FAN_TOPIC, message)
+                local = await request.hub.publish(FAN_TOPIC, message)
             except pr.HubUnavailable as exc:
                 response.json({"local": exc.delivered}, status=503)
             else:
                 response.json({"local": local})
         elif path == "/events":
             async with response.sse() as events:
-                await events.forward(self.hub, FAN_TOPIC, event="fan")
+                await events.forward(request.hub, FAN_TOPIC, event="fan")
+        elif path in PLAIN and request.upgrade is not None:
+            await pr.upgrade(request, response, authenticate=None)
         else:
             await super().handle(request, response)
 
     async def on_open(self, ws: pr.WebSocket) -> None:
-        if ws.request.path == "/fan":
-            self.hub.subscribe(ws, FAN_TOPIC)
+        path = ws.request.path
+        if path == "/fan":
+            ws.hub.subscribe(ws, FAN_TOPIC)
+        elif path != "/echo":
+            await super().on_open(ws)
 
     async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
         path = ws.request.path
