@@ -1,6 +1,6 @@
 """The chat scenario's minimal equivalent on websockets (asyncio + uvloop), for bench/chat.py.
 
-Same JSON protocol as examples/chat for what the benchmark uses: ``hello``
+Same JSON protocol as the old chat (bench/servers/old_chat) for what the benchmark uses: ``hello``
 joins the room, ``say`` gets an id and a timestamp and goes to every member
 (``websockets.broadcast``), sender included.  No history, presence or limits.
 
