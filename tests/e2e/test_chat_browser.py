@@ -367,7 +367,7 @@ def test_screenshot_for_the_docs(server: ChatServer, open_chat: OpenChat) -> Non
     conversation = [
         (ada, "Morning! Has anyone tried the chat example on two processes?"),
         (bob, "Yes: peregrine-rt examples.chat.app:Chat --redis redis://127.0.0.1:6379, twice."),
-        (grace, "History comes from a Redis stream, so both nodes agree on ids and order."),
+        (grace, "On one node the history is in SQLite: restart it and nothing is lost."),
         (ada, "And <b>this</b> stays plain text, as it should."),
     ]
     for page, text in conversation:
