@@ -6,7 +6,9 @@ nodes through Redis: ``tests/hostile/test_redis_freeze.py``,
 ``tests/integration/test_redis_failover.py``.
 
 * :class:`ChatNode`: ``python -m peregrine_rt examples.chat.app:Chat --redis
-  URL`` on a free loopback port, its output in a log file, stopped by PID.
+  URL`` on a free loopback port, its output in a log file, stopped by PID;
+  the app served is ``fast_chat.FastChat``, the chat with its per-connection
+  rate lifted (posts follow each other as fast as they are answered).
   Every node gets :data:`CHAT_SECRET`, so one person (a signed
   ``chat_session`` cookie) is the same person on every node.
 * :func:`open_peer`: a :mod:`peregrine_rt.client` socket that joins ``chat``
@@ -46,7 +48,7 @@ from peregrine_rt.client import (
 from peregrine_rt.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-APP = "examples.chat.app:Chat"
+APP = "tests.integration.fast_chat:FastChat"  # examples.chat.app:Chat, its rate limit lifted
 CHAT_SECRET = "redis-tests-chat-secret-0123456789"
 """Every node's ``CHAT_SECRET``: a person's cookie is good on all of them."""
 ROOM = "room:lobby"
