@@ -6,6 +6,12 @@ the node's members of that topic: to the live ones with the WebSocket frame
 encoded once for all, to the ones still recovering into their buffers, and,
 for a conflated topic, with its key, so that a slow reader's outbox keeps
 the newest value per key.
+
+A fan of a topic with history knows the last offset it delivered and the
+topic's epoch, so that the node can catch up after its link to Redis came
+back (``_relink``): :meth:`Fan.pause` keeps what arrives, :meth:`Fan.resume`
+delivers the publications missed meanwhile, then what was kept, each offset
+once.
 """
 
 from __future__ import annotations
@@ -27,7 +33,16 @@ __all__ = ["Fan"]
 class Fan:
     """The hub's subscriber for one topic on this node: its local members."""
 
-    __slots__ = ("buffering", "conflate", "members", "snapshot", "topic")
+    __slots__ = (
+        "buffering",
+        "conflate",
+        "epoch",
+        "last",
+        "members",
+        "paused",
+        "snapshot",
+        "topic",
+    )
 
     def __init__(self, topic: str, conflate: Callable[[Any], Any] | None = None) -> None:
         self.topic = topic
@@ -35,11 +50,20 @@ class Fan:
         self.members: dict[WebSocket, Socket] = {}
         self.snapshot: tuple[WebSocket, ...] | None = None  # the live members' sockets
         self.buffering: tuple[Socket, ...] = ()  # members still recovering
+        self.last: int | None = None  # the offset of the last publication delivered
+        self.epoch: str | None = None  # the topic's epoch, as the last join read it
+        self.paused: list[str] | None = None  # what arrived since pause()
 
     def deliver(self, message: str | bytes) -> bool:
         """Send a hub message (a frame, or ``!<sender>\\n<frame>``) to the members."""
         if isinstance(message, bytes):
             message = message.decode()
+        if self.paused is not None:
+            self.paused.append(message)
+            return True
+        offset = offset_of(message)
+        if offset is not None and (self.last is None or offset > self.last):
+            self.last = offset
         targets = self.snapshot
         if targets is None:
             targets = self.snapshot = tuple(
@@ -75,6 +99,36 @@ class Fan:
         except Exception:  # a payload the key function does not expect: not conflated
             return None
 
+    def joined(self, offset: int, epoch: str) -> None:
+        """A join read the topic's position: the epoch, and the offset if none came yet."""
+        self.epoch = epoch
+        if self.last is None:
+            self.last = offset
+
+    def pause(self) -> None:
+        """Keep what arrives, undelivered, until :meth:`resume`."""
+        if self.paused is None:
+            self.paused = []
+
+    def resume(self, missed: list[str]) -> None:
+        """Deliver ``missed`` (frames past :attr:`last`), then what was kept, each offset once."""
+        kept, self.paused = self.paused or [], None
+        for message in (*missed, *kept):
+            offset = offset_of(message)
+            if offset is None or self.last is None or offset > self.last:
+                self.deliver(message)
+
     def changed(self) -> None:
         """The members changed: the snapshot is made again at the next delivery."""
         self.snapshot = None
+
+
+def offset_of(message: str) -> int | None:
+    """The offset of a hub message ``[null,"p:<n>",...`` or ``!<sender>\n[null,"p:<n>",...``."""
+    if message.startswith("!"):
+        message = message[message.find("\n") + 1 :]
+    if not message.startswith('[null,"p:'):
+        return None
+    end = message.find('"', 9)
+    digits = message[9:end]
+    return int(digits) if digits.isdigit() else None

@@ -1,7 +1,7 @@
 """The :class:`Channels` handler: Phoenix Channels topics over one WebSocket per client.
 
 One ``Channels`` instance serves every connection of the process.  Each
-connection has a :class:`_Conn` (its joins and its limits); each join a
+connection has a :class:`Conn` (its joins and its limits); each join a
 :class:`Socket` (what the topic's callbacks receive).  Messages of one
 connection are handled one after the other, in order (the WebSocket's
 receive loop calls :meth:`Channels.on_message`).
@@ -24,8 +24,8 @@ whose offset is past the last one sent: no loss, no duplicate, in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -33,9 +33,9 @@ import trio
 
 from .._browser import serve_browser_client
 from .._upgrade import upgrade
-from ..exceptions import HTTPError
+from ..exceptions import ConnectionClosed, HTTPError
 from ._emit import PublishEndpoint
-from ._fan import Fan
+from ._fan import Fan, offset_of
 from ._history import NO_HISTORY, History, hub_topic
 from ._limits import Limits, TokenBucket
 from ._phoenix import (
@@ -55,6 +55,8 @@ from ._phoenix import (
     publication_ref,
     reply,
 )
+from ._relink import Relink
+from ._socket import Conn, Socket
 from ._topics import Refuse, TopicSpec, check_patterns, check_topic_class, topic_options
 
 if TYPE_CHECKING:
@@ -89,90 +91,6 @@ def _default_presence(hub: Hub) -> PresenceTracker:
 
     tracker: PresenceTracker = Presence(hub)
     return tracker
-
-
-class Socket:
-    """One join: what a topic's callbacks receive as ``socket``.
-
-    Attributes:
-        ws: the connection's :class:`~peregrine_rt.WebSocket`.
-        topic: the topic joined (``"room:lobby"``).
-        params: the pattern's parameters (``{"name": "lobby"}``).
-        join_ref: the client's ref of this join.
-        assigns: a dict for the app's own per-join data.
-        conn_id: the connection's id (unique across nodes; the presence ``conn``).
-    """
-
-    __slots__ = (
-        "_channels",
-        "assigns",
-        "buffer",
-        "conn_id",
-        "join_ref",
-        "params",
-        "spec",
-        "topic",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        channels: Channels,
-        ws: WebSocket,
-        conn_id: str,
-        topic: str,
-        params: dict[str, str],
-        join_ref: str | None,
-        spec: TopicSpec,
-    ) -> None:
-        self._channels = channels
-        self.ws = ws
-        self.conn_id = conn_id
-        self.topic = topic
-        self.params = params
-        self.join_ref = join_ref
-        self.spec = spec
-        self.assigns: dict[str, Any] = {}
-        self.buffer: list[str] | None = None  # live frames kept while recovering
-
-    @property
-    def user(self) -> Any:
-        """The connection's identity (``ws.user``)."""
-        return self.ws.user
-
-    @property
-    def channels(self) -> Channels:
-        """The :class:`Channels` app this join belongs to (``history_of``, ``broadcast``...)."""
-        return self._channels
-
-    async def push(self, event: str, payload: Any) -> None:
-        """Send ``event`` to this client only, on this topic."""
-        await self.ws.send(encode(Frame(self.join_ref, None, self.topic, event, payload)))
-
-    async def broadcast(self, event: str, payload: Any, *, history: bool = True) -> int | None:
-        """:meth:`Channels.broadcast` to this topic (this client included)."""
-        return await self._channels.broadcast(self.topic, event, payload, history=history)
-
-    async def broadcast_from(self, event: str, payload: Any, *, history: bool = True) -> int | None:
-        """:meth:`Channels.broadcast_from`: to everyone on this topic but this client."""
-        return await self._channels.broadcast_from(self, event, payload, history=history)
-
-    def __repr__(self) -> str:
-        return f"<Socket {self.topic} join_ref={self.join_ref}>"
-
-
-class _Conn:
-    """A connection's Channels state."""
-
-    __slots__ = ("bucket", "id", "join_bucket", "joins", "limits", "violations")
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.id = secrets.token_hex(8)
-        self.joins: dict[str, Socket] = {}
-        self.bucket = TokenBucket(limits.publish_rate, limits.publish_burst)
-        self.join_bucket = TokenBucket(limits.join_rate, limits.join_burst)
-        self.violations = 0
 
 
 class Channels:
@@ -211,6 +129,7 @@ class Channels:
         self._specs = specs
         self._hub: Hub | None = None
         self._fans: dict[str, Fan] = {}
+        self._relink: Relink | None = None
         self._topic_buckets: dict[str, TokenBucket] = {}
         self._presence: PresenceTracker | None = None
         self._errors_logged: set[tuple[str, str]] = set()
@@ -226,6 +145,10 @@ class Channels:
         if any(s.options.presence for s in self._specs):
             self._presence = self.make_presence(hub)
             self._presence.on_diff(self._presence_diff)
+        on_link = getattr(hub, "on_link", None)  # RedisHub's: messages may be lost before
+        if callable(on_link):
+            self._relink = Relink(self._fans, self._history_for, self._fail)
+            on_link(self._relink.relinked)
 
     async def background(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -239,6 +162,8 @@ class Channels:
                 await nursery.start(backend.run)
             if self._presence is not None:
                 await nursery.start(self._presence.run)
+            if self._relink is not None:
+                await nursery.start(self._relink.run)
             task_status.started()
             await trio.sleep_forever()
 
@@ -256,7 +181,7 @@ class Channels:
 
     async def on_open(self, ws: WebSocket) -> None:
         """Start the connection's Channels state."""
-        ws.state["channels"] = _Conn(self._limits_for(ws))
+        ws.state["channels"] = Conn(self._limits_for(ws))
 
     def _limits_for(self, ws: WebSocket) -> Limits:
         limits = self._limits
@@ -266,9 +191,9 @@ class Channels:
 
     async def on_message(self, ws: WebSocket, message: str | bytes) -> None:
         """Handle one Phoenix frame from the client."""
-        conn: _Conn | None = ws.state.get("channels")
+        conn: Conn | None = ws.state.get("channels")
         if conn is None:  # on_open overridden without super(): start here
-            conn = ws.state["channels"] = _Conn(self._limits_for(ws))
+            conn = ws.state["channels"] = Conn(self._limits_for(ws))
         if isinstance(message, bytes):
             await ws.close(1003, "binary messages are not supported")
             return
@@ -294,7 +219,7 @@ class Channels:
 
     async def on_close(self, ws: WebSocket, code: int, reason: str) -> None:
         """End every join of the connection (``leave`` callbacks, presence)."""
-        conn: _Conn | None = ws.state.get("channels")
+        conn: Conn | None = ws.state.get("channels")
         if conn is None:
             return
         for socket in list(conn.joins.values()):
@@ -376,7 +301,7 @@ class Channels:
 
     # -- joins -----------------------------------------------------------------------
 
-    async def _join(self, ws: WebSocket, conn: _Conn, frame: Frame) -> None:
+    async def _join(self, ws: WebSocket, conn: Conn, frame: Frame) -> None:
         topic = frame.topic
         found = self.spec_of(topic) if topic != PHOENIX_TOPIC else None
         if found is None:
@@ -424,6 +349,9 @@ class Channels:
             else:
                 position = await backend.position(topic)
             response["epoch"], response["offset"] = position.epoch, position.offset
+            fan = self._fans.get(topic)
+            if fan is not None:
+                fan.joined(position.offset, position.epoch)
         elif since is not None:
             response.update(recovered=False, reason=NO_HISTORY)
         await ws.send(encode(reply(frame, "ok", response)))
@@ -442,7 +370,7 @@ class Channels:
         while socket.buffer:
             pending, socket.buffer = socket.buffer, []
             for text in pending:
-                offset = _offset_of(text)
+                offset = offset_of(text)
                 if offset is None or offset > last:
                     await socket.ws.send(text)
                     if offset is not None:
@@ -461,14 +389,14 @@ class Channels:
         await self._presence.track(socket.topic, str(key), socket.conn_id, dict(meta or {}))
         await socket.push(PRESENCE_STATE, self._presence.state(socket.topic))
 
-    async def _leave(self, ws: WebSocket, conn: _Conn, frame: Frame) -> None:
+    async def _leave(self, ws: WebSocket, conn: Conn, frame: Frame) -> None:
         socket = conn.joins.get(frame.topic)
         await ws.send(encode(reply(frame, "ok")))
         if socket is not None:
             await self._drop(conn, socket, call_leave=True)
             await ws.send(encode(close_frame(socket.join_ref, frame.topic)))
 
-    async def _drop(self, conn: _Conn, socket: Socket, *, call_leave: bool) -> None:
+    async def _drop(self, conn: Conn, socket: Socket, *, call_leave: bool) -> None:
         """End a join: unsubscribe, untrack, and (unless it crashed) call ``leave``."""
         if conn.joins.get(socket.topic) is socket:
             del conn.joins[socket.topic]
@@ -492,6 +420,15 @@ class Channels:
             except Exception:
                 self._log_crash(socket.spec, "leave")
 
+    async def _fail(self, fan: Fan) -> None:
+        """End every member's join of ``fan`` with ``phx_error``: the clients rejoin."""
+        for socket in list(fan.members.values()):
+            conn: Conn | None = socket.ws.state.get("channels")
+            if conn is not None:
+                await self._drop(conn, socket, call_leave=True)
+            with contextlib.suppress(ConnectionClosed):
+                await socket.ws.send(encode(error_frame(socket.join_ref, socket.topic)))
+
     def _subscribe(self, socket: Socket) -> None:
         fan = self._fans.get(socket.topic)
         if fan is None:
@@ -504,7 +441,7 @@ class Channels:
 
     # -- events ----------------------------------------------------------------------
 
-    async def _event(self, ws: WebSocket, conn: _Conn, frame: Frame) -> None:
+    async def _event(self, ws: WebSocket, conn: Conn, frame: Frame) -> None:
         socket = conn.joins.get(frame.topic)
         if socket is None or (socket.join_ref != frame.join_ref and frame.join_ref is not None):
             await self._error(ws, conn, frame, "unmatched topic")
@@ -543,7 +480,7 @@ class Channels:
         if frame.ref is not None:
             await ws.send(encode(reply(frame, "ok", {} if answer is None else answer)))
 
-    async def _error(self, ws: WebSocket, conn: _Conn, frame: Frame, reason: str) -> None:
+    async def _error(self, ws: WebSocket, conn: Conn, frame: Frame, reason: str) -> None:
         """Answer ``frame`` with an error reply; too many of them close the socket with 1008."""
         conn.violations += 1
         if conn.violations > conn.limits.max_violations:
@@ -631,12 +568,3 @@ def _default_key(socket: Socket) -> str:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             return str(value)
     return str(user)
-
-
-def _offset_of(text: str) -> int | None:
-    """The offset of a frame text ``[null,"p:<n>",...`` (None without one)."""
-    if not text.startswith('[null,"p:'):
-        return None
-    end = text.find('"', 9)
-    digits = text[9:end]
-    return int(digits) if digits.isdigit() else None
