@@ -176,7 +176,10 @@ async def test_chat_nodes_follow_a_sentinel_failover(
             f"(in history: {sorted(set(history.values()) & set().union(*lost.values()))}), "
             f"{len(twice)} id(s) given to two messages, {len(acked)} acknowledged in all"
         )
-        assert not lost, f"acknowledged but never shown: {lost}"
+        rejoins = {p.nick: [(r.recovered, r.reason) for r in p.rejoins] for p in peers}
+        assert not lost, (
+            f"acknowledged but never shown: {lost}; rejoins (recovered, reason): {rejoins}"
+        )
         assert not twice, f"ids given to two messages: {twice}"
         for peer in peers:
             assert set(peer.acked) & set(peer.refused) == set()
