@@ -70,8 +70,8 @@ class Chat(pr.Channels):
         if not keys:
             log.warning("CHAT_SECRET is not set: sessions are signed with a random key")
         self.sessions = pr.Sessions(keys or [secrets.token_urlsafe(32)], cookie="chat_session")
-        self.rooms: dict[str, float] = {LOBBY: math.inf}  # listed: since when it is empty
-        self.changed = trio.Event()
+        self.rooms: dict[str, float] = {LOBBY: math.inf}  # the list: since when empty
+        self.listed, self.changed = [LOBBY], trio.Event()  # the list last pushed
 
     async def handle(self, request: pr.Request, response: pr.Response) -> None:
         if request.upgrade is None and not request.path.startswith("/_peregrine/"):
@@ -116,10 +116,11 @@ class Chat(pr.Channels):
             for room, empty in self.rooms.items():  # just gone empty, or idle a while
                 if room not in rooms and now < min(empty, now) + self.room_idle:
                     rooms[room] = min(empty, now)
-            old, self.rooms = self.rooms, rooms
-            if old.keys() != rooms.keys():
+            self.rooms, listed = rooms, sorted(rooms)
+            if listed != self.listed:  # (a join lists its new room at once)
+                self.listed = listed
                 for socket in self.members("chat"):
-                    await socket.push("rooms", {"rooms": sorted(rooms)})
+                    await socket.push("rooms", {"rooms": listed})
 
     @pr.topic("chat", history=False)
     class Hello:
