@@ -117,7 +117,7 @@ def test_unread_counts_rooms_and_leaving(server: ChatServer, open_chat: OpenChat
     ada.press("#new-room-input", "Enter")  # joining creates it
     ada.wait_for_selector("#rooms li[data-room='dev'].joined.active")
     assert ada.text_content("#room-title") == "dev"
-    bob.fill("#new-room-input", "dev")  # (not from the room list: see the xfail below)
+    bob.fill("#new-room-input", "dev")
     bob.press("#new-room-input", "Enter")
     bob.wait_for_selector("#rooms li[data-room='dev'].joined.active")
     wait_online(bob, "ada", "bob")
@@ -143,11 +143,6 @@ def test_unread_counts_rooms_and_leaving(server: ChatServer, open_chat: OpenChat
     assert bob.locator("#rooms li.joined").count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="examples/chat/app.py: Room.join adds a new room to ChatChannels.rooms itself, so "
-    "list_rooms finds the same keys as before and never pushes 'rooms'",
-)
 def test_a_new_room_is_listed_on_every_page(server: ChatServer, open_chat: OpenChat) -> None:
     ada = open_chat(server.url, "ada")
     bob = open_chat(server.url, "bob")
@@ -373,7 +368,7 @@ def test_screenshot_for_the_docs(server: ChatServer, open_chat: OpenChat) -> Non
     for page, text in conversation:
         say(page, text)
         wait_for_text(ada, text)
-    grace.fill("#new-room-input", "design")  # (not from the room list: see the xfail above)
+    grace.fill("#new-room-input", "design")
     grace.press("#new-room-input", "Enter")
     grace.wait_for_selector("#rooms li[data-room='design'].joined")
     for i in range(3):
