@@ -135,13 +135,15 @@ class AppServer:
 
 class ChatServer(AppServer):
     """``examples.chat.app:Chat``; every server (and worker) signs sessions with
-    :data:`CHAT_SECRET`, so a browser stays the same person across restarts and nodes."""
+    :data:`CHAT_SECRET`, so a browser stays the same person across restarts and nodes,
+    and keeps its SQLite history in a directory of the test's own."""
 
     def __init__(self, log: Path, *, redis_url: str | None = None, workers: int = 1) -> None:
         super().__init__(
             log,
             "examples.chat.app:Chat",
-            env={"CHAT_SECRET": CHAT_SECRET},
+            # Its own history file, next to its log: never the repository's data/chat.
+            env={"CHAT_SECRET": CHAT_SECRET, "CHAT_DATA": str(log.parent / "chat-data")},
             redis_url=redis_url,
             workers=workers,
         )
