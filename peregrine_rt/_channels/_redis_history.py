@@ -38,8 +38,11 @@ read as the answer to the next command).
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -67,6 +70,8 @@ __all__ = ["HISTORY_NODE_ID", "RedisHistory"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("peregrine_rt.channels")
+
 HISTORY_NODE_ID: Final = b"channels.history"
 """The RedisHub node id the append script publishes under: no node's, so all deliver it."""
 assert len(HISTORY_NODE_ID) == 16  # RedisHub's node id size
@@ -80,15 +85,31 @@ _ERRORS: Final[tuple[type[Exception], ...]] = (
     anyio.EndOfStream,
 )
 
-# KEYS: meta, stream.  ARGV: a new epoch, event, payload, time, max_count (0:
-# none), horizon ("" : no max_age), channel, hub header, frame tail.
-_APPEND: Final = """
+# Both scripts below start with this: the topic's epoch, drawn anew when Redis
+# lost it, unless this node knew the topic (ARGV[k]: its epoch, ARGV[k+1]: the
+# last offset it knew): then the epoch goes on and offsets continue past what
+# it knew, so its clients recover instead of starting over; and a Redis that
+# lags behind what the node knew (a replica promoted) skips past it.
+_EPOCH: Final = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = ARGV[1]
+  if ARGV[K] ~= '' then epoch = ARGV[K] else epoch = ARGV[1] end
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', tonumber(ARGV[K + 1]))
+elseif epoch == ARGV[K] then
+  if tonumber(redis.call('HGET', KEYS[1], 'last')) < tonumber(ARGV[K + 1]) then
+    redis.call('HSET', KEYS[1], 'last', ARGV[K + 1])
+  end
 end
+"""
+
+# KEYS: meta, stream.  ARGV: a new epoch, event, payload, time, max_count (0:
+# none), horizon ("" : no max_age), channel, hub header, frame tail, the
+# epoch and last offset this node knew ("", 0: none).
+_APPEND: Final = (
+    "local K = 10"
+    + _EPOCH
+    + """
 local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'last', 1))
 local id = offset .. '-0'
 local maxlen = tonumber(ARGV[5])
@@ -114,18 +135,16 @@ end
 redis.call('PUBLISH', ARGV[7], ARGV[8] .. '[null,"p:' .. offset .. '",' .. ARGV[9])
 return {epoch, offset}
 """
+)
 
 # KEYS: meta, stream.  ARGV: a new epoch, since, limit ("": none; "0": no
-# entries, only the position), max_count (0: none).  Returns the epoch, the
-# last offset, and the retained entries after since (the newest `limit` of
-# them, newest first, when limited).
-_READ: Final = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'last', 0)
-end
+# entries, only the position), max_count (0: none), the epoch and last offset
+# this node knew.  Returns the epoch, the last offset, and the retained
+# entries after since (the newest `limit` of them, newest first, when limited).
+_READ: Final = (
+    "local K = 5"
+    + _EPOCH
+    + """
 local last = redis.call('HGET', KEYS[1], 'last')
 local since = tonumber(ARGV[2])
 local kept = tonumber(ARGV[4])
@@ -141,6 +160,50 @@ if since < tonumber(last) and ARGV[3] ~= '0' then
 end
 return {epoch, last, entries}
 """
+)
+
+# KEYS: meta, stream.  ARGV: epoch, last, max_count (0: none), then for each
+# publication: offset, time, event, payload.  Puts back the ones the stream
+# lacks, in offset order, if the topic is (again) in that epoch; returns how
+# many (-1: the topic went on in another epoch).
+_RESEED: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'last', tonumber(ARGV[2]))
+elseif epoch ~= ARGV[1] then
+  return -1
+elseif tonumber(redis.call('HGET', KEYS[1], 'last')) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'last', ARGV[2])
+end
+local missing = {}
+for i = 4, #ARGV, 4 do
+  local id = ARGV[i] .. '-0'
+  if #redis.call('XRANGE', KEYS[2], id, id) == 0 then missing[#missing + 1] = i end
+end
+if #missing == 0 then return 0 end
+local entries = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+  entries[#entries + 1] = {tonumber(string.match(entry[1], '^(%d+)')), entry[2]}
+end
+for _, i in ipairs(missing) do
+  local fields = {'t', ARGV[i + 1], 'e', ARGV[i + 2], 'p', ARGV[i + 3]}
+  entries[#entries + 1] = {tonumber(ARGV[i]), fields}
+end
+table.sort(entries, function(a, b) return a[1] < b[1] end)
+redis.call('DEL', KEYS[2])
+for _, entry in ipairs(entries) do
+  redis.call('XADD', KEYS[2], string.format('%d', entry[1]) .. '-0', unpack(entry[2]))
+end
+if tonumber(ARGV[3]) > 0 then redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3]) end
+return #missing
+"""
+
+RECENT: Final = 30.0
+"""Seconds a node keeps its own appends, to put back into a Redis that lost them."""
+
+MAX_KNOWN: Final = 100_000
+"""Topics whose epoch and last offset a node remembers (the least recent are forgotten)."""
 
 
 def _text(value: Any) -> str:
@@ -190,8 +253,16 @@ class RedisHistory:
         self.max_age = max_age
         self._clock = clock
         hub.client()  # refuses a Redis Cluster URL now, not at run()
-        # (client, (append script, read script)) of each run() under way
-        self._runs: list[tuple[Redis[str], tuple[Script[str], Script[str]]]] = []
+        # (client, (append script, read script, reseed script)) of each run() under way
+        self._runs: list[tuple[Redis[str], tuple[Script[str], ...]]] = []
+        # What this node knows, to put back into a Redis that lost it (see _reseed):
+        self._known: dict[str, tuple[str, int]] = {}  # topic: (epoch, last offset)
+        self._recent: dict[str, deque[tuple[int, float, str, str]]] = {}  # own appends
+        self._run_id: str | None = hub.run_id or None
+        self._settled = trio.Event()
+        self._settled.set()
+        self._reseed_wanted = trio.Event()
+        hub.on_link(self.relinked)  # Channels also calls it (a history built from a URL)
 
     def __repr__(self) -> str:
         return (
@@ -217,16 +288,84 @@ class RedisHistory:
         each holds a pool of its own, and calls use the newest one running.
         """
         client: Redis[str] = self.hub.client(decode_responses=True)
-        async with client:
-            running = (client, (client.register_script(_APPEND), client.register_script(_READ)))
+        async with client, trio.open_nursery() as nursery:
+            scripts = tuple(client.register_script(s) for s in (_APPEND, _READ, _RESEED))
+            running = (client, scripts)
             self._runs.append(running)
             try:
+                nursery.start_soon(self._reseed_after_restarts)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self._runs.remove(running)
 
-    def _running(self) -> tuple[Redis[str], tuple[Script[str], Script[str]]]:
+    # -- a Redis that lost data ------------------------------------------------------
+
+    def relinked(self, run_id: str) -> None:
+        """The hub's link is up (``RedisHub.on_link``): a new ``run_id`` may have lost data."""
+        if self._run_id is not None and run_id != self._run_id and self._settled.is_set():
+            self._settled = trio.Event()
+            self._reseed_wanted.set()
+        self._run_id = run_id
+
+    async def settled(self) -> None:
+        """Wait until what this node knows is back in a Redis that restarted or failed over.
+
+        The Channels layer waits for it before catching its members up.
+        """
+        await self._settled.wait()
+
+    async def _reseed_after_restarts(self) -> None:
+        while True:
+            await self._reseed_wanted.wait()
+            self._reseed_wanted = trio.Event()
+            try:
+                await self.reseed()
+            except HubUnavailable as exc:  # the next link-up tries again
+                log.warning("putting history back into Redis failed: %s", exc)
+            finally:
+                self._settled.set()
+
+    async def reseed(self) -> int:
+        """Put back what this node knows into a Redis that lost it; the publications put back.
+
+        For each topic the node knew: its epoch and last offset (so that the
+        topic goes on in its epoch and clients recover rather than start
+        over), and the node's own appends of the last :data:`RECENT` seconds
+        the stream lacks (so that no acknowledged publication is lost with a
+        Redis restarted empty, or with a replica promoted before it had them).
+        """
+        script = self._running()[1][2]
+        horizon = self._clock() - RECENT
+        restored = 0
+        for topic, (epoch, last) in list(self._known.items()):
+            recent = self._recent.get(topic, ())
+            args: list[str] = [epoch, str(last), str(self.max_count or 0)]
+            for offset, when, event, text in recent:
+                if when > horizon:
+                    args += [str(offset), repr(when), event, text]
+            call = partial(script, keys=self._keys(topic), args=args)
+            put: Any = await self._call("reseed", topic, call)
+            restored += max(0, int(put))
+        if restored:
+            log.warning("Redis had lost %d publications: put back", restored)
+        return restored
+
+    def _know(self, topic: str, epoch: str, last: int) -> None:
+        known = self._known.pop(topic, None)
+        if known is not None and known[0] == epoch:
+            last = max(last, known[1])
+        self._known[topic] = (epoch, last)
+        if len(self._known) > MAX_KNOWN:
+            forgotten = next(iter(self._known))
+            del self._known[forgotten]
+            self._recent.pop(forgotten, None)
+
+    def _known_args(self, topic: str) -> list[str]:
+        epoch, last = self._known.get(topic, ("", 0))
+        return [epoch, str(last)]
+
+    def _running(self) -> tuple[Redis[str], tuple[Script[str], ...]]:
         if not self._runs:
             raise trio.ClosedResourceError("RedisHistory is not running: start its run() first")
         return self._runs[-1]
@@ -255,11 +394,13 @@ class RedisHistory:
             str(since),
             "" if limit is None else str(limit),
             str(self.max_count or 0),
+            *self._known_args(topic),
         ]
         keys = self._keys(topic)
         reply: Any = await self._call("read", topic, lambda: script(keys=keys, args=args))
         epoch, last, entries = reply
         position = Position(int(last), _text(epoch))
+        self._know(topic, position.epoch, position.offset)
         horizon = self._horizon(self._clock())
         floor = position.offset - self.max_count if self.max_count is not None else 0
         pubs = []
@@ -302,11 +443,20 @@ class RedisHistory:
             self.channel(topic),
             HISTORY_NODE_ID + b"t" + (b"" if sender is None else f"!{sender}\n".encode()),
             tail,
+            *self._known_args(topic),
         ]
         script = self._running()[1][0]
         keys = self._keys(topic)
         reply: Any = await self._call("append", topic, lambda: script(keys=keys, args=args))
-        return Publication(int(reply[1]), event, payload, now)
+        offset = int(reply[1])
+        self._know(topic, _text(reply[0]), offset)
+        recent = self._recent.get(topic)
+        if recent is None:
+            recent = self._recent[topic] = deque(maxlen=self.max_count or None)
+        recent.append((offset, now, event, text))
+        while recent and recent[0][1] <= now - RECENT:
+            recent.popleft()
+        return Publication(offset, event, payload, now)
 
     async def history(
         self, topic: str, *, since: int | None = None, limit: int | None = None

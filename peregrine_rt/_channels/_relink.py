@@ -7,7 +7,9 @@ received on the new link.  Each fan of a topic with history then pauses
 (what arrives is kept), and :meth:`Relink.run` reads what the topic got
 after the fan's last offset, in the fan's epoch: recovered, the fan
 delivers the missed publications, then what it kept, each offset once, so
-its members see every publication in order without asking.  Not recovered
+its members see every publication in order without asking.  A backend that
+repairs a Redis which lost data (``RedisHistory.relinked``/``settled``) is
+told of the link-up and waited for first.  Not recovered
 (Redis came back empty: a new epoch; or pruned past it; or Redis failing
 again), the members are told to rejoin (``phx_error``): they recover
 themselves with ``since``, or learn ``recovered: false`` and refetch.
@@ -55,8 +57,12 @@ class Relink:
     def relinked(self, run_id: str) -> None:
         """The hub's link is up again: pause the fans with history (``RedisHub.on_link``)."""
         for topic, fan in self.fans.items():
-            if self.history_for(topic) is not None:
+            backend = self.history_for(topic)
+            if backend is not None:
                 fan.pause()
+                notify = getattr(backend, "relinked", None)  # RedisHistory: puts data back
+                if callable(notify):
+                    notify(run_id)
         self.pending.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -74,6 +80,9 @@ class Relink:
         missed: list[str] | None = None
         if backend is not None and fan.last is not None and fan.epoch is not None:
             try:
+                settled = getattr(backend, "settled", None)  # what it puts back, first
+                if callable(settled):
+                    await settled()
                 recovery = await backend.recover(topic, fan.last, fan.epoch)
             except Exception as exc:  # Redis failing again: the members recover themselves
                 log.warning("catching up %s after the link came back failed: %s", topic, exc)

@@ -149,15 +149,75 @@ async def test_lost_entries_are_a_gap_never_silent(redis_url: str) -> None:
 
 async def test_a_lost_offset_is_a_new_epoch_without_stale_entries(redis_url: str) -> None:
     history = RedisHistory(redis_url)
-    async with running(history), redis(redis_url) as client:
+    stranger = RedisHistory(redis_url)  # a node that never touched the topic
+    async with running(history, stranger), redis(redis_url) as client:
         for n in range(1, 4):
             await history.append(TOPIC, "e", n)
         old = await history.position(TOPIC)
         await client.delete(["peregrine:history:{room:lobby}:m"])  # the stream survives
-        assert (await history.append(TOPIC, "e", "new")).offset == 1
-        assert [p.payload for p in await history.history(TOPIC)] == ["new"]
+        assert (await stranger.append(TOPIC, "e", "new")).offset == 1
+        assert [p.payload for p in await stranger.history(TOPIC)] == ["new"]
         result = await history.recover(TOPIC, 3, old.epoch)
         assert (result.recovered, result.reason) == (False, EPOCH_CHANGED)
+        assert (await history.append(TOPIC, "e", "next")).offset == 2  # it follows Redis now
+
+
+async def test_a_node_that_knew_the_topic_keeps_its_epoch_when_redis_comes_back_empty(
+    redis_url: str,
+) -> None:
+    history = RedisHistory(redis_url)
+    async with running(history), redis(redis_url) as client:
+        for n in range(1, 4):
+            await history.append(TOPIC, "e", n)
+        old = await history.position(TOPIC)
+        await client.flushall()  # a restart without persistence
+        caught_up = await history.recover(TOPIC, 3, old.epoch)
+        assert (caught_up.recovered, caught_up.position) == (True, old)  # it missed nothing
+        behind = await history.recover(TOPIC, 1, old.epoch)
+        assert (behind.recovered, behind.reason) == (False, TOO_OLD)  # 2 and 3 are gone
+        assert (await history.append(TOPIC, "e", 4)).offset == 4  # never 1 again
+
+
+async def test_its_own_recent_appends_are_put_back_after_a_restart(redis_url: str) -> None:
+    history = RedisHistory(redis_url)
+    other, stranger = RedisHistory(redis_url), RedisHistory(redis_url)
+    async with running(history, other, stranger), redis(redis_url) as client:
+        for n in range(1, 4):
+            await history.append(TOPIC, "e", n)
+        old = await history.position(TOPIC)
+        await client.flushall()
+        assert (await other.append(TOPIC, "e", "meanwhile")).offset == 1  # a stranger: epoch 2
+        await client.flushall()
+        await history.append("room:other", "e", "first after")  # the meta comes back alone
+        assert await history.reseed() == 3
+        again = await history.recover(TOPIC, 0, old.epoch)
+        assert again.recovered
+        assert [(p.offset, p.payload) for p in again.publications] == [(1, 1), (2, 2), (3, 3)]
+        assert await history.reseed() == 0  # nothing lacks any more: nothing twice
+        assert [p.offset for p in await history.history(TOPIC)] == [1, 2, 3]
+        await client.flushall()
+        assert (await stranger.append(TOPIC, "e", "first")).offset == 1  # a new epoch won
+        assert await history.reseed() == 1  # room:other's, flushed too; TOPIC's: not mixed in
+        assert [p.payload for p in await stranger.history(TOPIC)] == ["first"]
+
+
+async def test_a_new_run_id_puts_the_data_back_before_the_members_catch_up(
+    redis_url: str,
+) -> None:
+    history = RedisHistory(redis_url)
+    async with running(history), redis(redis_url) as client:
+        history.relinked("first-run")
+        await history.append(TOPIC, "e", 1)
+        old = await history.position(TOPIC)
+        await client.flushall()
+        history.relinked("first-run")  # the same server: nothing was lost
+        with trio.fail_after(5):
+            await history.settled()
+        assert await history.history(TOPIC) == []
+        history.relinked("second-run")  # a restarted server
+        with trio.fail_after(5):
+            await history.settled()
+        assert [p.payload for p in (await history.recover(TOPIC, 0, old.epoch)).publications] == [1]
 
 
 async def test_not_running_and_unreachable(redis_url: str) -> None:
