@@ -32,6 +32,7 @@ from ._answers import ResponseHeads
 from ._config import Config
 from ._connection import NEW_CONNECTION_IDLE, HTTPConnection
 from ._fdlimit import raise_fd_limit
+from ._gc import GCPolicy
 from ._handler import HandlerSpec, check_handler
 from ._hub import Hub
 from ._lag import LagMonitor
@@ -108,6 +109,8 @@ class Server:
         """The WebSocket send path's flush task and writer tasks (``peregrine_rt._outbox``)."""
         self.lag = LagMonitor()
         """Measures the event loop's lag while serving (``lag.worst``, ``lag.take_worst()``)."""
+        self.gc_policy = GCPolicy(lambda: len(self.connections), self.config.gc_freeze_above)
+        """Keeps the garbage collector off long-lived objects at scale (``peregrine_rt._gc``)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)
@@ -291,6 +294,7 @@ class Server:
             async with trio.open_nursery() as services:
                 await services.start(self.hub.serve)
                 await services.start(self.lag.run)
+                await services.start(self.gc_policy.run)
                 if self.spec.has_background:
                     await services.start(self._background)
                 async with trio.open_nursery() as nursery:
@@ -537,22 +541,29 @@ class Server:
         if config.ws_ping_interval is not None:
             timeouts.append(config.ws_ping_interval)
         tick = max(0.01, min(min(timeouts) / 4, 1.0))
+        await trio.sleep(tick)
         while True:
-            await trio.sleep(tick)
-            now = trio.current_time()
+            start = trio.current_time()
+            now = start
             # In batches: with 20,000 connections the checks themselves take
             # a while, and each timeout wakes a task that has cleaning up to
             # do; a mass timeout is unwound REAP_CANCELS at a time, with other
-            # tasks served in between.
+            # tasks served in between.  The batches of a sweep are spread over
+            # the tick, so that the pings due in it (and the pongs, each waking
+            # a task) come in small waves, not at once.
             cancelled = 0
             watched: list[HTTPConnection | WebSocket] = [*self.connections, *self.websockets]
+            batches = max(1, -(-len(watched) // REAP_BATCH))
             for checked, item in enumerate(watched, 1):
                 if item.check_timeout(now):
                     cancelled += 1
                     if not cancelled % REAP_CANCELS:
                         await trio.lowlevel.checkpoint()
+                        now = trio.current_time()
                 elif not checked % REAP_BATCH:
-                    await trio.lowlevel.checkpoint()
+                    await trio.sleep_until(start + tick * (checked // REAP_BATCH) / batches)
+                    now = trio.current_time()
+            await trio.sleep_until(start + tick)
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
