@@ -105,9 +105,18 @@ end
 
 # KEYS: meta, stream.  ARGV: a new epoch, event, payload, time, max_count (0:
 # none), horizon ("" : no max_age), channel, hub header, frame tail, the
-# epoch and last offset this node knew ("", 0: none).
+# epoch and last offset this node knew ("", 0: none), a deadline (Redis's
+# clock, seconds; "": none).  Past the deadline it does nothing: the caller
+# has given up and said so (a Redis frozen, then thawed, runs it late).
 _APPEND: Final = (
-    "local K = 10"
+    """
+if ARGV[12] ~= '' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) + tonumber(now[2]) / 1000000 > tonumber(ARGV[12]) then
+    return {'', 'late'}
+  end
+end
+local K = 10"""
     + _EPOCH
     + """
 local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'last', 1))
@@ -202,6 +211,12 @@ return #missing
 RECENT: Final = 30.0
 """Seconds a node keeps its own appends, to put back into a Redis that lost them."""
 
+# Redis's clock (coredis's TIME reply parsing loses the microseconds).
+_TIME: Final = "return redis.call('TIME')"
+
+SKEW_EVERY: Final = 60.0
+"""Seconds between two readings of Redis's clock (an append's deadline is in it)."""
+
 MAX_KNOWN: Final = 100_000
 """Topics whose epoch and last offset a node remembers (the least recent are forgotten)."""
 
@@ -262,6 +277,7 @@ class RedisHistory:
         self._settled = trio.Event()
         self._settled.set()
         self._reseed_wanted = trio.Event()
+        self._skew: float | None = None  # Redis's clock minus this node's, when measured
         hub.on_link(self.relinked)  # Channels also calls it (a history built from a URL)
 
     def __repr__(self) -> str:
@@ -294,6 +310,7 @@ class RedisHistory:
             self._runs.append(running)
             try:
                 nursery.start_soon(self._reseed_after_restarts)
+                nursery.start_soon(self._measure_skew, client.register_script(_TIME))
                 task_status.started()
                 await trio.sleep_forever()
             finally:
@@ -308,12 +325,32 @@ class RedisHistory:
             self._reseed_wanted.set()
         self._run_id = run_id
 
+    @property
+    def clock_known(self) -> bool:
+        """Whether Redis's clock was read, so that appends carry a deadline (see :meth:`append`)."""
+        return self._skew is not None
+
     async def settled(self) -> None:
         """Wait until what this node knows is back in a Redis that restarted or failed over.
 
         The Channels layer waits for it before catching its members up.
         """
         await self._settled.wait()
+
+    async def _measure_skew(self, redis_time: Script[str]) -> None:
+        """Keep :attr:`_skew` (what an append's deadline needs) while running."""
+        while True:
+            try:
+                with trio.fail_after(self.hub.timeout):
+                    before = time.time()
+                    reply: Any = await redis_time()
+                    now = int(reply[0]) + int(reply[1]) / 1e6
+                    self._skew = now - (before + time.time()) / 2
+            except trio.TooSlowError:
+                pass  # appends go without a deadline until it is measured
+            except _ERRORS:
+                pass
+            await trio.sleep(SKEW_EVERY)
 
     async def _reseed_after_restarts(self) -> None:
         while True:
@@ -444,10 +481,16 @@ class RedisHistory:
             HISTORY_NODE_ID + b"t" + (b"" if sender is None else f"!{sender}\n".encode()),
             tail,
             *self._known_args(topic),
+            # Half the timeout: an append that runs in time still has half of
+            # it for its answer, so "failed" means it was not stored.
+            "" if self._skew is None else repr(time.time() + self._skew + self.hub.timeout / 2),
         ]
         script = self._running()[1][0]
         keys = self._keys(topic)
         reply: Any = await self._call("append", topic, lambda: script(keys=keys, args=args))
+        if _text(reply[1]) == "late":
+            why = "Redis ran it after its deadline: not stored"
+            raise HubUnavailable(f"history append {topic!r}: {why}", topic, 0)
         offset = int(reply[1])
         self._know(topic, _text(reply[0]), offset)
         recent = self._recent.get(topic)

@@ -9,6 +9,8 @@ where they fail.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -261,3 +263,25 @@ async def test_overlapping_runs_share_the_backend(redis_url: str) -> None:
         outer.cancel_scope.cancel()
     with pytest.raises(trio.ClosedResourceError):
         await history.position(TOPIC)
+
+
+async def test_an_append_that_timed_out_is_not_stored_when_redis_thaws(tmp_path: Any) -> None:
+    # A frozen Redis keeps the script in its socket buffer and runs it when it
+    # thaws: without a deadline, an append reported as failed would be stored.
+    from peregrine_rt.testing._redis import start_redis_server
+
+    with start_redis_server(tmp_path / "redis") as server:
+        history = RedisHistory(server.url, timeout=0.3)
+        async with running(history):
+            await wait_until(lambda: history.clock_known)  # the deadline needs Redis's clock
+            await history.append(TOPIC, "e", "before")
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(HubUnavailable):
+                    await history.append(TOPIC, "e", "frozen")
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            await wait_until(server.ping)
+            stored = await history.history(TOPIC)
+            assert [p.payload for p in stored] == ["before"]
+            assert (await history.append(TOPIC, "e", "after")).offset == 2  # no hole either
