@@ -368,7 +368,7 @@ class RedisHistory:
 
         For each topic the node knew: its epoch and last offset (so that the
         topic goes on in its epoch and clients recover rather than start
-        over), and the node's own appends of the last :data:`RECENT` seconds
+        over), and the node's own appends of the last ``RECENT`` (30) seconds
         the stream lacks (so that no acknowledged publication is lost with a
         Redis restarted empty, or with a replica promoted before it had them).
         """
