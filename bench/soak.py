@@ -458,7 +458,7 @@ def main() -> None:
     print(
         f"server log: {len(logged)} lines, {len(warnings)} warnings/errors, {tracebacks} tracebacks"
     )
-    for line in warnings[:8]:
+    for line in warnings[:20]:
         print("   ", line[:160])
     print()
     print("\n".join(markdown_rows(run.samples, report_every)))
