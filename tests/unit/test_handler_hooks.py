@@ -234,8 +234,12 @@ SHIPPED = [
     "examples.live:Live",
     "examples.dirserver:DirServerApp",
     "examples.chat.app:Chat",
-    "examples.tutorial_steps:BareChat",
-    "examples.tutorial_steps:RoomChat",
+    "examples.tutorial.step1:Chat",
+    "examples.tutorial.step2:Chat",
+    "examples.tutorial.step3:Chat",
+    "examples.tutorial.step4:Chat",
+    "examples.tutorial.step5:Chat",
+    "examples.tutorial.step6:Chat",
 ]
 
 
