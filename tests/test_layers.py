@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "_fdlimit",
             "_forms",
             "_frames",
+            "_gc",
             "_handler",
             "_json",
             "_lag",

@@ -1,12 +1,14 @@
 """First contact (issue 20, item 11): what a new user reads first does what it says.
 
-The README's samples run what they define; the tutorial's first two steps,
-typed as shown, run; the request attributes are all in the handlers guide;
-no page promises a guide "when it lands" or hides markup inside bold.
+The README's samples run what they define; the tutorial shows each step whole
+or as a diff of the one before, so typing along gives the tested files; the
+request attributes are all in the handlers guide; no page promises a guide
+"when it lands" or hides markup inside bold.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from pathlib import Path
@@ -35,31 +37,25 @@ def test_each_readme_sample_runs_the_handler_it_defines(monkeypatch: pytest.Monk
         pr.Server(ran[0])  # a valid handler
 
 
-def _included(page: Path, stop: str) -> str:
-    """The Python the page shows (its literalincludes) before the heading ``stop``."""
-    text = page.read_text().partition(f"\n{stop}\n")[0]
-    shown = []
-    pattern = r"\.\. literalinclude:: (\S+)\n   :language: python\n((?:   :.*\n)*)"
-    for path, options in re.findall(pattern, text):
-        source = (page.parent / path).read_text()
-        after = re.search(r":start-after: (.*)", options)
-        before = re.search(r":end-before: (.*)", options)
-        if after:
-            source = source.partition(after[1])[2]
-        if before:
-            source = source.partition(before[1])[0]
-        shown.append(source)
-    return "\n".join(shown)
-
-
-def test_the_tutorials_first_steps_run_as_shown(tmp_path: Path) -> None:
-    code = _included(DOCS / "tutorial.rst", "The protocol")
-    (tmp_path / "static").mkdir()  # as step 2 tells
-    namespace: dict[str, Any] = {"__name__": "steps", "__file__": str(tmp_path / "steps.py")}
-    exec(compile(code, "tutorial.rst", "exec"), namespace)  # no NameError: pr, STATIC, Any...
-    for step in ("BareChat", "RoomChat"):
-        pr.Server(namespace[step])
-    assert "create it, with an ``index.html`` in it" in (DOCS / "tutorial.rst").read_text()
+def test_the_tutorial_shows_every_step_whole_or_as_a_diff_of_the_one_before() -> None:
+    # Typed along, the reader ends with the very files the tests run: each
+    # step is shown whole, or as its diff against the previous step's file.
+    page = (DOCS / "tutorial.rst").read_text()
+    shown = re.findall(r"\.\. literalinclude:: \.\./(examples/\S+\.py)\n((?:   :.*\n)*)", page)
+    steps = [(path, options) for path, options in shown if re.search(r"step\d|chat/app", path)]
+    assert [path for path, _ in steps] == [
+        *(f"examples/tutorial/step{n}.py" for n in range(1, 7)),
+        "examples/chat/app.py",
+    ]
+    assert ":diff:" not in steps[0][1]  # the first step is shown whole
+    for (path, options), previous in zip(steps[1:], [p for p, _ in steps[:-1]], strict=True):
+        assert not re.search(r":(start-after|end-before|lines|pyobject):", options), path
+        diff = re.search(r":diff: \.\./(\S+)", options)
+        assert diff is None or diff[1] == previous, f"{path}: a diff of {diff}, not {previous}"
+    for n in range(1, 7):  # each step is a handler the server accepts as it is
+        module = importlib.import_module(f"examples.tutorial.step{n}")
+        pr.Server(module.Chat)
+    assert "static/" in page.partition("Step 6")[2]  # it says to create the page's folder
 
 
 def test_every_request_attribute_is_in_the_handlers_guide() -> None:
