@@ -3,10 +3,11 @@
 The loop is written against the small :class:`~._transport.Transport`
 interface, so the same code serves a raw non-blocking socket (the fast path)
 and any trio ``Stream`` (TLS, memory streams in tests); the transports are in
-``_transport.py``.  Each turn of the loop is three steps: read a request head
-(``_read_request``), run the handler (``_dispatch``), write the response
-(``_write_response``).  Every head, the server's own error answers included,
-is built by :class:`~._answers.ResponseHeads`.
+``_transport.py``.  Each turn of the loop reads a request head
+(``_serve``), then runs the handler and writes the response (``_respond``,
+one coroutine for both: fewer calls on the path every request takes).
+Every head, the server's own error answers included, is built by
+:class:`~._answers.ResponseHeads`.
 
 A file body (``Response.file()``, ``DirServer``: a :class:`~._files.FileBody`)
 is sent after the handler returns by ``transport.send_file`` (``os.sendfile``
@@ -233,77 +234,66 @@ class HTTPConnection:
             self._log_access(request, status, len(data))
 
     async def _serve(self) -> None:
-        """Serve requests until the connection must close: read, dispatch, write, repeat.
+        """Serve requests until the connection must close: read a head, respond, repeat.
 
-        The read step is split in two: this loop waits for bytes, and the
-        plain function ``_read_request`` turns them into a request: one
-        coroutine less in every connection's suspended stack.
+        The read step is inline (no coroutine of its own in every idle
+        connection's suspended stack, no call on every request).
         """
         server = self.server
         transport = self.transport
         parser = self.parser
+        client, scheme = transport.client, transport.scheme
         while True:
-            if server.shutting_down and self.handled:
+            handled = self.handled
+            if handled and server.shutting_down:
                 return  # a response ended during shutdown: no next request
-            wait_first = self._start_request()
-            event: object = NEED_DATA if wait_first is not None else parser.next_event()
+            # Between requests: reset the per-request state.
+            self.waiting = Waiting.HEAD
+            if handled:  # the keep-alive idle time counts from the last response
+                self.since = trio.current_time()
+            self.request = None
+            response = self.response
+            if response is not None:
+                response.release_file()  # closes a file the handler opened and left
+                self.response = None
+            event: object
+            if parser.has_pending_data or parser.their_eof:
+                event = parser.next_event()
+                wait_first = False
+            else:
+                # On a keep-alive connection the next request cannot be there
+                # yet: wait for the socket before the first recv.
+                event = NEED_DATA
+                wait_first = handled > 0
             while event is NEED_DATA:
                 had_data = parser.has_pending_data
-                data = await transport.receive_some(bool(wait_first))
+                data = await transport.receive_some(wait_first)
                 wait_first = False
-                event = self._read_request(data, had_data)
+                if data:
+                    if not had_data and handled:
+                        # A keep-alive request's first byte: the idle timeout ends and
+                        # header_timeout counts from here.  (The first request's
+                        # header_timeout counts from the connection's start.)
+                        self.since = trio.current_time()
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
+                event = parser.next_event()
             if event is CLOSED:
                 return
             assert isinstance(event, Request)
-            event.bind(self, transport.client, transport.scheme)
-            response = await self._dispatch(event)
-            if response is None:
-                return
-            if not await self._write_response(event, response):
+            event.bind(self, client, scheme)
+            if not await self._respond(event):
                 return
             if self.handled % _CHECKPOINT_EVERY == 0:
                 await trio.lowlevel.checkpoint()
 
-    def _start_request(self) -> bool | None:
-        """Between requests: reset the per-request state.
-
-        Returns None when the parser can answer at once (bytes or EOF are
-        buffered), else whether to wait for the socket before the first
-        ``recv`` (on a keep-alive connection the next request cannot be
-        there yet).
-        """
-        parser = self.parser
-        self.waiting = Waiting.HEAD
-        if self.handled:  # the keep-alive idle time counts from the last response
-            self.since = trio.current_time()
-        self.request = None
-        if self.response is not None:
-            self.response.release_file()  # closes a file the handler opened and left
-        self.response = None
-        if parser.has_pending_data or parser.their_eof:
-            return None
-        return self.handled > 0
-
-    def _read_request(self, data: bytes, had_data: bool) -> object:
-        """The read step: feed what arrived; the parser's next event (NEED_DATA: read on)."""
-        parser = self.parser
-        if data:
-            if not had_data and self.handled:
-                # A keep-alive request's first byte: the idle timeout ends and
-                # header_timeout counts from here.  (The first request's
-                # header_timeout counts from the connection's start.)
-                self.since = trio.current_time()
-            parser.feed(data)
-        else:
-            parser.feed_eof()
-        return parser.next_event()
-
-    async def _dispatch(self, request: Request) -> Response | None:
-        """Run the handler on ``request``: the response to write, or None to end the connection.
+    async def _respond(self, request: Request) -> bool:
+        """Run the handler on ``request`` and send its response; whether another may follow.
 
         A handler's exception becomes a 500 (logged with the request); after
         ``upgrade()`` the WebSocket's life runs here, and the connection ends
-        with it.
+        with it.  One coroutine for both halves: it runs on every request.
         """
         server = self.server
         response = Response(self)
@@ -326,25 +316,90 @@ class HTTPConnection:
         except HandshakeError:
             pass  # upgrade() refused it and set the response (400/401/403/426)
         except HTTPError as exc:
-            if response.started or self.websocket is not None:
-                return await self._handler_failed(request, response)  # too late to answer instead
-            cookies = response.headers.getlist("set-cookie")
-            response = self._answer_instead(response, exc.status, exc.detail)
-            for name, value in exc.headers.items():
-                response.headers[name] = value
-            for cookie in cookies:  # a login that clears a stale session, say
-                response.headers.add("set-cookie", cookie)
+            if response.started or self.websocket is not None:  # too late to answer instead
+                failed = await self._handler_failed(request, response)
+                if failed is None:
+                    return False
+                response = failed
+            else:
+                cookies = response.headers.getlist("set-cookie")
+                response = self._answer_instead(response, exc.status, exc.detail)
+                for name, value in exc.headers.items():
+                    response.headers[name] = value
+                for cookie in cookies:  # a login that clears a stale session, say
+                    response.headers.add("set-cookie", cookie)
         except ClientDisconnected:
-            return None  # the client left mid-request: nothing to answer, nothing to log
+            return False  # the client left mid-request: nothing to answer, nothing to log
         except Exception:
-            return await self._handler_failed(request, response)
+            failed = await self._handler_failed(request, response)
+            if failed is None:
+                return False
+            response = failed
         if self.websocket is not None:
             if server.config.access_log:
                 self._log_access(request, 101, 0)
             self.waiting = Waiting.WEBSOCKET
             await self.websocket.run(server.handler_instance)
-            return None
-        return response
+            return False
+        # Send what the handler left (unless it streamed).
+        transport = self.transport
+        self._send_mark = (transport.send_waited, transport.bytes_sent)
+        if response.started:
+            if not self._stream_chunked or self._stream_state != "ended":
+                # An HTTP/1.0 stream ends by closing; so does one the
+                # handler left early (an exception, a cancel scope) or
+                # whose write was interrupted: its framing is incomplete.
+                return False
+            keep_alive = not response.close_connection  # decided by start_stream
+        else:
+            keep_alive = self._keep_alive(request, response)
+            file_body = response.file_body
+            if file_body is not None:
+                if not await self._send_file(request, response, file_body, keep_alive):
+                    return False
+            else:
+                status = response.status
+                try:
+                    data = self.heads.fixed(
+                        status,
+                        response.headers.raw,
+                        response.body,
+                        request.method,
+                        request.http_version,
+                        keep_alive,
+                    )
+                except LocalProtocolError as exc:
+                    status, data = 500, self._invalid_response(request, exc, keep_alive)
+                response.started = True
+                await transport.send_all(data)
+                if server.config.access_log:
+                    self._log_access(request, status, len(response.body))
+        parser = self.parser
+        remaining = parser.body_remaining
+        if not keep_alive:
+            self.linger = remaining != 0
+            return False
+        if remaining != 0 and not await self._drain():
+            return False
+        parser.start_next_cycle()
+        return True
+
+    def _invalid_response(
+        self, request: Request, exc: LocalProtocolError, keep_alive: bool
+    ) -> bytes:
+        """The 500 sent for a response only the writer can see is invalid (logged)."""
+        # A handler mistake (a body on a 204, status 1000): the client gets a
+        # 500, the log says why.
+        error_log.error(
+            "handler %s built an invalid response to %s %s: %s",
+            self.server.spec.name,
+            request.method,
+            request.target.decode("ascii", "replace"),
+            exc,
+        )
+        return self.heads.error(
+            500, method=request.method, version=request.http_version, keep_alive=keep_alive
+        )
 
     async def _handler_failed(self, request: Request, response: Response) -> Response | None:
         """The handler raised (called in its ``except``): log it; a 500, or None to close."""
@@ -372,70 +427,6 @@ class HTTPConnection:
         response = self.response = Response(self)
         response.text(error_body(status, detail).decode(), status=status)
         return response
-
-    async def _write_response(self, request: Request, response: Response) -> bool:
-        """Send what the handler left (unless it streamed); whether another request may follow."""
-        self._send_mark = (self.transport.send_waited, self.transport.bytes_sent)
-        if response.started:
-            if not self._stream_chunked or self._stream_state != "ended":
-                # An HTTP/1.0 stream ends by closing; so does one the
-                # handler left early (an exception, a cancel scope) or
-                # whose write was interrupted: its framing is incomplete.
-                return False
-            keep_alive = not response.close_connection  # decided by start_stream
-        else:
-            keep_alive = self._keep_alive(request, response)
-            file_body = response.file_body
-            if file_body is not None:
-                if not await self._send_file(request, response, file_body, keep_alive):
-                    return False
-            else:
-                data, status = self._fixed_response(request, response, keep_alive)
-                response.started = True
-                await self.transport.send_all(data)
-                if self.server.config.access_log:
-                    self._log_access(request, status, len(response.body))
-        remaining = self.parser.body_remaining
-        if not keep_alive:
-            self.linger = remaining != 0
-            return False
-        if remaining != 0 and not await self._drain():
-            return False
-        self.parser.start_next_cycle()
-        return True
-
-    def _fixed_response(
-        self, request: Request, response: Response, keep_alive: bool
-    ) -> tuple[bytes, int]:
-        """The bytes of a response whose body is ``response.body`` (one write), and its status.
-
-        A plain function, not a coroutine: it runs on every request.
-        """
-        status = response.status
-        try:
-            data = self.heads.fixed(
-                status,
-                response.headers.raw,
-                response.body,
-                request.method,
-                request.http_version,
-                keep_alive,
-            )
-        except LocalProtocolError as exc:
-            # A handler mistake only the writer can see (a body on a 204,
-            # status 1000): the client gets a 500, the log says why.
-            error_log.error(
-                "handler %s built an invalid response to %s %s: %s",
-                self.server.spec.name,
-                request.method,
-                request.target.decode("ascii", "replace"),
-                exc,
-            )
-            status = 500
-            data = self.heads.error(
-                500, method=request.method, version=request.http_version, keep_alive=keep_alive
-            )
-        return data, status
 
     async def _send_file(
         self, request: Request, response: Response, body: FileBody, keep_alive: bool
