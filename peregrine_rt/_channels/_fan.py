@@ -42,6 +42,7 @@ class Fan:
         "paused",
         "snapshot",
         "topic",
+        "witness",
     )
 
     def __init__(self, topic: str, conflate: Callable[[Any], Any] | None = None) -> None:
@@ -53,6 +54,9 @@ class Fan:
         self.last: int | None = None  # the offset of the last publication delivered
         self.epoch: str | None = None  # the topic's epoch, as the last join read it
         self.paused: list[str] | None = None  # what arrived since pause()
+        # Told (epoch, offset) of each newer publication delivered: the history
+        # backend's memory of the topic (``RedisHistory.seen``), if it keeps one.
+        self.witness: Callable[[str, int], None] | None = None
 
     def deliver(self, message: str | bytes) -> bool:
         """Send a hub message (a frame, or ``!<sender>\\n<frame>``) to the members."""
@@ -64,6 +68,8 @@ class Fan:
         offset = offset_of(message)
         if offset is not None and (self.last is None or offset > self.last):
             self.last = offset
+            if self.witness is not None and self.epoch is not None:
+                self.witness(self.epoch, offset)
         targets = self.snapshot
         if targets is None:
             targets = self.snapshot = tuple(

@@ -388,6 +388,14 @@ class RedisHistory:
             log.warning("Redis had lost %d publications: put back", restored)
         return restored
 
+    def seen(self, topic: str, epoch: str, offset: int) -> None:
+        """A publication of ``topic`` this node delivered (the Channels layer tells it).
+
+        So the node knows the topic's last offset even when another node
+        appended it, and puts that back if Redis loses the topic.
+        """
+        self._know(topic, epoch, offset)
+
     def _know(self, topic: str, epoch: str, last: int) -> None:
         known = self._known.pop(topic, None)
         if known is not None and known[0] == epoch:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import trio
@@ -433,6 +434,9 @@ class Channels:
         fan = self._fans.get(socket.topic)
         if fan is None:
             fan = self._fans[socket.topic] = Fan(socket.topic, socket.spec.options.conflate)
+            seen = getattr(self._history_of(socket.spec), "seen", None)
+            if callable(seen):
+                fan.witness = partial(seen, socket.topic)
             if self._hub is None:
                 raise RuntimeError("Channels is not attached to a server's hub")
             self._hub.subscribe(fan, hub_topic(socket.topic))
