@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -31,13 +32,19 @@ from .websocket import WebSocket
 __all__ = ["Hub", "Subscriber", "broadcast"]
 
 PUBLISH_BURST = 16  # publishes between two schedule points of Hub.publish
-# Deliveries between two schedule points of one publish: a publish to 20,000
-# sockets yields 5 times instead of stalling every other task for it.  Not
-# smaller: each yield lets the server's flush write what was delivered so
-# far, one send() per socket, where a burst of publishes to a room of 1,000
-# otherwise costs one send() per socket for all of them (measured: 512 here
-# doubled the CPU per delivery at 1,000 members).
-FANOUT_BATCH = 4096
+# The time one publish may deliver before it lets other tasks run.  A fresh
+# HTTP request needs two or three scheduling rounds (accept, then
+# read-handle-write), each behind everything runnable in a round: with 20,000
+# subscribers, fixed batches of 4,096 deliveries were 6-13 ms of CPU each (more
+# on a loaded machine), part of the 129 ms p99 of a probe during broadcasts
+# (bench/scale.py).  A room of 1,000 (about 1 ms) is still delivered in one
+# step.  Only within one publish: a burst of publishes still yields every
+# PUBLISH_BURST calls, as each yield lets the server's flush write what was
+# delivered so far, one send() per socket (a time slice per burst cost 33%
+# more CPU per delivery at 1,000 members in bench/fanout.py).
+FANOUT_SLICE = 0.002  # seconds
+FANOUT_CHECK = 256  # deliveries between two looks at the clock (0.2-1 ms of them)
+_clock = time.perf_counter  # what the slices are measured with (a test may replace it)
 
 
 class Subscriber(Protocol):
@@ -206,25 +213,28 @@ class Hub:
         return _fanout(self._snapshot(topic), message)[0]
 
     async def fan_out(self, topic: str, message: str | bytes) -> int:
-        """Deliver to this process's subscribers, yielding every ``FANOUT_BATCH`` of them.
+        """Deliver to this process's subscribers, yielding every ``FANOUT_SLICE`` seconds.
 
         What :meth:`publish` does locally: a topic with many subscribers does
         not stall the other tasks for the whole delivery (the frame is still
-        encoded once).  The pauses are shielded: a publish is never cut short
-        by a cancellation half-way (every subscriber gets it, or none).  The
+        encoded once).  The clock is read every ``FANOUT_CHECK`` deliveries.
+        The pauses are shielded: a publish is never cut short by a
+        cancellation half-way (every subscriber gets it, or none).  The
         subscribers are those of the topic when it starts: one that joins
         meanwhile does not get the message, one that leaves (but is still
         open) does.  Returns how many took it.
         """
         snapshot = self._snapshot(topic)
-        if len(snapshot) <= FANOUT_BATCH:
+        if len(snapshot) <= FANOUT_CHECK:
             return _fanout(snapshot, message)[0]
         delivered = 0
         frame: bytes | None = None
-        for start in range(0, len(snapshot), FANOUT_BATCH):
-            if start:
+        began = _clock()
+        for start in range(0, len(snapshot), FANOUT_CHECK):
+            if start and _clock() - began >= FANOUT_SLICE:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            count, frame = _fanout(snapshot[start : start + FANOUT_BATCH], message, frame)
+                began = _clock()
+            count, frame = _fanout(snapshot[start : start + FANOUT_CHECK], message, frame)
             delivered += count
         return delivered
 

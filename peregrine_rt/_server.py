@@ -49,7 +49,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 
-REAP_BATCH = 1000  # connections the reaper checks between two schedule points
+# Connections the reaper checks between two schedule points.  A sweep's
+# batches are spread over its tick, so this also sizes the waves of pings
+# (and of the pongs that answer them, each waking a task): with 20,000 sockets
+# pinging every 5 s, batches of 1,000 sent ~200 pings at once and their pongs
+# came back as one scheduling round of 9-20 ms CPU; 250 quarters both.
+REAP_BATCH = 250
 REAP_CANCELS = 64  # timeouts it fires between two schedule points
 
 log = logging.getLogger("peregrine_rt.server")

@@ -47,10 +47,24 @@ class Recording:
         return True
 
 
-async def test_a_publish_to_many_subscribers_yields_between_batches() -> None:
+class FakeClock:
+    """A clock that moves ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def publish_turns(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, n: int) -> list[int]:
+    """Publish to ``n`` subscribers with the hub's clock replaced: each one's ticker turn."""
+    monkeypatch.setattr(_hub, "_clock", clock)
     hub = pr.Hub()
     ticker = Ticker()
-    subscribers = [Recording(ticker) for _ in range(5 * _hub.FANOUT_BATCH)]
+    subscribers = [Recording(ticker) for _ in range(n)]
     for sub in subscribers:
         hub.subscribe(sub, "t")
     async with trio.open_nursery() as nursery:
@@ -60,18 +74,38 @@ async def test_a_publish_to_many_subscribers_yields_between_batches() -> None:
         nursery.cancel_scope.cancel()
     turns = [sub.turns[0] for sub in subscribers]
     assert turns == sorted(turns)  # in subscription order
-    # The other task ran during the publish, only ever between two batches
+    return turns
+
+
+async def test_a_publish_to_many_subscribers_yields_once_its_time_slice_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each look at the clock (one per FANOUT_CHECK deliveries) is half a slice.
+    turns = await publish_turns(
+        monkeypatch, FakeClock(_hub.FANOUT_SLICE / 2), 8 * _hub.FANOUT_CHECK
+    )
+    # The other task ran during the publish, only ever between two checks
     # (trio may run it before or after the publisher in a round: not every
     # yield shows, but at least one does).
     changes = [i for i in range(1, len(turns)) if turns[i] != turns[i - 1]]
     assert changes
-    assert all(i % _hub.FANOUT_BATCH == 0 for i in changes), changes
+    assert all(i % _hub.FANOUT_CHECK == 0 for i in changes), changes
 
 
-async def test_the_flush_yields_between_batches_of_sockets() -> None:
+async def test_a_quick_publish_to_many_subscribers_does_not_yield(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Time decides, not the count: a clock that stands still never ends the slice.
+    turns = await publish_turns(monkeypatch, FakeClock(0.0), 20 * _hub.FANOUT_CHECK)
+    assert len(set(turns)) == 1
+
+
+async def flush_turns(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, n: int) -> list[int]:
+    """Flush ``n`` corked sockets, the flush's clock replaced: the ticker's turn per send."""
+    monkeypatch.setattr(_outbox, "_clock", clock)
     ticker = Ticker()
     scheduler = SendScheduler()
-    transports = [FakeTransport() for _ in range(4 * _outbox.FLUSH_BATCH)]
+    transports = [FakeTransport() for _ in range(n)]
     outboxes = [
         Outbox(FakeOwner(), t, scheduler, limit=1 << 20)  # type: ignore[arg-type]
         for t in transports
@@ -92,10 +126,24 @@ async def test_the_flush_yields_between_batches_of_sockets() -> None:
             box.deliver(b"frame")
         await wait_until(lambda: len(seen) == len(outboxes))
         nursery.cancel_scope.cancel()
-    changes = [i for i in range(1, len(seen)) if seen[i] != seen[i - 1]]
-    assert changes  # the ticker ran during the flush, only between batches
-    assert all(i % _outbox.FLUSH_BATCH == 0 for i in changes), changes
     assert all(bytes(t.wire) == b"frame" for t in transports)
+    return seen
+
+
+async def test_the_flush_yields_once_its_time_slice_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = await flush_turns(
+        monkeypatch, FakeClock(_outbox.FLUSH_SLICE / 2), 8 * _outbox.FLUSH_CHECK
+    )
+    changes = [i for i in range(1, len(seen)) if seen[i] != seen[i - 1]]
+    assert changes  # the ticker ran during the flush, only between checks
+    assert all(i % _outbox.FLUSH_CHECK == 0 for i in changes), changes
+
+
+async def test_a_quick_flush_does_not_yield(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = await flush_turns(monkeypatch, FakeClock(0.0), 20 * _outbox.FLUSH_CHECK)
+    assert len(set(seen)) == 1
 
 
 class Idle:
