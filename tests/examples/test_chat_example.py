@@ -150,7 +150,13 @@ class ChatServer:
 async def open_chat(
     directory: Path, config: Config | None = None, *, app: type[Chat] = Chat
 ) -> AsyncIterator[ChatServer]:
-    """``app(data_dir=directory)`` (a :class:`Chat`) served in memory for the block."""
+    """``app(data_dir=directory)`` (a :class:`Chat`) served in memory for the block.
+
+    The server sends no pings unless ``config`` says otherwise: under the
+    autojump clock, virtual time leaps while a handler waits for SQLite's
+    thread, the unread pong then looks late, and the server drops the socket.
+    """
+    config = config or Config(ws_ping_interval=None)
     async with (
         open_client(app(data_dir=directory), config) as http,
         open_channels_connector(http.server) as connector,
