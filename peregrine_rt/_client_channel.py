@@ -260,7 +260,7 @@ class Channel:
             return params, True
         return params, False
 
-    async def _join_once(self, *, rejoin: bool) -> JoinReply:
+    async def _join_once(self, *, rejoin: bool, sent: trio.Event | None = None) -> JoinReply:
         socket = self._socket
         params, asked = self._join_params()
         ref = socket.make_ref()
@@ -273,6 +273,8 @@ class Channel:
         waiter = socket.expect(ref, on_reply)
         try:
             await socket.send(Frame(ref, ref, self.topic, PHX_JOIN, params))
+            if sent is not None:
+                sent.set()  # the next channel's rejoin may go now
             status, response = await waiter.wait()
         finally:
             socket.forget(ref)
@@ -309,30 +311,56 @@ class Channel:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._join_subs.remove(send)
 
-    async def _rejoin(self, *, wait_first: bool = False) -> None:
-        """Rejoin after a reconnect or a ``phx_error``, retrying with backoff while connected."""
-        attempt = 0 if not wait_first else 1
-        if wait_first:
-            await trio.sleep(self._socket.backoff.delay(0))
-        while self._wanted and self._state is ChannelState.ERRORED:
-            self._set_state(ChannelState.JOINING)
-            with trio.move_on_after(self.timeout):
-                try:
-                    await self._join_once(rejoin=True)
-                except (JoinRefused, Disconnected):
-                    return  # closed by the refusal; or the socket rejoins after reconnecting
-                return
-            if self.state is ChannelState.JOINING:  # (the reader may have changed it)
-                self._set_state(ChannelState.ERRORED)
-            await trio.sleep(self._socket.backoff.delay(attempt))
-            attempt += 1
+    async def _rejoin(
+        self,
+        *,
+        wait_first: bool = False,
+        after: trio.Event | None = None,
+        sent: trio.Event | None = None,
+    ) -> None:
+        """Rejoin after a reconnect or a ``phx_error``, retrying with backoff while connected.
+
+        ``after``: wait for it before sending the join (the rejoin of the
+        channel joined before this one was sent); ``sent`` is set once this
+        one's first join is sent, or it gave up.
+        """
+        try:
+            attempt = 0 if not wait_first else 1
+            if wait_first:
+                await trio.sleep(self._socket.backoff.delay(0))
+            if after is not None:
+                await after.wait()
+            while self._wanted and self._state is ChannelState.ERRORED:
+                self._set_state(ChannelState.JOINING)
+                with trio.move_on_after(self.timeout):
+                    try:
+                        await self._join_once(rejoin=True, sent=sent)
+                    except (JoinRefused, Disconnected):
+                        return  # closed by the refusal; or the socket rejoins after reconnecting
+                    return
+                if self.state is ChannelState.JOINING:  # (the reader may have changed it)
+                    self._set_state(ChannelState.ERRORED)
+                await trio.sleep(self._socket.backoff.delay(attempt))
+                attempt += 1
+        finally:
+            if sent is not None:
+                sent.set()
 
     # -- what the socket calls ----------------------------------------------------
 
-    def connected(self) -> None:
-        """A new connection is open: rejoin if the channel was joined."""
+    def connected(self, after: trio.Event | None = None) -> trio.Event | None:
+        """A new connection is open: rejoin if the channel was joined.
+
+        The socket calls it for its channels in the order they were joined,
+        passing what the previous call returned: the rejoins reach the
+        server in that order, as phoenix.js sends them (an app may refuse a
+        topic until another is joined: the chat's rooms need its nick).
+        """
         if self._wanted and self._state is ChannelState.ERRORED:
-            self._socket.start_soon(self._rejoin)
+            sent = trio.Event()
+            self._socket.start_soon(lambda: self._rejoin(after=after, sent=sent))
+            return sent
+        return after
 
     def disconnected(self) -> None:
         """The connection dropped: a joined channel waits to rejoin."""

@@ -396,8 +396,9 @@ class Socket:
                 self._heartbeat_ref = None
                 if self._heartbeat is not None:
                     nursery.start_soon(self._beat, link, self._heartbeat)
+                previous: trio.Event | None = None  # rejoins go out in join order
                 for channel in list(self._channels.values()):
-                    channel.connected()
+                    previous = channel.connected(previous)
                 reason = await self._read(link)
                 nursery.cancel_scope.cancel()
             return reason

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -536,3 +536,39 @@ async def test_a_phx_error_makes_the_channel_rejoin(autojump_clock: trio.testing
             assert room.state is ChannelState.JOINED
             assert len(app.sent("phx_join")) == 2
             assert connector.connections == 1  # the same connection
+
+
+class Ordered(pr.Channels):
+    """``b:*`` refuses a connection that has not joined ``a`` (as the chat's rooms need a nick)."""
+
+    @pr.topic("a", history=False)
+    class A:
+        async def join(self, socket: pr.Socket, params: Any) -> None:
+            socket.ws.state["a"] = True
+
+    @pr.topic("b:{n}", history=False)
+    class B:
+        async def join(self, socket: pr.Socket, params: Any) -> None:
+            if not socket.ws.state.get("a"):
+                raise pr.Refuse("a_first")
+
+
+async def test_rejoins_reach_the_server_in_the_order_of_the_joins() -> None:
+    # trio runs the tasks of a batch in random order: the rejoins must not
+    # depend on it (phoenix.js sends them in join order).
+    async with open_channels_connector(Ordered()) as connector:
+        assert connector is not None
+        async with open_socket(TEST_URL + "/socket", connect=connector, backoff=FAST) as socket:
+            first = socket.channel("a")
+            others = [socket.channel(f"b:{n}") for n in range(5)]
+            async with AsyncExitStack() as stack:
+                joins = [await stack.enter_async_context(c.joins()) for c in (first, *others)]
+                for channel, replies in zip((first, *others), joins, strict=True):
+                    await channel.join()
+                    await replies.receive()
+                for _ in range(8):
+                    await connector.drop_all()
+                    with trio.fail_after(30):  # a refused rejoin closes its channel: no reply
+                        for replies in joins:
+                            assert (await replies.receive()).rejoin
+                    assert [c.state for c in others] == [ChannelState.JOINED] * 5
