@@ -2,8 +2,7 @@
 
 History in SQLite in ``CHAT_DATA`` (default ``data/chat``), or in Redis with
 ``--redis URL`` on several nodes.  A plain GET gets the browser client
-(``static/``); a WebSocket, the topics ``chat`` and ``room:<name>``.
-The protocol: docs/tutorial.rst.
+(``static/``); a WebSocket, the topics ``chat`` and ``room:<name>`` (docs/tutorial.rst).
 """
 
 from __future__ import annotations
@@ -60,8 +59,7 @@ class Chat(pr.Channels):
     limits = pr.Limits(max_joins=MAX_JOINED + 1, publish_rate=RATE, publish_burst=BURST,
                        max_message_size=4 * MAX_TEXT + 1024, max_violations=20)  # fmt: skip
     static = pr.DirServer(Path(__file__).parent / "static", cache_control={"*": "no-cache"})
-    room_idle = ROOM_IDLE
-    nick_hold = NICK_HOLD
+    room_idle, nick_hold = ROOM_IDLE, NICK_HOLD
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -169,7 +167,9 @@ class Chat(pr.Channels):
                 await refuse(socket, "empty", "a message has some text")
             if len(text) > MAX_TEXT:
                 await refuse(socket, "too_long", f"a message has at most {MAX_TEXT} characters")
-            message = {"nick": socket.assigns["nick"], "text": text, "ts": int(time.time() * 1000)}
+            if (nick := socket.ws.state.get("nick")) is None:  # it left "chat": not its nick now
+                await refuse(socket, "hello_first", 'join "chat" with a nick first')
+            message = {"nick": nick, "text": text, "ts": int(time.time() * 1000)}
             ref = payload.get("ref")
             if isinstance(ref, (str, int)) and not isinstance(ref, bool) and len(str(ref)) <= 64:
                 message["ref"] = ref  # a client that lost the ack finds its message by it
@@ -179,8 +179,8 @@ class Chat(pr.Channels):
                 raise pr.Refuse("unavailable", text=f"{UNAVAILABLE}: not sent") from None
 
         async def on_typing(self, socket: pr.Socket, payload: Any) -> None:
-            now, nick = trio.current_time(), socket.assigns["nick"]
-            if now - socket.assigns.get("typed", -math.inf) >= TYPING_EVERY:
+            now, nick = trio.current_time(), socket.ws.state.get("nick")
+            if nick and now - socket.assigns.get("typed", -math.inf) >= TYPING_EVERY:
                 socket.assigns["typed"] = now
                 await socket.broadcast_from("typing", {"nick": nick}, history=False)
 

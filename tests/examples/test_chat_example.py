@@ -53,13 +53,6 @@ FAST = Backoff(initial=0.01, maximum=0.1)
 PATIENT = 1e6  # a reply timeout the autojump clock never reaches while SQLite works in a thread
 COOKIE = "chat_session"
 
-REJOIN_ORDER = pytest.mark.xfail(
-    strict=False,
-    reason="peregrine_rt.client rejoins a socket's channels in concurrent tasks, in no fixed "
-    "order (phoenix.js sends them in join order): when room:<name>'s rejoin reaches the server "
-    "before chat's, it is refused hello_first and the room stays closed (about 2 runs in 3)",
-)
-
 
 @pytest.fixture(autouse=True)
 def chat_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -541,7 +534,6 @@ async def test_presence_lists_each_nick_with_one_meta_per_connection(tmp_path: P
 # -- recovery ------------------------------------------------------------------------
 
 
-@REJOIN_ORDER
 async def test_a_reconnect_recovers_what_was_missed_exactly_once(tmp_path: Path) -> None:
     async with open_chat(tmp_path) as chat, open_channels_connector(chat.http.server) as line:
         assert line is not None
@@ -640,7 +632,6 @@ async def test_history_survives_a_restart_and_ids_keep_growing(tmp_path: Path) -
         ]
 
 
-@REJOIN_ORDER
 async def test_a_client_recovers_across_a_restart_of_the_server(tmp_path: Path) -> None:
     async with (
         restartable(tmp_path) as (connect, restart),
@@ -667,7 +658,6 @@ async def test_a_client_recovers_across_a_restart_of_the_server(tmp_path: Path) 
             assert after == first + 1
 
 
-@REJOIN_ORDER
 async def test_a_new_store_is_a_new_epoch_and_the_client_refetches(tmp_path: Path) -> None:
     async with (
         restartable(tmp_path / "one") as (connect, restart),
