@@ -79,6 +79,7 @@ class Link:
 
     Attributes:
         subprotocol: the subprotocol the server chose, or ``None``.
+        headers: the headers of the server's 101 answer (names in lower case).
         close_code: the code of the close frame received (1006: the
             connection dropped without one); ``None`` while open.
         close_reason: its reason.
@@ -90,8 +91,10 @@ class Link:
         conn: WSConnection,
         subprotocol: str | None,
         max_message_size: int,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self.subprotocol = subprotocol
+        self.headers = headers or []
         self.close_code: int | None = None
         self.close_reason = ""
         self._stream = stream
@@ -224,7 +227,11 @@ async def open_link(
         while True:
             for event in conn.events():
                 if isinstance(event, AcceptConnection):
-                    return Link(stream, conn, event.subprotocol, max_message_size)
+                    answer = [
+                        (name.decode("latin-1").lower(), value.decode("latin-1"))
+                        for name, value in event.extra_headers
+                    ]
+                    return Link(stream, conn, event.subprotocol, max_message_size, answer)
                 if isinstance(event, RejectConnection):
                     status = event.status_code
                     if not event.has_body:

@@ -163,6 +163,11 @@ class Socket:
     Attributes:
         url: the endpoint URL as given.
         connections: how many connections were opened so far (1 after the first).
+        cookies: the cookies sent with every handshake: those of the ``cookie``
+            header given, updated with what each 101 sets (``Set-Cookie``), so
+            that a session the server started (the chat's) keeps this client
+            the same person across reconnects. Names and values only: no
+            domain, path or expiry is kept (one endpoint, one process).
     """
 
     def __init__(
@@ -190,7 +195,14 @@ class Socket:
             path = path.rstrip("/") + "/websocket"
         self._path, self._query = path, query
         self._params = params
-        self._headers = dict(headers or {})
+        self._headers = {k: v for k, v in (headers or {}).items() if k.lower() != "cookie"}
+        self.cookies: dict[str, str] = {}
+        for name, value in (headers or {}).items():
+            if name.lower() == "cookie":
+                for pair in value.split(";"):
+                    key, eq, val = pair.strip().partition("=")
+                    if eq and key:
+                        self.cookies[key] = val
         self._subprotocols: list[str] = []
         if token is not None:
             encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
@@ -361,7 +373,7 @@ class Socket:
                 link = await open_link(
                     self._endpoint,
                     self._target(),
-                    headers=self._headers,
+                    headers=self._handshake_headers(),
                     subprotocols=self._subprotocols,
                     connect=self._connect,
                     ssl_context=self._ssl_context,
@@ -374,6 +386,7 @@ class Socket:
             else:
                 attempt = 0
                 self.connections += 1
+                self._keep_cookies(link.headers)
                 self._link = link
                 self._drop_reason = None
                 self._set_state(SocketState.OPEN)
@@ -387,6 +400,30 @@ class Socket:
             attempt += 1
             self._set_state(SocketState.RECONNECTING, attempt, delay, reason)
             await trio.sleep(delay)
+
+    def _handshake_headers(self) -> dict[str, str]:
+        if not self.cookies:
+            return self._headers
+        jar = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        return {**self._headers, "cookie": jar}
+
+    def _keep_cookies(self, headers: list[tuple[str, str]]) -> None:
+        """Take what the 101 set (``Set-Cookie``): a value, or a removal (``Max-Age=0``)."""
+        for name, value in headers:
+            if name != "set-cookie":
+                continue
+            pair, _, attributes = value.partition(";")
+            key, eq, val = pair.strip().partition("=")
+            if not eq or not key:
+                continue
+            expired = any(
+                a.strip().lower().replace(" ", "") in ("max-age=0", "max-age=-1")
+                for a in attributes.split(";")
+            )
+            if expired:
+                self.cookies.pop(key, None)
+            else:
+                self.cookies[key] = val.strip()
 
     async def _serve(self, link: Link) -> str:
         """Read, heartbeat and rejoin on ``link`` until it ends; return why it ended."""
@@ -497,7 +534,8 @@ async def open_socket(
             and ``vsn=2.0.0`` plus ``params`` to the query, as phoenix.js does.
         params: connection params for the query string: a mapping, or a
             function called at each (re)connect.
-        headers: extra headers of the handshake request (e.g. a cookie).
+        headers: extra headers of the handshake request (a ``cookie`` header goes
+            into :attr:`Socket.cookies`, which the 101's ``Set-Cookie`` updates).
         token: a bearer token sent as phoenix.js's ``authToken`` is: the
             subprotocols ``phoenix`` and ``base64url.bearer.phx.<token>``.
         heartbeat: seconds between heartbeats; a heartbeat still unanswered

@@ -572,3 +572,42 @@ async def test_rejoins_reach_the_server_in_the_order_of_the_joins() -> None:
                         for replies in joins:
                             assert (await replies.receive()).rejoin
                     assert [c.state for c in others] == [ChannelState.JOINED] * 5
+
+
+class Remembers(pr.Channels):
+    """Starts a session at the handshake, as the chat does: ``Set-Cookie`` on the 101."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, str]] = []
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        if request.upgrade is not None:
+            self.seen.append(dict(request.cookies))
+            if "sid" not in request.cookies:
+                response.headers.add("set-cookie", f"sid=s{len(self.seen)}; Path=/; HttpOnly")
+            response.headers.add("set-cookie", "flash=; Max-Age=0")  # a removal
+        await super().handle(request, response)
+
+    @pr.topic("t", history=False)
+    class T:
+        pass
+
+
+async def test_the_cookies_a_handshake_sets_are_sent_on_every_reconnect() -> None:
+    app = Remembers()
+    async with open_channels_connector(app) as connector:
+        assert connector is not None
+        given = {"cookie": "theme=dark; flash=hello"}
+        async with open_socket(
+            TEST_URL + "/socket", connect=connector, backoff=FAST, headers=given
+        ) as socket:
+            channel = socket.channel("t")
+            async with channel.joins() as joins:
+                await channel.join()
+                await joins.receive()
+                assert socket.cookies == {"theme": "dark", "sid": "s1"}
+                await connector.drop_all()
+                assert (await joins.receive()).rejoin
+        # The same person after the reconnect: the session cookie went back.
+        assert app.seen == [{"theme": "dark", "flash": "hello"}, {"theme": "dark", "sid": "s1"}]
