@@ -65,8 +65,8 @@ class Config:
     gc_freeze_above: int | None = _opt(
         2_000,
         "With this many connections open at once, long-lived objects are frozen out of "
-        "Python's cyclic garbage collector (gc.freeze() every second after a collection "
-        "of what is newer; a full collection only once they grew by half), so that a "
+        "Python's cyclic garbage collector (every 0.05 s, a collection of what is newer, "
+        "then gc.freeze(); a full collection only once the heap grew by half), so that a "
         "collection never walks every open connection: a full one took 0.6-1.2 s with "
         "20,000 idle WebSockets.  None: leave the collector alone.",
         group="limits",
