@@ -65,6 +65,9 @@ class Fan:
         if self.paused is not None:
             self.paused.append(message)
             return True
+        sender = None
+        if message.startswith("!"):
+            sender, _, message = message[1:].partition("\n")
         offset = offset_of(message)
         if offset is not None and (self.last is None or offset > self.last):
             self.last = offset
@@ -76,8 +79,7 @@ class Fan:
                 ws for ws, s in self.members.items() if s.buffer is None
             )
             self.buffering = tuple(s for s in self.members.values() if s.buffer is not None)
-        if message.startswith("!"):
-            sender, _, message = message[1:].partition("\n")
+        if sender is not None:
             targets = tuple(ws for ws in targets if self.members[ws].conn_id != sender)
         for socket in self.buffering:
             if socket.buffer is not None:

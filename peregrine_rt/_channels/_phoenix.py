@@ -194,6 +194,11 @@ def error_frame(join_ref: str | None, topic: str) -> Frame:
     return Frame(join_ref, join_ref, topic, PHX_ERROR, {})
 
 
+def publication_frame(topic: str, offset: int, event: str, payload: Any) -> Frame:
+    """A broadcast of a topic with history: its offset rides in the ref slot."""
+    return Frame(None, publication_ref(offset), topic, event, payload)
+
+
 def publication_ref(offset: int) -> str:
     """The ref of a publication with history ``offset``: ``"p:<offset>"``.
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._phoenix import Frame, encode, publication_ref
+from ._phoenix import encode, publication_frame
 
 if TYPE_CHECKING:
     from ._fan import Fan
@@ -89,7 +89,7 @@ class Relink:
             else:
                 if recovery.recovered:
                     missed = [
-                        encode(Frame(None, publication_ref(p.offset), topic, p.event, p.payload))
+                        encode(publication_frame(topic, p.offset, p.event, p.payload))
                         for p in recovery.publications
                     ]
                 else:

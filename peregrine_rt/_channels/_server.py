@@ -53,6 +53,7 @@ from ._phoenix import (
     decode,
     encode,
     error_frame,
+    publication_frame,
     publication_ref,
     reply,
 )
@@ -359,9 +360,7 @@ class Channels:
         if backend is not None:
             last = response["offset"]
             for pub in missed:
-                await ws.send(
-                    encode(Frame(None, publication_ref(pub.offset), topic, pub.event, pub.payload))
-                )
+                await ws.send(encode(publication_frame(topic, pub.offset, pub.event, pub.payload)))
             await self._release(socket, last)
         if spec.options.presence and self._presence is not None:
             await self._track(socket)
