@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
-from ._http import RequestHead, parse_query
+from ._http import RequestHead, parse_cookie_header, parse_query
 from ._json import loads
 from .exceptions import InvalidJSON
 
@@ -153,14 +153,10 @@ class Request(RequestHead):
         except AttributeError:
             cookies: dict[str, str] = {}
             for header in self.headers.getlist("cookie"):
-                for part in header.split(";"):
-                    name, sep, value = part.partition("=")
-                    name = name.strip()
-                    if sep and name and name not in cookies:
-                        value = value.strip()
-                        if len(value) >= 2 and value[0] == value[-1] == '"':
-                            value = value[1:-1]
-                        cookies[name] = value
+                parse_cookie_header(header, cookies)
+            for name, value in cookies.items():
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    cookies[name] = value[1:-1]
             self._cookies = cookies
             return cookies
 

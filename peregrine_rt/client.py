@@ -80,6 +80,7 @@ from ._client_types import (
     StateChange,
     subscription,
 )
+from ._http import parse_cookie_header
 from .exceptions import ConnectionClosed, HandshakeError
 
 if TYPE_CHECKING:
@@ -199,10 +200,7 @@ class Socket:
         self.cookies: dict[str, str] = {}
         for name, value in (headers or {}).items():
             if name.lower() == "cookie":
-                for pair in value.split(";"):
-                    key, eq, val = pair.strip().partition("=")
-                    if eq and key:
-                        self.cookies[key] = val
+                parse_cookie_header(value, self.cookies)
         self._subprotocols: list[str] = []
         if token is not None:
             encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._events import NEED_DATA, PAUSED, Data, EndOfMessage, Event, RequestHead, Sentinel
-from ._headers import Headers
+from ._headers import Headers, parse_cookie_header
 from ._parser import (
     CLOSED,
     MAX_BODY_SIZE,
@@ -54,6 +54,7 @@ __all__ = [
     "encode_response",
     "encode_response_head",
     "may_have_body",
+    "parse_cookie_header",
     "parse_query",
     "split_target",
 ]

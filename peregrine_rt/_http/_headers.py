@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-__all__ = ["Headers"]
+__all__ = ["Headers", "parse_cookie_header"]
+
+
+def parse_cookie_header(header: str, cookies: dict[str, str]) -> None:
+    """Add the ``name=value`` pairs of a ``Cookie`` header to ``cookies``.
+
+    The first value of a name wins (one already in ``cookies`` stays);
+    values are kept as sent, quotes included.
+    """
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if sep and name and name not in cookies:
+            cookies[name] = value.strip()
 
 
 class Headers(Mapping[str, str]):
