@@ -56,13 +56,16 @@ class Relink:
 
     def relinked(self, run_id: str) -> None:
         """The hub's link is up again: pause the fans with history (``RedisHub.on_link``)."""
+        backends: dict[int, History] = {}
         for topic, fan in self.fans.items():
             backend = self.history_for(topic)
             if backend is not None:
                 fan.pause()
-                notify = getattr(backend, "relinked", None)  # RedisHistory: puts data back
-                if callable(notify):
-                    notify(run_id)
+                backends[id(backend)] = backend
+        for backend in backends.values():  # each told once (RedisHistory: puts data back)
+            notify = getattr(backend, "relinked", None)
+            if callable(notify):
+                notify(run_id)
         self.pending.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
