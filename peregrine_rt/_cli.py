@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc))
     except OSError as exc:
         return fail(cannot_listen(config, exc))
-    install_default_logging(log_level.upper())
+    install_default_logging(log_level.upper(), config.log_format)
     try:
         trio.run(serve_until_signalled, server)
     except BaseException as exc:

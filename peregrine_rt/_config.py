@@ -296,6 +296,58 @@ class Config:
     access_log: bool = _opt(
         False, "Log every request to the 'peregrine_rt.access' logger.", group="logging"
     )
+    log_format: Literal["text", "json"] = _opt(
+        "text",
+        "How the command line's log lines look: 'text' (one readable line) or 'json' (one "
+        "JSON object per line: time, level, logger, message, and the request's or "
+        "connection's fields).  Query-string tokens and cookie values are redacted in both.",
+        group="logging",
+    )
+    metrics: bool = _opt(
+        False,
+        "Serve GET /metrics (ops_prefix first) in the Prometheus text format: requests, "
+        "connections, WebSocket messages and closes, slow consumers, the hub, Redis, "
+        "Channels.  With workers > 1 one scrape covers every worker.",
+        group="operations",
+    )
+    metrics_port: int | None = _opt(
+        None,
+        "Serve /metrics, /healthz, /readyz and the status page on this port (same host) "
+        "instead of the app's; 0 picks a free one.  None: on the app's port.",
+        group="operations",
+    )
+    health: bool = _opt(
+        False,
+        "Serve GET /healthz (200 while the process serves) and GET /readyz (200 when "
+        "listening, the hub is linked and no shutdown is under way; 503 otherwise), "
+        "ops_prefix first.",
+        group="operations",
+    )
+    ops_prefix: str = _opt(
+        "",
+        "Path prefix of the operations endpoints (/metrics, /healthz, /readyz, /status), "
+        "e.g. '/_ops'.  A Router app with a route on one of them is refused at start.",
+        group="operations",
+    )
+    status_page: bool = _opt(
+        False,
+        "Serve a live status page at /status (ops_prefix first): connections, message "
+        "rates, topics and drops as small live charts, over the server's own WebSocket.",
+        group="operations",
+    )
+    status_token: str | None = _opt(
+        None,
+        "The token the status page asks for (?token=...).  None with status_page on: a "
+        "random one, logged once at start.",
+        group="operations",
+    )
+    metrics_dir: str | None = _opt(
+        None,
+        "Directory where worker processes share their figures for /metrics and the "
+        "status page (one small file each, rewritten every second).  None: the "
+        "supervisor makes a temporary one when workers > 1.",
+        group="operations",
+    )
     server_header: str | None = _opt(
         None,
         "Value of a Server response header; None sends none (no fingerprinting).",
@@ -329,6 +381,16 @@ class Config:
                 raise ValueError(f"Config.{name} must be at least 1, or None")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0-65535, not {self.port}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("Config.log_format must be 'text' or 'json'")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"Config.metrics_port must be 0-65535, not {self.metrics_port}")
+        if self.ops_prefix and (
+            not self.ops_prefix.startswith("/") or self.ops_prefix.endswith("/")
+        ):
+            raise ValueError(
+                f"Config.ops_prefix must start with '/' and not end with one: {self.ops_prefix!r}"
+            )
         if self.ws_slow_policy not in ("close", "drop-oldest"):
             raise ValueError("Config.ws_slow_policy must be 'close' or 'drop-oldest'")
         for name in (

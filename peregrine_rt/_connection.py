@@ -37,6 +37,7 @@ from ._http import (
     encode_chunk,
     may_have_body,
 )
+from ._logfmt import redact_target
 from ._request import Request
 from ._response import Response
 from .exceptions import (
@@ -75,6 +76,7 @@ class HTTPConnection:
     """Serves one connection until it closes (see the module docstring)."""
 
     __slots__ = (
+        "_began",
         "_body_bytes",
         "_body_waited",
         "_send_mark",
@@ -111,6 +113,7 @@ class HTTPConnection:
         self.scope = trio.CancelScope()
         self.waiting = Waiting.HEAD
         self.since = trio.current_time()
+        self._began = self.since  # when the response under way began (access log, metrics)
         self.timeout_reason: str | None = None
         self.handled = 0
         self.request: Request | None = None
@@ -230,7 +233,7 @@ class HTTPConnection:
             await self.transport.send_all(data)
         except ClientDisconnected:
             return
-        if self.server.config.access_log:  # every answer is logged, the server's own too
+        if self.server.observed:  # every answer is logged and counted, the server's own too
             self._log_access(request, status, len(data))
 
     async def _serve(self) -> None:
@@ -304,8 +307,10 @@ class HTTPConnection:
         self._body_bytes = 0
         self.waiting = Waiting.HANDLER
         self.handled += 1
+        if server.observed:
+            self._began = trio.current_time()
         try:
-            await server.handler_instance.handle(request, response)
+            await server.dispatch(request, response)
         except RemoteProtocolError as exc:
             if exc.close or response.started or self.websocket is not None:
                 raise  # a bad body, met while the handler read it: answer and close
@@ -336,10 +341,10 @@ class HTTPConnection:
                 return False
             response = failed
         if self.websocket is not None:
-            if server.config.access_log:
+            if server.observed:
                 self._log_access(request, 101, 0)
             self.waiting = Waiting.WEBSOCKET
-            await self.websocket.run(server.handler_instance)
+            await self.websocket.run(self.websocket.hooks or server.handler_instance)
             return False
         # Send what the handler left (unless it streamed).
         transport = self.transport
@@ -372,7 +377,7 @@ class HTTPConnection:
                     status, data = 500, self._invalid_response(request, exc, keep_alive)
                 response.started = True
                 await transport.send_all(data)
-                if server.config.access_log:
+                if server.observed:
                     self._log_access(request, status, len(response.body))
         parser = self.parser
         remaining = parser.body_remaining
@@ -394,7 +399,7 @@ class HTTPConnection:
             "handler %s built an invalid response to %s %s: %s",
             self.server.spec.name,
             request.method,
-            request.target.decode("ascii", "replace"),
+            redact_target(request.target.decode("ascii", "replace")),
             exc,
         )
         return self.heads.error(
@@ -415,7 +420,7 @@ class HTTPConnection:
             "handler %s raised on %s %s",
             server.spec.name,
             request.method,
-            request.target.decode("ascii", "replace"),
+            redact_target(request.target.decode("ascii", "replace")),
         )
         if response.started:
             return None  # mid-stream: all we can do is close
@@ -469,7 +474,7 @@ class HTTPConnection:
                 "a file shrank while %r was sent: connection closed", request.target[:200]
             )
             return False
-        if self.server.config.access_log:
+        if self.server.observed:
             self._log_access(request, response.status, body.length)
         return True
 
@@ -504,20 +509,49 @@ class HTTPConnection:
         return True
 
     def _log_access(self, request: Request | None, status: int, size: int) -> None:
-        """One access-log line (``Config.access_log``); ``request`` None: no head was read."""
+        """Count a response (``Config.metrics``) and log it (``Config.access_log``).
+
+        ``request`` None: no head was read.  The target is logged with its
+        secrets redacted (``redact_target``).
+        """
+        server = self.server
+        now = trio.current_time()
+        began = self._began if request is not None else self.since
+        if server.counting:
+            server.stats.request_done(
+                request.method if request is not None else "-", status, max(0.0, now - began)
+            )
+        if not server.config.access_log:
+            return
         client = self.transport.client
         where = f"{client[0]}:{client[1]}" if client else "-"
+        fields: dict[str, object] = {
+            "client": where,
+            "status": status,
+            "size": size,
+            "duration_ms": round((now - began) * 1000, 3),
+        }
         if request is None:
-            access_log.info('%s - "-" %d %d', where, status, size)
+            access_log.info('%s - "-" %d %d', where, status, size, extra={"fields": fields})
             return
+        target = redact_target(request.target.decode("ascii", "replace"))
+        fields.update(method=request.method, path=target, http_version=request.http_version)
+        headers = request.headers
+        referer = headers.get("referer")
+        if referer:
+            fields["referer"] = redact_target(referer)
+        agent = headers.get("user-agent")
+        if agent:
+            fields["user_agent"] = agent
         access_log.info(
             '%s - "%s %s HTTP/%s" %d %d',
             where,
             request.method,
-            request.target.decode("ascii", "replace"),
+            target,
             request.http_version,
             status,
             size,
+            extra={"fields": fields},
         )
 
     # -- what Request and Response call -----------------------------------------
@@ -603,5 +637,5 @@ class HTTPConnection:
         if self._stream_chunked and may_have_body(response.status, request.method):
             await self._stream_write(LAST_CHUNK)
         self._stream_state = "ended"
-        if self.server.config.access_log:
+        if self.server.observed:
             self._log_access(request, response.status, -1)

@@ -27,6 +27,7 @@ from typing import Protocol
 import trio
 
 from ._frames import encode_frame
+from ._metrics import Stats
 from .websocket import WebSocket
 
 __all__ = ["Hub", "Subscriber", "broadcast"]
@@ -112,6 +113,8 @@ class Hub:
         # (itself or others) from inside deliver().
         self._snapshots: dict[str, tuple[WebSocket | Subscriber, ...]] = {}
         self._burst = 0  # publishes since this hub last yielded
+        self.stats = Stats()
+        """The process's figures (``peregrine_rt._metrics.Stats``); a server shares its own."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -196,6 +199,7 @@ class Hub:
         Returns:
             How many local subscribers took it.
         """
+        self.stats.hub_publishes += 1
         delivered = await self.fan_out(topic, message)
         # Deliveries are written when this task yields (the server's flush),
         # so that a burst of publishes costs one send() per subscriber.  Yield
@@ -210,7 +214,9 @@ class Hub:
 
     def publish_local(self, topic: str, message: str | bytes) -> int:
         """Deliver to this process's subscribers only, synchronously (in one go)."""
-        return _fanout(self._snapshot(topic), message)[0]
+        delivered = _fanout(self._snapshot(topic), message)[0]
+        self.stats.hub_deliveries += delivered
+        return delivered
 
     async def fan_out(self, topic: str, message: str | bytes) -> int:
         """Deliver to this process's subscribers, yielding every ``FANOUT_SLICE`` seconds.
@@ -226,7 +232,9 @@ class Hub:
         """
         snapshot = self._snapshot(topic)
         if len(snapshot) <= FANOUT_CHECK:
-            return _fanout(snapshot, message)[0]
+            delivered = _fanout(snapshot, message)[0]
+            self.stats.hub_deliveries += delivered
+            return delivered
         delivered = 0
         frame: bytes | None = None
         began = _clock()
@@ -236,6 +244,7 @@ class Hub:
                 began = _clock()
             count, frame = _fanout(snapshot[start : start + FANOUT_CHECK], message, frame)
             delivered += count
+            self.stats.hub_deliveries += count
         return delivered
 
     def _snapshot(self, topic: str) -> tuple[WebSocket | Subscriber, ...]:

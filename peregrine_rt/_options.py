@@ -67,4 +67,12 @@ class ServerOptions(TypedDict, total=False):
     redis_url: str | None
     redis_timeout: float
     access_log: bool
+    log_format: Literal["text", "json"]
+    metrics: bool
+    metrics_port: int | None
+    health: bool
+    ops_prefix: str
+    status_page: bool
+    status_token: str | None
+    metrics_dir: str | None
     server_header: str | None

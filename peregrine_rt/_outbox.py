@@ -40,6 +40,7 @@ import trio
 from .exceptions import ClientDisconnected, ConnectionClosed
 
 if TYPE_CHECKING:
+    from ._metrics import Stats
     from ._transport import Transport
 
 __all__ = ["Outbox", "OutboxItem", "OutboxOwner", "SendScheduler"]
@@ -178,6 +179,7 @@ class Outbox:
         "owner",
         "policy",
         "scheduler",
+        "stats",
         "transport",
     )
 
@@ -190,8 +192,10 @@ class Outbox:
         limit: int,
         policy: str = "close",
         droppable: bool = True,
+        stats: Stats | None = None,
     ) -> None:
         self.owner = owner
+        self.stats = stats  # counts messages dropped by drop-oldest
         self.transport = transport
         self.scheduler = scheduler
         self.limit = limit
@@ -476,6 +480,8 @@ class Outbox:
             items.extendleft(reversed(kept))  # in place: a writer may hold a reference
             if dropped:
                 self._rekey()
+                if self.stats is not None:
+                    self.stats.slow_dropped += dropped
             if dropped and not self._dropping:  # one line per episode, not per message
                 self._dropping = True
                 error_log.warning(

@@ -277,6 +277,7 @@ class RedisHub(Hub):
         """
         if not isinstance(topic, str):
             raise TypeError(f"topics are str, not {type(topic).__name__}")
+        self.stats.hub_publishes += 1
         delivered = await self.fan_out(topic, message)
         conn = self._pub
         if conn is None:
@@ -309,6 +310,7 @@ class RedisHub(Hub):
 
     def _unavailable(self, topic: str, delivered: int, why: str) -> HubUnavailable:
         self.lost += 1
+        self.stats.hub_lost += 1
         self._lost_in_outage += 1
         if self._lost_in_outage == 1:  # once per outage; the count comes at reconnection
             log.warning(

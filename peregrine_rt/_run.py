@@ -51,7 +51,7 @@ def run(
         if status:
             raise SystemExit(status)
         return
-    install_default_logging(log_level)
+    install_default_logging(log_level, server.config.log_format)
     try:
         trio.run(serve_until_signalled, server)
     except BaseExceptionGroup as group:

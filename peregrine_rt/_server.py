@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import types
+from functools import partial
 from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
@@ -36,6 +37,9 @@ from ._gc import GCPolicy
 from ._handler import HandlerSpec, check_handler
 from ._hub import Hub
 from ._lag import LagMonitor
+from ._logfmt import JSONFormatter
+from ._metrics import Stats
+from ._ops import Operations, sample
 from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
@@ -120,6 +124,17 @@ class Server:
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
+        self.stats: Stats = self.hub.stats
+        """This process's figures (``peregrine_rt._metrics.Stats``; ``/metrics`` shows them)."""
+        self.stats.sample = partial(sample, self)
+        config = self.config
+        self.counting = config.metrics or config.status_page
+        self.observed = config.access_log or self.counting  # each response logged or counted
+        self.accepting = False  # listening and taking connections (readiness)
+        self.ops: Operations | None = None
+        if config.metrics or config.health or config.status_page:
+            self.ops = Operations(self)
+        self.dispatch: Any = self._not_serving  # the entry point: the handler's handle, or ops
 
     # -- addresses ------------------------------------------------------------
 
@@ -287,6 +302,10 @@ class Server:
         thread_limiter().total_tokens = config.thread_pool_size
         handler = self._handler
         self.handler_instance = handler() if isinstance(handler, type) else handler
+        self.dispatch = self.handler_instance.handle
+        if self.ops is not None:
+            self.ops.check(self.handler_instance)
+            self.dispatch = self.ops.entry(self.dispatch)
         attach_hub = getattr(self.handler_instance, "attach_hub", None)
         if callable(attach_hub):  # HubMixin, or any handler that wants the hub
             attach_hub(self.hub)
@@ -300,6 +319,8 @@ class Server:
                 await services.start(self.hub.serve)
                 await services.start(self.lag.run)
                 await services.start(self.gc_policy.run)
+                if self.ops is not None:
+                    await services.start(self.ops.run)
                 if self.spec.has_background:
                     await services.start(self._background)
                 async with trio.open_nursery() as nursery:
@@ -313,8 +334,10 @@ class Server:
                             for listener in listeners or ():
                                 accept_nursery.start_soon(self._listener_loop, listener, nursery)
                             accept_nursery.start_soon(self._wait_for_shutdown, accepting)
+                            self.accepting = True
                             task_status.started()
                     # Shutting down: no new connections from here on.
+                    self.accepting = False
                     for sock in socks:
                         sock.close()
                     for listener in listeners or ():
@@ -345,6 +368,9 @@ class Server:
                         await self.handler_instance.shutdown()
                     except Exception:
                         error_log.exception("%s.shutdown() raised", self.spec.name)
+
+    async def _not_serving(self, request: Any, response: Any) -> None:
+        raise RuntimeError("the server is not serving yet")  # pragma: no cover
 
     async def _background(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the handler's ``background()`` for the server's life (see handlers.rst).
@@ -574,13 +600,18 @@ class Server:
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
 
-def install_default_logging(level: int | str | None) -> None:
+def install_default_logging(level: int | str | None, log_format: str = "text") -> None:
+    """Log ``peregrine_rt``'s lines to stderr, as text or JSON (unless the app set logging up)."""
     root = logging.getLogger("peregrine_rt")
     if level is not None:
         root.setLevel(level)
     if not logging.getLogger().handlers and not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handler.setFormatter(
+            JSONFormatter()
+            if log_format == "json"
+            else logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+        )
         root.addHandler(handler)
         if level is None:
             root.setLevel(logging.INFO)

@@ -88,6 +88,7 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ("channels", "Channels", "what one Channels connection may do"),
     ("workers", "workers", "processes and threads"),
     ("logging", "logging", "what is logged"),
+    ("operations", "operations", "metrics, health checks, the status page"),
 )
 _GROUP_KEYS = frozenset(key for key, _, _ in GROUPS)
 

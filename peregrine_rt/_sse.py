@@ -25,6 +25,7 @@ from .exceptions import ClientDisconnected
 if TYPE_CHECKING:
     from ._connection import HTTPConnection
     from ._hub import Hub
+    from ._metrics import Stats
     from ._response import Response
 
 __all__ = ["EventStream", "open_event_stream"]
@@ -113,6 +114,7 @@ class EventStream:
         self._policy = policy
         self._wakeup = trio.Event()
         self._last_write = trio.current_time()
+        self.stats: Stats | None = None  # the server's figures, once the stream runs
 
     async def _write(self, text: str) -> None:
         if self.closed:
@@ -154,11 +156,15 @@ class EventStream:
         if self._queued_bytes + size > self._outbox_size:
             if self._policy != "drop-oldest":
                 error_log.warning("%r: slow consumer, %d bytes queued; ending it", self, size)
+                if self.stats is not None:
+                    self.stats.slow_closed += 1
                 self.closed = True
                 self._wakeup.set()
                 return False
             while self._queue and self._queued_bytes + size > self._outbox_size:
                 self._queued_bytes -= _size(self._queue.popleft())
+                if self.stats is not None:
+                    self.stats.slow_dropped += 1
         self._queue.append(message)
         self._queued_bytes += size
         self._wakeup.set()
@@ -232,6 +238,10 @@ class EventStream:
         self, conn: HTTPConnection | None, ping_interval: float | None
     ) -> AsyncIterator[EventStream]:
         """Run the keep-alive pinger and the disconnect watcher around the handler's block."""
+        stats = conn.server.stats if conn is not None else None
+        self.stats = stats
+        if stats is not None:
+            stats.sse_streams += 1
         try:
             async with trio.open_nursery() as nursery:
                 if ping_interval is not None:
@@ -255,6 +265,9 @@ class EventStream:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise  # pragma: no cover - the pinger catches what it meets
+        finally:
+            if stats is not None:
+                stats.sse_streams -= 1
 
     def __repr__(self) -> str:
         return f"<EventStream {'closed' if self.closed else 'open'}>"

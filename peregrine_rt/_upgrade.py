@@ -96,6 +96,7 @@ async def upgrade(
     max_message_size: int | None = _UNSET,
     allowed_origins: tuple[str, ...] | None = _UNSET,
     authenticate: Authenticate | None = _UNSET,
+    hooks: object | None = None,
 ) -> WebSocket:
     """Answer ``101 Switching Protocols`` and turn this connection into a WebSocket.
 
@@ -119,6 +120,9 @@ async def upgrade(
             ``authenticate`` method of the handler answering the request
             (``request.handler``, set by a router, else the server's), if it
             has one; pass ``None`` for no check.  :doc:`web/identity` tells the whole story.
+        hooks: an object whose ``on_open``/``on_message``/``on_close`` serve this
+            socket instead of the handler's (the server's own endpoints, such as
+            the status page, use it); it needs ``on_open``, ``on_message`` and ``on_close``.
 
     Raises:
         HandshakeError: not an acceptable handshake; the response is already set
@@ -126,7 +130,7 @@ async def upgrade(
     """
     conn = request.connection
     config = conn.server.config
-    if not conn.server.spec.has_websocket:
+    if hooks is None and not conn.server.spec.has_websocket:
         raise RuntimeError(
             f"{conn.server.spec.name} calls upgrade() but has no on_message: "
             "define async def on_message(self, ws, message)"
@@ -208,6 +212,7 @@ async def upgrade(
         compressed=bool(extensions),
         initial=conn.parser.trailing_data,
     )
+    ws.hooks = hooks
     conn.websocket = ws
     request.websocket = ws
     await conn.transport.send_all(head)

@@ -31,14 +31,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Message,
-    Ping,
-    Pong,
-    TextMessage,
-)
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
 from ._frames import encode_frame
 from ._outbox import Outbox
@@ -107,9 +100,11 @@ class WebSocket:
         "_pong_waiters",
         "_reader",
         "_receiver",
+        "_stats",
         "_ws",
         "close_code",
         "close_reason",
+        "hooks",
         "last_seen",
         "latency",
         "request",
@@ -137,6 +132,7 @@ class WebSocket:
         self.subprotocol = subprotocol
         self.state: dict[str, Any] = {}
         self.user: Any = None
+        self.hooks: Any = None  # upgrade(hooks=...): who serves it instead of the handler
         self._expires_at: float | None = None  # UNIX time
         self._expires: float | None = None  # the same, on trio's clock
         self.set_user(request.user)
@@ -145,6 +141,7 @@ class WebSocket:
         self.close_reason: str | None = None
         self._max_size = max_size
         config = conn.server.config
+        self._stats = conn.server.stats
         # The common-frame fast path (peregrine_rt._frames) needs frames as
         # RFC 6455 writes them with no extension in between.
         self._fast = not compressed
@@ -162,6 +159,7 @@ class WebSocket:
             limit=config.ws_outbox_size,
             policy=config.ws_slow_policy,
             droppable=self._fast,
+            stats=self._stats,
         )
         self._initial = initial  # bytes that came with the upgrade request
         self._ended = False  # its life (run) is over: it can join no hub
@@ -238,6 +236,7 @@ class WebSocket:
         """
         if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
             raise self.closed_error()
+        self._stats.ws_sent += 1
         await self._outbox.send(self._encode(message))
 
     def deliver(self, message: str | bytes) -> bool:
@@ -254,7 +253,9 @@ class WebSocket:
         """
         if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
             return False
-        return self._outbox.deliver(self._encode(message))
+        ok = self._outbox.deliver(self._encode(message))
+        self._stats.ws_sent += ok
+        return ok
 
     # -- for the hub and broadcast() ------------------------------------------------
 
@@ -262,7 +263,9 @@ class WebSocket:
         """:meth:`deliver` for a frame already encoded (only where :attr:`shares_frames`)."""
         if self.close_code is not None:
             return False
-        return self._outbox.deliver(frame)
+        ok = self._outbox.deliver(frame)
+        self._stats.ws_sent += ok
+        return ok
 
     def deliver_keyed(self, frame: bytes, key: object) -> bool:
         """:meth:`deliver_frame`, conflated: a queued, unsent delivery with the same ``key``
@@ -270,7 +273,9 @@ class WebSocket:
         (prices, cursors, scores) instead of a backlog."""
         if self.close_code is not None:
             return False
-        return self._outbox.deliver_keyed(frame, key)
+        ok = self._outbox.deliver_keyed(frame, key)
+        self._stats.ws_sent += ok
+        return ok
 
     def track_hub(self, hub: Hub) -> None:
         """Note that ``hub`` has subscribed this socket: it leaves ``hub`` when it closes.
@@ -316,6 +321,7 @@ class WebSocket:
         """
         reason = "slow consumer: outbox full"
         self.close_code, self.close_reason = 1008, reason
+        self._stats.slow_closed += 1
         self._close_deadline = trio.current_time() + self._conn.server.config.ws_close_timeout
         if self._ws.state is not ConnectionState.OPEN:
             return None
@@ -450,7 +456,7 @@ class WebSocket:
         server.websockets.add(self)
         try:
             try:
-                if spec.has_on_open:
+                if self.hooks is not None or spec.has_on_open:  # hooks: all three
                     await handler.on_open(self)
                 await self._receive_loop(handler)
             except ConnectionClosed:
@@ -476,10 +482,11 @@ class WebSocket:
         finally:
             self._ended = True
             server.websockets.discard(self)
+            self._stats.ws_closed(self.close_code or 1006)
             if self._hubs:
                 for hub in self._hubs:
                     hub.unsubscribe(self)
-            if spec.has_on_close:
+            if self.hooks is not None or spec.has_on_close:
                 with (
                     trio.CancelScope(shield=True),
                     trio.move_on_after(server.config.shutdown_grace),
@@ -528,6 +535,7 @@ class WebSocket:
                 event = backlog.popleft()
                 if type(event) is str or type(event) is bytes:  # from the fast path
                     if self.close_code is None:
+                        self._stats.ws_received += 1
                         await on_message(self, event)
                     continue
                 self.last_seen = trio.current_time()
@@ -562,6 +570,7 @@ class WebSocket:
                         message = parts.decode() if type(event) is TextMessage else bytes(parts)
                         parts = None
                     size = 0
+                    self._stats.ws_received += 1
                     await on_message(self, message)
                 elif isinstance(event, Ping):
                     if ws.state is ConnectionState.OPEN:
@@ -593,11 +602,8 @@ class WebSocket:
     def check_timeout(self, now: float) -> bool:
         """Heartbeat, identity expiry and close timeout (called by the server's reaper).
 
-        A socket idle for its share of ``Config.ws_ping_interval`` gets a ping,
-        queued without a task (the flush writes it).  Each socket pings after
-        between 50% and 150% of the interval (its own jitter, drawn once), so
-        sockets that opened together ping spread over a whole interval, not
-        in one wave.
+        A socket idle for its share of ``Config.ws_ping_interval`` (see
+        ``HEARTBEAT_JITTER``) gets a ping, queued without a task (the flush writes it).
 
         Returns:
             True when it cancelled the connection (a timeout), else False.

@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "_json",
             "_lag",
             "_loader",
+            "_logfmt",
+            "_metrics",
             "_mime",
             "_options",
             "_threads",
@@ -74,7 +76,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "_client_types",
         },
     ),
-    ("server", {"_server"}),
+    ("server", {"_server", "_ops", "_status"}),
     ("workers and CLI", {"_workers", "_cli", "_run", "_settings"}),
     ("the package's face", {"__init__", "__main__", "testing"}),
 ]

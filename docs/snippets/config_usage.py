@@ -24,7 +24,7 @@ def test_both_forms_give_the_same_config() -> None:
 def test_run_takes_both_forms(monkeypatch) -> None:
     # run() as far as it goes without serving: no logging set-up, no trio.run
     seen = []
-    monkeypatch.setattr(pr._run, "install_default_logging", lambda level: None)
+    monkeypatch.setattr(pr._run, "install_default_logging", lambda level, log_format="text": None)
     monkeypatch.setattr(pr._run.trio, "run", lambda fn, server: seen.append(server.config))
     serve_configured()
     assert len(seen) == 2 and seen[0] == seen[1]

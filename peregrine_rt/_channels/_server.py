@@ -306,8 +306,11 @@ class Channels:
     async def _join(self, ws: WebSocket, conn: Conn, frame: Frame) -> None:
         topic = frame.topic
         found = self.spec_of(topic) if topic != PHOENIX_TOPIC else None
+        stats = self._hub.stats if self._hub is not None else None
         if found is None:
             await self._error(ws, conn, frame, "unmatched topic")
+            if stats is not None:
+                stats.channel_join("error")
             return
         spec, params = found
         old = conn.joins.get(topic)
@@ -316,11 +319,15 @@ class Channels:
             await ws.send(encode(close_frame(old.join_ref, topic)))
         elif len(conn.joins) >= conn.limits.max_joins:
             await self._error(ws, conn, frame, "too_many_joins")
+            if stats is not None:
+                stats.channel_join("error")
             return
         join_params = frame.payload
         since = join_params.get("since") if isinstance(join_params, dict) else None
         if not isinstance(join_params, dict) or not _valid_since(since):
             await self._error(ws, conn, frame, "bad_message")
+            if stats is not None:
+                stats.channel_join("error")
             return
         socket = Socket(self, ws, conn.id, topic, params, frame.join_ref, spec)
         response: dict[str, Any] = {}
@@ -328,9 +335,13 @@ class Channels:
             try:
                 answer = await spec.join(socket, join_params)
             except Refuse as exc:
+                if stats is not None:
+                    stats.channel_join("error")
                 await ws.send(encode(reply(frame, "error", {"reason": exc.reason, **exc.details})))
                 return
             except Exception:
+                if stats is not None:
+                    stats.channel_join("error")
                 self._log_crash(spec, "join")
                 await ws.send(encode(reply(frame, "error", {"reason": "join crashed"})))
                 return
@@ -356,6 +367,12 @@ class Channels:
                 fan.joined(position.offset, position.epoch)
         elif since is not None:
             response.update(recovered=False, reason=NO_HISTORY)
+        if stats is not None:
+            stats.channel_join("ok")
+            if since is not None:
+                stats.channel_recovery(
+                    "recovered" if response["recovered"] else str(response["reason"])
+                )
         await ws.send(encode(reply(frame, "ok", response)))
         if backend is not None:
             last = response["offset"]
@@ -408,6 +425,7 @@ class Channels:
                 del self._fans[socket.topic]
                 if self._hub is not None:
                     self._hub.unsubscribe(fan, hub_topic(socket.topic))
+                    self._hub.stats.channel_topics -= 1
         key = socket.assigns.get("presence_key")
         if key is not None and self._presence is not None:
             try:
@@ -439,6 +457,7 @@ class Channels:
             if self._hub is None:
                 raise RuntimeError("Channels is not attached to a server's hub")
             self._hub.subscribe(fan, hub_topic(socket.topic))
+            self._hub.stats.channel_topics += 1
         fan.members[socket.ws] = socket
         fan.changed()
 

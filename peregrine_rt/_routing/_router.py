@@ -538,6 +538,27 @@ class Router:
                 done.add(id(instance))
                 yield instance, spec
 
+    def route_for(self, path: str) -> str | None:
+        """The route that takes ``path`` (for some method), described, or None.
+
+        Mounted routers are searched too (by the rest of the path); other
+        mounted handlers are not, since what they take is theirs to decide.
+        The server uses it to refuse an app whose route hides one of its
+        own endpoints (``Config.ops_prefix``).
+        """
+        allowed = self._table.allowed(path)
+        if allowed:
+            return f"{', '.join(sorted(allowed))} {path}"
+        for mount in self._mounts:
+            prefix = mount.prefix
+            if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in ("", "/"):
+                inner = getattr(mount.handler, "route_for", None)
+                if callable(inner):
+                    found = inner(path[len(prefix) :] or "/")
+                    if found is not None:
+                        return f"{found} (mounted at {prefix or '/'})"
+        return None
+
     def attach_hub(self, hub: Hub) -> None:
         """Give the server's hub to every handler held that takes one (``attach_hub``)."""
         self._hub = hub

@@ -61,6 +61,8 @@ from __future__ import annotations
 
 import logging
 import pickle
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._ops import temporary_metrics_dir
 from . import _worker
 from ._plan import ABORT, LENGTH, READY, RESTART, STOP, WorkerPlan, handler_target, install_logging
 from ._worker import worker_main
@@ -184,6 +187,9 @@ def run_workers(
         target, main_path = handler_target(handler)
         name = target.partition(":")[2]
     reserved = _reserve(config)
+    shared_dir: str | None = None
+    held: list[socket.socket] = []  # the metrics port's reservation
+    held_port = 0
     try:
         host, port = reserved[0].getsockname()[:2]
         worker_config = config.replace(
@@ -192,6 +198,20 @@ def run_workers(
             workers=1,
             reuse_port=True,
         )
+        if config.metrics_port is not None:
+            # Every worker serves the metrics port too (SO_REUSEPORT); 0 becomes
+            # one concrete port here, held for the supervisor's life.
+            held = _reserve(config.replace(port=config.metrics_port))
+            held_port = held[0].getsockname()[1]
+            worker_config = worker_config.replace(metrics_port=held_port)
+        if config.status_page and config.status_token is None:
+            # One token for every worker: a page and its socket may reach different ones.
+            worker_config = worker_config.replace(status_token=secrets.token_urlsafe(18))
+        if (config.metrics or config.status_page) and config.metrics_dir is None:
+            # One scrape covers every worker: each writes its figures here
+            # (peregrine_rt._metrics.SharedFigures); removed when all are gone.
+            shared_dir = temporary_metrics_dir()
+            worker_config = worker_config.replace(metrics_dir=shared_dir)
         plan = WorkerPlan(
             target=target,
             config=worker_config,
@@ -202,15 +222,25 @@ def run_workers(
             sys_path=list(sys.path),
             app_dir=app_dir,
         )
-        install_logging(log_level)
+        install_logging(log_level, config.log_format)
         scheme = "https" if certfile else "http"
         shown = f"[{host}]" if ":" in host else host
         url = f"{scheme}://{shown}:{port}"
+        if config.status_page and config.status_token is None:
+            where = url if config.metrics_port is None else f"{scheme}://{shown}:{held_port}"
+            log.info(
+                "status page at %s%s/status?token=%s",
+                where,
+                config.ops_prefix,
+                worker_config.status_token,
+            )
         supervisor = _Supervisor(plan, config.workers, name, url, reserved)
         return trio.run(supervisor.run)
     finally:
-        for sock in reserved:
+        for sock in reserved + held:
             sock.close()
+        if shared_dir is not None:
+            shutil.rmtree(shared_dir, ignore_errors=True)
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .._config import Config
 from .._loader import find_attr, import_error_summary, load_app
+from .._logfmt import JSONFormatter
 from ..exceptions import HandlerError
 
 if TYPE_CHECKING:
@@ -114,14 +115,16 @@ def load_handler(plan: WorkerPlan) -> object:
     return find_attr(module, plan.target, plan.target.partition(":")[2])
 
 
-def install_logging(level: int | str | None) -> None:
+def install_logging(level: int | str | None, log_format: str = "text") -> None:
     """Like ``_server.install_default_logging``, with each line naming its process."""
     root = logging.getLogger("peregrine_rt")
     if level is not None:
         root.setLevel(level)
     if not logging.getLogger().handlers and not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.setFormatter(
+            JSONFormatter(process=True) if log_format == "json" else logging.Formatter(_LOG_FORMAT)
+        )
         root.addHandler(handler)
         if level is None:
             root.setLevel(logging.INFO)

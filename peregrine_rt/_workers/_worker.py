@@ -138,7 +138,7 @@ def worker_main() -> int:
         sock.set_inheritable(False)
     plan = _read_plan(control)
     sys.path[:] = plan.sys_path
-    install_logging(plan.log_level)
+    install_logging(plan.log_level, plan.config.log_format)
     try:
         handler = load_handler(plan)
     except LookupError as exc:

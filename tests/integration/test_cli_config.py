@@ -72,7 +72,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> Callable[..., pr.Config]:
 
     monkeypatch.setattr(_cli, "serve_until_signalled", serve)
     monkeypatch.setattr(_cli, "run_workers", workers)
-    monkeypatch.setattr(_cli, "install_default_logging", lambda level: None)
+    monkeypatch.setattr(_cli, "install_default_logging", lambda level, log_format="text": None)
 
     def main(*argv: str) -> pr.Config:
         seen.clear()

@@ -1,0 +1,463 @@
+"""The process's figures (:class:`Stats`) and their Prometheus form (``Config.metrics``).
+
+Counting is plain Python on the hot paths: an ``int`` attribute or a dict
+entry of one :class:`Stats` object per server, incremented where the event
+happens (a request answered, a WebSocket message read or queued, a socket
+closed, a slow consumer dropped, a Channels join).  Nothing else runs per
+event: ``prometheus-client``'s own metric objects take a lock and, in its
+multiprocess mode, write an mmap'd file on every increment, which costs more
+than a small request.  The library is used where it is good: a scrape turns
+a snapshot of the figures into its metric families (:func:`render`), and the
+tests read the text back with its parser.
+
+Several worker processes (``--workers N``) share one scrape: each worker
+writes its snapshot every ``SHARE_INTERVAL`` seconds to a file of its own in
+``Config.metrics_dir`` (the supervisor makes one), and the worker a scrape
+reaches adds the others' latest files to its own live figures
+(:class:`SharedFigures`).  Counters of a worker that exited stay in the sum
+(a restart is not a reset); its gauges do not.  A scrape is at most
+``SHARE_INTERVAL`` seconds behind for the other workers, which is well under
+any scrape interval.
+
+:data:`METRICS` names every metric once: :func:`render` and the docs'
+reference (``docs/_tools/gen_metrics.py``) both read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUCKETS",
+    "CONTENT_TYPE",
+    "METRICS",
+    "SHARE_INTERVAL",
+    "MetricInfo",
+    "SharedFigures",
+    "Stats",
+    "merge",
+    "render",
+]
+
+# Request durations, seconds: small requests are tens of microseconds here.
+BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+# Methods counted under their own label; any other is "other" (a client
+# choosing methods must not create series).
+KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+)
+SHARE_INTERVAL = 1.0  # seconds between a worker's snapshots for the others
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what every scraper reads
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric: its name, type, labels and help (the docs' reference is made from these)."""
+
+    name: str
+    kind: str  # "counter", "gauge" or "histogram"
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(
+        "peregrine_http_requests_total",
+        "counter",
+        "HTTP responses sent, by request method (other for unusual ones) and status; "
+        "the server's own answers (400, 408, 413, 503...) included.",
+        ("method", "status"),
+    ),
+    MetricInfo(
+        "peregrine_http_request_duration_seconds",
+        "histogram",
+        "Time from a request's head being read to its response being handed to the "
+        "socket (for a streamed response: to the stream's end).",
+    ),
+    MetricInfo(
+        "peregrine_connections",
+        "gauge",
+        "Open connections by what they are now: http (between or in requests), "
+        "websocket, sse (an event stream being served).",
+        ("kind",),
+    ),
+    MetricInfo(
+        "peregrine_ws_messages_received_total",
+        "counter",
+        "WebSocket messages received (whole messages, after reassembly).",
+    ),
+    MetricInfo(
+        "peregrine_ws_messages_sent_total",
+        "counter",
+        "WebSocket messages sent or queued for sending (send(), hub and broadcast deliveries).",
+    ),
+    MetricInfo(
+        "peregrine_ws_closes_total",
+        "counter",
+        "WebSockets ended, by close code (1006: the connection was lost without a close).",
+        ("code",),
+    ),
+    MetricInfo(
+        "peregrine_slow_consumer_drops_total",
+        "counter",
+        "Slow consumers (Config.ws_slow_policy): action=closed counts sockets and event "
+        "streams ended, action=dropped counts queued messages dropped (drop-oldest).",
+        ("action",),
+    ),
+    MetricInfo(
+        "peregrine_hub_publishes_total",
+        "counter",
+        "Messages published on this process's hub.",
+    ),
+    MetricInfo(
+        "peregrine_hub_deliveries_total",
+        "counter",
+        "Deliveries to local subscribers (one per subscriber that took a message, "
+        "including messages published on other nodes).",
+    ),
+    MetricInfo(
+        "peregrine_hub_lost_total",
+        "counter",
+        "Messages published while Redis was unreachable, which other nodes did not get.",
+    ),
+    MetricInfo(
+        "peregrine_redis_up",
+        "gauge",
+        "1 while the hub is linked to Redis, 0 while not; absent with the in-memory hub.",
+    ),
+    MetricInfo(
+        "peregrine_channels_joins_total",
+        "counter",
+        "Channels joins, by result: ok, or error (refused by the app, an unknown "
+        "topic, a limit, a crash).",
+        ("result",),
+    ),
+    MetricInfo(
+        "peregrine_channels_topics",
+        "gauge",
+        "Channels topics with at least one member on this process.",
+    ),
+    MetricInfo(
+        "peregrine_channels_recoveries_total",
+        "counter",
+        "Joins that asked to recover missed messages (since), by outcome: recovered, "
+        "or the reason it was not (offset_lost, epoch_changed, no_history...).",
+        ("outcome",),
+    ),
+)
+_INFO = {info.name: info for info in METRICS}
+
+
+class Stats:
+    """A server's counters, incremented where things happen (see the module docstring).
+
+    Attributes are plain numbers and dicts; read them, or take
+    :meth:`snapshot`.  The gauges that are a matter of looking (connections
+    open, Redis linked, topics) are filled in by the server's
+    :attr:`sample` callable at snapshot time.
+    """
+
+    __slots__ = (
+        "channel_joins",
+        "channel_recoveries",
+        "channel_topics",
+        "duration_buckets",
+        "duration_sum",
+        "hub_deliveries",
+        "hub_lost",
+        "hub_publishes",
+        "requests",
+        "sample",
+        "slow_closed",
+        "slow_dropped",
+        "sse_streams",
+        "ws_closes",
+        "ws_received",
+        "ws_sent",
+    )
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.duration_buckets = [0] * (len(BUCKETS) + 1)  # the last one: over BUCKETS[-1]
+        self.duration_sum = 0.0
+        self.ws_received = 0
+        self.ws_sent = 0
+        self.ws_closes: dict[int, int] = {}
+        self.slow_closed = 0
+        self.slow_dropped = 0
+        self.sse_streams = 0  # open now (a gauge kept by counting)
+        self.hub_publishes = 0
+        self.hub_deliveries = 0
+        self.hub_lost = 0
+        self.channel_joins: dict[str, int] = {}
+        self.channel_recoveries: dict[str, int] = {}
+        self.channel_topics = 0  # topics with local members now
+        # () -> {"connections": {...}, "redis_up": 0/1/None, ...}: looked up at snapshot time.
+        self.sample: Any = None
+
+    def request_done(self, method: str, status: int, seconds: float) -> None:
+        """Count one response (``method`` as the client sent it)."""
+        if method not in KNOWN_METHODS:
+            method = "other"
+        key = (method, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        self.duration_buckets[bisect_left(BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+    def ws_closed(self, code: int) -> None:
+        closes = self.ws_closes
+        closes[code] = closes.get(code, 0) + 1
+
+    def channel_join(self, result: str) -> None:
+        joins = self.channel_joins
+        joins[result] = joins.get(result, 0) + 1
+
+    def channel_recovery(self, outcome: str) -> None:
+        found = self.channel_recoveries
+        found[outcome] = found.get(outcome, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every figure, as JSON-able data: counters, then the sampled gauges."""
+        sampled = self.sample() if self.sample is not None else {}
+        return {
+            "time": time.time(),
+            "counters": {
+                "requests": [[m, s, n] for (m, s), n in self.requests.items()],
+                "duration_buckets": list(self.duration_buckets),
+                "duration_sum": self.duration_sum,
+                "ws_received": self.ws_received,
+                "ws_sent": self.ws_sent,
+                "ws_closes": {str(code): n for code, n in self.ws_closes.items()},
+                "slow_closed": self.slow_closed,
+                "slow_dropped": self.slow_dropped,
+                "hub_publishes": self.hub_publishes,
+                "hub_deliveries": self.hub_deliveries,
+                "hub_lost": self.hub_lost,
+                "channel_joins": dict(self.channel_joins),
+                "channel_recoveries": dict(self.channel_recoveries),
+            },
+            "gauges": {
+                "connections": dict(sampled.get("connections", {})),
+                "redis_up": sampled.get("redis_up"),
+                "channel_topics": self.channel_topics,
+                "topics": dict(sampled.get("topics", {})),
+            },
+        }
+
+
+def _add(into: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        inner = into.setdefault(key, {})
+        for k, v in value.items():
+            _add(inner, k, v)
+    elif isinstance(value, list) and key == "duration_buckets":
+        have = into.setdefault(key, [0] * len(value))
+        for i, v in enumerate(value):
+            have[i] += v
+    elif isinstance(value, list):  # requests: [method, status, n] rows
+        rows = into.setdefault(key, {})
+        for method, status, n in value:
+            rows[(method, status)] = rows.get((method, status), 0) + n
+    elif value is not None:
+        into[key] = into.get(key, 0) + value
+
+
+def merge(
+    snapshots: Iterable[Mapping[str, Any]], live: Iterable[bool] | None = None
+) -> dict[str, Any]:
+    """Sum snapshots (one per process): counters always, gauges of live processes only.
+
+    ``live`` says, per snapshot, whether its process still runs (default: all do).
+    ``redis_up`` is the minimum over live processes (one node cut off is down).
+    """
+    counters: dict[str, Any] = {}
+    gauges: dict[str, Any] = {}
+    redis: list[int] = []
+    snapshots = list(snapshots)
+    flags = list(live) if live is not None else [True] * len(snapshots)
+    for snap, alive in zip(snapshots, flags, strict=True):
+        for key, value in snap["counters"].items():
+            _add(counters, key, value)
+        if alive:
+            for key, value in snap["gauges"].items():
+                if key == "redis_up":
+                    if value is not None:
+                        redis.append(int(value))
+                else:
+                    _add(gauges, key, value)
+    gauges["redis_up"] = min(redis) if redis else None
+    requests = counters.get("requests", {})
+    counters["requests"] = [[m, s, n] for (m, s), n in sorted(requests.items())]
+    return {"counters": counters, "gauges": gauges, "processes": sum(flags)}
+
+
+def _families(figures: Mapping[str, Any]) -> Iterator[Any]:
+    from prometheus_client.core import (  # noqa: PLC0415 - loaded on the first scrape
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    c, g = figures["counters"], figures["gauges"]
+
+    def counter(name: str, value: Any = None, rows: Iterable[tuple[Any, ...]] = ()) -> Any:
+        info = _INFO[name]
+        family = CounterMetricFamily(
+            name.removesuffix("_total"), info.help, labels=info.labels or None
+        )
+        if info.labels:
+            for *labels, n in rows:
+                family.add_metric([str(label) for label in labels], n)
+        else:
+            family.add_metric([], value or 0)
+        return family
+
+    def gauge(name: str, value: Any = None, rows: Iterable[tuple[Any, ...]] = ()) -> Any:
+        info = _INFO[name]
+        family = GaugeMetricFamily(name, info.help, labels=info.labels or None)
+        if info.labels:
+            for *labels, n in rows:
+                family.add_metric([str(label) for label in labels], n)
+        else:
+            family.add_metric([], value or 0)
+        return family
+
+    yield counter("peregrine_http_requests_total", rows=[tuple(r) for r in c.get("requests", [])])
+    info = _INFO["peregrine_http_request_duration_seconds"]
+    counts = c.get("duration_buckets") or [0] * (len(BUCKETS) + 1)
+    cumulative, buckets = 0, []
+    for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    yield HistogramMetricFamily(
+        info.name, info.help, buckets=buckets, sum_value=c.get("duration_sum", 0.0)
+    )
+    conns = g.get("connections", {})
+    yield gauge(
+        "peregrine_connections",
+        rows=[(kind, conns.get(kind, 0)) for kind in ("http", "websocket", "sse")],
+    )
+    yield counter("peregrine_ws_messages_received_total", c.get("ws_received"))
+    yield counter("peregrine_ws_messages_sent_total", c.get("ws_sent"))
+    closes = c.get("ws_closes", {})
+    yield counter(
+        "peregrine_ws_closes_total", rows=[(code, closes[code]) for code in sorted(closes)]
+    )
+    yield counter(
+        "peregrine_slow_consumer_drops_total",
+        rows=[("closed", c.get("slow_closed", 0)), ("dropped", c.get("slow_dropped", 0))],
+    )
+    yield counter("peregrine_hub_publishes_total", c.get("hub_publishes"))
+    yield counter("peregrine_hub_deliveries_total", c.get("hub_deliveries"))
+    yield counter("peregrine_hub_lost_total", c.get("hub_lost"))
+    if g.get("redis_up") is not None:
+        yield gauge("peregrine_redis_up", g["redis_up"])
+    joins = c.get("channel_joins", {})
+    yield counter(
+        "peregrine_channels_joins_total",
+        rows=[(result, joins.get(result, 0)) for result in sorted({"ok", "error", *joins})],
+    )
+    yield gauge("peregrine_channels_topics", g.get("channel_topics", 0))
+    recoveries = c.get("channel_recoveries", {})
+    yield counter(
+        "peregrine_channels_recoveries_total",
+        rows=[(outcome, recoveries[outcome]) for outcome in sorted(recoveries)],
+    )
+
+
+class _Collector:
+    def __init__(self, figures: Mapping[str, Any]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        return _families(self._figures)
+
+
+def render(figures: Mapping[str, Any]) -> bytes:
+    """The Prometheus text exposition of ``figures`` (a :func:`merge` result)."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415 - on the first scrape
+    from prometheus_client.exposition import generate_latest  # noqa: PLC0415
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(figures))
+    return generate_latest(registry)
+
+
+class SharedFigures:
+    """The workers' snapshots in one directory: each writes its own, any reads all.
+
+    A file is ``<pid>.json``, replaced atomically (write, then rename).  A
+    process whose pid no longer runs counts for its counters, not its gauges.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], pid: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.pid = os.getpid() if pid is None else pid
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.pid}.json"
+
+    def write(self, snapshot: Mapping[str, Any]) -> None:
+        """Publish this process's snapshot for the others."""
+        temporary = self.directory / f".{self.pid}.tmp"
+        temporary.write_text(json.dumps(snapshot))
+        os.replace(temporary, self.path)
+
+    def others(self) -> Iterator[tuple[dict[str, Any], bool]]:
+        """The other processes' latest snapshots, with whether each process still runs."""
+        for path in self.directory.glob("*.json"):
+            try:
+                pid = int(path.stem)
+            except ValueError:
+                continue
+            if pid == self.pid:
+                continue
+            try:
+                snapshot = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours
+            yield snapshot, _alive(pid)
+
+    def figures(self, own: Mapping[str, Any]) -> dict[str, Any]:
+        """``own`` (live) plus every other process's latest snapshot, merged."""
+        snapshots: list[Mapping[str, Any]] = [own]
+        live = [True]
+        for snapshot, alive in self.others():
+            snapshots.append(snapshot)
+            live.append(alive)
+        return merge(snapshots, live)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
