@@ -58,6 +58,8 @@ nitpick_ignore_regex = [
     # the internal collaborators public signatures mention: the send path's
     # scheduler, a response's file body, the test client's h11 connection
     (r"py:.*", r"(SendScheduler|FileBody|H11Connection)"),
+    # the server's figures (Server.stats): what /metrics shows, documented there
+    (r"py:.*", r"(Stats|Operations)"),
     (r"py:.*", r"(trio|wsproto|h11|ssl|socket|logging|collections|typing|types)\..*"),
     (r"py:.*", r"(subprocess|json|http|email|datetime)\..*"),
     (r"py:.*", r"(Awaitable|AsyncIterator|AsyncGenerator|Callable|Iterator|Mapping)"),

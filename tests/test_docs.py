@@ -34,6 +34,7 @@ import pytest
 import peregrine_rt
 import peregrine_rt.testing
 from peregrine_rt import _cli
+from peregrine_rt._metrics import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -366,7 +367,38 @@ def check_toml(path: Path) -> None:
     same(shown, ours)  # the project's own configuration does what the page says
 
 
+def _served_metric(name: str) -> bool:
+    """Whether /metrics serves a series named ``name`` (a histogram's suffixes too)."""
+    for info in METRICS:
+        suffixes = ("_bucket", "_count", "_sum") if info.kind == "histogram" else ("",)
+        if name in {info.name + suffix for suffix in suffixes}:
+            return True
+    return False
+
+
+def check_yaml(path: Path) -> None:
+    """The operations page's YAML: metric names, labels, paths and options that exist."""
+    text = path.read_text()
+    names = set(re.findall(r"\bperegrine_[a-z_]+", text)) - {"peregrine_rt"}
+    for name in names:
+        assert _served_metric(name), f"{path.name}: /metrics serves no {name}"
+    labels = {label for info in METRICS for label in info.labels} | {"le", "instance"}
+    for used in re.findall(r"\{([a-z_]+)=", text) + re.findall(r"by \(([a-z_, ]+)\)", text):
+        for label in used.split(","):
+            assert label.strip() in labels, f"{path.name}: no metric has the label {label}"
+    prefix = peregrine_rt.Config().ops_prefix
+    for path_shown in re.findall(r"path: (/\w+)", text) + re.findall(r"metrics_path: (/\w+)", text):
+        assert path_shown in (f"{prefix}/metrics", f"{prefix}/healthz", f"{prefix}/readyz")
+    args = re.search(r"args: (\[.*?\])", text, re.S)
+    if args is not None:  # a container's command line
+        words = [w.strip(' "\n') for w in args.group(1).strip("[]").split(",")]
+        _check_command(words)
+    scraped = re.findall(r"metrics_path: (\S+)", text)
+    assert names or args or scraped, f"{path.name} shows no metric, command or scrape path"
+
+
 CHECKS = {
+    ".yml": check_yaml,
     ".sh": check_shell,
     ".service": check_systemd_unit,
     ".conf": check_nginx,
@@ -391,6 +423,22 @@ def test_snippet_file_is_checked(path: Path) -> None:
         checker = path.with_suffix(".py")
         assert checker.is_file(), f"nothing checks {path.name}: add a {checker.name} with tests"
         assert path.name in checker.read_text(), f"{checker.name} does not read {path.name}"
+
+
+def test_the_yaml_checker_refuses_what_does_not_exist(tmp_path: Path) -> None:
+    bad = {
+        "expr: peregrine_requests_total > 1\n": "serves no",
+        'expr: peregrine_ws_closes_total{reason="x"}\n': "label",
+        "expr: peregrine_redis_up\nhttpGet: {path: /health, port: 9}\n": "",
+        'args: ["peregrine-rt", "--no-such-option"]\n': "",
+    }
+    for text, why in bad.items():
+        path = tmp_path / "x.yml"
+        path.write_text(text)
+        with pytest.raises((AssertionError, SystemExit), match=why or None):
+            check_yaml(path)
+    path.write_text("expr: rate(peregrine_http_request_duration_seconds_bucket[5m])\n")
+    check_yaml(path)
 
 
 def test_every_snippet_is_shown_in_the_docs() -> None:

@@ -96,6 +96,8 @@ def _option(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
         default = setting.to_text(setting.default)
         if setting.kind == "bool":
             default = "on" if setting.default else "off"
+        elif default == "":
+            default = '""'  # an empty string: none (a literal cannot be empty)
         lines = [
             setting.doc,
             f"Default ``{default}``; environment ``{setting.env}``; file key ``{setting.name}``.",
