@@ -27,6 +27,7 @@ from ._transport import SocketTransport
 if TYPE_CHECKING:
     from ._answers import ResponseHeads
     from ._config import Config
+    from ._metrics import Stats
 
 __all__ = ["Admission"]
 
@@ -51,6 +52,7 @@ class Admission:
         self.config = config
         self.heads = heads
         self.refused = 0
+        self.stats: Stats | None = None  # the server's figures: a refusal is a 503 answered
         self.failures = 0
         self._logged = 0  # refusals counted at the last log line
         self._logged_at = -math.inf
@@ -95,6 +97,8 @@ class Admission:
     def note_refusal(self, client: object = None) -> None:
         """Count a refusal; log at most one line per interval (and one access-log line)."""
         self.refused += 1
+        if self.stats is not None:
+            self.stats.request_done("-", 503, 0.0)
         if self.config.access_log:  # every answer is in the access log, this 503 too
             where = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else "-"
             access_log.info('%s - "-" 503 0', where)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._access import log_response, request_fields
 from ._answers import ResponseHeads, error_body
 from ._files import FILE_STATS, FileBody
 from ._http import (
@@ -37,7 +38,6 @@ from ._http import (
     encode_chunk,
     may_have_body,
 )
-from ._logfmt import redact_target
 from ._request import Request
 from ._response import Response
 from .exceptions import (
@@ -59,7 +59,6 @@ _CHECKPOINT_EVERY = 16  # requests served without blocking before yielding to ot
 NEW_CONNECTION_IDLE = 1.0  # seconds before a connection without a request counts as idle
 
 error_log = logging.getLogger("peregrine_rt.error")
-access_log = logging.getLogger("peregrine_rt.access")
 
 
 class Waiting(enum.Enum):
@@ -395,12 +394,14 @@ class HTTPConnection:
         """The 500 sent for a response only the writer can see is invalid (logged)."""
         # A handler mistake (a body on a 204, status 1000): the client gets a
         # 500, the log says why.
+        extra = request_fields(self.transport.client, request)
         error_log.error(
             "handler %s built an invalid response to %s %s: %s",
             self.server.spec.name,
             request.method,
-            redact_target(request.target.decode("ascii", "replace")),
+            extra["fields"]["path"],
             exc,
+            extra=extra,
         )
         return self.heads.error(
             500, method=request.method, version=request.http_version, keep_alive=keep_alive
@@ -411,16 +412,19 @@ class HTTPConnection:
         server = self.server
         if self.websocket is not None:
             # After the 101: the socket never opened; close it as an error.
-            error_log.exception("handler %s raised after upgrade()", server.spec.name)
+            extra = request_fields(self.transport.client, request)
+            error_log.exception("handler %s raised after upgrade()", server.spec.name, extra=extra)
             self.websocket.abandon()  # subscribed already, perhaps: it never runs
             with trio.move_on_after(server.config.ws_close_timeout):
                 await self.websocket.close(1011, "internal error")
             return None
+        extra = request_fields(self.transport.client, request)
         error_log.exception(
             "handler %s raised on %s %s",
             server.spec.name,
             request.method,
-            redact_target(request.target.decode("ascii", "replace")),
+            extra["fields"]["path"],
+            extra=extra,
         )
         if response.started:
             return None  # mid-stream: all we can do is close
@@ -464,14 +468,19 @@ class HTTPConnection:
                 if head and complete:
                     await transport.send_all(head)
         except OSError:  # EIO and the like: the body cannot be completed
-            error_log.exception("reading a file for %r failed", request.target[:200])
+            extra = request_fields(self.transport.client, request)
+            error_log.exception(
+                "reading a file for %s failed", extra["fields"]["path"], extra=extra
+            )
             return False
         finally:
             response.release_file()
         if not complete:
             FILE_STATS.shortfalls += 1
+            extra = request_fields(self.transport.client, request)
+            path = extra["fields"]["path"]
             error_log.warning(
-                "a file shrank while %r was sent: connection closed", request.target[:200]
+                "a file shrank while %s was sent: connection closed", path, extra=extra
             )
             return False
         if self.server.observed:
@@ -509,50 +518,13 @@ class HTTPConnection:
         return True
 
     def _log_access(self, request: Request | None, status: int, size: int) -> None:
-        """Count a response (``Config.metrics``) and log it (``Config.access_log``).
-
-        ``request`` None: no head was read.  The target is logged with its
-        secrets redacted (``redact_target``).
-        """
+        """Count the response (``Config.metrics``) and log it (``Config.access_log``)."""
         server = self.server
-        now = trio.current_time()
         began = self._began if request is not None else self.since
-        if server.counting:
-            server.stats.request_done(
-                request.method if request is not None else "-", status, max(0.0, now - began)
-            )
-        if not server.config.access_log:
-            return
+        seconds = max(0.0, trio.current_time() - began)
+        stats = server.stats if server.counting else None
         client = self.transport.client
-        where = f"{client[0]}:{client[1]}" if client else "-"
-        fields: dict[str, object] = {
-            "client": where,
-            "status": status,
-            "size": size,
-            "duration_ms": round((now - began) * 1000, 3),
-        }
-        if request is None:
-            access_log.info('%s - "-" %d %d', where, status, size, extra={"fields": fields})
-            return
-        target = redact_target(request.target.decode("ascii", "replace"))
-        fields.update(method=request.method, path=target, http_version=request.http_version)
-        headers = request.headers
-        referer = headers.get("referer")
-        if referer:
-            fields["referer"] = redact_target(referer)
-        agent = headers.get("user-agent")
-        if agent:
-            fields["user_agent"] = agent
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d %d',
-            where,
-            request.method,
-            target,
-            request.http_version,
-            status,
-            size,
-            extra={"fields": fields},
-        )
+        log_response(stats, server.config.access_log, client, request, status, size, seconds)
 
     # -- what Request and Response call -----------------------------------------
 

@@ -127,6 +127,7 @@ class Server:
         self.stats: Stats = self.hub.stats
         """This process's figures (``peregrine_rt._metrics.Stats``; ``/metrics`` shows them)."""
         self.stats.sample = partial(sample, self)
+        self.admission.stats = self.stats
         config = self.config
         self.counting = config.metrics or config.status_page
         self.observed = config.access_log or self.counting  # each response logged or counted

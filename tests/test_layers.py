@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("transports and heads", {"_transport", "_files", "_answers"}),
     ("send path, request, response", {"_outbox", "_request", "_response"}),
-    ("connection", {"_connection", "_admission"}),
+    ("connection", {"_connection", "_admission", "_access"}),
     ("websocket", {"websocket", "_upgrade", "_receiver"}),
     (
         "realtime and static files",

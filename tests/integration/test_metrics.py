@@ -296,3 +296,25 @@ async def test_figures_are_json_snapshots_that_merge() -> None:
     assert merged["counters"]["requests"] == [["GET", 200, 2]]
     assert merged["counters"]["ws_received"] == 4
     assert merged["processes"] == 1
+
+
+async def test_connections_refused_at_the_limit_are_counted_as_503() -> None:
+    server = pr.Server(App(), metrics=True, metrics_port=0, max_connections=1)
+    async with open_server(server) as live, open_client(live.url) as app_client:
+        assert server.ops is not None and server.ops.port is not None
+        async with open_client(f"http://127.0.0.1:{server.ops.port}") as ops_client:
+            before = await scrape(ops_client)
+            async with app_client.connection() as held:  # the one slot
+                assert (await held.get("/")).status == 200
+                refused = await trio.open_tcp_stream("127.0.0.1", server.port)
+                answer = b""
+                with trio.fail_after(10):
+                    while b"\r\n\r\n" not in answer:
+                        chunk = await refused.receive_some()
+                        if not chunk:
+                            break
+                        answer += chunk
+                await refused.aclose()
+                assert answer.startswith(b"HTTP/1.1 503 ")
+            after = await scrape(ops_client)
+    assert moved(before, after, "peregrine_http_requests_total", method="other", status="503") == 1
