@@ -42,6 +42,7 @@ __all__ = [
     "MetricInfo",
     "SharedFigures",
     "Stats",
+    "clear_shared_figures",
     "merge",
     "render",
 ]
@@ -451,6 +452,16 @@ class SharedFigures:
             snapshots.append(snapshot)
             live.append(alive)
         return merge(snapshots, live)
+
+
+def clear_shared_figures(directory: str | os.PathLike[str]) -> None:
+    """Remove the snapshots a past run left in ``directory`` (its counters are not ours)."""
+    for path in Path(directory).glob("*.json"):
+        try:
+            int(path.stem)
+        except ValueError:
+            continue  # not one of ours
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._metrics import clear_shared_figures
 from .._ops import temporary_metrics_dir
 from . import _worker
 from ._plan import ABORT, LENGTH, READY, RESTART, STOP, WorkerPlan, handler_target, install_logging
@@ -207,7 +208,9 @@ def run_workers(
         if config.status_page and config.status_token is None:
             # One token for every worker: a page and its socket may reach different ones.
             worker_config = worker_config.replace(status_token=secrets.token_urlsafe(18))
-        if (config.metrics or config.status_page) and config.metrics_dir is None:
+        if config.metrics_dir is not None:
+            clear_shared_figures(config.metrics_dir)  # a past run's workers are not these
+        elif config.metrics or config.status_page:
             # One scrape covers every worker: each writes its figures here
             # (peregrine_rt._metrics.SharedFigures); removed when all are gone.
             shared_dir = temporary_metrics_dir()

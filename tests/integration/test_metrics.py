@@ -7,6 +7,7 @@ reading the text with prometheus_client's own parser (what a scraper does).
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -318,3 +319,24 @@ async def test_connections_refused_at_the_limit_are_counted_as_503() -> None:
                 assert answer.startswith(b"HTTP/1.1 503 ")
             after = await scrape(ops_client)
     assert moved(before, after, "peregrine_http_requests_total", method="other", status="503") == 1
+
+
+def test_shared_figures_sum_every_process_and_a_new_run_starts_clean(tmp_path: Any) -> None:
+    from peregrine_rt._metrics import SharedFigures, clear_shared_figures
+
+    stats = pr.Server(App).stats
+    stats.request_done("GET", 200, 0.001)
+    stats.sse_streams = 3  # a gauge
+    snapshot = stats.snapshot()
+    # Another live process (this one's parent stands in) and one that exited.
+    SharedFigures(tmp_path, pid=os.getppid()).write(snapshot)
+    SharedFigures(tmp_path, pid=2**22 + 7).write(snapshot)  # above pid_max: not running
+    (tmp_path / "notes.json").write_text("{}")  # not a snapshot: left alone
+    me = SharedFigures(tmp_path)
+    figures = me.figures(snapshot)
+    assert figures["counters"]["requests"] == [["GET", 200, 3]]  # the exited one's counts stay
+    assert figures["gauges"]["connections"]["sse"] == 6  # two live processes; not the exited one
+    assert figures["processes"] == 2
+    clear_shared_figures(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json"]
+    assert me.figures(snapshot)["counters"]["requests"] == [["GET", 200, 1]]
