@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "web basics",
-        {"_routing", "_middleware", "_cors", "_compress", "_sessions", "_auth"},
+        {"_routing", "_middleware", "_cors", "_compress", "_sessions", "_auth", "asgi", "_asgi"},
     ),
     (
         "channels",

@@ -1,0 +1,304 @@
+"""One HTTP request as an ASGI call, on the connection's own reads and writes.
+
+The app runs in the connection's task, inside ``handle()``: no task per
+request.  ``receive()`` reads the body with ``Request``'s connection
+(``read_body_chunk``: the body limit, the body timeout and ``100 Continue``
+apply as for any handler) and ``send()`` fills the :class:`~peregrine_rt.Response`:
+
+* ``http.response.start`` is kept until the first body message;
+* a first ``http.response.body`` with ``more_body`` false is the whole body:
+  the connection sends head and body in one write, with ``Content-Length``,
+  when ``handle()`` returns — that is, when the app returns;
+* a body with ``more_body`` true opens ``response.stream()`` (chunked on
+  HTTP/1.1, ended by closing on HTTP/1.0); each later message is one chunk.
+
+Once the request body is read and while the response is not complete,
+``receive()`` watches the socket: end of file (the client left) is
+``http.disconnect``; bytes of a pipelined request are handed to the parser
+and the watch stops.  When the response completes, a waiting ``receive()``
+returns ``http.disconnect`` too.
+
+A body the client breaks (over ``max_body_size``, bad chunked framing) is
+``http.disconnect`` to the app; after the app returns, the error goes on to
+the connection, which answers 413 or 400 and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._files import FileBody
+from .._http import check_headers
+from ..exceptions import ClientDisconnected, RemoteProtocolError
+from ._scope import ClientGone
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    from .._request import Request
+    from .._response import Response
+
+    Send = Any
+
+__all__ = ["HTTPCycle", "ResponseHead", "response_headers"]
+
+error_log = logging.getLogger("peregrine_rt.error")
+
+_FRAMING = (b"content-length", b"transfer-encoding", b"connection")
+
+
+class ResponseHead:
+    """What ``http.response.start`` and its headers say, checked (see :func:`response_headers`)."""
+
+    __slots__ = ("close", "content_length", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int | None,
+        close: bool,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_length = content_length
+        self.close = close
+
+
+def response_headers(message: dict[str, Any]) -> ResponseHead:
+    """The status and headers of a ``*.response.start`` message, framing headers taken out.
+
+    ``Content-Length``, ``Transfer-Encoding`` and ``Connection`` are the
+    server's: the length is kept (a HEAD answer announces it), ``Connection:
+    close`` closes the connection after the response, the rest is dropped.
+
+    Raises:
+        LocalProtocolError: a header name or value that could not be sent.
+        TypeError, KeyError: a message that is not ASGI.
+    """
+    status = message["status"]
+    if type(status) is not int:
+        raise TypeError(f"http.response.start: status must be an int, not {status!r}")
+    raw: list[tuple[bytes, bytes]] = []
+    content_length: int | None = None
+    close = False
+    for given, value in message.get("headers", ()):
+        name = bytes(given).lower()
+        if name in _FRAMING:
+            if name == b"content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    content_length = None
+            elif name == b"connection":
+                close = b"close" in bytes(value).lower()
+            continue
+        raw.append((name, bytes(value)))
+    if raw:
+        check_headers(raw)
+    return ResponseHead(status, raw, content_length, close)
+
+
+class HTTPCycle:
+    """The ``receive`` and ``send`` of one HTTP request (see the module docstring)."""
+
+    __slots__ = (
+        "_body_error",
+        "_body_open",
+        "_complete",
+        "_done",
+        "_gone",
+        "_head",
+        "_request",
+        "_response",
+        "_stream",
+        "_stream_send",
+        "_watched",
+        "_watcher",
+    )
+
+    def __init__(self, request: Request, response: Response) -> None:
+        self._request = request
+        self._response = response
+        self._body_open = True  # the app has not had the whole body yet
+        self._complete = False
+        self._gone = False  # the client left (or broke its body)
+        self._head: ResponseHead | None = None
+        self._stream: AbstractAsyncContextManager[Any] | None = None
+        self._stream_send: Send = None
+        self._body_error: RemoteProtocolError | None = None
+        self._done: trio.Event | None = None  # made when a receive() waits for the end
+        self._watcher: trio.CancelScope | None = None
+        self._watched = False
+
+    # -- receive ------------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body_open:
+            request = self._request
+            if not request.has_body:
+                self._body_open = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            conn = request.connection
+            try:
+                chunk = await conn.read_body_chunk(request)
+            except ClientDisconnected:
+                self._gone = True
+                self._body_open = False
+                return {"type": "http.disconnect"}
+            except RemoteProtocolError as exc:
+                self._body_error = exc
+                self._gone = True
+                self._body_open = False
+                return {"type": "http.disconnect"}
+            if chunk is None:
+                self._body_open = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            more = conn.parser.body_remaining != 0
+            self._body_open = more
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        if self._gone or self._complete:
+            return {"type": "http.disconnect"}
+        await self._wait_for_end()
+        return {"type": "http.disconnect"}
+
+    async def _wait_for_end(self) -> None:
+        """Until the client leaves or the response completes."""
+        if not self._watched:
+            self._watched = True
+            conn = self._request.connection
+            with trio.CancelScope() as scope:
+                self._watcher = scope
+                try:
+                    data = await conn.transport.receive_some(True)
+                except ClientDisconnected:
+                    data = b""
+                if data:
+                    conn.parser.feed(data)  # the next request: still alive
+                else:
+                    conn.parser.feed_eof()
+                    self._gone = True
+                    return
+            self._watcher = None
+            if self._complete:
+                return
+        if self._done is None:
+            self._done = trio.Event()
+        await self._done.wait()
+
+    def _end(self) -> None:
+        self._complete = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._done is not None:
+            self._done.set()
+
+    # -- send -------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            head = self._head
+            if head is None or self._complete:
+                raise RuntimeError(
+                    "http.response.body "
+                    + ("after the response ended" if head else "before http.response.start")
+                )
+            if self._gone:
+                raise ClientGone("the client disconnected")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            stream = self._stream
+            if stream is None:
+                if not more:
+                    self._finish_fixed(head, body)
+                    self._end()
+                    return
+                stream = await self._open_stream(head)
+            if body:
+                try:
+                    await self._stream_send(body)
+                except ClientDisconnected as exc:
+                    self._gone = True
+                    raise ClientGone(str(exc)) from exc
+            if not more:
+                self._end()
+                try:
+                    await stream.__aexit__(None, None, None)
+                except ClientDisconnected as exc:
+                    raise ClientGone(str(exc)) from exc
+        elif kind == "http.response.start":
+            if self._head is not None:
+                raise RuntimeError("http.response.start sent twice")
+            if message.get("trailers"):
+                raise RuntimeError(
+                    "http.response.trailers is not supported by peregrine_rt "
+                    "(the scope has no 'http.response.trailers' extension)"
+                )
+            if self._gone:
+                raise ClientGone("the client disconnected")
+            self._head = response_headers(message)
+        elif kind == "http.response.trailers":
+            raise RuntimeError("http.response.trailers is not supported by peregrine_rt")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
+
+    def _finish_fixed(self, head: ResponseHead, body: bytes) -> None:
+        response = self._response
+        response.status = head.status
+        response.headers.raw = head.headers
+        if head.close:
+            response.close_connection = True
+        if not body and head.content_length and self._request.method == "HEAD":
+            # A HEAD answer without its body (FileResponse): announce the length
+            # it gave; FileBody without a file sends nothing after the head.
+            response.attach_file(FileBody(-1, [(0, head.content_length)]))
+        else:
+            response.body = bytes(body)
+
+    async def _open_stream(self, head: ResponseHead) -> AbstractAsyncContextManager[Any]:
+        response = self._response
+        response.status = head.status
+        response.headers.raw = head.headers
+        if head.close:
+            response.close_connection = True
+        stream = response.stream()
+        try:
+            self._stream_send = await stream.__aenter__()
+        except ClientDisconnected as exc:
+            self._gone = True
+            raise ClientGone(str(exc)) from exc
+        self._stream = stream
+        return stream
+
+    # -- after the app --------------------------------------------------------------------
+
+    def close(self, error: BaseException | None) -> None:
+        """End the cycle once the app returned (or raised ``error``): what the connection sees.
+
+        Raises:
+            RemoteProtocolError: the client broke its body (the connection answers it).
+            ClientDisconnected: the client left (the connection ends quietly; an
+                error the app raised then is logged at debug level only).
+            RuntimeError: the app returned without a complete response (500, or a
+                close when it was streaming).
+        """
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._body_error is not None:
+            raise self._body_error from error
+        if error is not None:
+            if self._gone and not isinstance(error, ClientDisconnected):
+                error_log.debug("the ASGI app raised after the client left", exc_info=error)
+                raise ClientDisconnected("the client disconnected") from error
+            return  # the caller re-raises it: a 500, or a close once the response started
+        if self._complete:
+            return
+        if self._gone:
+            raise ClientDisconnected("the client disconnected")
+        if self._stream is not None:
+            raise RuntimeError("the ASGI app returned without ending its streamed response")
+        raise RuntimeError("the ASGI app returned without sending a response")
