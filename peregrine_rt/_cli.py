@@ -32,6 +32,7 @@ from ._loader import (
 from ._server import Server, install_default_logging, serve_until_signalled
 from ._settings import SettingsError, add_arguments, resolve, unknown_arguments
 from ._workers import run_workers
+from .asgi import ASGI
 from .exceptions import HandlerError
 
 __all__ = ["main"]
@@ -79,8 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "app",
         metavar="MODULE:ATTR",
-        help="the handler class, e.g. examples.echo:Echo: a module's dotted name (not a "
-        "file name), imported from the current directory unless --app-dir says otherwise",
+        help="the handler class, e.g. examples.echo:Echo (with --asgi, an ASGI app, e.g. "
+        "main:app): a module's dotted name (not a file name), imported from the current "
+        "directory unless --app-dir says otherwise",
     )
     p.add_argument("--version", action="version", version=_version())
     add_arguments(p)
@@ -99,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_level: str = values["log_level"]
     certfile: str | None = values["certfile"]
     keyfile: str | None = values["keyfile"]
+    asgi: bool = values["asgi"]
     port: int = values["port"]
     if not 0 <= port <= MAX_PORT:
         where = settings.sources.get("port", "--port")
@@ -110,8 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             use_app_dir(app_dir)  # ...with the parent's sys.path
         else:
             app = load_app(app_spec, app_dir)
+            if asgi:
+                app = ASGI(app)  # type: ignore[arg-type]  # any object: ASGI checks it
     except LookupError as exc:
         return fail_load(exc, log_level=log_level)
+    except TypeError as exc:  # --asgi with something that is not callable
+        return fail(str(exc))
     ssl_context = None
     if certfile or keyfile:
         if not (certfile and keyfile):
@@ -133,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 certfile=certfile,
                 keyfile=keyfile,
                 app_dir=app_dir,
+                asgi=asgi,
             )
         server = Server(app, config)  # type: ignore[arg-type]  # any object: Server checks it
     except (HandlerError, ValueError) as exc:

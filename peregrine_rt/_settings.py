@@ -28,9 +28,9 @@ has them):
 
 A type with no text form must be listed in :data:`NOT_TEXT` with what to use
 instead (``ssl_context``: ``certfile`` and ``keyfile``); any other type is a
-``TypeError`` when this module is imported, so it cannot be forgotten.  Four
+``TypeError`` when this module is imported, so it cannot be forgotten.  Five
 settings belong to the command line and not to :class:`Config`:
-``log_level``, ``certfile``, ``keyfile`` and ``app_dir``
+``log_level``, ``certfile``, ``keyfile``, ``app_dir`` and ``asgi``
 (:data:`PROCESS_SETTINGS`).
 
 Error handling:
@@ -302,6 +302,14 @@ class _Process:
         metadata={
             "group": "app",
             "doc": "Import MODULE from this directory (none: the current directory).",
+        },
+    )
+    asgi: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "group": "app",
+            "doc": "MODULE:ATTR names an ASGI 3 application (Starlette, FastAPI...), served "
+            "through peregrine_rt.asgi.ASGI with its lifespan.",
         },
     )
 

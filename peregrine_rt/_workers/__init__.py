@@ -155,11 +155,13 @@ def run_workers(
     certfile: str | None = None,
     keyfile: str | None = None,
     app_dir: str | None = None,
+    asgi: bool = False,
 ) -> int:
     """Serve with ``config.workers`` supervised worker processes; the exit status.
 
     ``handler`` is a class (imported by the workers as ``module:qualname``) or
-    a ``MODULE:ATTR`` string (imported only by the workers).  Returns when the
+    a ``MODULE:ATTR`` string (imported only by the workers); with ``asgi``,
+    that string names an ASGI app, which each worker wraps in ``ASGI``.  Returns when the
     workers are gone: 0 after a clean shutdown, else the status of worker 0
     when it could not start, or 1 when a worker stopped badly on shutdown.
 
@@ -224,6 +226,7 @@ def run_workers(
             log_level=log_level,
             sys_path=list(sys.path),
             app_dir=app_dir,
+            asgi=asgi,
         )
         install_logging(log_level, config.log_format)
         scheme = "https" if certfile else "http"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .._config import Config
 from .._loader import find_attr, import_error_summary, load_app
 from .._logfmt import JSONFormatter
+from ..asgi import ASGI
 from ..exceptions import HandlerError
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class WorkerPlan:
     log_level: int | str | None = None
     sys_path: list[str] = field(default_factory=list)
     app_dir: str | None = None  # --app-dir, for the messages of load_app
+    asgi: bool = False  # --asgi: target is an ASGI app, served through peregrine_rt.asgi.ASGI
 
 
 # -- the handler, by name ------------------------------------------------------------
@@ -100,9 +102,12 @@ def handler_target(handler: type | object) -> tuple[str, str | None]:
 
 
 def load_handler(plan: WorkerPlan) -> object:
-    """Import the handler class in a worker (LookupError, as ``load_app`` raises it)."""
+    """Import the handler class in a worker (LookupError, as ``load_app`` raises it).
+
+    With ``plan.asgi`` the target is an ASGI app: the handler is ``ASGI(app)``.
+    """
     if plan.main_path is None:
-        return load_app(plan.target, plan.app_dir)
+        return _wrap(load_app(plan.target, plan.app_dir), plan.asgi)
     spec = importlib.util.spec_from_file_location(_MAIN_MODULE, plan.main_path)
     if spec is None or spec.loader is None:
         raise LookupError(f"cannot import {plan.main_path}")
@@ -112,7 +117,17 @@ def load_handler(plan: WorkerPlan) -> object:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise LookupError(import_error_summary(plan.main_path, exc)) from exc
-    return find_attr(module, plan.target, plan.target.partition(":")[2])
+    return _wrap(find_attr(module, plan.target, plan.target.partition(":")[2]), plan.asgi)
+
+
+def _wrap(app: object, asgi: bool) -> object:
+    """``app``, or with ``--asgi`` the handler serving it (LookupError if it cannot be one)."""
+    if not asgi:
+        return app
+    try:
+        return ASGI(app)  # type: ignore[arg-type]  # any object: ASGI checks it
+    except TypeError as exc:
+        raise LookupError(str(exc)) from None
 
 
 def install_logging(level: int | str | None, log_format: str = "text") -> None:
