@@ -27,12 +27,13 @@ from ._loader import (
     fail_load,
     find_os_error,
     load_app,
+    unwrap_group,
     use_app_dir,
 )
 from ._server import Server, install_default_logging, serve_until_signalled
 from ._settings import SettingsError, add_arguments, resolve, unknown_arguments
 from ._workers import run_workers
-from .asgi import ASGI
+from .asgi import ASGI, LifespanFailure
 from .exceptions import HandlerError
 
 __all__ = ["main"]
@@ -153,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         os_error = find_os_error(exc)
         if os_error is None:
+            lone = unwrap_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
+            if isinstance(lone, LifespanFailure):  # --asgi: the app's startup failed
+                return fail(str(lone))
             raise
         return fail(cannot_listen(config, os_error))
     except KeyboardInterrupt:  # pragma: no cover - signals are handled inside

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from ._request import Request
     from ._response import Response
 
-    ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
 __all__ = ["ASGI", "LifespanFailure"]
 
 log = logging.getLogger("peregrine_rt.server")
@@ -79,7 +77,7 @@ class ASGI:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: Callable[[dict[str, Any], Any, Any], Awaitable[None]],
         *,
         lifespan: Literal["auto", "on", "off"] = "auto",
         ws_queue_size: int = WS_QUEUE_SIZE,

@@ -26,3 +26,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 not_an_app = 42
+
+
+async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app whose lifespan startup fails."""
+    await receive()
+    await send({"type": "lifespan.startup.failed", "message": "no database"})

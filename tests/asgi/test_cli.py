@@ -74,3 +74,14 @@ def test_asgi_flag_with_something_that_is_not_an_app() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("peregrine-rt: error: ASGI(app): app must be an ASGI callable")
+
+
+def test_a_failed_lifespan_startup_is_one_line_and_exit_2() -> None:
+    command = [sys.executable, "-m", "peregrine_rt", "--asgi", "tests.asgi.hello_app:failing"]
+    command += ["--port", "0"]
+    result = subprocess.run(
+        command, check=False, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "peregrine-rt: error: ASGI lifespan startup failed: no database" in result.stderr
+    assert "Traceback" not in result.stderr
