@@ -559,6 +559,33 @@ class HTTPConnection:
             return event.data
         return None  # EndOfMessage, or PAUSED when it was already taken
 
+    async def finish(self, response: Response) -> None:
+        """Send ``response`` (a fixed body) now, in one write; the handler may go on working."""
+        request = self.request
+        if request is None or response is not self.response:
+            raise LocalProtocolError("this response's connection has moved on")
+        if response.started:
+            raise LocalProtocolError("the response has already started")
+        if response.file_body is not None:
+            raise LocalProtocolError("finish() sends a body, not a file: return from handle")
+        keep_alive = self._keep_alive(request, response)
+        response.close_connection = not keep_alive
+        status = response.status
+        try:
+            data = self.heads.fixed(
+                status, response.headers.raw, response.body, request.method,
+                request.http_version, keep_alive,
+            )  # fmt: skip
+        except LocalProtocolError as exc:
+            status, data = 500, self._invalid_response(request, exc, keep_alive)
+        response.started = True
+        self._stream_chunked, self._stream_state = True, "broken"  # until it is all written
+        self._send_mark = (self.transport.send_waited, self.transport.bytes_sent)
+        await self.transport.send_all(data)
+        self._stream_state = "ended"  # _respond: complete, the connection may go on
+        if self.server.observed:
+            self._log_access(request, status, len(response.body))
+
     async def start_stream(self, response: Response) -> None:
         """Send the head of a streamed response."""
         request = self.request

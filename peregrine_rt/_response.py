@@ -287,6 +287,20 @@ class Response:
         """Tell the client to forget cookie ``name``."""
         self.set_cookie(name, "", max_age=0, path=path, domain=domain)
 
+    async def finish(self) -> None:
+        """Send the response as it stands now, in one write; ``handle`` may then go on working.
+
+        For work after the answer (what Starlette calls background tasks): the
+        client has its response at once, and the connection's next request
+        waits until ``handle`` returns.  The response cannot change afterwards,
+        and middleware that rewrites a response after ``handle`` (``Compress``,
+        ``CORS``) no longer sees it: set what they would add first.  Not for
+        :meth:`file` bodies nor streams.
+        """
+        if self._conn is None:
+            raise LocalProtocolError("this Response is not attached to a connection")
+        await self._conn.finish(self)
+
     @asynccontextmanager
     async def stream(
         self, *, status: int | None = None, content_type: str | None = None
