@@ -15,6 +15,9 @@ tells what is supported; in short:
   disconnect codes; the app runs in a task of :meth:`ASGI.background`;
 * ``lifespan``: startup and shutdown, failures reported, ``state`` shared
   into every scope (a shallow copy each).
+
+Every ``http`` and ``websocket`` scope carries the serving server's hub in
+``scope["extensions"]["peregrine_rt"]["hub"]``; :func:`hub` reads it.
 """
 
 from __future__ import annotations
@@ -26,21 +29,46 @@ import trio
 
 from ._asgi._http import HTTPCycle
 from ._asgi._lifespan import Lifespan, LifespanFailure
-from ._asgi._scope import ServerAddress, http_scope, websocket_scope
+from ._asgi._scope import EXTENSION, PerServer, http_scope, websocket_scope
 from ._asgi._websocket import WebSocketSession
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
+    from ._hub import Hub
     from ._request import Request
     from ._response import Response
 
-__all__ = ["ASGI", "LifespanFailure"]
+__all__ = ["ASGI", "LifespanFailure", "hub"]
 
 log = logging.getLogger("peregrine_rt.server")
 
 WS_QUEUE_SIZE = 16  # messages a WebSocket's app has not received yet, before reading waits
 LIFESPAN_SHUTDOWN_TIMEOUT = 10.0  # seconds the app's lifespan shutdown may take
+
+
+def hub(scope: Mapping[str, Any]) -> Hub:
+    """The :class:`~peregrine_rt.Hub` of the peregrine_rt server serving this ASGI scope.
+
+    For ASGI endpoints that publish to WebSockets or SSE streams the server
+    holds: ``hub(request.scope)`` in Starlette or FastAPI (their ``Request``
+    and ``WebSocket`` are mappings over the scope, so ``hub(request)`` works
+    too).  It reads ``scope["extensions"]["peregrine_rt"]["hub"]``, which
+    :class:`ASGI` puts in every ``http`` and ``websocket`` scope.
+
+    Raises:
+        LookupError: the scope has no such extension: the app is not served by
+            peregrine_rt (another ASGI server, or a test client that calls the
+            app directly).
+    """
+    try:
+        found: Hub = scope["extensions"][EXTENSION]["hub"]
+    except (KeyError, TypeError):
+        raise LookupError(
+            "this ASGI scope has no peregrine_rt hub: the app is not served by peregrine_rt "
+            "(serve it with peregrine_rt.Server(ASGI(app)) or peregrine-rt --asgi)"
+        ) from None
+    return found
 
 
 class ASGI:
@@ -90,7 +118,7 @@ class ASGI:
         self.state: dict[str, Any] = {}
         self._lifespan_mode = lifespan
         self._ws_queue_size = ws_queue_size
-        self._server = ServerAddress()
+        self._server = PerServer()
         self._nursery: trio.Nursery | None = None
 
     async def background(self, *, task_status: trio.TaskStatus[None]) -> None:

@@ -9,6 +9,12 @@ settled on (asgiref issue 229; uvicorn's ``--root-path`` and Starlette's
 The ``server`` key is the address of the server's first TCP listener (looked
 up once per server), ``None`` on memory streams; ``client`` is the peer's
 ``(host, port)`` or ``None`` (Unix sockets).
+
+``extensions`` carries ``"peregrine_rt": {"hub": hub}``, the serving server's
+:class:`~peregrine_rt.Hub` (what :func:`peregrine_rt.asgi.hub` reads), and for
+WebSockets ``"websocket.http.response"`` (denial responses).  These dicts are
+made once per server and shared by every scope, as the ``asgi`` dicts are:
+an app reads them, it does not change them.
 """
 
 from __future__ import annotations
@@ -21,28 +27,34 @@ from ..exceptions import ClientDisconnected
 if TYPE_CHECKING:
     from .._request import Request
 
-__all__ = ["ClientGone", "ServerAddress", "http_scope", "websocket_scope"]
+__all__ = ["EXTENSION", "ClientGone", "PerServer", "http_scope", "websocket_scope"]
 
 HTTP_ASGI = {"version": "3.0", "spec_version": "2.4"}
 WEBSOCKET_ASGI = {"version": "3.0", "spec_version": "2.4"}
-# The extensions a WebSocket scope announces: denial responses (websocket.http.response).
-WEBSOCKET_EXTENSIONS: dict[str, dict[str, Any]] = {"websocket.http.response": {}}
+EXTENSION = "peregrine_rt"  # the key of peregrine_rt's own scope extension
 
 
 class ClientGone(ClientDisconnected, OSError):
     """``send()`` after the client left: an ``OSError`` (as ASGI 2.4 asks), a ClientDisconnected."""
 
 
-class ServerAddress:
-    """The ``server`` value of the scopes, looked up once for each server object."""
+class PerServer:
+    """What the scopes share for one server: its address and the ``extensions`` dicts.
 
-    __slots__ = ("_address", "_server")
+    Looked up again only when a request comes from another server than the
+    last one (one ``ASGI`` object may be served by several servers in turn).
+    """
+
+    __slots__ = ("_server", "address", "http_extensions", "ws_extensions")
 
     def __init__(self) -> None:
         self._server: object = None
-        self._address: tuple[str, int] | None = None
+        self.address: tuple[str, int] | None = None
+        self.http_extensions: dict[str, dict[str, Any]] = {}
+        self.ws_extensions: dict[str, dict[str, Any]] = {}
 
-    def of(self, request: Request) -> tuple[str, int] | None:
+    def of(self, request: Request) -> PerServer:
+        """Itself, up to date for the server ``request`` came to."""
         server = request.connection.server
         if server is not self._server:
             address = None
@@ -51,8 +63,11 @@ class ServerAddress:
                     host, port = sock.getsockname()[:2]
                     address = (host, port)
                     break
-            self._server, self._address = server, address
-        return self._address
+            own = {"hub": request.hub}
+            self._server, self.address = server, address
+            self.http_extensions = {EXTENSION: own}
+            self.ws_extensions = {EXTENSION: own, "websocket.http.response": {}}
+        return self
 
 
 def _headers(request: Request) -> list[tuple[bytes, bytes]]:
@@ -73,9 +88,7 @@ def _paths(request: Request) -> tuple[str, str, bytes]:
     return root_path, path, raw_path
 
 
-def http_scope(
-    request: Request, server: tuple[str, int] | None, state: dict[str, Any]
-) -> dict[str, Any]:
+def http_scope(request: Request, server: PerServer, state: dict[str, Any]) -> dict[str, Any]:
     """The ``http`` scope of ``request`` (``state``: the lifespan state, copied by the caller)."""
     root_path, path, raw_path = _paths(request)
     return {
@@ -90,14 +103,13 @@ def http_scope(
         "root_path": root_path,
         "headers": _headers(request),
         "client": request.client,
-        "server": server,
+        "server": server.address,
         "state": state,
+        "extensions": server.http_extensions,
     }
 
 
-def websocket_scope(
-    request: Request, server: tuple[str, int] | None, state: dict[str, Any]
-) -> dict[str, Any]:
+def websocket_scope(request: Request, server: PerServer, state: dict[str, Any]) -> dict[str, Any]:
     """The ``websocket`` scope of the upgrade request ``request``."""
     root_path, path, raw_path = _paths(request)
     offered = [
@@ -117,8 +129,8 @@ def websocket_scope(
         "root_path": root_path,
         "headers": _headers(request),
         "client": request.client,
-        "server": server,
+        "server": server.address,
         "subprotocols": offered,
         "state": state,
-        "extensions": WEBSOCKET_EXTENSIONS,
+        "extensions": server.ws_extensions,
     }

@@ -71,7 +71,8 @@ async def test_accept_with_a_subprotocol_and_messages_both_ways() -> None:
     assert scope["scheme"] == "ws"
     assert scope["path"] == "/ws" and scope["query_string"] == b"room=1"
     assert scope["subprotocols"] == ["v2", "v1"]
-    assert scope["extensions"] == {"websocket.http.response": {}}
+    assert scope["extensions"]["websocket.http.response"] == {}
+    assert set(scope["extensions"]) == {"websocket.http.response", "peregrine_rt"}
     assert app.events[-1] == {"type": "websocket.disconnect", "code": 4000, "reason": "done"}
     assert app.events[0] == {"type": "websocket.receive", "text": "hello"}
     assert app.events[1] == {"type": "websocket.receive", "bytes": b"\x01\x02"}
