@@ -7,8 +7,11 @@ apply as for any handler) and ``send()`` fills the :class:`~peregrine_rt.Respons
 
 * ``http.response.start`` is kept until the first body message;
 * a first ``http.response.body`` with ``more_body`` false is the whole body:
-  the connection sends head and body in one write, with ``Content-Length``,
-  when ``handle()`` returns — that is, when the app returns;
+  ``send()`` writes head and body in one write, with ``Content-Length``
+  (``response.finish()``), and returns.  Whatever the app does after that
+  (Starlette's background tasks) no longer delays the client; the
+  connection's next request waits until the app returns.  (A HEAD answer
+  that only announces a ``Content-Length`` is sent when the app returns.)
 * a body with ``more_body`` true opens ``response.stream()`` (chunked on
   HTTP/1.1, ended by closing on HTTP/1.0); each later message is one chunk.
 
@@ -214,8 +217,10 @@ class HTTPCycle:
             stream = self._stream
             if stream is None:
                 if not more:
-                    self._finish_fixed(head, body)
-                    self._end()
+                    try:
+                        await self._finish_fixed(head, body)
+                    finally:
+                        self._end()
                     return
                 stream = await self._open_stream(head)
             if body:
@@ -246,7 +251,8 @@ class HTTPCycle:
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an http scope")
 
-    def _finish_fixed(self, head: ResponseHead, body: bytes) -> None:
+    async def _finish_fixed(self, head: ResponseHead, body: bytes) -> None:
+        """Send the whole response now, head and body in one write (``response.finish()``)."""
         response = self._response
         response.status = head.status
         response.headers.raw = head.headers
@@ -254,10 +260,16 @@ class HTTPCycle:
             response.close_connection = True
         if not body and head.content_length and self._request.method == "HEAD":
             # A HEAD answer without its body (FileResponse): announce the length
-            # it gave; FileBody without a file sends nothing after the head.
+            # it gave; FileBody without a file sends nothing after the head.  The
+            # connection sends that head when handle() returns.
             response.attach_file(FileBody(-1, [(0, head.content_length)]))
-        else:
-            response.body = bytes(body)
+            return
+        response.body = bytes(body)
+        try:
+            await response.finish()
+        except ClientDisconnected as exc:
+            self._gone = True
+            raise ClientGone(str(exc)) from exc
 
     async def _open_stream(self, head: ResponseHead) -> AbstractAsyncContextManager[Any]:
         response = self._response

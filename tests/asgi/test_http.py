@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import peregrine_rt as pr
 from peregrine_rt.asgi import ASGI
@@ -192,6 +193,66 @@ async def test_head_drops_the_body_and_keeps_the_length() -> None:
     assert sent == ["HEAD", "HEAD"]
     assert plain.content == b"" and plain.headers["content-length"] == "12"
     assert file.content == b"" and file.headers["content-length"] == "1234"
+
+
+class Background:
+    """Answers at once, then works (as a Starlette background task) until ``release`` is set."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.release = trio.Event()
+        self.done: list[str] = []
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["path"] == "/plain":
+            await _send_text(send, 200, b"plain")
+            return
+        await _send_text(send, 202, b"queued")
+        await self.release.wait()
+        if self.fail:
+            raise ValueError("the background task failed")
+        self.done.append(scope["path"])
+
+
+async def test_the_client_has_the_response_while_the_app_works_on() -> None:
+    app = Background()
+    async with open_client(ASGI(app, lifespan="off")) as client, client.connection() as conn:
+        with trio.fail_after(5):
+            response = await conn.get("/later")
+        assert (response.status, response.text) == (202, "queued")
+        assert response.headers["content-length"] == "6"
+        assert app.done == []  # the app is still at work
+        answers: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            async def next_request() -> None:
+                answers.append((await conn.get("/plain")).text)
+
+            nursery.start_soon(next_request)
+            await trio.testing.wait_all_tasks_blocked()
+            assert answers == []  # the next request on the connection waits for the app
+            app.release.set()
+        assert answers == ["plain"]
+        assert app.done == ["/later"]
+
+
+async def test_an_error_after_the_response_was_sent_closes_the_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Background(fail=True)
+    async with open_server(ASGI(app, lifespan="off")) as live:
+        stream = await trio.open_tcp_stream("127.0.0.1", live.server.port)
+        async with stream:
+            await stream.send_all(b"GET /later HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"queued"):
+                data = await stream.receive_some()
+                assert data
+                reply += data
+            assert reply.startswith(b"HTTP/1.1 202 ")
+            app.release.set()
+            assert await stream.receive_some() == b""  # closed, nothing more sent
+    assert "ValueError: the background task failed" in caplog.text
 
 
 async def test_disconnect_after_the_response() -> None:
