@@ -28,6 +28,7 @@ from ._sse import EventStream
 from ._static import DirServer
 from ._threads import run_sync
 from ._upgrade import upgrade
+from .asgi import ASGI
 from .exceptions import (
     ClientDisconnected,
     ConnectionClosed,
@@ -38,6 +39,7 @@ from .exceptions import (
     HTTPError,
     HubUnavailable,
     InvalidJSON,
+    LifespanFailure,
     LimitExceeded,
     LocalProtocolError,
     PeregrineError,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ASGI",
     "CORS",
     "Channels",
     "ClientDisconnected",
@@ -76,6 +79,7 @@ __all__ = [
     "HubUnavailable",
     "Identity",
     "InvalidJSON",
+    "LifespanFailure",
     "LimitExceeded",
     "Limits",
     "LocalProtocolError",

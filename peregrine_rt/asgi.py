@@ -12,7 +12,8 @@ tells what is supported; in short:
   messages streamed (chunked); ``http.response.trailers`` refused;
 * ``websocket``: accept (subprotocol, headers), close before accept (403),
   denial responses (``websocket.http.response``), messages both ways,
-  disconnect codes; the app runs in a task of :meth:`ASGI.background`;
+  disconnect codes; the app runs in a task of
+  :meth:`ASGI.background() <peregrine_rt.ASGI.background>`;
 * ``lifespan``: startup and shutdown, failures reported, ``state`` shared
   into every scope (a shallow copy each).
 
@@ -28,9 +29,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from ._asgi._http import HTTPCycle
-from ._asgi._lifespan import Lifespan, LifespanFailure
+from ._asgi._lifespan import Lifespan
 from ._asgi._scope import EXTENSION, PerServer, http_scope, websocket_scope
 from ._asgi._websocket import WebSocketSession
+from .exceptions import LifespanFailure
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

@@ -13,6 +13,7 @@
     ├── HandshakeError             a WebSocket upgrade was refused (.status)
     ├── ClientDisconnected         the client went away while a handler read or sent
     ├── HubUnavailable             a publish reached local subscribers only (.topic, .delivered)
+    ├── LifespanFailure            an ASGI app's lifespan startup failed: the server does not start
     └── ConnectionClosed           the WebSocket is closed (.code, .reason)
         ├── ConnectionClosedOK     it closed normally (1000, 1001)
         └── ConnectionClosedError  it closed on an error (any other code, 1006 if no close frame)
@@ -34,6 +35,7 @@ __all__ = [
     "HandshakeError",
     "HubUnavailable",
     "InvalidJSON",
+    "LifespanFailure",
     "LimitExceeded",
     "LocalProtocolError",
     "PeregrineError",
@@ -197,3 +199,13 @@ class HubUnavailable(PeregrineError):
         super().__init__(msg)
         self.topic = topic
         self.delivered = delivered
+
+
+class LifespanFailure(PeregrineError, RuntimeError):
+    """The ASGI app's lifespan startup failed: the server does not start.
+
+    The message is the app's (``lifespan.startup.failed``), or names the
+    exception the app raised (with ``ASGI(app, lifespan="on")``).  Also
+    importable from :mod:`peregrine_rt.asgi`, and a ``RuntimeError`` as it
+    was before it joined this tree.
+    """

@@ -16,23 +16,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
+from ..exceptions import LifespanFailure
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
-__all__ = ["Lifespan", "LifespanFailure"]
+__all__ = ["Lifespan"]
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
-
-
-class LifespanFailure(RuntimeError):
-    """The ASGI app's lifespan startup failed: the server does not start.
-
-    The message is the app's (``lifespan.startup.failed``), or names the
-    exception the app raised (with ``lifespan="on"``).
-    """
 
 
 class Lifespan:

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
+import peregrine_rt.exceptions
 from peregrine_rt.asgi import ASGI, LifespanFailure
 from peregrine_rt.testing import WebSocketRejected, open_client, wait_until
 
@@ -273,9 +274,15 @@ async def test_lifespan_state_reaches_every_request() -> None:
 
 
 async def test_a_failed_startup_stops_the_server_with_the_message() -> None:
-    with pytest.raises(LifespanFailure, match="ASGI lifespan startup failed: no database"):
+    message = "ASGI lifespan startup failed: no database"
+    with pytest.raises(LifespanFailure, match=message) as caught:
         async with open_client(ASGI(LifespanApp(fail="no database"))):
             pass
+    # One class, in the exception tree, importable from both places.
+    assert LifespanFailure is pr.LifespanFailure is pr.exceptions.LifespanFailure
+    assert isinstance(caught.value, pr.PeregrineError)
+    assert isinstance(caught.value, RuntimeError)
+    assert pr.ASGI is ASGI
 
 
 async def test_lifespan_unsupported(caplog: pytest.LogCaptureFixture) -> None:
