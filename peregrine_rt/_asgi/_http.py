@@ -12,6 +12,10 @@ apply as for any handler) and ``send()`` fills the :class:`~peregrine_rt.Respons
   (Starlette's background tasks) no longer delays the client; the
   connection's next request waits until the app returns.  (A HEAD answer
   that only announces a ``Content-Length`` is sent when the app returns.)
+* ``http.response.pathsend`` (the extension the scope offers; Starlette's
+  ``FileResponse`` uses it) attaches the file: the connection sends it after
+  the app returns, with ``Content-Length`` and ``sendfile``, as
+  ``response.file()`` bodies;
 * a body with ``more_body`` true opens ``response.stream()`` (chunked on
   HTTP/1.1, ended by closing on HTTP/1.0); each later message is one chunk.
 
@@ -29,6 +33,7 @@ the connection, which answers 413 or 400 and closes.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -246,6 +251,17 @@ class HTTPCycle:
             if self._gone:
                 raise ClientGone("the client disconnected")
             self._head = response_headers(message)
+        elif kind == "http.response.pathsend":
+            head = self._head
+            if head is None or self._complete or self._stream is not None:
+                raise RuntimeError(
+                    "http.response.pathsend "
+                    + ("before http.response.start" if head is None else "after a body")
+                )
+            if self._gone:
+                raise ClientGone("the client disconnected")
+            self._send_path(head, message["path"])
+            self._end()
         elif kind == "http.response.trailers":
             raise RuntimeError("http.response.trailers is not supported by peregrine_rt")
         else:
@@ -270,6 +286,26 @@ class HTTPCycle:
         except ClientDisconnected as exc:
             self._gone = True
             raise ClientGone(str(exc)) from exc
+
+    def _send_path(self, head: ResponseHead, path: str) -> None:
+        """The file at ``path`` is the body: the connection sends it (sendfile) after the app.
+
+        With ``Content-Length``, as the connection sends ``response.file()``;
+        the app's other headers (Starlette's ``ETag``, ``Last-Modified``) as
+        they are.  Raises ``OSError`` when the file cannot be opened (a 500).
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        response = self._response
+        response.status = head.status
+        response.headers.raw = head.headers
+        if head.close:
+            response.close_connection = True
+        response.attach_file(FileBody(fd, [(0, size)]))
 
     async def _open_stream(self, head: ResponseHead) -> AbstractAsyncContextManager[Any]:
         response = self._response

@@ -11,8 +11,10 @@ up once per server), ``None`` on memory streams; ``client`` is the peer's
 ``(host, port)`` or ``None`` (Unix sockets).
 
 ``extensions`` carries ``"peregrine_rt": {"hub": hub}``, the serving server's
-:class:`~peregrine_rt.Hub` (what :func:`peregrine_rt.asgi.hub` reads), and for
-WebSockets ``"websocket.http.response"`` (denial responses).  These dicts are
+:class:`~peregrine_rt.Hub` (what :func:`peregrine_rt.asgi.hub` reads); for
+HTTP ``"http.response.pathsend"`` (a file sent by the server: Starlette's
+``FileResponse``), for WebSockets ``"websocket.http.response"`` (denial
+responses).  These dicts are
 made once per server and shared by every scope, as the ``asgi`` dicts are:
 an app reads them, it does not change them.
 """
@@ -65,7 +67,7 @@ class PerServer:
                     break
             own = {"hub": request.hub}
             self._server, self.address = server, address
-            self.http_extensions = {EXTENSION: own}
+            self.http_extensions = {EXTENSION: own, "http.response.pathsend": {}}
             self.ws_extensions = {EXTENSION: own, "websocket.http.response": {}}
         return self
 
