@@ -70,6 +70,7 @@ class NewsApp:
 async def test_an_http_endpoint_publishes_to_a_websocket_endpoint() -> None:
     app = NewsApp()
     async with open_client(ASGI(app, lifespan="off")) as client:
+        assert client.server is not None
         server_hub = client.server.hub
         async with client.websocket("/news") as ws:
             await wait_until(lambda: server_hub.count("news") == 1)
@@ -92,6 +93,7 @@ async def test_the_extensions_are_made_once_per_server() -> None:
         await client.get("/b")
     async with open_client(adapter) as other:  # the same ASGI object, another server
         await other.get("/c")
+    assert other.server is not None
     first, second, third = (scope["extensions"] for scope in app.scopes)
     assert first is second
     assert third is not first
@@ -105,6 +107,7 @@ async def test_a_mounted_app_reaches_the_servers_hub() -> None:
     router.mount("/api", ASGI(app, lifespan="off"))
     async with open_client(router) as client:
         await client.get("/api/x")
+        assert client.server is not None
         assert hub(app.scopes[0]) is client.server.hub
 
 
