@@ -47,6 +47,12 @@ counted in the measured windows (a lower bound: warm-ups are not counted
 there).  The ``off`` HTTP server must answer ``GET /metrics`` with the app's
 own ``Hello, World!`` (no metrics endpoint), so the off runs are really off.
 
+``--tree DIR`` runs every server's ``peregrine_rt`` from another source
+tree (``PYTHONPATH=DIR`` for the servers only; each server's line says which
+one it loaded, read from the C extension it mapped): a ``git archive`` of a
+commit, its C extension copied in, keeps others' edits to a shared checkout
+out of a run.
+
 The last line is ``metrics_on_off http_c50=<r> http_c1000=<r> ws_n50=<r>
 ws_n1000=<r> status_on_off http_c50=<r> ...`` (ratios of medians).
 
@@ -70,7 +76,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from _procs import HOST, SERVER_CPU, BenchError, Peer, median
+from _procs import HOST, SERVER_CPU, BenchError, Peer, check_tree, median, peregrine_origin
 from http_load import BODY, WRK_CPU_WARN, WrkResult, check_hello, run_wrk
 from http_load import PEERS as HTTP_PEERS
 from ws import (
@@ -99,14 +105,22 @@ class Server(WsServer):
     """A peregrine-rt process pinned to SERVER_CPU, stopped by its PID (SIGTERM, then SIGKILL)."""
 
 
-def variant_peer(base: Peer, kind: str, variant: str) -> Peer:
-    """``base`` with the variant's flags appended to its command line."""
+def variant_peer(base: Peer, kind: str, variant: str, tree: Path | None) -> Peer:
+    """``base`` with the variant's flags appended to its command line (run from ``tree``)."""
     flags = VARIANTS[variant]
+    env = dict(base.env)
+    if tree is not None:
+        # The console script has no current directory on sys.path ahead of
+        # PYTHONPATH: the tree's peregrine_rt wins over the editable install.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p
+        )
     return replace(
         base,
         key=f"{kind}-{variant}",
         label=f"{kind} {variant}",
         argv=lambda port: [*base.argv(port), *flags],
+        env=env,
     )
 
 
@@ -172,6 +186,7 @@ def run_http(peer: Peer, args: argparse.Namespace, logdir: Path, tag: str) -> di
     try:
         server.wait_ready()
         check_hello(server)
+        _print_origin(server)
         counted = 2  # the hello check's two requests
         per_conn_slack = 0
         for conns in args.conns:
@@ -210,6 +225,7 @@ def run_ws(peer: Peer, args: argparse.Namespace, logdir: Path, tag: str) -> dict
     try:
         server.wait_ready()
         check_echo(server)
+        _print_origin(server)
         measured = 0.0
         for conns in args.conns:
             r = run_load(server, conns, args.warmup, args.duration, logdir)
@@ -233,6 +249,12 @@ def run_ws(peer: Peer, args: argparse.Namespace, logdir: Path, tag: str) -> dict
         if note:
             print(f"    note: {note}")
     return points
+
+
+def _print_origin(server: Server) -> None:
+    print(
+        f"  {server.peer.label}: peregrine_rt from {peregrine_origin(server.proc.pid)}", flush=True
+    )
 
 
 def _print_point(label: str, where: str, p: Point, unit: str) -> None:
@@ -312,6 +334,14 @@ def main() -> int:
         help="comma-separated connection counts, for both HTTP and WebSocket (default 50,1000)",
     )
     ap.add_argument("--only", choices=["http", "ws"], help="run only one of the two benchmarks")
+    ap.add_argument(
+        "--tree",
+        type=Path,
+        metavar="DIR",
+        help="run every server's peregrine_rt from this source tree (PYTHONPATH=DIR, for the "
+        "servers only; e.g. a `git archive` export with its C extension copied in), so that "
+        "others' edits to the checkout during the run do not change what is measured",
+    )
     args = ap.parse_args()
     try:
         args.conns = [int(c) for c in args.conns.split(",") if c.strip()]
@@ -325,6 +355,10 @@ def main() -> int:
     if args.warmup and not float(args.warmup).is_integer():
         ap.error("--warmup: whole seconds (wrk takes -d in seconds)")
     args.warmup = int(args.warmup)
+    try:
+        tree = check_tree(args.tree) if args.tree else None
+    except BenchError as exc:
+        ap.error(str(exc))
     problems = [
         f"{t} not found (apt-get install -y {t})" for t in ("wrk", "taskset") if not shutil.which(t)
     ]
@@ -342,7 +376,7 @@ def main() -> int:
     kinds = [k for k in ("http", "ws") if args.only in (None, k)]
     variants = list(VARIANTS)
     peers = {
-        kind: {v: variant_peer(base, kind, v) for v in variants}
+        kind: {v: variant_peer(base, kind, v, tree) for v in variants}
         for kind, base in (("http", HTTP_PEERS["peregrine"]), ("ws", WS_PEERS["peregrine"]))
     }
     per_server = (args.warmup + args.duration) * len(args.conns)
@@ -357,6 +391,8 @@ def main() -> int:
         f"{args.rounds} rounds, variants interleaved and rotated; about "
         f"{args.rounds * len(variants) * len(kinds) * (per_server + 4) / 60:.1f} min"
     )
+    if tree is not None:
+        print(f"# peregrine_rt from PYTHONPATH={tree} for every server")
     for v in variants:
         print(f"#   {v:<8} peregrine-rt ... {' '.join(VARIANTS[v]) or '(no operations flag)'}")
     results: Results = {k: {v: {c: [] for c in args.conns} for v in variants} for k in kinds}
