@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -448,3 +449,31 @@ def test_the_app_must_be_callable() -> None:
         ASGI("app")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="'auto', 'on' or 'off'"):
         ASGI(Recorder(), lifespan="yes")  # type: ignore[arg-type]
+
+
+async def test_pathsend_sends_the_file_with_its_length(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(range(256)) * 400)
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        assert "http.response.pathsend" in scope["extensions"]
+        if scope["path"] == "/early":
+            await send({"type": "http.response.pathsend", "path": str(path)})
+            return
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"etag", b'"v1"')]}
+        await send(start)
+        name = str(path) if scope["path"] == "/file" else str(tmp_path / "missing")
+        await send({"type": "http.response.pathsend", "path": name})
+
+    async with open_client(ASGI(app, lifespan="off")) as client:
+        response = await client.get("/file")
+        assert response.status == 200
+        assert response.content == path.read_bytes()
+        assert response.headers["content-length"] == str(102_400)
+        assert response.headers["etag"] == '"v1"'
+        assert (await client.get("/missing")).status == 500
+        assert (await client.get("/early")).status == 500
+    assert "FileNotFoundError" in caplog.text
+    assert "http.response.pathsend before http.response.start" in caplog.text
