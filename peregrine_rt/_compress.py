@@ -201,6 +201,7 @@ class Compress(Middleware):
         """Run the app, then compress what it left if the rules above allow it."""
         if self.streams:
             response.on_stream(lambda started: self.stream_encoder(request, started))
+        response.hold()  # compressed after handle: finish() must not send it first
         await self.app.handle(request, response)
         if response.started or response.file_body is not None:
             return

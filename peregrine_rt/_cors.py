@@ -170,6 +170,7 @@ class CORS(Middleware):
     async def handle(self, request: Request, response: Response) -> None:
         """Answer a preflight, or run the app and let an allowed origin read its answer."""
         origin = request.headers.get("origin")
+        response.hold()  # what the app answers gets our headers after handle
         if origin is None or request.upgrade is not None:
             # Not a CORS request (or a WebSocket handshake: browsers do not apply
             # CORS to those; upgrade() checks the Origin itself).

@@ -125,6 +125,7 @@ class Response:
     __slots__ = (
         "_conn",
         "_file",
+        "_held",
         "_stream_hooks",
         "body",
         "close_connection",
@@ -293,13 +294,25 @@ class Response:
         For work after the answer (what Starlette calls background tasks): the
         client has its response at once, and the connection's next request
         waits until ``handle`` returns.  The response cannot change afterwards,
-        and middleware that rewrites a response after ``handle`` (``Compress``,
-        ``CORS``) no longer sees it: set what they would add first.  Not for
+        unless a middleware around the handler rewrites responses after
+        ``handle`` (``Compress``, ``CORS``: they call :meth:`hold`), in which
+        case the response goes out when ``handle`` returns, as usual.  Not for
         :meth:`file` bodies nor streams.
         """
         if self._conn is None:
             raise LocalProtocolError("this Response is not attached to a connection")
+        if getattr(self, "_held", False):
+            return  # a middleware rewrites it after handle: it goes out then
         await self._conn.finish(self)
+
+    def hold(self) -> None:
+        """Keep this response until ``handle`` returns: :meth:`finish` then sends nothing early.
+
+        For middleware that changes a response after the app's ``handle``
+        (``Compress``, ``CORS`` do): call it before running the app, and the
+        response the middleware sees is the one sent.
+        """
+        self._held = True
 
     @asynccontextmanager
     async def stream(

@@ -58,6 +58,12 @@ error_log = logging.getLogger("peregrine_rt.error")
 _FRAMING = (b"content-length", b"transfer-encoding", b"connection")
 
 
+def keep_headers(response: Response, headers: list[tuple[bytes, bytes]]) -> None:
+    """The app's headers, after any a middleware around the adapter set first (CORS)."""
+    raw = response.headers.raw
+    response.headers.raw = [*raw, *headers] if raw else headers
+
+
 class ResponseHead:
     """What ``http.response.start`` and its headers say, checked (see :func:`response_headers`)."""
 
@@ -271,7 +277,7 @@ class HTTPCycle:
         """Send the whole response now, head and body in one write (``response.finish()``)."""
         response = self._response
         response.status = head.status
-        response.headers.raw = head.headers
+        keep_headers(response, head.headers)
         if head.close:
             response.close_connection = True
         if not body and head.content_length and self._request.method == "HEAD":
@@ -302,7 +308,7 @@ class HTTPCycle:
             raise
         response = self._response
         response.status = head.status
-        response.headers.raw = head.headers
+        keep_headers(response, head.headers)
         if head.close:
             response.close_connection = True
         response.attach_file(FileBody(fd, [(0, size)]))
@@ -310,7 +316,7 @@ class HTTPCycle:
     async def _open_stream(self, head: ResponseHead) -> AbstractAsyncContextManager[Any]:
         response = self._response
         response.status = head.status
-        response.headers.raw = head.headers
+        keep_headers(response, head.headers)
         if head.close:
             response.close_connection = True
         stream = response.stream()
