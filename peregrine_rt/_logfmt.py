@@ -11,8 +11,8 @@ its usual line and the JSON form gets the same facts as data.
 Secrets never reach a log line, in either form: :func:`redact_target`
 replaces the values of query parameters that carry credentials (``token``,
 ``access_token``, ``api_key``, ``password``, ``signature``... and any name
-containing ``token``, ``secret``, ``password``, ``auth`` or ``session``, or
-ending in ``_key``) with
+containing ``token``, ``secret``, ``password``, ``auth``, ``session``,
+``sessid`` or ``signature`` (``X-Amz-Signature``), or ending in ``_key``) with
 ``REDACTED``; the access log and the handler-error lines write targets
 through it.  Request headers are never logged, so ``Cookie`` and
 ``Authorization`` values cannot be; a ``Referer`` (JSON access lines) goes
@@ -30,7 +30,9 @@ from urllib.parse import unquote_plus
 __all__ = ["REDACTED", "JSONFormatter", "is_secret_name", "redact_target"]
 
 REDACTED = "REDACTED"
-_SECRET_WORDS = ("token", "secret", "password", "passwd", "auth", "jwt", "session")
+_SECRET_WORDS = (
+    "token", "secret", "password", "passwd", "auth", "jwt", "session", "sessid", "signature",
+)  # fmt: skip
 _SECRET_NAMES = frozenset(
     ("key", "apikey", "sig", "signature", "code", "pwd", "credential", "credentials")
 )

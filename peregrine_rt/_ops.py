@@ -134,6 +134,10 @@ class Operations:
         own = self.server.stats.snapshot()
         if self.shared is None:
             return merge([own])
+        # What a scrape shows of this worker is on disk before it is shown: a
+        # next scrape, answered by another worker, cannot show less (a counter
+        # going down would read as a reset to Prometheus).
+        self.shared.write(own)
         return self.shared.figures(own)
 
     async def _metrics(self, request: Request, response: Response) -> None:
@@ -203,7 +207,8 @@ class Operations:
         shared = self.shared
         try:
             while True:
-                await trio.to_thread.run_sync(shared.write, self.server.stats.snapshot())
+                # In this thread (a small file): writes stay in order, one at a time.
+                shared.write(self.server.stats.snapshot())
                 await trio.sleep(SHARE_INTERVAL)
         finally:
             with trio.CancelScope(shield=True):

@@ -351,12 +351,6 @@ def test_a_killed_workers_counters_stay_and_its_gauges_go(
     assert returncode == 0, log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker's counts are live in its own scrapes but up to SHARE_INTERVAL old in "
-    "the other worker's: Operations.figures() should write the worker's snapshot to its "
-    "shared file before answering a scrape (see the report of issue 16's tests)",
-)
 def test_consecutive_scrapes_never_go_down(start: Callable[..., Supervised]) -> None:
     """Whichever worker answers, a scrape shows at least what the one before it showed.
 
