@@ -37,7 +37,6 @@ ROOM_NAME = f"^{ROOM.pattern}$"  # the chat's room names, anchored (pydantic sea
 MAX_MESSAGES = 100  # GET /api/rooms/{room}/messages: the newest this many at most
 
 
-# [api]
 class Announcement(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
     room: str | None = Field(default=None, pattern=ROOM_NAME)  # None: every room
@@ -111,9 +110,6 @@ def create_api(chat: Chat, announce_token: str | None = None) -> FastAPI:
 
     # [/announce]
     return api
-
-
-# [/api]
 
 
 # [app]
