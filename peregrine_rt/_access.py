@@ -1,8 +1,8 @@
-"""One line per response: counted for ``/metrics``, written to the access log.
+"""One line per response in the access log, and the facts a log line about a request carries.
 
 What :class:`~peregrine_rt._connection.HTTPConnection` calls once a response
-(or the server's own answer) is on its way, and the facts a log line about a
-request carries.  Targets are written through
+(or the server's own answer) is on its way (it counts it for ``/metrics``
+itself).  Targets are written through
 :func:`~peregrine_rt._logfmt.redact_target`, so a query-string credential
 never reaches a log; request headers are never logged but for ``Referer``
 (redacted the same way) and ``User-Agent``.
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from ._logfmt import redact_target
 
 if TYPE_CHECKING:
-    from ._metrics import Stats
     from ._request import Request
 
 __all__ = ["access_log", "log_response", "request_fields"]
@@ -35,23 +34,17 @@ def request_fields(client: tuple[str, int] | None, request: Request) -> dict[str
 
 
 def log_response(
-    stats: Stats | None,
-    logged: bool,
     client: tuple[str, int] | None,
     request: Request | None,
     status: int,
     size: int,
     seconds: float,
 ) -> None:
-    """Count a response in ``stats`` (if given) and log it (if ``logged``).
+    """One access-log line, with its fields (JSON logs).
 
     ``request`` None: the server answered before a request head was read
     (400, 408, 413, 431...).  ``size`` is the body's, -1 for a stream.
     """
-    if stats is not None:
-        stats.request_done(request.method if request is not None else "-", status, seconds)
-    if not logged:
-        return
     where = _where(client)
     fields: dict[str, Any] = {
         "client": where,

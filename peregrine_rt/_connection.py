@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 import trio
@@ -112,7 +113,7 @@ class HTTPConnection:
         self.scope = trio.CancelScope()
         self.waiting = Waiting.HEAD
         self.since = trio.current_time()
-        self._began = self.since  # when the response under way began (access log, metrics)
+        self._began = 0.0  # perf_counter() when the response under way began (log, metrics)
         self.timeout_reason: str | None = None
         self.handled = 0
         self.request: Request | None = None
@@ -307,7 +308,7 @@ class HTTPConnection:
         self.waiting = Waiting.HANDLER
         self.handled += 1
         if server.observed:
-            self._began = trio.current_time()
+            self._began = perf_counter()
         try:
             await server.dispatch(request, response)
         except RemoteProtocolError as exc:
@@ -520,11 +521,14 @@ class HTTPConnection:
     def _log_access(self, request: Request | None, status: int, size: int) -> None:
         """Count the response (``Config.metrics``) and log it (``Config.access_log``)."""
         server = self.server
-        began = self._began if request is not None else self.since
-        seconds = max(0.0, trio.current_time() - began)
-        stats = server.stats if server.counting else None
-        client = self.transport.client
-        log_response(stats, server.config.access_log, client, request, status, size, seconds)
+        # The server's own answers before a head was read count as taking no time.
+        seconds = perf_counter() - self._began if request is not None else 0.0
+        if server.counting:
+            server.stats.request_done(
+                request.method if request is not None else "-", status, seconds
+            )
+        if server.config.access_log:
+            log_response(self.transport.client, request, status, size, seconds)
 
     # -- what Request and Response call -----------------------------------------
 

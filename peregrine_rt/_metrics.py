@@ -220,11 +220,14 @@ class Stats:
 
     def request_done(self, method: str, status: int, seconds: float) -> None:
         """Count one response (``method`` as the client sent it)."""
-        if method not in KNOWN_METHODS:
-            method = "other"
         key = (method, status)
         requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        try:
+            requests[key] += 1  # the common case: a series seen before
+        except KeyError:
+            if method not in KNOWN_METHODS:
+                key = ("other", status)  # a client choosing methods creates no series
+            requests[key] = requests.get(key, 0) + 1
         self.duration_buckets[bisect_left(BUCKETS, seconds)] += 1
         self.duration_sum += seconds
 

@@ -74,6 +74,11 @@ class Operations:
         self.shared: SharedFigures | None = None
         if config.metrics_dir is not None:
             self.shared = SharedFigures(config.metrics_dir)
+        # The same, by the request target's raw bytes: the lookup every request
+        # pays when the endpoints share the app's port (no path decoding).
+        self.targets: dict[bytes, Endpoint] = {
+            path.encode("ascii"): endpoint for path, endpoint in self.paths.items()
+        }
         self.app: Endpoint | None = None  # the handler's handle, once serving
         self.port: int | None = None  # the bound metrics_port, once listening
         self._own_port = config.metrics_port is not None
@@ -112,10 +117,17 @@ class Operations:
         return self.dispatch
 
     async def dispatch(self, request: Request, response: Response) -> None:
-        endpoint = self.paths.get(request.path)
+        """These paths, matched on the raw target (its query aside); the app for the rest.
+
+        A target that spells one of the paths otherwise (``%``-escapes, dot
+        segments) reaches the app: the endpoints answer their plain spelling.
+        """
+        target = request.target
+        endpoint = self.targets.get(target)
+        if endpoint is None and b"?" in target:
+            endpoint = self.targets.get(target.partition(b"?")[0])
         if endpoint is None:
-            assert self.app is not None
-            await self.app(request, response)
+            await self.app(request, response)  # type: ignore[misc]  # set by entry()
         else:
             await endpoint(request, response)
 
