@@ -39,6 +39,7 @@ from ._http import (
     encode_chunk,
     may_have_body,
 )
+from ._metrics import endpoint_for
 from ._request import Request
 from ._response import Response
 from .exceptions import (
@@ -307,10 +308,14 @@ class HTTPConnection:
         self._body_bytes = 0
         self.waiting = Waiting.HANDLER
         self.handled += 1
-        if server.observed:
+        handle = server.dispatch
+        endpoints = server.endpoints  # None unless responses are timed (log, metrics)
+        if endpoints is not None:
             self._began = perf_counter()
+            if endpoints:  # the server's own (/metrics...), on the app's port
+                handle = endpoint_for(endpoints, request.target, handle)
         try:
-            await server.dispatch(request, response)
+            await handle(request, response)
         except RemoteProtocolError as exc:
             if exc.close or response.started or self.websocket is not None:
                 raise  # a bad body, met while the handler read it: answer and close

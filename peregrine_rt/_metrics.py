@@ -43,6 +43,7 @@ __all__ = [
     "SharedFigures",
     "Stats",
     "clear_shared_figures",
+    "endpoint_for",
     "merge",
     "render",
 ]
@@ -270,6 +271,18 @@ class Stats:
                 "topics": dict(sampled.get("topics", {})),
             },
         }
+
+
+def endpoint_for(endpoints: Mapping[bytes, Any], target: bytes, default: Any) -> Any:
+    """The endpoint of a raw request target (its query aside) in ``endpoints``, or ``default``.
+
+    How a connection finds the server's own endpoints (``/metrics``...) before
+    the app: by the target's bytes, with no path decoding on every request.
+    """
+    found = endpoints.get(target)
+    if found is None and b"?" in target:
+        found = endpoints.get(target.partition(b"?")[0])
+    return default if found is None else found
 
 
 def _add(into: dict[str, Any], key: str, value: Any) -> None:

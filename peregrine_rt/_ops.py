@@ -2,9 +2,9 @@
 
 All are opt-in (``Config.metrics``, ``health``, ``status_page``) and live
 under ``Config.ops_prefix``.  :class:`Operations` answers them in front of
-the app (its :meth:`~Operations.dispatch` replaces the handler's ``handle``
-as the server's entry point only when one is on: with none, requests reach
-the app with no extra step), or on a port of their own
+the app (the connection looks the request's raw target up in
+:attr:`~Operations.targets` before calling the app's ``handle``; with none on,
+requests reach the app with no extra step), or on a port of their own
 (``Config.metrics_port``, served by a small second :class:`Server` in the
 same process).
 
@@ -26,6 +26,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -37,7 +38,14 @@ if TYPE_CHECKING:
     from ._response import Response
     from ._server import Server
 
-__all__ = ["TOPIC_LIMIT", "Operations", "check_token", "sample", "temporary_metrics_dir"]
+__all__ = [
+    "TOPIC_LIMIT",
+    "Operations",
+    "check_token",
+    "operations",
+    "sample",
+    "temporary_metrics_dir",
+]
 
 log = logging.getLogger("peregrine_rt.server")
 
@@ -79,7 +87,6 @@ class Operations:
         self.targets: dict[bytes, Endpoint] = {
             path.encode("ascii"): endpoint for path, endpoint in self.paths.items()
         }
-        self.app: Endpoint | None = None  # the handler's handle, once serving
         self.port: int | None = None  # the bound metrics_port, once listening
         self._own_port = config.metrics_port is not None
 
@@ -109,27 +116,10 @@ class Operations:
                     f"app has a route for it ({found}): set ops_prefix, or metrics_port"
                 )
 
-    def entry(self, app: Endpoint) -> Endpoint:
-        """The server's entry point: the app's ``handle``, behind these paths on its port."""
-        self.app = app
-        if self._own_port or not self.paths:
-            return app
-        return self.dispatch
-
-    async def dispatch(self, request: Request, response: Response) -> None:
-        """These paths, matched on the raw target (its query aside); the app for the rest.
-
-        A target that spells one of the paths otherwise (``%``-escapes, dot
-        segments) reaches the app: the endpoints answer their plain spelling.
-        """
-        target = request.target
-        endpoint = self.targets.get(target)
-        if endpoint is None and b"?" in target:
-            endpoint = self.targets.get(target.partition(b"?")[0])
-        if endpoint is None:
-            await self.app(request, response)  # type: ignore[misc]  # set by entry()
-        else:
-            await endpoint(request, response)
+    @property
+    def shares_port(self) -> bool:
+        """Whether these endpoints answer on the app's port (found there by :attr:`targets`)."""
+        return not self._own_port and bool(self.paths)
 
     async def serve_own(self, request: Request, response: Response) -> None:
         """The handler of ``metrics_port``: these paths, 404 for the rest."""
@@ -283,6 +273,31 @@ def _json(response: Response, status: int, body: dict[str, Any]) -> None:
 def _not_allowed(response: Response) -> None:
     response.text("method not allowed\n", status=405)
     response.headers["allow"] = "GET, HEAD"
+
+
+def operations(
+    server: Server,
+) -> tuple[Operations | None, bool, bool, dict[bytes, Endpoint] | None]:
+    """Wire a new server's figures and endpoints: what ``Server.__init__`` keeps.
+
+    Returns ``(ops, counting, observed, endpoints)``: the :class:`Operations`
+    (None when no endpoint is on), whether responses are counted (metrics,
+    the status page) and observed (also the access log), and the endpoints
+    the connection looks a raw target up in before the app (``{}`` when only
+    timing is needed, None when responses are neither counted nor logged).
+    """
+    config = server.config
+    server.stats.sample = partial(sample, server)
+    server.admission.stats = server.stats  # a connection refused at the limit is a 503
+    counting = config.metrics or config.status_page
+    observed = config.access_log or counting
+    ops = Operations(server) if config.metrics or config.health or config.status_page else None
+    endpoints: dict[bytes, Endpoint] | None = None
+    if ops is not None and ops.shares_port:
+        endpoints = ops.targets
+    elif observed:
+        endpoints = {}
+    return ops, counting, observed, endpoints
 
 
 def sample(server: Server) -> dict[str, Any]:

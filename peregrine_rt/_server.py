@@ -23,7 +23,6 @@ import os
 import signal
 import socket
 import types
-from functools import partial
 from typing import TYPE_CHECKING, Any, Unpack
 
 import trio
@@ -39,7 +38,7 @@ from ._hub import Hub
 from ._lag import LagMonitor
 from ._logfmt import JSONFormatter
 from ._metrics import Stats
-from ._ops import Operations, sample
+from ._ops import operations
 from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
@@ -126,16 +125,12 @@ class Server:
         """The hub of this server (``ws.hub`` and ``request.hub`` in handlers)."""
         self.stats: Stats = self.hub.stats
         """This process's figures (``peregrine_rt._metrics.Stats``; ``/metrics`` shows them)."""
-        self.stats.sample = partial(sample, self)
-        self.admission.stats = self.stats
-        config = self.config
-        self.counting = config.metrics or config.status_page
-        self.observed = config.access_log or self.counting  # each response logged or counted
         self.accepting = False  # listening and taking connections (readiness)
-        self.ops: Operations | None = None
-        if config.metrics or config.health or config.status_page:
-            self.ops = Operations(self)
-        self.dispatch: Any = self._not_serving  # the entry point: the handler's handle, or ops
+        self.dispatch: Any = None  # the handler's handle, once serving
+        # The server's own endpoints (Operations), whether responses are counted
+        # (metrics) and timed (log or metrics), and the endpoints the connection
+        # looks up by raw target on the app's port (None: responses not timed).
+        self.ops, self.counting, self.observed, self.endpoints = operations(self)
 
     # -- addresses ------------------------------------------------------------
 
@@ -306,7 +301,6 @@ class Server:
         self.dispatch = self.handler_instance.handle
         if self.ops is not None:
             self.ops.check(self.handler_instance)
-            self.dispatch = self.ops.entry(self.dispatch)
         attach_hub = getattr(self.handler_instance, "attach_hub", None)
         if callable(attach_hub):  # HubMixin, or any handler that wants the hub
             attach_hub(self.hub)
@@ -369,9 +363,6 @@ class Server:
                         await self.handler_instance.shutdown()
                     except Exception:
                         error_log.exception("%s.shutdown() raised", self.spec.name)
-
-    async def _not_serving(self, request: Any, response: Any) -> None:
-        raise RuntimeError("the server is not serving yet")  # pragma: no cover
 
     async def _background(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the handler's ``background()`` for the server's life (see handlers.rst).
