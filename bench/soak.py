@@ -409,6 +409,12 @@ def main() -> None:
     )
     ap.add_argument("--json", type=Path, help="write the samples and the verdict here")
     ap.add_argument(
+        "--trim",
+        type=float,
+        metavar="SECONDS",
+        help="workers call glibc's malloc_trim(0) every SECONDS (is the RSS growth freed memory?)",
+    )
+    ap.add_argument(
         "--tracemalloc",
         action="store_true",
         help="run the workers under tracemalloc (slower) and print what grew most",
@@ -441,6 +447,8 @@ def main() -> None:
             env = {"CHAT_SECRET": secrets.token_urlsafe(32)}
             if args.tracemalloc:
                 env["SOAK_TRACEMALLOC"] = "1"
+            if args.trim:
+                env["SOAK_TRIM"] = str(args.trim)
             with open(log_path, "wb") as log:
                 server = spawn(argv, log, env=env)
             print(f"server: {' '.join(argv)}", flush=True)

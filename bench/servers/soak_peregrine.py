@@ -61,6 +61,16 @@ def rss_kib() -> int:
     return -1
 
 
+async def trim_every(seconds: float) -> None:
+    """glibc's ``malloc_trim(0)`` every ``seconds`` (``SOAK_TRIM``): is the growth freed memory kept?"""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    while True:
+        await trio.sleep(seconds)
+        libc.malloc_trim(0)
+
+
 PLAIN = ("/echo", "/fan")  # plain WebSockets: no Channels, no session
 
 
@@ -107,6 +117,15 @@ class Soak(Chat):
             await pr.upgrade(request, response, authenticate=None)
         else:
             await super().handle(request, response)
+
+    async def background(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(super().background)
+            if os.environ.get("SOAK_TRIM"):
+                nursery.start_soon(trim_every, float(os.environ["SOAK_TRIM"]))
+            task_status.started()
 
     async def on_open(self, ws: pr.WebSocket) -> None:
         path = ws.request.path
