@@ -186,10 +186,7 @@ class Request(RequestHead):
         at ``/api`` sees ``/items`` for ``/api/items``, and builds its own
         URLs as ``request.root_path + "/items"``.
         """
-        try:
-            return self._root_path
-        except AttributeError:
-            return ""
+        return getattr(self, "_root_path", "")  # set by mount() only: most requests have none
 
     def mount(self, prefix: str) -> None:
         """Move ``prefix`` from the start of ``path`` to ``root_path`` (for routers).
