@@ -25,6 +25,7 @@ class ServerOptions(TypedDict, total=False):
     ssl_context: ssl.SSLContext | None
     max_connections: int
     gc_freeze_above: int | None
+    malloc_trim_interval: float | None
     max_connections_per_ip: int | None
     max_requests_per_connection: int | None
     header_timeout: float

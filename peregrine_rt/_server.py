@@ -43,6 +43,7 @@ from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
 from ._transport import SocketTransport, StreamTransport, Transport
+from ._trim import MallocTrim
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -118,6 +119,7 @@ class Server:
         self.lag = LagMonitor()
         """Measures the event loop's lag while serving (``lag.worst``, ``lag.take_worst()``)."""
         self.gc_policy = GCPolicy(lambda: len(self.connections), self.config.gc_freeze_above)
+        self.malloc_trim = MallocTrim(self.config.malloc_trim_interval)
         """Keeps the garbage collector off long-lived objects at scale (``peregrine_rt._gc``)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
@@ -314,6 +316,7 @@ class Server:
                 await services.start(self.hub.serve)
                 await services.start(self.lag.run)
                 await services.start(self.gc_policy.run)
+                services.start_soon(self.malloc_trim.run)
                 if self.ops is not None:
                     await services.start(self.ops.run)
                 if self.spec.has_background:
