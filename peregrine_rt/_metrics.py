@@ -340,27 +340,26 @@ def _families(figures: Mapping[str, Any]) -> Iterator[Any]:
 
     c, g = figures["counters"], figures["gauges"]
 
-    def counter(name: str, value: Any = None, rows: Iterable[tuple[Any, ...]] = ()) -> Any:
+    def family(
+        kind: Any, name: str, value: Any = None, rows: Iterable[tuple[Any, ...]] = ()
+    ) -> Any:
+        """A counter's or gauge's family: one sample, or a row per label set."""
         info = _INFO[name]
-        family = CounterMetricFamily(
-            name.removesuffix("_total"), info.help, labels=info.labels or None
-        )
+        # A counter family is named without _total (the library adds it to the sample).
+        base = name.removesuffix("_total") if kind is CounterMetricFamily else name
+        made = kind(base, info.help, labels=info.labels or None)
         if info.labels:
             for *labels, n in rows:
-                family.add_metric([str(label) for label in labels], n)
+                made.add_metric([str(label) for label in labels], n)
         else:
-            family.add_metric([], value or 0)
-        return family
+            made.add_metric([], value or 0)
+        return made
+
+    def counter(name: str, value: Any = None, rows: Iterable[tuple[Any, ...]] = ()) -> Any:
+        return family(CounterMetricFamily, name, value, rows)
 
     def gauge(name: str, value: Any = None, rows: Iterable[tuple[Any, ...]] = ()) -> Any:
-        info = _INFO[name]
-        family = GaugeMetricFamily(name, info.help, labels=info.labels or None)
-        if info.labels:
-            for *labels, n in rows:
-                family.add_metric([str(label) for label in labels], n)
-        else:
-            family.add_metric([], value or 0)
-        return family
+        return family(GaugeMetricFamily, name, value, rows)
 
     yield counter("peregrine_http_requests_total", rows=[tuple(r) for r in c.get("requests", [])])
     info = _INFO["peregrine_http_request_duration_seconds"]
