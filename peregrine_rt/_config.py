@@ -76,7 +76,8 @@ class Config:
         "Seconds between two calls of glibc's malloc_trim(0), which hands memory Python "
         "freed back to the system (without it a long-running server's RSS creeps up while "
         "glibc keeps freed pages: +280-470 KiB a minute per worker in bench/soak.py).  "
-        "Run in a thread; nothing to do where the C library is not glibc.  None: never.",
+        "A short call in the event loop; nothing to do where the C library is not glibc.  "
+        "None: never.",
         group="limits",
     )
     max_connections_per_ip: int | None = _opt(

@@ -10,8 +10,11 @@ fell to +78 KiB/min for a worker that ran the whole 10 minutes, flat over
 its last four minutes (``bench/RESULTS.md``).
 
 :class:`MallocTrim` calls it every ``Config.malloc_trim_interval`` seconds
-in a worker thread (the C call releases the GIL, so the event loop goes on;
-a trim of a fragmented 2 GiB heap took 4-40 ms, a server's 60 MiB far less).
+in the event loop's thread: a trim of a server's 60-70 MiB heap is short, and
+even a fragmented 2 GiB heap took 4-40 ms, less than one young garbage
+collection of a large server.  (A worker thread would let the loop go on
+meanwhile, but a thread started every few seconds also makes trio's autojump
+clock, in an application's tests, jump ahead while it runs.)
 Where the C library is not glibc (musl, macOS) there is nothing to call and
 it does nothing.
 """
@@ -51,8 +54,9 @@ class MallocTrim:
     Args:
         interval: seconds between two trims; None: never.
         trim: the function to call (default: glibc's, found once; tests pass their own).
-        in_thread: call it in a worker thread (False: in the event loop's, for tests
-            on trio's autojump clock, which jumps while a thread runs).
+        in_thread: call it in a worker thread (default False: in the event loop's;
+            a thread would also make trio's autojump clock, in tests, jump while it
+            runs).
 
     Attributes:
         trims: how many were done.
@@ -63,7 +67,7 @@ class MallocTrim:
         interval: float | None,
         trim: Callable[[int], int] | bool | None = True,
         *,
-        in_thread: bool = True,
+        in_thread: bool = False,
     ) -> None:
         self.interval = interval
         self.in_thread = in_thread
