@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import jwt
 
 from ._sessions import Sessions, secret_list
+from ._upgrade import offered_subprotocols
 from .exceptions import HTTPError
 
 if TYPE_CHECKING:
@@ -278,15 +279,13 @@ def bearer_token(
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     if subprotocol_prefix:
-        for header in headers.getlist("sec-websocket-protocol"):
-            for offered in header.split(","):
-                entry = offered.strip()
-                if entry.startswith(subprotocol_prefix) and len(entry) > len(subprotocol_prefix):
-                    return entry[len(subprotocol_prefix) :]
-                if entry.startswith(PHOENIX_TOKEN_PREFIX):
-                    token = _unbase64url(entry[len(PHOENIX_TOKEN_PREFIX) :])
-                    if token:
-                        return token
+        for entry in offered_subprotocols(headers):
+            if entry.startswith(subprotocol_prefix) and len(entry) > len(subprotocol_prefix):
+                return entry[len(subprotocol_prefix) :]
+            if entry.startswith(PHOENIX_TOKEN_PREFIX):
+                token = _unbase64url(entry[len(PHOENIX_TOKEN_PREFIX) :])
+                if token:
+                    return token
     if query is not None:
         token = request.query.get(query)
         if token:

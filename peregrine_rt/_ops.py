@@ -42,6 +42,7 @@ __all__ = [
     "TOPIC_LIMIT",
     "Operations",
     "check_token",
+    "get_or_head",
     "operations",
     "sample",
     "temporary_metrics_dir",
@@ -143,16 +144,14 @@ class Operations:
         return self.shared.figures(own)
 
     async def _metrics(self, request: Request, response: Response) -> None:
-        if request.method not in ("GET", "HEAD"):
-            _not_allowed(response)
+        if not get_or_head(request, response):
             return
         response.body = render(self.figures())
         response.headers["content-type"] = CONTENT_TYPE
         response.headers["cache-control"] = "no-store"
 
     async def _healthz(self, request: Request, response: Response) -> None:
-        if request.method not in ("GET", "HEAD"):
-            _not_allowed(response)
+        if not get_or_head(request, response):
             return
         _json(response, 200, {"status": "ok"})
 
@@ -166,8 +165,7 @@ class Operations:
         }
 
     async def _readyz(self, request: Request, response: Response) -> None:
-        if request.method not in ("GET", "HEAD"):
-            _not_allowed(response)
+        if not get_or_head(request, response):
             return
         checks = self.readiness()
         ready = all(checks.values())
@@ -270,9 +268,13 @@ def _json(response: Response, status: int, body: dict[str, Any]) -> None:
     response.headers["cache-control"] = "no-store"
 
 
-def _not_allowed(response: Response) -> None:
+def get_or_head(request: Request, response: Response) -> bool:
+    """Whether ``request`` reads (GET, HEAD); else ``response`` is the 405 with ``Allow``."""
+    if request.method in ("GET", "HEAD"):
+        return True
     response.text("method not allowed\n", status=405)
     response.headers["allow"] = "GET, HEAD"
+    return False
 
 
 def operations(

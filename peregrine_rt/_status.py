@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ._json import dumps
-from ._ops import check_token
+from ._ops import check_token, get_or_head
 from ._upgrade import upgrade
 from .exceptions import HandshakeError
 
@@ -145,7 +145,7 @@ class StatusPage:
     # -- HTTP ---------------------------------------------------------------------
 
     async def _serve_page(self, request: Request, response: Response) -> None:
-        if not _get_or_head(request, response):
+        if not get_or_head(request, response):
             return
         if not self.authorized(request):
             _forbidden(response)
@@ -164,7 +164,7 @@ class StatusPage:
             )
 
     async def _asset(self, request: Request, response: Response) -> None:
-        if not _get_or_head(request, response):
+        if not get_or_head(request, response):
             return
         name = request.path.rpartition("/")[2]
         response.file(
@@ -246,14 +246,6 @@ class StatusPage:
                 await self._watched.wait()
             await trio.sleep(self.interval)
             self.tick()
-
-
-def _get_or_head(request: Request, response: Response) -> bool:
-    if request.method in ("GET", "HEAD"):
-        return True
-    response.text("method not allowed\n", status=405)
-    response.headers["allow"] = "GET, HEAD"
-    return False
 
 
 def _forbidden(response: Response) -> None:

@@ -26,18 +26,30 @@ from .websocket import WebSocket
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from ._http import Headers
     from ._request import Request
     from ._response import Response
 
     Authenticate = Callable[[Request], Awaitable[Any]]
 
-__all__ = ["origin_allowed", "upgrade"]
+__all__ = ["offered_subprotocols", "origin_allowed", "upgrade"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TEXT = b"text/plain; charset=utf-8"
 
 
 _UNSET: Any = object()  # "use the Config value"
+
+
+def offered_subprotocols(headers: Headers) -> list[str]:
+    """The subprotocols a handshake offers, in order: every ``Sec-WebSocket-Protocol``
+    line, split on commas, without blanks."""
+    return [
+        entry
+        for line in headers.getlist("sec-websocket-protocol")
+        for entry in (part.strip() for part in line.split(","))
+        if entry
+    ]
 
 
 def _accept_key(key: bytes) -> bytes:
@@ -173,9 +185,7 @@ async def upgrade(
 
     chosen: str | None = None
     if subprotocols:
-        offered = [
-            p.strip() for h in headers.getlist("sec-websocket-protocol") for p in h.split(",")
-        ]
+        offered = offered_subprotocols(headers)
         chosen = next((p for p in subprotocols if p in offered), None)
     extensions: list[PerMessageDeflate] = []
     accepted_extensions: bytes | None = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+from .._upgrade import offered_subprotocols
 from ..exceptions import ClientDisconnected
 
 if TYPE_CHECKING:
@@ -114,12 +115,6 @@ def http_scope(request: Request, server: PerServer, state: dict[str, Any]) -> di
 def websocket_scope(request: Request, server: PerServer, state: dict[str, Any]) -> dict[str, Any]:
     """The ``websocket`` scope of the upgrade request ``request``."""
     root_path, path, raw_path = _paths(request)
-    offered = [
-        p.strip()
-        for h in request.headers.getlist("sec-websocket-protocol")
-        for p in h.split(",")
-        if p.strip()
-    ]
     return {
         "type": "websocket",
         "asgi": WEBSOCKET_ASGI,
@@ -132,7 +127,7 @@ def websocket_scope(request: Request, server: PerServer, state: dict[str, Any]) 
         "headers": _headers(request),
         "client": request.client,
         "server": server.address,
-        "subprotocols": offered,
+        "subprotocols": offered_subprotocols(request.headers),
         "state": state,
         "extensions": server.ws_extensions,
     }
