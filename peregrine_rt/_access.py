@@ -27,10 +27,12 @@ def _where(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-def request_fields(client: tuple[str, int] | None, request: Request) -> dict[str, Any]:
-    """``extra=`` for a log line about ``request``: its client, method and redacted path."""
+def request_fields(client: tuple[str, int] | None, request: Request) -> tuple[str, dict[str, Any]]:
+    """For a log line about ``request``: its redacted target, and the ``extra=``
+    that carries it with the client and method (the fields of a JSON line)."""
     target = redact_target(request.target[:4096].decode("ascii", "replace"))
-    return {"fields": {"client": _where(client), "method": request.method, "path": target}}
+    fields = {"client": _where(client), "method": request.method, "path": target}
+    return target, {"fields": fields}
 
 
 def log_response(

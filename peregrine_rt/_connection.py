@@ -400,12 +400,12 @@ class HTTPConnection:
         """The 500 sent for a response only the writer can see is invalid (logged)."""
         # A handler mistake (a body on a 204, status 1000): the client gets a
         # 500, the log says why.
-        extra = request_fields(self.transport.client, request)
+        target, extra = request_fields(self.transport.client, request)
         error_log.error(
             "handler %s built an invalid response to %s %s: %s",
             self.server.spec.name,
             request.method,
-            extra["fields"]["path"],
+            target,
             exc,
             extra=extra,
         )
@@ -416,20 +416,19 @@ class HTTPConnection:
     async def _handler_failed(self, request: Request, response: Response) -> Response | None:
         """The handler raised (called in its ``except``): log it; a 500, or None to close."""
         server = self.server
+        target, extra = request_fields(self.transport.client, request)
         if self.websocket is not None:
             # After the 101: the socket never opened; close it as an error.
-            extra = request_fields(self.transport.client, request)
             error_log.exception("handler %s raised after upgrade()", server.spec.name, extra=extra)
             self.websocket.abandon()  # subscribed already, perhaps: it never runs
             with trio.move_on_after(server.config.ws_close_timeout):
                 await self.websocket.close(1011, "internal error")
             return None
-        extra = request_fields(self.transport.client, request)
         error_log.exception(
             "handler %s raised on %s %s",
             server.spec.name,
             request.method,
-            extra["fields"]["path"],
+            target,
             extra=extra,
         )
         if response.started:
@@ -474,19 +473,16 @@ class HTTPConnection:
                 if head and complete:
                     await transport.send_all(head)
         except OSError:  # EIO and the like: the body cannot be completed
-            extra = request_fields(self.transport.client, request)
-            error_log.exception(
-                "reading a file for %s failed", extra["fields"]["path"], extra=extra
-            )
+            target, extra = request_fields(self.transport.client, request)
+            error_log.exception("reading a file for %s failed", target, extra=extra)
             return False
         finally:
             response.release_file()
         if not complete:
             FILE_STATS.shortfalls += 1
-            extra = request_fields(self.transport.client, request)
-            path = extra["fields"]["path"]
+            target, extra = request_fields(self.transport.client, request)
             error_log.warning(
-                "a file shrank while %s was sent: connection closed", path, extra=extra
+                "a file shrank while %s was sent: connection closed", target, extra=extra
             )
             return False
         if self.server.observed:

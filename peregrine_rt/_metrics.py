@@ -29,6 +29,7 @@ import json
 import os
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,15 +207,15 @@ class Stats:
         self.duration_sum = 0.0
         self.ws_received = 0
         self.ws_sent = 0
-        self.ws_closes: dict[int, int] = {}
+        self.ws_closes: Counter[int] = Counter()  # by close code
         self.slow_closed = 0
         self.slow_dropped = 0
         self.sse_streams = 0  # open now (a gauge kept by counting)
         self.hub_publishes = 0
         self.hub_deliveries = 0
         self.hub_lost = 0
-        self.channel_joins: dict[str, int] = {}
-        self.channel_recoveries: dict[str, int] = {}
+        self.channel_joins: Counter[str] = Counter()  # by result: ok, error
+        self.channel_recoveries: Counter[str] = Counter()  # by outcome
         self.channel_topics = 0  # topics with local members now
         # () -> {"connections": {...}, "redis_up": 0/1/None, ...}: looked up at snapshot time.
         self.sample: Any = None
@@ -231,18 +232,6 @@ class Stats:
             requests[key] = requests.get(key, 0) + 1
         self.duration_buckets[bisect_left(BUCKETS, seconds)] += 1
         self.duration_sum += seconds
-
-    def ws_closed(self, code: int) -> None:
-        closes = self.ws_closes
-        closes[code] = closes.get(code, 0) + 1
-
-    def channel_join(self, result: str) -> None:
-        joins = self.channel_joins
-        joins[result] = joins.get(result, 0) + 1
-
-    def channel_recovery(self, outcome: str) -> None:
-        found = self.channel_recoveries
-        found[outcome] = found.get(outcome, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """Every figure, as JSON-able data: counters, then the sampled gauges."""

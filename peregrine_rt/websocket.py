@@ -482,7 +482,7 @@ class WebSocket:
         finally:
             self._ended = True
             server.websockets.discard(self)
-            self._stats.ws_closed(self.close_code or 1006)
+            self._stats.ws_closes[self.close_code or 1006] += 1
             if self._hubs:
                 for hub in self._hubs:
                     hub.unsubscribe(self)

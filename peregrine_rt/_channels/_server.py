@@ -213,7 +213,9 @@ class Channels:
         elif event in (PHX_JOIN, PHX_LEAVE) and not conn.join_bucket.take(trio.current_time()):
             await self._error(ws, conn, frame, "rate_limited")
         elif event == PHX_JOIN:
-            await self._join(ws, conn, frame)
+            joined = await self._join(ws, conn, frame)
+            if self._hub is not None:
+                self._hub.stats.channel_joins["ok" if joined else "error"] += 1
         elif event == PHX_LEAVE:
             await self._leave(ws, conn, frame)
         else:
@@ -303,15 +305,13 @@ class Channels:
 
     # -- joins -----------------------------------------------------------------------
 
-    async def _join(self, ws: WebSocket, conn: Conn, frame: Frame) -> None:
+    async def _join(self, ws: WebSocket, conn: Conn, frame: Frame) -> bool:
+        """Answer a ``phx_join``: whether it was accepted (the ok reply sent)."""
         topic = frame.topic
         found = self.spec_of(topic) if topic != PHOENIX_TOPIC else None
-        stats = self._hub.stats if self._hub is not None else None
         if found is None:
             await self._error(ws, conn, frame, "unmatched topic")
-            if stats is not None:
-                stats.channel_join("error")
-            return
+            return False
         spec, params = found
         old = conn.joins.get(topic)
         if old is not None:  # a second join of the topic: Phoenix closes the first
@@ -319,32 +319,24 @@ class Channels:
             await ws.send(encode(close_frame(old.join_ref, topic)))
         elif len(conn.joins) >= conn.limits.max_joins:
             await self._error(ws, conn, frame, "too_many_joins")
-            if stats is not None:
-                stats.channel_join("error")
-            return
+            return False
         join_params = frame.payload
         since = join_params.get("since") if isinstance(join_params, dict) else None
         if not isinstance(join_params, dict) or not _valid_since(since):
             await self._error(ws, conn, frame, "bad_message")
-            if stats is not None:
-                stats.channel_join("error")
-            return
+            return False
         socket = Socket(self, ws, conn.id, topic, params, frame.join_ref, spec)
         response: dict[str, Any] = {}
         if spec.join is not None:
             try:
                 answer = await spec.join(socket, join_params)
             except Refuse as exc:
-                if stats is not None:
-                    stats.channel_join("error")
                 await ws.send(encode(reply(frame, "error", {"reason": exc.reason, **exc.details})))
-                return
+                return False
             except Exception:
-                if stats is not None:
-                    stats.channel_join("error")
                 self._log_crash(spec, "join")
                 await ws.send(encode(reply(frame, "error", {"reason": "join crashed"})))
-                return
+                return False
             if isinstance(answer, dict):
                 response.update(answer)
         backend = self._history_of(spec)
@@ -367,12 +359,9 @@ class Channels:
                 fan.joined(position.offset, position.epoch)
         elif since is not None:
             response.update(recovered=False, reason=NO_HISTORY)
-        if stats is not None:
-            stats.channel_join("ok")
-            if since is not None:
-                stats.channel_recovery(
-                    "recovered" if response["recovered"] else str(response["reason"])
-                )
+        if since is not None and self._hub is not None:
+            outcome = "recovered" if response["recovered"] else str(response["reason"])
+            self._hub.stats.channel_recoveries[outcome] += 1
         await ws.send(encode(reply(frame, "ok", response)))
         if backend is not None:
             last = response["offset"]
@@ -381,6 +370,7 @@ class Channels:
             await self._release(socket, last)
         if spec.options.presence and self._presence is not None:
             await self._track(socket)
+        return True
 
     async def _release(self, socket: Socket, last: int) -> None:
         """Send what arrived while recovering, past offset ``last``, and go live."""
