@@ -68,7 +68,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from _procs import HOST, SERVER_CPU, BenchError, Peer, RunningServer, median, script
-from http_load import WRK_CPU_WARN, WrkResult, check_hello, run_wrk
+from http_load import (
+    WRK_CPU_WARN,
+    WrkResult,
+    check_hello,
+    hypercorn_argv,
+    run_wrk,
+    uvicorn_argv,
+)
 
 APP = "bench.servers.starlette_hello:app"
 RAW_APP = "bench.servers.hello_asgi:app"  # the same answer, no framework
@@ -97,40 +104,13 @@ PEERS = {
         "uvicorn",
         "uvicorn",
         ("uvicorn", "httptools", "uvloop", "starlette"),
-        lambda port: [
-            *script("uvicorn", "uvicorn"),
-            APP,
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        lambda port: uvicorn_argv(APP, port),
     ),
     "hypercorn": Peer(
         "hypercorn",
         "hypercorn (trio)",
         ("hypercorn", "trio", "starlette"),
-        lambda port: [
-            *script("hypercorn", "hypercorn"),
-            "--worker-class",
-            "trio",
-            "--workers",
-            "0",
-            "--backlog",
-            "1024",
-            "--bind",
-            f"{HOST}:{port}",
-            "--log-level",
-            "warning",
-            APP,
-        ],
+        lambda port: hypercorn_argv(APP, port),
     ),
 }
 

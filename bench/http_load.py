@@ -85,6 +85,23 @@ WRK_SLACK = 20.0  # seconds past -d before wrk is killed
 WRK_CPU_WARN = 90.0
 OTHERS_WARN = 25.0  # % of a pinned core used by other processes
 
+
+def uvicorn_argv(app: str, port: int) -> list[str]:
+    """uvicorn serving the ASGI ``app`` with httptools and uvloop, no access log."""
+    return [
+        *script("uvicorn", "uvicorn"), app, "--host", HOST, "--port", str(port),
+        "--http", "httptools", "--loop", "uvloop", "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
+def hypercorn_argv(app: str, port: int) -> list[str]:
+    """hypercorn's trio worker serving the ASGI ``app``, in one process."""
+    return [
+        *script("hypercorn", "hypercorn"), "--worker-class", "trio", "--workers", "0",
+        "--backlog", "1024", "--bind", f"{HOST}:{port}", "--log-level", "warning", app,
+    ]  # fmt: skip
+
+
 PEERS = {
     "peregrine": Peer(
         "peregrine",
@@ -105,40 +122,13 @@ PEERS = {
         "uvicorn",
         "uvicorn",
         ("uvicorn", "httptools", "uvloop"),
-        lambda port: [
-            *script("uvicorn", "uvicorn"),
-            "bench.servers.hello_asgi:app",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        lambda port: uvicorn_argv("bench.servers.hello_asgi:app", port),
     ),
     "hypercorn": Peer(
         "hypercorn",
         "hypercorn",
         ("hypercorn", "trio"),
-        lambda port: [
-            *script("hypercorn", "hypercorn"),
-            "--worker-class",
-            "trio",
-            "--workers",
-            "0",
-            "--backlog",
-            "1024",
-            "--bind",
-            f"{HOST}:{port}",
-            "--log-level",
-            "warning",
-            "bench.servers.hello_asgi:app",
-        ],
+        lambda port: hypercorn_argv("bench.servers.hello_asgi:app", port),
     ),
     "rawtrio": Peer(
         "rawtrio",
