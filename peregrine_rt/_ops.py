@@ -303,13 +303,17 @@ def operations(
 
 
 def sample(server: Server) -> dict[str, Any]:
-    """The gauges that are a matter of looking: connections by kind, Redis, busiest topics."""
+    """The gauges that are a matter of looking: connections by kind, Redis, busiest topics.
+
+    Topics only for the status page (``/metrics`` shows none): counting every
+    topic's subscribers on each scrape would be work for nothing.
+    """
     websockets = len(server.websockets)
     sse = server.stats.sse_streams
     hub = server.hub
     connected = getattr(hub, "connected", None)
     topics = {}
-    names = hub.topics()
+    names = hub.topics() if server.config.status_page else None
     if names:
         counted = sorted(((hub.count(name), name) for name in names), reverse=True)
         topics = {name: count for count, name in counted[:TOPIC_LIMIT]}
