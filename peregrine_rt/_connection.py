@@ -312,8 +312,9 @@ class HTTPConnection:
         endpoints = server.endpoints  # None unless responses are timed (log, metrics)
         if endpoints is not None:
             self._began = perf_counter()
-            if endpoints:  # the server's own (/metrics...), on the app's port
-                handle = endpoint_for(endpoints, request.target, handle)
+            target = request.target  # the server's own (/metrics...), on the app's port:
+            if endpoints and (target in endpoints or b"?" in target):
+                handle = endpoint_for(endpoints, target, handle)
         try:
             await handle(request, response)
         except RemoteProtocolError as exc:
@@ -383,7 +384,11 @@ class HTTPConnection:
                 response.started = True
                 await transport.send_all(data)
                 if server.observed:
-                    self._log_access(request, status, len(response.body))
+                    tally = server.tally  # metrics without the access log: counted here
+                    if tally is not None:
+                        tally((request.method, status, perf_counter() - self._began))
+                    else:
+                        self._log_access(request, status, len(response.body))
         parser = self.parser
         remaining = parser.body_remaining
         if not keep_alive:

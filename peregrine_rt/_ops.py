@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._metrics import CONTENT_TYPE, SHARE_INTERVAL, SharedFigures, merge, render
+from ._metrics import CONTENT_TYPE, FOLD_INTERVAL, SHARE_INTERVAL, SharedFigures, merge, render
 
 if TYPE_CHECKING:
     from ._request import Request
@@ -178,6 +178,8 @@ class Operations:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """For the server's life: share figures, serve ``metrics_port``, tick the status page."""
         async with trio.open_nursery() as nursery:
+            if self.server.counting:
+                nursery.start_soon(self._fold)
             if self.shared is not None:
                 nursery.start_soon(self._share)
             if self.status is not None:
@@ -201,6 +203,12 @@ class Operations:
             return f"{server.url}{path}"
         except (RuntimeError, IndexError):
             return path
+
+    async def _fold(self) -> None:
+        stats = self.server.stats
+        while True:  # the responses tallied stay a short list between scrapes
+            await trio.sleep(FOLD_INTERVAL)
+            stats.fold()
 
     async def _share(self) -> None:
         assert self.shared is not None

@@ -133,6 +133,8 @@ class Server:
         # (metrics) and timed (log or metrics), and the endpoints the connection
         # looks up by raw target on the app's port (None: responses not timed).
         self.ops, self.counting, self.observed, self.endpoints = operations(self)
+        # What a connection calls to count a response when no access log needs it.
+        self.tally = self.stats.tally if self.counting and not self.config.access_log else None
 
     # -- addresses ------------------------------------------------------------
 

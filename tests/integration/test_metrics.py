@@ -299,6 +299,38 @@ async def test_figures_are_json_snapshots_that_merge() -> None:
     assert merged["processes"] == 1
 
 
+def test_responses_tallied_are_folded_into_counters_and_buckets() -> None:
+    from peregrine_rt._metrics import BUCKETS
+
+    stats = pr.Server(App).stats
+    tally = stats.tally  # what a connection holds on to
+    tally(("GET", 200, 0.0))
+    tally(("GET", 200, BUCKETS[-1] * 2))  # over the last bound: the +Inf bucket only
+    tally(("BREW", 418, BUCKETS[0]))  # a bound falls in its own bucket (le)
+    stats.request_done("GET", 200, BUCKETS[1] + 1e-9)
+    stats.fold()
+    assert stats.requests == {("GET", 200): 3, ("other", 418): 1}
+    expected = [0] * (len(BUCKETS) + 1)
+    expected[0], expected[2], expected[-1] = 2, 1, 1
+    assert stats.duration_buckets == expected
+    assert stats.duration_sum == pytest.approx(BUCKETS[-1] * 2 + BUCKETS[0] + BUCKETS[1])
+    assert stats.done == []
+    tally(("GET", 200, 0.0))  # the same list after a fold
+    assert stats.snapshot()["counters"]["requests"] == [["GET", 200, 4], ["other", 418, 1]]
+
+
+async def test_a_server_folds_its_tally_on_its_own(autojump_clock: trio.abc.Clock) -> None:
+    from peregrine_rt._metrics import FOLD_INTERVAL
+
+    server = pr.Server(App(), metrics=True)
+    async with open_server(server) as live, open_client(live.url) as client:
+        assert (await client.get("/a")).status == 200
+        await wait_until(lambda: server.stats.requests.get(("GET", 200)) == 1)
+        assert server.stats.done == []
+        await trio.sleep(FOLD_INTERVAL * 3)
+        assert server.stats.done == []
+
+
 async def test_connections_refused_at_the_limit_are_counted_as_503() -> None:
     server = pr.Server(App(), metrics=True, metrics_port=0, max_connections=1)
     async with open_server(server) as live, open_client(live.url) as app_client:
