@@ -57,6 +57,14 @@ error_log = logging.getLogger("peregrine_rt.error")
 
 _FRAMING = (b"content-length", b"transfer-encoding", b"connection")
 
+# Header lists seen before, checked: most apps send the same few on every
+# response (Starlette: content-type and content-length), and checking them
+# is the adapter's largest cost on a small response.  Keyed by the exact
+# pairs (bytes); lists with unhashable pairs are checked every time.
+_CHECKED: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...], int | None, bool]] = {}
+_CHECKED_MAX = 256  # distinct header lists kept (the dict is emptied when full)
+_CHECKED_BYTES = 4096  # a list whose pairs sum to more is not kept
+
 
 def keep_headers(response: Response, headers: list[tuple[bytes, bytes]]) -> None:
     """The app's headers, after any a middleware around the adapter set first (CORS)."""
@@ -96,11 +104,28 @@ def response_headers(message: dict[str, Any]) -> ResponseHead:
     status = message["status"]
     if type(status) is not int:
         raise TypeError(f"http.response.start: status must be an int, not {status!r}")
+    given = message.get("headers", ())
+    try:
+        key: tuple[Any, ...] | None = tuple(given)
+        seen = _CHECKED.get(key)  # type: ignore[arg-type]
+    except TypeError:  # pairs as lists, bytearray values: checked below, not kept
+        key = seen = None
+    if seen is not None:
+        return ResponseHead(status, list(seen[0]), seen[1], seen[2])
+    head = _checked_head(status, given)
+    if key is not None and sum(len(n) + len(v) for n, v in head.headers) <= _CHECKED_BYTES:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = (tuple(head.headers), head.content_length, head.close)
+    return head
+
+
+def _checked_head(status: int, given: Any) -> ResponseHead:
     raw: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
     close = False
-    for given, value in message.get("headers", ()):
-        name = bytes(given).lower()
+    for name_given, value in given:
+        name = bytes(name_given).lower()
         if name in _FRAMING:
             if name == b"content-length":
                 try:
@@ -117,36 +142,26 @@ def response_headers(message: dict[str, Any]) -> ResponseHead:
 
 
 class HTTPCycle:
-    """The ``receive`` and ``send`` of one HTTP request (see the module docstring)."""
+    """The ``receive`` and ``send`` of one HTTP request (see the module docstring).
 
-    __slots__ = (
-        "_body_error",
-        "_body_open",
-        "_complete",
-        "_done",
-        "_gone",
-        "_head",
-        "_request",
-        "_response",
-        "_stream",
-        "_stream_send",
-        "_watched",
-        "_watcher",
-    )
+    One per request: its state starts as the class's defaults, so making one
+    sets two attributes (no ``__slots__``: a slot has no class default).
+    """
+
+    _body_open = True  # the app has not had the whole body yet
+    _complete = False
+    _gone = False  # the client left (or broke its body)
+    _head: ResponseHead | None = None
+    _stream: AbstractAsyncContextManager[Any] | None = None
+    _stream_send: Send = None
+    _body_error: RemoteProtocolError | None = None
+    _done: trio.Event | None = None  # made when a receive() waits for the end
+    _watcher: trio.CancelScope | None = None
+    _watched = False
 
     def __init__(self, request: Request, response: Response) -> None:
         self._request = request
         self._response = response
-        self._body_open = True  # the app has not had the whole body yet
-        self._complete = False
-        self._gone = False  # the client left (or broke its body)
-        self._head: ResponseHead | None = None
-        self._stream: AbstractAsyncContextManager[Any] | None = None
-        self._stream_send: Send = None
-        self._body_error: RemoteProtocolError | None = None
-        self._done: trio.Event | None = None  # made when a receive() waits for the end
-        self._watcher: trio.CancelScope | None = None
-        self._watched = False
 
     # -- receive ------------------------------------------------------------------
 

@@ -477,3 +477,32 @@ async def test_pathsend_sends_the_file_with_its_length(
         assert (await client.get("/early")).status == 500
     assert "FileNotFoundError" in caplog.text
     assert "http.response.pathsend before http.response.start" in caplog.text
+
+
+def test_header_lists_seen_before_are_reused_checked_and_fresh() -> None:
+    from peregrine_rt._asgi._http import response_headers
+    from peregrine_rt.exceptions import LocalProtocolError
+
+    message = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"Content-Type", b"text/plain"), (b"content-length", b"5")],
+    }
+    first = response_headers(message)
+    first.headers.append((b"x-added", b"by a middleware"))  # its own list
+    second = response_headers({**message, "status": 201})
+    assert (second.status, second.headers, second.content_length) == (
+        201,
+        [(b"content-type", b"text/plain")],
+        5,
+    )
+    # A bad value is refused every time, in a list seen or not.
+    bad = {**message, "headers": [(b"x-bad", b"a\r\nb")]}
+    for _ in range(2):
+        with pytest.raises(LocalProtocolError):
+            response_headers(bad)
+    # Pairs as lists (unhashable) are checked each time, not kept.
+    listed = response_headers({**message, "headers": [[b"x-a", b"1"], [b"connection", b"close"]]})
+    assert (listed.headers, listed.close) == ([(b"x-a", b"1")], True)
+    with pytest.raises(LocalProtocolError):
+        response_headers({**message, "headers": [[b"x-a", b"\x00"]]})
