@@ -313,7 +313,7 @@ class HTTPConnection:
         if endpoints is not None:
             self._began = perf_counter()
             target = request.target  # the server's own (/metrics...), on the app's port:
-            if endpoints and (target in endpoints or b"?" in target):
+            if endpoints and (target in endpoints or target.find(b"?") >= 0):
                 handle = endpoint_for(endpoints, target, handle)
         try:
             await handle(request, response)

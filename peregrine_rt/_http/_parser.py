@@ -370,7 +370,7 @@ class RequestParser:
             chunked,
             upgrade,
             expect_continue,
-            None if b"%" not in target else split_now(method, target),
+            None if target.find(b"%") < 0 else split_now(method, target),
         )
         self._buf = buf[end + 2 :]
         if clen is None and not chunked:

@@ -26,7 +26,9 @@ __all__ = ["decode_path", "parse_query", "split_target"]
 
 def decode_path(raw: bytes) -> str:
     """Percent-decode an origin-form path safely (see the module docstring)."""
-    if b"%" not in raw and b"/." not in raw:
+    # find(), not `in`: for bytes, `in` first tries the operand as an int
+    # (an exception raised and cleared), twice as slow on every request.
+    if raw.find(b"%") < 0 and raw.find(b"/.") < 0:
         return raw.decode("ascii")
     segments: list[str] = []
     for seg in raw.split(b"/")[1:]:

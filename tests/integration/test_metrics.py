@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import peregrine_rt as pr
 from peregrine_rt._channels._history import MemoryHistory
 from peregrine_rt._channels._server import Channels, Refuse, Socket
 from peregrine_rt._channels._topics import topic
+from peregrine_rt._metrics import BUCKETS
 from peregrine_rt.exceptions import HandlerError
 from peregrine_rt.testing import Client, open_client, open_server, wait_until
 from tests.channels.conftest import Phx
@@ -300,8 +303,6 @@ async def test_figures_are_json_snapshots_that_merge() -> None:
 
 
 def test_responses_tallied_are_folded_into_counters_and_buckets() -> None:
-    from peregrine_rt._metrics import BUCKETS
-
     stats = pr.Server(App).stats
     tally = stats.tally  # what a connection holds on to
     tally(("GET", 200, 0.0))
@@ -317,6 +318,39 @@ def test_responses_tallied_are_folded_into_counters_and_buckets() -> None:
     assert stats.done == []
     tally(("GET", 200, 0.0))  # the same list after a fold
     assert stats.snapshot()["counters"]["requests"] == [["GET", 200, 4], ["other", 418, 1]]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "POST", "BREW", "HEAD"]),
+            st.integers(100, 599),
+            st.one_of(st.sampled_from(BUCKETS), st.floats(0, 100, allow_nan=False)),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 70),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_fold_counts_as_one_response_at_a_time(
+    responses: list[tuple[str, int, float]], folds: int
+) -> None:
+    from peregrine_rt._metrics import KNOWN_METHODS, Stats
+
+    stats = Stats()
+    requests: dict[tuple[str, int], int] = {}
+    buckets = [0] * (len(BUCKETS) + 1)
+    for i, (method, status, seconds) in enumerate(responses):
+        stats.tally((method, status, seconds))
+        if i % folds == 0:
+            stats.fold()  # batches of every size, one response to all of them
+        key = (method if method in KNOWN_METHODS else "other", status)
+        requests[key] = requests.get(key, 0) + 1
+        buckets[sum(bound < seconds for bound in BUCKETS)] += 1
+    stats.fold()
+    assert stats.requests == requests
+    assert stats.duration_buckets == buckets
+    assert stats.duration_sum == pytest.approx(sum(s for _, _, s in responses))
 
 
 async def test_a_server_folds_its_tally_on_its_own(autojump_clock: trio.abc.Clock) -> None:
