@@ -30,15 +30,7 @@ import trio
 from ._access import log_response, request_fields
 from ._answers import ResponseHeads, error_body
 from ._files import FILE_STATS, FileBody
-from ._http import (
-    CLOSED,
-    LAST_CHUNK,
-    NEED_DATA,
-    Data,
-    RequestParser,
-    encode_chunk,
-    may_have_body,
-)
+from ._http import CLOSED, LAST_CHUNK, NEED_DATA, Data, RequestParser, encode_chunk, may_have_body
 from ._metrics import endpoint_for
 from ._request import Request
 from ._response import Response
@@ -80,6 +72,7 @@ class HTTPConnection:
         "_began",
         "_body_bytes",
         "_body_waited",
+        "_now",
         "_send_mark",
         "_sent_continue",
         "_stream_chunked",
@@ -113,7 +106,9 @@ class HTTPConnection:
         )
         self.scope = trio.CancelScope()
         self.waiting = Waiting.HEAD
-        self.since = trio.current_time()
+        # trio.current_time() minus two calls and a thread-local (twice a request):
+        self._now = trio.lowlevel.current_clock().current_time
+        self.since = self._now()
         self._began = 0.0  # perf_counter() when the response under way began (log, metrics)
         self.timeout_reason: str | None = None
         self.handled = 0
@@ -254,7 +249,7 @@ class HTTPConnection:
             # Between requests: reset the per-request state.
             self.waiting = Waiting.HEAD
             if handled:  # the keep-alive idle time counts from the last response
-                self.since = trio.current_time()
+                self.since = self._now()
             self.request = None
             response = self.response
             if response is not None:
@@ -278,7 +273,7 @@ class HTTPConnection:
                         # A keep-alive request's first byte: the idle timeout ends and
                         # header_timeout counts from here.  (The first request's
                         # header_timeout counts from the connection's start.)
-                        self.since = trio.current_time()
+                        self.since = self._now()
                     parser.feed(data)
                 else:
                     parser.feed_eof()

@@ -245,7 +245,8 @@ class Stats:
         In bulk, at C speed: a batch is mostly one method and a few statuses,
         counted with ``list.count``; the durations are sorted once and each
         bucket's cumulative count is a bisection of them (no per-response
-        bisection of the bounds).  About 90 ns per response (240 with a Counter of pairs and a bisection each).
+        bisection of the bounds).  About 90 ns per response (240 with a
+        Counter of pairs and a bisection each).
         """
         done = self.done
         if not done:

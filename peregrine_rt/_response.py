@@ -146,6 +146,7 @@ class Response:
         """Whether the head has been sent (by :meth:`stream`)."""
         self._conn = conn
         self._file: FileBody | None = None
+        self._held = False  # hold(): finish() sends nothing early
         # _stream_hooks stays unset until on_stream(): nothing to do per response
 
     @property
@@ -301,7 +302,7 @@ class Response:
         """
         if self._conn is None:
             raise LocalProtocolError("this Response is not attached to a connection")
-        if getattr(self, "_held", False):
+        if self._held:
             return  # a middleware rewrites it after handle: it goes out then
         await self._conn.finish(self)
 

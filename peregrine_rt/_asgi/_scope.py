@@ -93,7 +93,10 @@ def _paths(request: Request) -> tuple[str, str, bytes]:
 
 def http_scope(request: Request, server: PerServer, state: dict[str, Any]) -> dict[str, Any]:
     """The ``http`` scope of ``request`` (``state``: the lifespan state, copied by the caller)."""
-    root_path, path, raw_path = _paths(request)
+    if request.root_path:  # mounted under a router's prefix
+        root_path, path, raw_path = _paths(request)
+    else:  # the common case, inline: this runs on every request
+        root_path, path, raw_path = "", request.path, request.raw_path
     return {
         "type": "http",
         "asgi": HTTP_ASGI,
@@ -104,7 +107,7 @@ def http_scope(request: Request, server: PerServer, state: dict[str, Any]) -> di
         "raw_path": raw_path,
         "query_string": request.raw_query,
         "root_path": root_path,
-        "headers": _headers(request),
+        "headers": [(name.lower(), value) for name, value in request.headers.raw],
         "client": request.client,
         "server": server.address,
         "state": state,
