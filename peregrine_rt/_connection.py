@@ -585,8 +585,9 @@ class HTTPConnection:
             status, data = 500, self._invalid_response(request, exc, keep_alive)
         response.started = True
         self._stream_chunked, self._stream_state = True, "broken"  # until it is all written
-        self._send_mark = (self.transport.send_waited, self.transport.bytes_sent)
-        await self.transport.send_all(data)
+        transport = self.transport
+        self._send_mark = (transport.send_waited, transport.bytes_sent)
+        await transport.send_all(data)
         self._stream_state = "ended"  # _respond: complete, the connection may go on
         if self.server.observed:
             self._log_access(request, status, len(response.body))

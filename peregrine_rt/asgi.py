@@ -152,7 +152,8 @@ class ASGI:
             await self._websocket(request, response)
             return
         cycle = HTTPCycle(request, response)
-        scope = http_scope(request, self._server.of(request), self.state.copy())
+        state = self.state  # each request its own shallow copy ({} when there is none)
+        scope = http_scope(request, self._server.of(request), state.copy() if state else {})
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except Exception as exc:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -72,22 +72,20 @@ def keep_headers(response: Response, headers: list[tuple[bytes, bytes]]) -> None
     response.headers.raw = [*raw, *headers] if raw else headers
 
 
-class ResponseHead:
-    """What ``http.response.start`` and its headers say, checked (see :func:`response_headers`)."""
+class ResponseHead(NamedTuple):
+    """What ``http.response.start`` and its headers say, checked (see :func:`response_headers`).
 
-    __slots__ = ("close", "content_length", "headers", "status")
+    A tuple, made once per response with ``tuple.__new__`` (C; a class's
+    ``__init__``, or a NamedTuple's ``__new__``, is a Python call).
+    """
 
-    def __init__(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        content_length: int | None,
-        close: bool,
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.content_length = content_length
-        self.close = close
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    close: bool
+
+
+_tuple_new: Any = tuple.__new__
 
 
 def response_headers(message: dict[str, Any]) -> ResponseHead:
@@ -111,7 +109,7 @@ def response_headers(message: dict[str, Any]) -> ResponseHead:
     except TypeError:  # pairs as lists, bytearray values: checked below, not kept
         key = seen = None
     if seen is not None:
-        return ResponseHead(status, list(seen[0]), seen[1], seen[2])
+        return _tuple_new(ResponseHead, (status, list(seen[0]), seen[1], seen[2]))  # type: ignore[no-any-return]
     head = _checked_head(status, given)
     if key is not None and sum(len(n) + len(v) for n, v in head.headers) <= _CHECKED_BYTES:
         if len(_CHECKED) >= _CHECKED_MAX:
@@ -138,7 +136,7 @@ def _checked_head(status: int, given: Any) -> ResponseHead:
         raw.append((name, bytes(value)))
     if raw:
         check_headers(raw)
-    return ResponseHead(status, raw, content_length, close)
+    return ResponseHead(status, raw, content_length, close)  # the first time: not hot
 
 
 class HTTPCycle:
@@ -292,7 +290,9 @@ class HTTPCycle:
         """Send the whole response now, head and body in one write (``response.finish()``)."""
         response = self._response
         response.status = head.status
-        keep_headers(response, head.headers)
+        headers = response.headers
+        raw = headers.raw  # keep_headers(), inline: every response comes this way
+        headers.raw = [*raw, *head.headers] if raw else head.headers
         if head.close:
             response.close_connection = True
         if not body and head.content_length and self._request.method == "HEAD":
