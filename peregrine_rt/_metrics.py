@@ -7,8 +7,9 @@ dropped, a Channels join).  A response, the most frequent event, is cheaper
 still: its ``(method, status, seconds)`` is appended to :attr:`Stats.done`
 (:attr:`Stats.tally`, one call), and :meth:`Stats.fold` turns the list into
 the counters and the duration histogram in bulk, with C-level iteration
-(``Counter``, ``map``), at every snapshot and every ``FOLD_INTERVAL``
-seconds (the server's task), so the list stays short and a scrape is exact.
+(``map``, ``list.count``, a sort), at every snapshot and in the server's task (every
+``FOLD_INTERVAL`` seconds, or every ``FOLD_BATCH`` responses or so under
+load), so the list stays short and a scrape is exact.
 Nothing else runs per event: ``prometheus-client``'s own metric objects take a
 lock and, in its multiprocess mode, write an mmap'd file on every increment,
 which costs more than a small request.  The library is used where it is good: a scrape turns
@@ -44,7 +45,9 @@ from typing import Any
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE",
+    "FOLD_BATCH",
     "FOLD_INTERVAL",
+    "FOLD_MIN",
     "METRICS",
     "SHARE_INTERVAL",
     "MetricInfo",
@@ -56,7 +59,14 @@ __all__ = [
     "render",
 ]
 
-FOLD_INTERVAL = 0.5  # seconds between folds of the responses counted (Stats.fold)
+# Folds of the responses counted (Stats.fold, the server's task): every
+# FOLD_INTERVAL seconds at most, and under load as often as FOLD_BATCH
+# responses arrive (not under FOLD_MIN seconds).  A short list stays in the
+# CPU's cache: at 50,000 requests a second, folding every 0.5 s kept 25,000
+# tuples alive and cost 0.88x of metrics off at c=50 against 0.96x this way.
+FOLD_INTERVAL = 0.5
+FOLD_BATCH = 1000
+FOLD_MIN = 0.01
 
 # Request durations, seconds: small requests are tens of microseconds here.
 BUCKETS: tuple[float, ...] = (
@@ -239,8 +249,10 @@ class Stats:
         """Count one response (``method`` as the client sent it): :attr:`tally`."""
         self.done.append((method, status, seconds))
 
-    def fold(self) -> None:
+    def fold(self) -> int:
         """Add the responses tallied since the last fold to the counters and the histogram.
+
+        Returns how many there were.
 
         In bulk, at C speed: a batch is mostly one method and a few statuses,
         counted with ``list.count``; the durations are sorted once and each
@@ -250,7 +262,7 @@ class Stats:
         """
         done = self.done
         if not done:
-            return
+            return 0
         methods = list(map(itemgetter(0), done))
         statuses = list(map(itemgetter(1), done))
         seconds = list(map(itemgetter(2), done))
@@ -277,6 +289,7 @@ class Stats:
             below = upto
         buckets[-1] += len(seconds) - below
         self.duration_sum += sum(seconds)
+        return len(seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """Every figure, as JSON-able data: counters, then the sampled gauges."""

@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._metrics import CONTENT_TYPE, FOLD_INTERVAL, SHARE_INTERVAL, SharedFigures, merge, render
+from ._metrics import (
+    CONTENT_TYPE,
+    FOLD_BATCH,
+    FOLD_INTERVAL,
+    FOLD_MIN,
+    SHARE_INTERVAL,
+    SharedFigures,
+    merge,
+    render,
+)
 
 if TYPE_CHECKING:
     from ._request import Request
@@ -206,9 +215,16 @@ class Operations:
 
     async def _fold(self) -> None:
         stats = self.server.stats
+        interval = FOLD_INTERVAL
         while True:  # the responses tallied stay a short list between scrapes
-            await trio.sleep(FOLD_INTERVAL)
-            stats.fold()
+            await trio.sleep(interval)
+            folded = stats.fold()
+            # About FOLD_BATCH responses per fold at the rate just seen.
+            interval = (
+                max(FOLD_MIN, min(FOLD_INTERVAL, interval * FOLD_BATCH / folded))
+                if folded
+                else FOLD_INTERVAL
+            )
 
     async def _share(self) -> None:
         assert self.shared is not None
