@@ -75,8 +75,12 @@ SERVERS: dict[str, list[str]] = {
 RATIOS = (("metrics", "handler"), ("uvicorn", "asgi"), ("uvicorn_raw", "asgi_raw"))
 
 
-def argv_for(server: str, port: int) -> list[str]:
-    """The server's command line (without valgrind), listening on ``port``."""
+def argv_for(server: str, port: int, tree: Path | None = None) -> list[str]:
+    """The server's command line (without valgrind), listening on ``port``.
+
+    A ``--before`` tree older than ``Config.malloc_trim_interval`` (no
+    ``peregrine_rt/_trim.py``) runs without that flag: it never trims.
+    """
     where = ["--host", HOST, "--port", str(port)]
     if server.startswith("uvicorn"):
         return [
@@ -85,7 +89,10 @@ def argv_for(server: str, port: int) -> list[str]:
             "--no-access-log",
         ]  # fmt: skip
     # The console script run by path: no current directory ahead of PYTHONPATH.
-    return [sys.executable, str(BIN / "peregrine-rt"), *SERVERS[server], *where, *PEREGRINE_FLAGS]
+    flags = PEREGRINE_FLAGS
+    if tree is not None and not (tree / "peregrine_rt" / "_trim.py").exists():
+        flags = [f for f in flags if f not in ("--malloc-trim-interval", "100000")]
+    return [sys.executable, str(BIN / "peregrine-rt"), *SERVERS[server], *where, *flags]
 
 
 def connect(port: int, count: int, deadline: float) -> list[socket.socket]:
@@ -118,7 +125,7 @@ def instructions(
         env["PYTHONPATH"] = str(tree)
     cmd = [
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-        *argv_for(server, port),
+        *argv_for(server, port, tree),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,
