@@ -246,8 +246,15 @@ class Stats:
         self.sample: Any = None
 
     def request_done(self, method: str, status: int, seconds: float) -> None:
-        """Count one response (``method`` as the client sent it): :attr:`tally`."""
-        self.done.append((method, status, seconds))
+        """Count one response (``method`` as the client sent it): :attr:`tally`.
+
+        Off the hot path (the 503s of a full server, the access log's path), and
+        possibly where no task folds (metrics off): it folds a long list itself.
+        """
+        done = self.done
+        done.append((method, status, seconds))
+        if len(done) >= FOLD_BATCH:
+            self.fold()
 
     def fold(self) -> int:
         """Add the responses tallied since the last fold to the counters and the histogram.
