@@ -240,8 +240,10 @@ def test_a_4_mib_message_in_2_byte_fragments_costs_about_twice_its_size(
 ) -> None:
     """Peak RSS growth <= 2x the message: the buffer it is assembled in, then the message.
 
-    Plus 512 KiB for the receive buffers and an allocator arena or two (measured
-    here: 8.08 MiB for the 4 MiB message; it was 147 MiB before).
+    Plus 1 MiB for the receive buffers and an allocator arena or two.  Measured:
+    8.08 MiB for the 4 MiB message on a quiet run, 8.47-8.88 MiB under coverage
+    (a slower server reads more per receive), on this code and on c9f4643 alike;
+    it was 147 MiB before the fix.  A 512 KiB allowance failed one CI run.
     """
     port = sink_server.port
     pid = sink_server.proc.pid
@@ -260,7 +262,7 @@ def test_a_4_mib_message_in_2_byte_fragments_costs_about_twice_its_size(
     sock.close()
     assert (opcode, reply) == (OP_TEXT, f"got str {size}".encode())
     growth = peak - before
-    assert growth <= 2 * size + (512 << 10), (growth / size, elapsed)
+    assert growth <= 2 * size + (1 << 20), (growth / size, elapsed)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
