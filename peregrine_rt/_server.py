@@ -119,8 +119,9 @@ class Server:
         self.lag = LagMonitor()
         """Measures the event loop's lag while serving (``lag.worst``, ``lag.take_worst()``)."""
         self.gc_policy = GCPolicy(lambda: len(self.connections), self.config.gc_freeze_above)
-        self.malloc_trim = MallocTrim(self.config.malloc_trim_interval)
         """Keeps the garbage collector off long-lived objects at scale (``peregrine_rt._gc``)."""
+        self.malloc_trim = MallocTrim(self.config.malloc_trim_interval)
+        """Hands memory Python freed back to the system on a schedule (``peregrine_rt._trim``)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)

@@ -12,9 +12,9 @@ its last four minutes (``bench/RESULTS.md``).
 :class:`MallocTrim` calls it every ``Config.malloc_trim_interval`` seconds
 in the event loop's thread: a trim of a server's 60-70 MiB heap is short, and
 even a fragmented 2 GiB heap took 4-40 ms, less than one young garbage
-collection of a large server.  (A worker thread would let the loop go on
-meanwhile, but a thread started every few seconds also makes trio's autojump
-clock, in an application's tests, jump ahead while it runs.)
+collection of a large server.  (Not in a worker thread: a thread started
+every few seconds makes trio's autojump clock, in an application's tests,
+jump ahead while it runs.)
 Where the C library is not glibc (musl, macOS) there is nothing to call and
 it does nothing.
 """
@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from collections.abc import Callable
 
 import trio
 
 __all__ = ["MallocTrim", "find_malloc_trim"]
-
-log = logging.getLogger("peregrine_rt.server")
 
 
 def find_malloc_trim() -> Callable[[int], int] | None:
@@ -54,23 +51,15 @@ class MallocTrim:
     Args:
         interval: seconds between two trims; None: never.
         trim: the function to call (default: glibc's, found once; tests pass their own).
-        in_thread: call it in a worker thread (default False: in the event loop's;
-            a thread would also make trio's autojump clock, in tests, jump while it
-            runs).
 
     Attributes:
         trims: how many were done.
     """
 
     def __init__(
-        self,
-        interval: float | None,
-        trim: Callable[[int], int] | bool | None = True,
-        *,
-        in_thread: bool = False,
+        self, interval: float | None, trim: Callable[[int], int] | bool | None = True
     ) -> None:
         self.interval = interval
-        self.in_thread = in_thread
         self.trim = find_malloc_trim() if trim is True else (trim or None)
         self.trims = 0
 
@@ -81,8 +70,5 @@ class MallocTrim:
             return
         while True:
             await trio.sleep(self.interval)
-            if self.in_thread:
-                await trio.to_thread.run_sync(trim, 0)
-            else:
-                trim(0)
+            trim(0)
             self.trims += 1

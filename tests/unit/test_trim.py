@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 
 import pytest
 import trio
@@ -11,7 +10,7 @@ import trio.testing
 
 import peregrine_rt as pr
 from peregrine_rt._trim import MallocTrim, find_malloc_trim
-from peregrine_rt.testing import open_client, wait_until
+from peregrine_rt.testing import open_client
 
 
 async def test_it_trims_every_interval(autojump_clock: trio.testing.MockClock) -> None:
@@ -45,23 +44,10 @@ async def test_never_without_an_interval_or_a_function(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc is Linux's C library")
-async def test_glibc_has_it_and_it_may_run_in_a_thread() -> None:
+def test_glibc_has_it() -> None:
     trim = find_malloc_trim()
     assert trim is not None
     assert trim(0) in (0, 1)  # 1: some memory was released
-    loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    def counted(pad: int) -> int:
-        threads.append(threading.get_ident())
-        return trim(pad)
-
-    trimmer = MallocTrim(0.01, counted, in_thread=True)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trimmer.run)
-        await wait_until(lambda: trimmer.trims >= 2)
-        nursery.cancel_scope.cancel()
-    assert loop_thread not in threads  # never in the event loop's thread
 
 
 async def test_the_server_takes_the_interval_and_refuses_a_bad_one() -> None:
