@@ -152,8 +152,7 @@ class ASGI:
             await self._websocket(request, response)
             return
         cycle = HTTPCycle(request, response)
-        state = self.state  # each request its own shallow copy ({} when there is none)
-        scope = http_scope(request, self._server.of(request), state.copy() if state else {})
+        scope = http_scope(request, self._server.of(request), self.state.copy())
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except Exception as exc:

@@ -73,19 +73,12 @@ def keep_headers(response: Response, headers: list[tuple[bytes, bytes]]) -> None
 
 
 class ResponseHead(NamedTuple):
-    """What ``http.response.start`` and its headers say, checked (see :func:`response_headers`).
-
-    A tuple, made once per response with ``tuple.__new__`` (C; a class's
-    ``__init__``, or a NamedTuple's ``__new__``, is a Python call).
-    """
+    """What ``http.response.start`` and its headers say, checked (see :func:`response_headers`)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
     content_length: int | None
     close: bool
-
-
-_tuple_new: Any = tuple.__new__
 
 
 def response_headers(message: dict[str, Any]) -> ResponseHead:
@@ -109,7 +102,7 @@ def response_headers(message: dict[str, Any]) -> ResponseHead:
     except TypeError:  # pairs as lists, bytearray values: checked below, not kept
         key = seen = None
     if seen is not None:
-        return _tuple_new(ResponseHead, (status, list(seen[0]), seen[1], seen[2]))  # type: ignore[no-any-return]
+        return ResponseHead(status, list(seen[0]), seen[1], seen[2])
     head = _checked_head(status, given)
     if key is not None and sum(len(n) + len(v) for n, v in head.headers) <= _CHECKED_BYTES:
         if len(_CHECKED) >= _CHECKED_MAX:
@@ -136,7 +129,7 @@ def _checked_head(status: int, given: Any) -> ResponseHead:
         raw.append((name, bytes(value)))
     if raw:
         check_headers(raw)
-    return ResponseHead(status, raw, content_length, close)  # the first time: not hot
+    return ResponseHead(status, raw, content_length, close)
 
 
 class HTTPCycle:
@@ -290,9 +283,7 @@ class HTTPCycle:
         """Send the whole response now, head and body in one write (``response.finish()``)."""
         response = self._response
         response.status = head.status
-        headers = response.headers
-        raw = headers.raw  # keep_headers(), inline: every response comes this way
-        headers.raw = [*raw, *head.headers] if raw else head.headers
+        keep_headers(response, head.headers)
         if head.close:
             response.close_connection = True
         if not body and head.content_length and self._request.method == "HEAD":

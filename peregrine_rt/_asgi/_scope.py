@@ -93,10 +93,7 @@ def _paths(request: Request) -> tuple[str, str, bytes]:
 
 def http_scope(request: Request, server: PerServer, state: dict[str, Any]) -> dict[str, Any]:
     """The ``http`` scope of ``request`` (``state``: the lifespan state, copied by the caller)."""
-    if request.root_path:  # mounted under a router's prefix
-        root_path, path, raw_path = _paths(request)
-    else:  # the common case, inline: this runs on every request
-        root_path, path, raw_path = "", request.path, request.raw_path
+    root_path, path, raw_path = _paths(request)
     return {
         "type": "http",
         "asgi": HTTP_ASGI,
@@ -107,7 +104,7 @@ def http_scope(request: Request, server: PerServer, state: dict[str, Any]) -> di
         "raw_path": raw_path,
         "query_string": request.raw_query,
         "root_path": root_path,
-        "headers": [(name.lower(), value) for name, value in request.headers.raw],
+        "headers": _headers(request),
         "client": request.client,
         "server": server.address,
         "state": state,
