@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import re
 import shutil
 import signal
@@ -55,14 +54,22 @@ import sys
 import time
 from pathlib import Path
 
-from _procs import BIN, HOST, BenchError, check_tree, die_with_parent, free_port, stop_process
+from _procs import (
+    BIN,
+    HOST,
+    BenchError,
+    check_tree,
+    free_port,
+    peregrine_origin,
+    spawn,
+    stop_process,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 BODY = b"Hello, World!"
 START_TIMEOUT = 180.0  # seconds: imports under valgrind are ~50x slower
 STOP_TIMEOUT = 120.0
-PEREGRINE_FLAGS = ["--log-level", "warning", "--malloc-trim-interval", "100000"]
+TRIM_OFF = ["--malloc-trim-interval", "100000"]  # see the module docstring
 
 SERVERS: dict[str, list[str]] = {
     "handler": ["bench.servers.hello_peregrine:Hello"],
@@ -89,17 +96,24 @@ def argv_for(server: str, port: int, tree: Path | None = None) -> list[str]:
             "--no-access-log",
         ]  # fmt: skip
     # The console script run by path: no current directory ahead of PYTHONPATH.
-    flags = PEREGRINE_FLAGS
-    if tree is not None and not (tree / "peregrine_rt" / "_trim.py").exists():
-        flags = [f for f in flags if f not in ("--malloc-trim-interval", "100000")]
-    return [sys.executable, str(BIN / "peregrine-rt"), *SERVERS[server], *where, *flags]
+    trims = tree is None or (tree / "peregrine_rt" / "_trim.py").exists()
+    return [
+        sys.executable, str(BIN / "peregrine-rt"), *SERVERS[server], *where,
+        "--log-level", "warning", *(TRIM_OFF if trims else []),
+    ]  # fmt: skip
 
 
-def connect(port: int, count: int, deadline: float) -> list[socket.socket]:
+def connect(
+    proc: subprocess.Popen[bytes], port: int, count: int, deadline: float
+) -> list[socket.socket]:
     while True:
         try:
             return [socket.create_connection((HOST, port), timeout=60) for _ in range(count)]
         except OSError:
+            if proc.poll() is not None:  # a --before tree without the server's option, say
+                assert proc.stderr is not None
+                err = proc.stderr.read().decode(errors="replace")
+                raise BenchError(f"the server exited ({proc.returncode}):\n{err[-1500:]}") from None
             if time.monotonic() > deadline:
                 raise BenchError(f"no server on port {port} after {START_TIMEOUT:.0f} s") from None
             time.sleep(0.3)
@@ -127,17 +141,9 @@ def instructions(
         "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
         *argv_for(server, port, tree),
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, **env},
-        preexec_fn=die_with_parent,  # noqa: PLW1509  (single-threaded script)
-    )
+    proc = spawn(cmd, subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        socks = connect(port, connections, time.monotonic() + START_TIMEOUT)
+        socks = connect(proc, port, connections, time.monotonic() + START_TIMEOUT)
         try:
             for i in range(requests):
                 ask(socks[i % connections])
@@ -145,7 +151,7 @@ def instructions(
             for sock in socks:
                 sock.close()
         time.sleep(0.5)
-        origin = origin_of(proc.pid)
+        origin = peregrine_origin(proc.pid)
         stop_process(proc, signal.SIGTERM, STOP_TIMEOUT)
         assert proc.stderr is not None
         err = proc.stderr.read().decode(errors="replace")
@@ -155,18 +161,6 @@ def instructions(
     if found is None:
         raise BenchError(f"{server}: no instruction count from valgrind:\n{err[-1500:]}")
     return int(found.group(1).replace(",", "")), origin
-
-
-def origin_of(pid: int) -> str:
-    """Where the server's peregrine_rt came from (its C extension's path), or "-"."""
-    try:
-        maps = Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return "-"
-    for line in maps.splitlines():
-        if "_speedups" in line:
-            return line.split()[-1].split("/peregrine_rt/")[0]
-    return "-"
 
 
 def main() -> int:
