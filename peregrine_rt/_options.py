@@ -22,6 +22,7 @@ class ServerOptions(TypedDict, total=False):
     uds: str | None
     backlog: int
     reuse_port: bool
+    batch_writes: bool
     ssl_context: ssl.SSLContext | None
     max_connections: int
     gc_freeze_above: int | None

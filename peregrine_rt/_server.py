@@ -42,7 +42,7 @@ from ._ops import operations
 from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._threads import thread_limiter
-from ._transport import SocketTransport, StreamTransport, Transport
+from ._transport import SocketTransport, StreamTransport, Transport, WriteBatch
 from ._trim import MallocTrim
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ class Server:
         self.gc_policy = GCPolicy(lambda: len(self.connections), self.config.gc_freeze_above)
         """Keeps the garbage collector off long-lived objects at scale (``peregrine_rt._gc``)."""
         self.malloc_trim = MallocTrim(self.config.malloc_trim_interval)
+        self.write_batch = WriteBatch() if self.config.batch_writes else None
         """Hands memory Python freed back to the system on a schedule (``peregrine_rt._trim``)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
@@ -328,6 +329,8 @@ class Server:
                     self._nursery = nursery
                     nursery.start_soon(self._reaper)
                     await nursery.start(self.scheduler.run)
+                    if self.write_batch is not None:
+                        await nursery.start(self.write_batch.run, nursery)
                     with trio.CancelScope() as accepting:
                         async with trio.open_nursery() as accept_nursery:
                             for sock in socks:
@@ -496,7 +499,7 @@ class Server:
                 )
                 transport = StreamTransport(stream, client, "https")
             else:
-                transport = SocketTransport(conn, client)
+                transport = SocketTransport(conn, client, self.write_batch)
             self._start_connection(nursery, transport)
 
     async def _listener_loop(

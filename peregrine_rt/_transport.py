@@ -17,6 +17,12 @@ burst of hub deliveries in one system call from the server's flush task.  A
 transport that cannot send without waiting (a stream) returns ``None`` and the
 send path starts a writer task instead.
 
+A whole small response goes out with :meth:`Transport.send_batched`: a
+:class:`SocketTransport` of a server that batches writes (``Config.batch_writes``)
+queues it, and :class:`WriteBatch` writes every queued response when trio's
+scheduler has run all the tasks that were ready, just before it waits for I/O
+again.  See :class:`WriteBatch` for why.
+
 Every failure of the peer's side is :class:`~peregrine_rt.ClientDisconnected`.
 """
 
@@ -38,6 +44,7 @@ __all__ = [
     "SocketTransport",
     "StreamTransport",
     "Transport",
+    "WriteBatch",
     "send_file_by_reads",
 ]
 
@@ -45,6 +52,7 @@ RECEIVE_SIZE = 65536
 STREAM_PIECE = 4096  # bytes a StreamTransport send credits at a time (min_rate 500 B/s: 8 s)
 LINGER_SECONDS = 1.0  # how long a closing connection keeps reading what the peer still sends
 LINGER_BYTES = 1 << 20
+BATCH_MAX = 1 << 16  # bytes one connection may have queued for the end of the pass
 SENDFILE_MAX = 1 << 20  # bytes asked of one sendfile() call, so that one call stays short
 USE_SENDFILE = hasattr(os, "sendfile")  # tests and bench/static.py turn it off to compare
 _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # this file cannot be sendfile'd
@@ -108,6 +116,14 @@ class Transport(Protocol):
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
+    async def send_batched(self, data: bytes) -> None:
+        """Send ``data``, a whole response, now or at the end of the scheduler's pass.
+
+        Bytes sent afterwards by any other call follow it.  An error of a
+        batched write surfaces at the next send (the connection reads next,
+        and meets the closed socket there anyway).
+        """
+
     def try_send(self, data: bytes) -> int | None:
         """Send what fits now without waiting: the count of bytes taken.
 
@@ -121,17 +137,122 @@ class Transport(Protocol):
 
 
 class SocketTransport:
-    """A connected non-blocking stdlib socket, driven with trio.lowlevel."""
+    """A connected non-blocking stdlib socket, driven with trio.lowlevel.
 
-    __slots__ = ("bytes_sent", "client", "scheme", "send_waited", "sock", "stalled")
+    With a :class:`WriteBatch`, :meth:`send_batched` queues a small response
+    for the batch's flush.  What the flush could not write (the peer's buffer
+    was full) is sent by a task of the batch (:meth:`drain_rest`); every
+    other send first waits for that, and sends queued bytes ahead of its own.
+    """
 
-    def __init__(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
+    __slots__ = (
+        "_drained", "_error", "_queued", "_rest", "batch",
+        "bytes_sent", "client", "scheme", "send_waited", "sock", "stalled",
+    )  # fmt: skip
+
+    def __init__(
+        self, sock: socket.socket, client: tuple[str, int] | None, batch: WriteBatch | None = None
+    ) -> None:
         self.sock = sock
         self.client = client
         self.scheme = "http"
         self.stalled: float | None = None
         self.send_waited = 0.0
         self.bytes_sent = 0
+        self.batch = batch
+        self._queued: bytes | None = None  # for the batch's next flush
+        self._rest: memoryview | None = None  # what a flush left, for drain_rest
+        self._drained: trio.Event | None = None  # set when drain_rest is done
+        self._error: ClientDisconnected | None = None  # a flush's or drain's failure
+
+    # -- batched writes ---------------------------------------------------------------
+
+    async def send_batched(self, data: bytes) -> None:
+        batch = self.batch
+        if batch is None or not batch.open or self._drained is not None or self._error:
+            await self.send_all(data)
+            return
+        queued = self._queued
+        if queued is None:
+            if batch.eager or len(data) > BATCH_MAX:
+                batch.sent += 1
+                await self.send_all(data)
+                return
+            self._queued = data
+            batch.queued.append(self)
+        elif len(queued) + len(data) <= BATCH_MAX:
+            self._queued = queued + data  # pipelined responses: one write
+        else:
+            await self.send_all(data)  # the queued bytes go first
+
+    def flush_queued(self) -> bool:
+        """Write the queued bytes (the batch's flush); True if some are left for drain_rest."""
+        data = self._queued
+        if data is None:
+            return False  # a send took them meanwhile
+        self._queued = None
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._error = ClientDisconnected(str(exc))
+            return False
+        self.bytes_sent += sent
+        if sent == len(data):
+            return False
+        self._rest = memoryview(data)[sent:]
+        self._drained = trio.Event()
+        return True
+
+    async def drain_rest(self) -> None:
+        """Send what a flush left, waiting for the peer to read (a task of the batch's)."""
+        try:
+            view = self._rest
+            while view:
+                await self._wait_writable()
+                try:
+                    sent = self.sock.send(view)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ClientDisconnected(str(exc)) from exc
+                self.bytes_sent += sent
+                view = view[sent:]
+        except ClientDisconnected as exc:
+            self._error = exc
+        finally:
+            self._rest = None
+            drained, self._drained = self._drained, None
+            if drained is not None:
+                drained.set()
+
+    def abandon_rest(self) -> None:
+        """No task can drain what a flush left (the server ended): close the socket."""
+        self._rest = None
+        self._error = ClientDisconnected("the server stopped before the response was sent")
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.set()
+        if self.sock.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+    async def _ahead(self, data: bytes) -> bytes:
+        """What a send must write: the bytes queued or being drained before ``data``."""
+        drained = self._drained
+        if drained is not None:
+            await drained.wait()
+        error = self._error
+        if error is not None:
+            raise ClientDisconnected(str(error)) from error
+        queued = self._queued
+        if queued is not None:
+            self._queued = None  # the batch's flush skips this transport
+            data = queued + data
+        return data
+
+    # -- reads and writes -------------------------------------------------------------
 
     async def _wait_writable(self) -> None:
         """Wait for room in the send buffer; ``stalled`` says since when, meanwhile."""
@@ -170,6 +291,8 @@ class SocketTransport:
 
     def try_send(self, data: bytes) -> int:
         """One non-blocking ``send``: the bytes the kernel took (0 when its buffer is full)."""
+        if self._queued is not None or self._drained is not None or self._error:
+            return 0  # bytes must go first: the caller's writer task calls send_all
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
@@ -180,6 +303,8 @@ class SocketTransport:
         return sent
 
     async def send_all(self, data: bytes) -> None:
+        if self._queued is not None or self._drained is not None or self._error:
+            data = await self._ahead(data)
         sock = self.sock
         try:
             sent = sock.send(data)
@@ -209,6 +334,8 @@ class SocketTransport:
         The head goes with ``MSG_MORE`` so that the kernel packs it with the
         file's first bytes.  Files ``sendfile`` cannot read fall back to reads.
         """
+        if self._queued is not None or self._drained is not None or self._error:
+            head = await self._ahead(head)
         if not USE_SENDFILE or count == 0:
             return await send_file_by_reads(self, fd, offset, count, head)
         sock = self.sock
@@ -253,6 +380,11 @@ class SocketTransport:
         sock = self.sock
         if sock.fileno() < 0:
             return
+        if self._queued is not None or self._drained is not None:
+            try:  # the last response first (bounded by the reaper's send timeout)
+                await self.send_all(b"")
+            except ClientDisconnected:
+                pass
         if linger:
             try:
                 sock.shutdown(socket.SHUT_WR)
@@ -277,6 +409,7 @@ class SocketTransport:
 
     async def abort(self) -> None:
         """Close at once (a task blocked on the socket gets ClientDisconnected)."""
+        self._queued = None
         if self.sock.fileno() >= 0:
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
@@ -325,6 +458,10 @@ class StreamTransport:
                 self.send_waited += trio.current_time() - began
             self.bytes_sent += len(piece)
 
+    async def send_batched(self, data: bytes) -> None:
+        """A stream is not batched: ``send_all``."""
+        await self.send_all(data)
+
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
         """Send ``head`` and ``count`` bytes of ``fd`` in pieces (TLS and memory streams)."""
         return await send_file_by_reads(self, fd, offset, count, head)
@@ -341,3 +478,91 @@ class StreamTransport:
 
     async def abort(self) -> None:
         await trio.aclose_forcefully(self.stream)
+
+
+class WriteBatch(trio.abc.Instrument):
+    """Writes the responses queued by :meth:`SocketTransport.send_batched`, once per pass.
+
+    A trio instrument: :meth:`before_io_wait` runs when the scheduler has run
+    every task that was ready, just before it polls for I/O again.  The
+    responses that the connections finished in that pass go out one after
+    the other there.
+
+    Why: each ``send`` to a peer that sleeps waiting for it wakes the peer
+    (on a virtual machine, an interrupt to another CPU), and this costs the
+    sender more than the write itself.  When a server answers more slowly
+    than its clients read, every response pays that wake-up.  Written
+    together at the end of the pass, the peer wakes once for all of them.
+
+    Measured on the 2-core machine (``bench/asgi.py``, Starlette hello, wrk
+    c=50): 57 µs of server CPU per request went to 37, 17.9k req/s to 26.9k.
+    A response waits at most for the rest of its pass (the other ready
+    tasks' steps).  After a pass that sent one response or none, responses
+    are written at once (``eager``): with one client at a time, the batch
+    would only delay its answer (measured: 8.9k req/s to 7.1k at c=1).
+
+    What a flush cannot write at once (the peer's receive buffer is full: a
+    client that does not read) is left to :meth:`SocketTransport.drain_rest`
+    in a task of the server's connection nursery, which waits for the peer
+    as any send does (``Config.send_timeout`` applies).
+    """
+
+    def __init__(self) -> None:
+        self.queued: list[SocketTransport] = []
+        self.open = False  # between run()'s start and end: send_batched queues
+        self.eager = True  # the last pass sent one response at most: send at once
+        self.sent = 0  # responses send_batched wrote at once in this pass
+        self._nursery: trio.Nursery | None = None
+        self._stuck: list[SocketTransport] = []
+
+    async def run(
+        self,
+        nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Batch writes until cancelled; ``nursery`` runs the drains."""
+        self._nursery = nursery
+        trio.lowlevel.add_instrument(self)
+        self.open = True
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self.open = False
+            try:
+                trio.lowlevel.remove_instrument(self)
+            except KeyError:
+                pass
+            self.flush()
+
+    def before_io_wait(self, timeout: float) -> None:
+        queued = len(self.queued)
+        if queued:
+            self.flush()
+        self.eager = queued + self.sent <= 1
+        self.sent = 0
+
+    def flush(self) -> None:
+        """Write every queued response now (whatever does not fit: to a drain task)."""
+        queued, self.queued = self.queued, []
+        stuck = self._stuck
+        was_stuck = bool(stuck)
+        for transport in queued:
+            if transport.flush_queued():
+                stuck.append(transport)
+        if stuck and not was_stuck:
+            # A task can only be started from a task: the trio token's callback
+            # runs in one, and its wake-up ends the poll about to begin.
+            trio.lowlevel.current_trio_token().run_sync_soon(self._start_drains)
+
+    def _start_drains(self) -> None:
+        stuck, self._stuck = self._stuck, []
+        for transport in stuck:
+            nursery = self._nursery
+            try:
+                if nursery is None:
+                    raise RuntimeError("the write batch is not running")
+                nursery.start_soon(transport.drain_rest)
+            except RuntimeError:  # the server is gone: nothing will wait for the peer
+                transport.abandon_rest()
