@@ -376,8 +376,8 @@ class HTTPConnection:
                     )
                 except LocalProtocolError as exc:
                     status, data = 500, self._invalid_response(request, exc, keep_alive)
-                response.started = True
-                await transport.send_batched(data)
+                response.started = True  # batched: written at the end of the pass
+                await (transport.send_batched if keep_alive else transport.send_all)(data)
                 if server.observed:
                     tally = server.tally  # metrics without the access log: counted here
                     if tally is not None:
@@ -587,7 +587,7 @@ class HTTPConnection:
         self._stream_chunked, self._stream_state = True, "broken"  # until it is all written
         transport = self.transport
         self._send_mark = (transport.send_waited, transport.bytes_sent)
-        await transport.send_batched(data)
+        await (transport.send_batched if keep_alive else transport.send_all)(data)
         self._stream_state = "ended"  # _respond: complete, the connection may go on
         if self.server.observed:
             self._log_access(request, status, len(response.body))

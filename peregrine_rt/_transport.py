@@ -381,10 +381,14 @@ class SocketTransport:
         if sock.fileno() < 0:
             return
         if self._queued is not None or self._drained is not None:
-            try:  # the last response first (bounded by the reaper's send timeout)
-                await self.send_all(b"")
-            except ClientDisconnected:
-                pass
+            # A response queued in the pass that closes the connection (at
+            # shutdown), or one being drained: it goes first, for a bounded time
+            # (the caller shields this call, and the reaper may be gone).
+            with trio.move_on_after(LINGER_SECONDS):
+                try:
+                    await self.send_all(b"")
+                except ClientDisconnected:
+                    pass
         if linger:
             try:
                 sock.shutdown(socket.SHUT_WR)

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from peregrine_rt._transport import BATCH_MAX, SocketTransport, WriteBatch
+from peregrine_rt._transport import BATCH_MAX, LINGER_SECONDS, SocketTransport, WriteBatch
 from peregrine_rt.exceptions import ClientDisconnected
 
 OPENED: list[socket.socket] = []
@@ -251,3 +251,22 @@ async def test_without_a_batch_send_batched_writes_at_once() -> None:
     transport = SocketTransport(a, None)
     await transport.send_batched(b"now")
     assert readable(b) == b"now"
+
+
+async def test_closing_gives_up_on_a_peer_that_does_not_read(autojump_clock: object) -> None:
+    async with running_batch() as batch:
+        batch.eager = False
+        a, b = pair()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        transport = SocketTransport(a, None, batch)
+        await transport.send_batched(b"x" * 60_000)
+        await trio.testing.wait_all_tasks_blocked()
+        assert transport.stalled is not None  # drained, slowly: the peer does not read
+        began = trio.current_time()
+        with trio.fail_after(30), trio.CancelScope(shield=True):  # as the connection calls it
+            await transport.aclose()
+        assert trio.current_time() - began == pytest.approx(LINGER_SECONDS)
+        assert a.fileno() == -1
+        await trio.testing.wait_all_tasks_blocked()
+        assert transport.stalled is None  # the drain ended with the socket
