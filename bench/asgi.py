@@ -33,8 +33,10 @@ peregrine/uvicorn and peregrine/hypercorn of the medians (and of the bests).
 ``--servers`` may add, to take the cost apart by subtraction (CPU per request):
 ``peregrine_raw`` (``peregrine-rt --asgi bench.servers.hello_asgi:app``: the
 adapter without Starlette), ``peregrine_handler`` (``peregrine-rt
-bench.servers.hello_peregrine:Hello``: no ASGI at all) and ``uvicorn_raw``
-(uvicorn with ``hello_asgi``: what Starlette costs on asyncio).  The ratios
+bench.servers.hello_peregrine:Hello``: no ASGI at all) ``uvicorn_raw``
+(uvicorn with ``hello_asgi``: what Starlette costs on asyncio) and
+``peregrine_unbatched`` (``--no-batch-writes``: every response written at
+once, not at the end of the event loop's pass).  The ratios
 are also given by server CPU per request (the peer's over peregrine's), which
 the noise of a shared machine moves less than req/s.
 
@@ -130,6 +132,12 @@ PEERS["peregrine_handler"] = replace(
         for a in PEERS["peregrine"].argv(port)
         if a != "--asgi"
     ],
+)
+PEERS["peregrine_unbatched"] = replace(
+    PEERS["peregrine"],
+    key="peregrine_unbatched",
+    label="peregrine_rt --asgi, unbatched",
+    argv=lambda port: [*PEERS["peregrine"].argv(port), "--no-batch-writes"],
 )
 PEERS["uvicorn_raw"] = replace(
     PEERS["uvicorn"],

@@ -376,8 +376,11 @@ class HTTPConnection:
                     )
                 except LocalProtocolError as exc:
                     status, data = 500, self._invalid_response(request, exc, keep_alive)
-                response.started = True  # batched: written at the end of the pass
-                await (transport.send_batched if keep_alive else transport.send_all)(data)
+                response.started = True
+                if keep_alive:  # batched with the next pipelined request's, if any
+                    await transport.send_batched(data, self.parser.has_pending_data)
+                else:
+                    await transport.send_all(data)
                 if server.observed:
                     tally = server.tally  # metrics without the access log: counted here
                     if tally is not None:

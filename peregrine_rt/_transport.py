@@ -116,8 +116,11 @@ class Transport(Protocol):
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
     async def send_all(self, data: bytes) -> None: ...
-    async def send_batched(self, data: bytes) -> None:
+    async def send_batched(self, data: bytes, more: bool = False) -> None:
         """Send ``data``, a whole response, now or at the end of the scheduler's pass.
+
+        ``more``: the next request is already received (pipelining): its
+        response will join this one in the same write.
 
         Bytes sent afterwards by any other call follow it.  An error of a
         batched write surfaces at the next send (the connection reads next,
@@ -167,14 +170,14 @@ class SocketTransport:
 
     # -- batched writes ---------------------------------------------------------------
 
-    async def send_batched(self, data: bytes) -> None:
+    async def send_batched(self, data: bytes, more: bool = False) -> None:
         batch = self.batch
         if batch is None or not batch.open or self._drained is not None or self._error:
             await self.send_all(data)
             return
         queued = self._queued
         if queued is None:
-            if batch.eager or len(data) > BATCH_MAX:
+            if (batch.eager and not more) or len(data) > BATCH_MAX:
                 batch.sent += 1
                 await self.send_all(data)
                 return
@@ -462,7 +465,7 @@ class StreamTransport:
                 self.send_waited += trio.current_time() - began
             self.bytes_sent += len(piece)
 
-    async def send_batched(self, data: bytes) -> None:
+    async def send_batched(self, data: bytes, more: bool = False) -> None:
         """A stream is not batched: ``send_all``."""
         await self.send_all(data)
 

@@ -92,3 +92,35 @@ async def test_batch_writes_off_writes_each_response_at_once(option: bool) -> No
     async with open_server(server):
         answers = await load(server.port)
     assert all(answers[n] == expected(n) for n in range(CLIENTS))
+
+
+async def test_pipelined_requests_of_a_lone_client_are_answered_in_one_flush() -> None:
+    server = pr.Server(Echo)
+    batch = server.write_batch
+    assert batch is not None
+    flushed: list[tuple[int, int]] = []
+    flush = batch.flush
+
+    def counting_flush() -> None:
+        transports = list(batch.queued)
+        before = [t.bytes_sent for t in transports]
+        flush()
+        for transport, sent in zip(transports, before, strict=True):
+            flushed.append((id(transport), transport.bytes_sent - sent))
+
+    batch.flush = counting_flush  # type: ignore[method-assign]
+    paths = [f"/p{k}" for k in range(10)]
+    async with open_server(server):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(
+                b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths)
+            )
+            buffer = bytearray()
+            with trio.fail_after(10):
+                bodies = [await read_response(stream, buffer) for _ in paths]
+    assert bodies == [p.encode() for p in paths]
+    # The server was quiet (a lone response would go out at once), but these ten
+    # had their next request in: all ten went out in one flush of one connection.
+    assert len(flushed) == 1, flushed
+    assert flushed[0][1] > 10 * len(b"HTTP/1.1 200 OK\r\n")

@@ -270,3 +270,18 @@ async def test_closing_gives_up_on_a_peer_that_does_not_read(autojump_clock: obj
         assert a.fileno() == -1
         await trio.testing.wait_all_tasks_blocked()
         assert transport.stalled is None  # the drain ended with the socket
+
+
+async def test_a_response_whose_next_request_is_in_is_queued_even_after_a_quiet_pass() -> None:
+    async with running_batch() as batch:
+        a, b = pair()
+        sock = Recording(a)
+        transport = SocketTransport(sock, None, batch)  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert batch.eager
+        for i in range(3):  # pipelined: each response but the last has a request after it
+            await transport.send_batched(b"<%d>" % i, more=i < 2)
+        assert sock.sends == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert sock.sends == [b"<0><1><2>"]
+        assert readable(b) == b"<0><1><2>"
