@@ -326,7 +326,7 @@ def _type_name(obj: object) -> str:
 
 def _await_chain(coro: Any) -> list[Any]:
     """The suspended call chain of a task: its coroutine, what that awaits, and so on."""
-    chain = []
+    chain: list[Any] = []
     while coro is not None and len(chain) < 64:
         chain.append(coro)
         coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
@@ -594,7 +594,7 @@ async def _serve(args: argparse.Namespace) -> None:
                 {"site": k, "bytes": v / n, "count": caller_blocks[k] / n}
                 for k, v in callers.most_common(args.top)
             ]
-            task = next(iter(server.websockets))._reader
+            task = next(ws._reader for ws in server.websockets if ws._reader is not None)
             tables = _shared_tables(server, runner, task.parent_nursery)
             report["tables"] = {name: [size, size / n] for name, size in tables.items()}
             report["walk"] = owner_breakdown(server, base_ids, runner)
