@@ -355,6 +355,8 @@ class _Supervisor:
             )
             failures = failures + 1 if quick else 0
             delay = 0.0 if failures == 0 else min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+            if delay or not ready:  # step 4: no worker would take this queue soon
+                self._close_sockets(index)  # before the log line: a client reading it may connect
             log.warning(
                 "worker %d (pid %d) %s%s; restarting it in %.1f s",
                 index,
@@ -363,8 +365,6 @@ class _Supervisor:
                 "" if ready else " before serving",
                 delay,
             )
-            if delay or not ready:  # step 4: no worker would take this queue soon
-                self._close_sockets(index)
             with trio.move_on_after(delay):
                 await self.stop_requested.wait()
 
