@@ -3,19 +3,16 @@
 The loop is written against the small :class:`~._transport.Transport`
 interface, so the same code serves a raw non-blocking socket (the fast path)
 and any trio ``Stream`` (TLS, memory streams in tests); the transports are in
-``_transport.py``.  Each turn of the loop reads a request head
-(``_serve``), then runs the handler and writes the response (``_respond``,
-one coroutine for both: fewer calls on the path every request takes).
-Every head, the server's own error answers included, is built by
+``_transport.py``.  Each turn of the loop reads a request head (``_serve``),
+then runs the handler and writes the response (``_respond``, one coroutine
+for both).  Every head, error answers included, is built by
 :class:`~._answers.ResponseHeads`.
 
-A file body (``Response.file()``, ``DirServer``: a :class:`~._files.FileBody`)
-is sent after the handler returns by ``transport.send_file`` (``os.sendfile``
-on a socket, pieces read with ``os.pread`` elsewhere).
+A file body (:class:`~._files.FileBody`) is sent after the handler returns
+by ``transport.send_file`` (``os.sendfile`` on a socket, else ``os.pread``).
 
-Timeouts do not create a cancel scope per request: each connection has one
-scope, notes what it is waiting for and since when, and the server's reaper
-task cancels the scopes that waited too long (see ``Server._reaper``).
+No cancel scope per request: each connection has one, notes what it waits
+for and since when, and the server's reaper cancels it when too long.
 """
 
 from __future__ import annotations
@@ -154,6 +151,8 @@ class HTTPConnection:
                     self.scope.cancel()
                     return True
         if waiting is Waiting.HEAD:
+            if transport.sending:  # a batched response is still going out (stalled: above)
+                return False
             if self.handled and not self.parser.has_pending_data:
                 limit, reason = config.keep_alive_timeout, "idle"
             else:
@@ -184,7 +183,8 @@ class HTTPConnection:
         NEW_CONNECTION_IDLE seconds: its first request may be on its way, and
         a client cannot retry on a connection it just opened.
         """
-        if self.waiting is not Waiting.HEAD or self.parser.has_pending_data:
+        busy = self.parser.has_pending_data or self.transport.sending  # a response going out
+        if self.waiting is not Waiting.HEAD or busy:
             return False
         return self.handled > 0 or trio.current_time() - self.since >= NEW_CONNECTION_IDLE
 
@@ -195,6 +195,7 @@ class HTTPConnection:
             with self.scope:
                 try:
                     await self._serve()
+                    await self.transport.flush()  # the last batched response, under the reaper
                 except ClientDisconnected:
                     pass
                 except RemoteProtocolError as exc:

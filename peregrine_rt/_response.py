@@ -293,7 +293,9 @@ class Response:
         """Send the response as it stands now, in one write; ``handle`` may then go on working.
 
         For work after the answer (what Starlette calls background tasks): the
-        client has its response at once, and the connection's next request
+        client has its response at once (under load, once ``handle`` next
+        yields to the event loop, together with the other responses of that
+        pass: ``Config.batch_writes``), and the connection's next request
         waits until ``handle`` returns.  The response cannot change afterwards,
         unless a middleware around the handler rewrites responses after
         ``handle`` (``Compress``, ``CORS``: they call :meth:`hold`), in which

@@ -121,8 +121,9 @@ class Server:
         self.gc_policy = GCPolicy(lambda: len(self.connections), self.config.gc_freeze_above)
         """Keeps the garbage collector off long-lived objects at scale (``peregrine_rt._gc``)."""
         self.malloc_trim = MallocTrim(self.config.malloc_trim_interval)
-        self.write_batch = WriteBatch() if self.config.batch_writes else None
         """Hands memory Python freed back to the system on a schedule (``peregrine_rt._trim``)."""
+        self.write_batch = WriteBatch() if self.config.batch_writes else None
+        """Writes a pass's responses together (``Config.batch_writes``; ``_transport``)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)

@@ -29,6 +29,7 @@ Every failure of the peer's side is :class:`~peregrine_rt.ClientDisconnected`.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 from typing import Protocol
@@ -47,6 +48,8 @@ __all__ = [
     "WriteBatch",
     "send_file_by_reads",
 ]
+
+error_log = logging.getLogger("peregrine_rt.error")
 
 RECEIVE_SIZE = 65536
 STREAM_PIECE = 4096  # bytes a StreamTransport send credits at a time (min_rate 500 B/s: 8 s)
@@ -135,6 +138,13 @@ class Transport(Protocol):
         """
 
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int: ...
+    @property
+    def sending(self) -> bool:
+        """A batched response is not written yet (queued, or its rest being drained)."""
+
+    async def flush(self) -> None:
+        """Wait until a batched response is written (or the peer is gone)."""
+
     async def aclose(self, linger: bool = False) -> None: ...
     async def abort(self) -> None: ...
 
@@ -177,7 +187,7 @@ class SocketTransport:
             return
         queued = self._queued
         if queued is None:
-            if (batch.eager and not more) or len(data) > BATCH_MAX:
+            if (batch.eager and not batch.sent and not more) or len(data) > BATCH_MAX:
                 batch.sent += 1
                 await self.send_all(data)
                 return
@@ -188,8 +198,30 @@ class SocketTransport:
         else:
             await self.send_all(data)  # the queued bytes go first
 
+    @property
+    def draining(self) -> bool:
+        """What a flush could not write waits for :meth:`drain_rest`."""
+        return self._rest is not None
+
+    @property
+    def sending(self) -> bool:
+        """Bytes are queued for the batch's flush, or being drained: the response is not out."""
+        return self._queued is not None or self._drained is not None
+
+    async def flush(self) -> None:
+        """Wait until what is queued or being drained is written (or the peer is gone)."""
+        if self._queued is not None or self._drained is not None:
+            try:
+                await self.send_all(b"")
+            except ClientDisconnected:
+                pass
+
     def flush_queued(self) -> bool:
-        """Write the queued bytes (the batch's flush); True if some are left for drain_rest."""
+        """Write the queued bytes (the batch's flush).
+
+        True when the batch must come back to this transport: bytes are left
+        for :meth:`drain_rest`, or the write failed (:meth:`abandon` then).
+        """
         data = self._queued
         if data is None:
             return False  # a send took them meanwhile
@@ -200,7 +232,7 @@ class SocketTransport:
             sent = 0
         except OSError as exc:
             self._error = ClientDisconnected(str(exc))
-            return False
+            return True
         self.bytes_sent += sent
         if sent == len(data):
             return False
@@ -210,30 +242,35 @@ class SocketTransport:
 
     async def drain_rest(self) -> None:
         """Send what a flush left, waiting for the peer to read (a task of the batch's)."""
+        view = self._rest
         try:
-            view = self._rest
             while view:
                 await self._wait_writable()
                 try:
                     sent = self.sock.send(view)
                 except BlockingIOError:
                     continue
-                except OSError as exc:
-                    raise ClientDisconnected(str(exc)) from exc
                 self.bytes_sent += sent
                 view = view[sent:]
-        except ClientDisconnected as exc:
-            self._error = exc
+        except (ClientDisconnected, OSError) as exc:  # a failure never reaches the nursery
+            self._error = ClientDisconnected(str(exc))
         finally:
+            if view and self._error is None:  # cancelled part-way (the server stopping)
+                self._error = ClientDisconnected("the response was cut short")
             self._rest = None
             drained, self._drained = self._drained, None
             if drained is not None:
                 drained.set()
 
-    def abandon_rest(self) -> None:
-        """No task can drain what a flush left (the server ended): close the socket."""
+    def abandon(self) -> None:
+        """Close the socket: a batched write failed, or nothing can drain its rest.
+
+        The connection, waiting for its next request, meets the closed socket
+        at once (ClientDisconnected) and ends.
+        """
         self._rest = None
-        self._error = ClientDisconnected("the server stopped before the response was sent")
+        if self._error is None:
+            self._error = ClientDisconnected("the server stopped before the response was sent")
         drained, self._drained = self._drained, None
         if drained is not None:
             drained.set()
@@ -469,6 +506,11 @@ class StreamTransport:
         """A stream is not batched: ``send_all``."""
         await self.send_all(data)
 
+    sending = False  # nothing is ever batched
+
+    async def flush(self) -> None:
+        """Nothing to wait for: a stream is not batched."""
+
     async def send_file(self, fd: int, offset: int, count: int, head: bytes = b"") -> int:
         """Send ``head`` and ``count`` bytes of ``fd`` in pieces (TLS and memory streams)."""
         return await send_file_by_reads(self, fd, offset, count, head)
@@ -504,9 +546,10 @@ class WriteBatch(trio.abc.Instrument):
     Measured on the 2-core machine (``bench/asgi.py``, Starlette hello, wrk
     c=50): 57 µs of server CPU per request went to 37, 17.9k req/s to 26.9k.
     A response waits at most for the rest of its pass (the other ready
-    tasks' steps).  After a pass that sent one response or none, responses
-    are written at once (``eager``): with one client at a time, the batch
-    would only delay its answer (measured: 8.9k req/s to 7.1k at c=1).
+    tasks' steps).  After a pass that sent one response or none, the first
+    response of the next pass is written at once (``eager``): with one
+    client at a time, the batch would only delay its answer (measured: 8.9k
+    req/s to 7.1k at c=1).  The responses after it in that pass are queued.
 
     What a flush cannot write at once (the peer's receive buffer is full: a
     client that does not read) is left to :meth:`SocketTransport.drain_rest`
@@ -517,10 +560,10 @@ class WriteBatch(trio.abc.Instrument):
     def __init__(self) -> None:
         self.queued: list[SocketTransport] = []
         self.open = False  # between run()'s start and end: send_batched queues
-        self.eager = True  # the last pass sent one response at most: send at once
+        self.eager = True  # the last pass sent one response at most: send its first at once
         self.sent = 0  # responses send_batched wrote at once in this pass
         self._nursery: trio.Nursery | None = None
-        self._stuck: list[SocketTransport] = []
+        self._troubled: list[SocketTransport] = []  # to drain or to close (_after_flush)
 
     async def run(
         self,
@@ -551,25 +594,35 @@ class WriteBatch(trio.abc.Instrument):
         self.sent = 0
 
     def flush(self) -> None:
-        """Write every queued response now (whatever does not fit: to a drain task)."""
-        queued, self.queued = self.queued, []
-        stuck = self._stuck
-        was_stuck = bool(stuck)
-        for transport in queued:
-            if transport.flush_queued():
-                stuck.append(transport)
-        if stuck and not was_stuck:
-            # A task can only be started from a task: the trio token's callback
-            # runs in one, and its wake-up ends the poll about to begin.
-            trio.lowlevel.current_trio_token().run_sync_soon(self._start_drains)
+        """Write every queued response now (what does not fit: to a drain task).
 
-    def _start_drains(self) -> None:
-        stuck, self._stuck = self._stuck, []
-        for transport in stuck:
-            nursery = self._nursery
+        Never raises (it runs in trio's scheduler): a transport whose write
+        fails in an unforeseen way is logged and closed.
+        """
+        queued, self.queued = self.queued, []
+        troubled = self._troubled
+        calm = not troubled
+        for transport in queued:
             try:
-                if nursery is None:
-                    raise RuntimeError("the write batch is not running")
-                nursery.start_soon(transport.drain_rest)
-            except RuntimeError:  # the server is gone: nothing will wait for the peer
-                transport.abandon_rest()
+                if transport.flush_queued():
+                    troubled.append(transport)
+            except Exception:
+                error_log.exception("a batched write failed")
+                troubled.append(transport)
+        if troubled and calm:
+            # The trio token's callback runs in a task (where a task can be
+            # started) and its wake-up ends the poll that is about to begin,
+            # so that the tasks it starts or wakes run now, not at the next event.
+            trio.lowlevel.current_trio_token().run_sync_soon(self._after_flush)
+
+    def _after_flush(self) -> None:
+        troubled, self._troubled = self._troubled, []
+        nursery = self._nursery
+        for transport in troubled:
+            if transport.draining and nursery is not None:
+                try:
+                    nursery.start_soon(transport.drain_rest)
+                    continue
+                except RuntimeError:  # the nursery is closed: the server is gone
+                    pass
+            transport.abandon()

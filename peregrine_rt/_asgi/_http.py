@@ -9,8 +9,10 @@ apply as for any handler) and ``send()`` fills the :class:`~peregrine_rt.Respons
 * a first ``http.response.body`` with ``more_body`` false is the whole body:
   ``send()`` writes head and body in one write, with ``Content-Length``
   (``response.finish()``), and returns.  Whatever the app does after that
-  (Starlette's background tasks) no longer delays the client; the
-  connection's next request waits until the app returns.  (A HEAD answer
+  (Starlette's background tasks) no longer delays the client (under load
+  the write happens when the app next yields, with the other responses of
+  the event loop's pass: ``Config.batch_writes``); the connection's next
+  request waits until the app returns.  (A HEAD answer
   that only announces a ``Content-Length`` is sent when the app returns.)
 * ``http.response.pathsend`` (the extension the scope offers; Starlette's
   ``FileResponse`` uses it) attaches the file: the connection sends it after

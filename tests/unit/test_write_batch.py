@@ -105,7 +105,7 @@ async def test_the_responses_of_one_pass_are_written_when_the_pass_ends() -> Non
         assert [t.bytes_sent for t in transports] == [10, 10, 10]
 
 
-async def test_after_a_pass_with_one_response_or_none_a_response_is_written_at_once() -> None:
+async def test_after_a_quiet_pass_the_first_response_is_written_at_once() -> None:
     async with running_batch() as batch:
         (a1, b1), (a2, b2) = pair(), pair()
         t1, t2 = SocketTransport(a1, None, batch), SocketTransport(a2, None, batch)
@@ -113,12 +113,13 @@ async def test_after_a_pass_with_one_response_or_none_a_response_is_written_at_o
         assert batch.eager
         await t1.send_batched(b"one")
         assert readable(b1) == b"one"  # at once: one client at a time gains nothing
-        await t2.send_batched(b"two")  # still eager within this pass
-        assert readable(b2) == b"two"
+        await t2.send_batched(b"two")  # the second of the pass: queued
+        assert readable(b2) == b""
         await trio.lowlevel.checkpoint()  # the pass ends: it sent two
+        assert readable(b2) == b"two"
         assert not batch.eager
         await t1.send_batched(b"three")
-        assert readable(b1) == b""  # queued now
+        assert readable(b1) == b""  # after a busy pass, even the first is queued
         await trio.lowlevel.checkpoint()
         assert readable(b1) == b"three"
 
@@ -211,10 +212,36 @@ async def test_a_failed_flush_surfaces_at_the_next_send() -> None:
         b.close()  # the peer is gone
         await transport.send_batched(b"lost")
         await trio.testing.wait_all_tasks_blocked()
+        assert a.fileno() == -1  # closed: a connection waiting to read meets it at once
         with pytest.raises(ClientDisconnected):
             await transport.send_all(b"more")
         assert transport.try_send(b"more") == 0
-        a.close()
+
+
+class Faulty(SocketTransport):
+    """A transport whose batched write fails in a way nobody foresaw."""
+
+    def flush_queued(self) -> bool:
+        raise RuntimeError("unforeseen")
+
+
+async def test_an_unforeseen_failure_of_one_write_is_logged_and_the_batch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_batch() as batch:
+        batch.eager = False
+        (a1, _), (a2, b2) = pair(), pair()
+        faulty, sound = Faulty(a1, None, batch), SocketTransport(a2, None, batch)
+        await faulty.send_batched(b"doomed")
+        await sound.send_batched(b"fine")
+        await trio.testing.wait_all_tasks_blocked()
+        assert "a batched write failed" in caplog.text
+        assert a1.fileno() == -1  # its connection ends
+        assert readable(b2) == b"fine"  # the others' responses go out
+        batch.eager = False
+        await sound.send_batched(b" still")
+        await trio.testing.wait_all_tasks_blocked()
+        assert readable(b2) == b" still"  # and later passes are still flushed
 
 
 async def test_closing_sends_the_queued_response_first_and_aborting_drops_it() -> None:
