@@ -5,9 +5,11 @@ writer at a time:
 
 * ``await outbox.send(frame)`` (``ws.send``, pings, close frames) waits for its
   turn and until the frame is written: the caller feels the peer's speed
-  (backpressure).  Cancelled while waiting for its turn, the frame still goes
-  out in its turn, since the frames after it (compressed ones included) were
-  encoded after it.
+  (backpressure).  With nothing queued before it, the frame goes out with
+  ``send_batched``: under load, at the end of the event loop's pass with the
+  other sockets' frames (``Config.batch_writes``).  Cancelled while waiting
+  for its turn, the frame still goes out in its turn, since the frames after
+  it (compressed ones included) were encoded after it.
 * ``outbox.deliver(frame)`` (hub publishes, ``broadcast()``) never waits: the
   frame joins the queue, counted against ``Config.ws_outbox_size``.  On a
   transport that can send without waiting (a plain socket), the socket is
@@ -247,7 +249,7 @@ class Outbox:
             return
         self._writing = True
         try:
-            await self._write(data)
+            await self._write(data, batched=True)
         finally:
             self._writing = False
             # What was queued meanwhile goes to a writer task: the caller
@@ -407,9 +409,12 @@ class Outbox:
 
     # -- the writer ---------------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, batched: bool = False) -> None:
         try:
-            await self.transport.send_all(data)
+            if batched:  # written with the other sockets' at the end of the pass
+                await self.transport.send_batched(data)
+            else:
+                await self.transport.send_all(data)
         except ClientDisconnected:
             self.fail()
             self.owner.send_failed(1006, "connection lost")

@@ -6,7 +6,7 @@ import pytest
 import trio
 
 import peregrine_rt as pr
-from peregrine_rt.testing import open_server
+from peregrine_rt.testing import Client, open_client, open_server
 
 CLIENTS = 20
 ROUNDS = 15
@@ -124,3 +124,40 @@ async def test_pipelined_requests_of_a_lone_client_are_answered_in_one_flush() -
     # had their next request in: all ten went out in one flush of one connection.
     assert len(flushed) == 1, flushed
     assert flushed[0][1] > 10 * len(b"HTTP/1.1 200 OK\r\n")
+
+
+class WSEcho:
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        await pr.upgrade(request, response)
+
+    async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+        await ws.send(message)
+
+
+async def test_websocket_echoes_share_flushes_and_each_socket_gets_its_own_in_order() -> None:
+    server = pr.Server(WSEcho)
+    batch = server.write_batch
+    assert batch is not None
+    flushed: list[int] = []
+    flush = batch.flush
+
+    def counting_flush() -> None:
+        flushed.append(len(batch.queued))
+        flush()
+
+    batch.flush = counting_flush  # type: ignore[method-assign]
+    echoed: dict[int, list[str | bytes]] = {n: [] for n in range(CLIENTS)}
+
+    async def talker(client: Client, number: int) -> None:
+        async with client.websocket("/") as ws:
+            for i in range(ROUNDS):
+                await ws.send(f"{number}:{i}")
+                echoed[number].append(await ws.receive())
+
+    async with open_server(server) as live, open_client(live.url) as client:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for number in range(CLIENTS):
+                    nursery.start_soon(talker, client, number)
+    assert all(echoed[n] == [f"{n}:{i}" for i in range(ROUNDS)] for n in range(CLIENTS))
+    assert max(flushed) >= 2, flushed  # several sockets' frames in one flush

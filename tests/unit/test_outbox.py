@@ -54,6 +54,9 @@ class FakeTransport:
             raise self.fail_with
         self.wire += data
 
+    async def send_batched(self, data: bytes, more: bool = False) -> None:
+        await self.send_all(data)
+
     async def abort(self) -> None:
         self.aborted = True
 
