@@ -15,7 +15,12 @@ thread) pinned to CPU 1, on loopback.  Each server answers every request with
   ``--backlog 1024`` (peregrine_rt's default; hypercorn's 100 drops SYNs when
   1000 clients connect at once);
 * rawtrio: ``bench.servers.hello_rawtrio`` — ``trio.serve_tcp``, a naive parse,
-  a fixed response: the ceiling for a server on trio.
+  a fixed response: the ceiling for a server on trio;
+* go: Go's ``net/http`` (``bench/servers/hello_go.go``, built with Debian's
+  golang into a temporary folder), ``GOMAXPROCS=1``: the compiled reference on
+  one core;
+* peregrine_pure: peregrine with ``PEREGRINE_RT_NO_SPEEDUPS=1`` (the parser's C
+  accelerator off).
 
 Before measuring, each server must answer two requests on one connection with
 ``200`` and ``Hello, World!``.  For each connection count, ``--warmup`` seconds of
@@ -54,6 +59,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -144,7 +150,53 @@ PEERS = {
             str(port),
         ],
     ),
+    "go": Peer(
+        "go",
+        "Go net/http",
+        (),
+        lambda port: [str(go_binary()), "-addr", f"{HOST}:{port}"],
+        env={"GOMAXPROCS": "1"},
+    ),
 }
+# The same peregrine_rt server with the C accelerator of the parser switched off.
+PEERS["peregrine_pure"] = Peer(
+    "peregrine_pure",
+    "peregrine_rt pure",
+    PEERS["peregrine"].modules,
+    PEERS["peregrine"].argv,
+    env={"PEREGRINE_RT_NO_SPEEDUPS": "1"},
+)
+GO_SOURCE = Path(__file__).resolve().parent / "servers" / "hello_go.go"
+GO_BUILD = Path(tempfile.gettempdir()) / "peregrine-bench-go"
+
+
+def go_binary() -> Path:
+    """``bench/servers/hello_go.go`` built with Debian's golang (once, into a temporary folder)."""
+    binary = GO_BUILD / "hello_go"
+    if binary.exists() and binary.stat().st_mtime >= GO_SOURCE.stat().st_mtime:
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        raise BenchError("go not found (Debian: apt-get install -y golang-go)")
+    GO_BUILD.mkdir(exist_ok=True)
+    env = {**os.environ, "GOCACHE": str(GO_BUILD / "cache"), "GOPATH": str(GO_BUILD / "path")}
+    done = subprocess.run(
+        [go, "build", "-o", str(binary), str(GO_SOURCE)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"go build {GO_SOURCE} failed:\n{done.stderr}")
+    return binary
+
+
+def go_version() -> str:
+    go = shutil.which("go")
+    if go is None:
+        return "?"
+    out = subprocess.run([go, "version"], capture_output=True, text=True, check=False).stdout
+    return out.split()[2] if len(out.split()) > 2 else "?"
+
+
 DISTRIBUTIONS = {  # module -> distribution, for the versions line
     "peregrine_rt": "peregrine_rt",
     "uvicorn": "uvicorn",
@@ -343,6 +395,12 @@ def _preflight(peers: list[Peer]) -> None:
         if shutil.which(tool) is None:
             problems.append(f"{tool} not found (Debian: apt-get install -y {tool})")
     for peer in peers:
+        if peer.key == "go":
+            try:
+                go_binary()
+            except BenchError as exc:
+                problems.append(f"go: {exc}; or leave it out with --servers")
+            continue
         missing = _missing(peer)
         if missing:
             problems.append(
@@ -530,7 +588,10 @@ def main() -> int:
             f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; "
             f"server on CPU {SERVER_CPU}, wrk -t1 on CPU {WRK_CPU}, loopback"
         )
-        print("# " + ", ".join(f"{m} {_version(m)}" for m in modules))
+        versions = [f"{m} {_version(m)}" for m in modules]
+        if any(p.key == "go" for p in peers):
+            versions.append(f"Go {go_version()} (GOMAXPROCS=1)")
+        print("# " + ", ".join(versions))
         print(
             f"# {args.duration} s per run after {args.warmup} s warm-up; best of {args.repeat} "
             f"by req/s; {args.rounds} round(s), interleaved, median reported; "
