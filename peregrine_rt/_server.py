@@ -60,6 +60,7 @@ __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 # came back as one scheduling round of 9-20 ms CPU; 250 quarters both.
 REAP_BATCH = 250
 REAP_CANCELS = 64  # timeouts it fires between two schedule points
+CONNECTION_TASK = "peregrine_rt connection"  # the trio task name of every connection
 
 log = logging.getLogger("peregrine_rt.server")
 error_log = logging.getLogger("peregrine_rt.error")
@@ -518,7 +519,8 @@ class Server:
             self._start_connection(nursery, StreamTransport(stream, client))
 
     def _start_connection(self, nursery: trio.Nursery, transport: Transport) -> None:
-        nursery.start_soon(self._run_connection, self._track(transport))
+        # One name for every connection task: trio would format one per task.
+        nursery.start_soon(self._run_connection, self._track(transport), name=CONNECTION_TASK)
 
     def _track(self, transport: Transport) -> HTTPConnection:
         """A new connection over ``transport``, counted (``_run_connection`` uncounts it)."""

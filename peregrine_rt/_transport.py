@@ -322,11 +322,12 @@ class SocketTransport:
             try:
                 return sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(sock)
-                except trio.ClosedResourceError as exc:
-                    raise ClientDisconnected(str(exc)) from exc
+                pass  # wait outside the handler: an idle socket keeps no exception alive
             except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError as exc:
                 raise ClientDisconnected(str(exc)) from exc
 
     def try_send(self, data: bytes) -> int:

@@ -454,6 +454,7 @@ class WebSocket:
         server = self._conn.server
         spec = server.spec
         server.websockets.add(self)
+        self.request.headers.compact()  # read by upgrade(); split again only if used
         try:
             try:
                 if self.hooks is not None or spec.has_on_open:  # hooks: all three
@@ -509,9 +510,8 @@ class WebSocket:
         size = 0
         backlog = self._backlog
         self._reader = trio.lowlevel.current_task()
-        wait_first = False
-        # Events are taken into the backlog before any callback runs, so that
-        # ping() called from a callback can read on while they wait their turn.
+        # Events enter the backlog before any callback runs: ping() in a callback reads on.
+        wait_first = not self._initial  # no recv() that would fail: wait for the socket
         if self._initial:  # bytes that came with the upgrade request
             self._receiver.feed(self._initial)
             self._initial = b""

@@ -64,6 +64,17 @@ class Headers(Mapping[str, str]):
             self._raw = raw
         return raw
 
+    def compact(self) -> None:
+        """Drop the pairs and the index split from the block; the next use splits it again.
+
+        For a request kept long after its headers were read (a WebSocket's):
+        the block alone is a third of what the split forms hold.  Headers
+        built from pairs (no block) keep them.
+        """
+        if self._block:
+            self._raw = None
+            self._index = None
+
     def _get_index(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:
