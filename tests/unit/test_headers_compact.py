@@ -1,4 +1,4 @@
-"""Headers.compact(): a long-kept request (a WebSocket's) drops its split headers, not their values."""
+"""Headers.compact(): a long-kept request (a WebSocket's) drops its split headers, not values."""
 
 from __future__ import annotations
 
