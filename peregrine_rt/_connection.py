@@ -112,18 +112,16 @@ class HTTPConnection:
         self.request: Request | None = None
         self.response: Response | None = None
         self._sent_continue = False
-        # For Config.min_rate: seconds waited for this request's body and the
-        # bytes it brought; the transport's send meters when the response began.
+        # Config.min_rate: seconds waited for the body, its bytes, the send meters.
         self._body_waited = 0.0
         self._body_bytes = 0
         self._send_mark = (0.0, 0)
         self._stream_chunked = False
-        # A streamed body: "open", "ended" (its last chunk written) or "broken"
-        # (a write was interrupted part-way).  Only an ended one lets the
-        # connection carry another request.
+        # A streamed body: "open", "ended" (its last chunk written; only then may
+        # another request follow) or "broken" (a write interrupted part-way).
         self._stream_state = "open"
-        # Half-close and read what the peer still sends before closing, so that
-        # a last answer (a 413, a WebSocket's 1009) is not lost to a reset.
+        # Half-close and read what the peer still sends before closing: a last
+        # answer (a 413, a WebSocket's 1009) is not lost to a reset.
         self.linger = False
         self.websocket: WebSocket | None = None
         self.heads: ResponseHeads = server.heads
@@ -179,9 +177,8 @@ class HTTPConnection:
     def idle(self) -> bool:
         """Between requests with nothing received: safe to close at shutdown.
 
-        A connection that has not had a request yet counts as idle only after
-        NEW_CONNECTION_IDLE seconds: its first request may be on its way, and
-        a client cannot retry on a connection it just opened.
+        A new connection only after NEW_CONNECTION_IDLE seconds (its first
+        request may be on its way, and a client cannot retry on it).
         """
         busy = self.parser.has_pending_data or self.transport.sending  # a response going out
         if self.waiting is not Waiting.HEAD or busy:
@@ -195,6 +192,11 @@ class HTTPConnection:
             with self.scope:
                 try:
                     await self._serve()
+                    ws = self.websocket
+                    if ws is not None and self.waiting is Waiting.WEBSOCKET:
+                        # Run here, not in _respond: an idle socket keeps no HTTP frames.
+                        self.response = None  # the 101 went out
+                        await ws.run(ws.hooks or self.server.handler_instance)
                     await self.transport.flush()  # the last batched response, under the reaper
                 except ClientDisconnected:
                     pass
@@ -236,8 +238,7 @@ class HTTPConnection:
     async def _serve(self) -> None:
         """Serve requests until the connection must close: read a head, respond, repeat.
 
-        The read step is inline (no coroutine of its own in every idle
-        connection's suspended stack, no call on every request).
+        The read step is inline (no call on every request).
         """
         server = self.server
         transport = self.transport
@@ -292,8 +293,8 @@ class HTTPConnection:
         """Run the handler on ``request`` and send its response; whether another may follow.
 
         A handler's exception becomes a 500 (logged with the request); after
-        ``upgrade()`` the WebSocket's life runs here, and the connection ends
-        with it.  One coroutine for both halves: it runs on every request.
+        ``upgrade()``, False: ``run()`` runs the WebSocket.  One coroutine for
+        both halves: it runs on every request.
         """
         server = self.server
         response = Response(self)
@@ -345,8 +346,7 @@ class HTTPConnection:
         if self.websocket is not None:
             if server.observed:
                 self._log_access(request, 101, 0)
-            self.waiting = Waiting.WEBSOCKET
-            await self.websocket.run(self.websocket.hooks or server.handler_instance)
+            self.waiting = Waiting.WEBSOCKET  # run() runs it once _serve has returned
             return False
         # Send what the handler left (unless it streamed).
         transport = self.transport
