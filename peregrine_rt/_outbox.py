@@ -79,6 +79,12 @@ class OutboxItem:
     key: object = None  # a conflated delivery's key while queued (Outbox.deliver_keyed)
 
 
+# The queue of an outbox that never queued anything: a deque costs 760 bytes
+# even empty, and most sockets' sends never wait.  Shared, and it takes nothing
+# (maxlen 0): every place that queues makes the outbox its own deque first.
+_NONE_QUEUED: deque[bytes | OutboxItem] = deque(maxlen=0)
+
+
 def _data(item: bytes | OutboxItem) -> bytes:
     return item if isinstance(item, bytes) else item.data
 
@@ -206,7 +212,7 @@ class Outbox:
         # A plain ``bytes`` is a whole delivery nobody waits on (droppable):
         # the common case, kept unwrapped because a publish to a room makes
         # one per member; everything else is an OutboxItem.
-        self._items: deque[bytes | OutboxItem] = deque()
+        self._items = _NONE_QUEUED  # its own deque from the first item queued (_queue)
         self._keyed: dict[object, OutboxItem] = {}  # conflated deliveries queued, by key
         self._bytes = 0  # bytes of queued deliveries (not of send() frames)
         self._writing = False  # a writer is at work: whatever comes waits in _items
@@ -229,6 +235,13 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    def _queue(self) -> deque[bytes | OutboxItem]:
+        """The queue to append to: this outbox's own deque, made on first use."""
+        items = self._items
+        if items is _NONE_QUEUED:
+            items = self._items = deque()
+        return items
+
     # -- sending ----------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
@@ -241,7 +254,7 @@ class Outbox:
             raise self.owner.closed_error()
         if self._writing or self._items:
             done = trio.Event()
-            self._items.append(OutboxItem(data, done, droppable=False))
+            self._queue().append(OutboxItem(data, done, droppable=False))
             self._start_writer()
             await done.wait()
             if self._broken:
@@ -267,9 +280,12 @@ class Outbox:
         size = len(frame)
         if self._corked and self._bytes + size > self.scheduler.cork_limit:
             self.uncork()  # a big burst: write what it gathered so far now
-        if self._items and self._bytes + size > self.limit and not self._overflow(size):
+        items = self._items
+        if items and self._bytes + size > self.limit and not self._overflow(size):
             return False
-        self._items.append(frame)
+        if items is _NONE_QUEUED:  # inline: a publish to a room runs this per member
+            items = self._items = deque()
+        items.append(frame)
         self._bytes += size
         if self._writing or self._corked:
             return True  # the writer, or the coming flush, takes it
@@ -302,7 +318,7 @@ class Outbox:
         if self._items and self._bytes + size > self.limit and not self._overflow(size):
             return False
         item = OutboxItem(frame, None, droppable=True, key=key)
-        self._items.append(item)
+        self._queue().append(item)
         self._keyed[key] = item
         self._bytes += size
         if self._writing or self._corked:
@@ -321,7 +337,7 @@ class Outbox:
         """
         if self._broken:
             return
-        self._items.append(OutboxItem(data, None, droppable=False))
+        self._queue().append(OutboxItem(data, None, droppable=False))
         self._bytes += len(data)
         if self._writing or self._corked:
             return

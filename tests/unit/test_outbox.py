@@ -330,3 +330,27 @@ async def test_a_compressed_socket_does_not_conflate(scheduler: SendScheduler) -
     outbox.deliver_keyed(b"K=2;", "K")
     await trio.testing.wait_all_tasks_blocked()
     assert bytes(transport.wire) == b"K=1;K=2;"  # every frame: the inflater needs them all
+
+
+async def test_outboxes_that_never_queued_share_nothing_that_fills(
+    scheduler: SendScheduler,
+) -> None:
+    # An outbox makes its own queue only when something waits in it (an idle
+    # socket keeps no deque); the shared stand-in must never hold a frame.
+    quiet_transport, busy_transport = FakeTransport(), FakeTransport()
+    busy_transport.room = 0  # the kernel takes nothing: deliveries stay queued
+    quiet, _ = make(scheduler, quiet_transport)
+    busy, _ = make(scheduler, busy_transport)
+    busy_transport.gate = trio.Event()  # its writer task waits
+    for i in range(3):
+        assert busy.deliver(b"f%d" % i)
+    busy.post(b"PING")
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(quiet) == 0 and quiet.buffered == 0
+    assert len(busy) >= 1
+    quiet.fail()  # clearing a queue it never had touches no other outbox
+    assert len(busy) >= 1
+    busy_transport.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(busy_transport.wire) == b"f0f1f2PING"
+    assert len(quiet) == 0
