@@ -65,8 +65,8 @@ def expected(number: int) -> list[bytes]:
     return [f"/c{number}/r{r}/{k}".encode() for r in range(ROUNDS) for k in range(3)]
 
 
-async def test_concurrent_clients_share_flushes_and_each_gets_its_answers_in_order() -> None:
-    server = pr.Server(Echo)
+def count_flushes(server: pr.Server) -> list[int]:
+    """The number of responses each flush of ``server``'s batch wrote (filled as it runs)."""
     batch = server.write_batch
     assert batch is not None  # Config.batch_writes is on by default
     flushed: list[int] = []
@@ -77,12 +77,18 @@ async def test_concurrent_clients_share_flushes_and_each_gets_its_answers_in_ord
         flush()
 
     batch.flush = counting_flush  # type: ignore[method-assign]
+    return flushed
+
+
+async def test_concurrent_clients_share_flushes_and_each_gets_its_answers_in_order() -> None:
+    server = pr.Server(Echo)
+    flushed = count_flushes(server)
     async with open_server(server):
         answers = await load(server.port)
     assert all(answers[n] == expected(n) for n in range(CLIENTS))
     # Under load, passes write several connections' responses at once.
     assert max(flushed) >= 2, flushed
-    assert batch.queued == []
+    assert server.write_batch is not None and server.write_batch.queued == []
 
 
 @pytest.mark.parametrize("option", [False, True])
@@ -136,16 +142,7 @@ class WSEcho:
 
 async def test_websocket_echoes_share_flushes_and_each_socket_gets_its_own_in_order() -> None:
     server = pr.Server(WSEcho)
-    batch = server.write_batch
-    assert batch is not None
-    flushed: list[int] = []
-    flush = batch.flush
-
-    def counting_flush() -> None:
-        flushed.append(len(batch.queued))
-        flush()
-
-    batch.flush = counting_flush  # type: ignore[method-assign]
+    flushed = count_flushes(server)
     echoed: dict[int, list[str | bytes]] = {n: [] for n in range(CLIENTS)}
 
     async def talker(client: Client, number: int) -> None:

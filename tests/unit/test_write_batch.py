@@ -80,6 +80,13 @@ class Recording:
         self.sock.close()
 
 
+def recorded(batch: WriteBatch) -> tuple[Recording, SocketTransport, socket.socket]:
+    """A transport of ``batch`` over a recording socket, and the peer's socket."""
+    a, b = pair()
+    sock = Recording(a)
+    return sock, SocketTransport(sock, None, batch), b  # type: ignore[arg-type]
+
+
 @asynccontextmanager
 async def running_batch() -> AsyncIterator[WriteBatch]:
     batch = WriteBatch()
@@ -127,9 +134,7 @@ async def test_after_a_quiet_pass_the_first_response_is_written_at_once() -> Non
 async def test_pipelined_responses_of_one_connection_are_one_write() -> None:
     async with running_batch() as batch:
         batch.eager = False
-        a, b = pair()
-        sock = Recording(a)
-        transport = SocketTransport(sock, None, batch)  # type: ignore[arg-type]
+        sock, transport, b = recorded(batch)
         for i in range(3):
             await transport.send_batched(b"<%d>" % i)
         await trio.testing.wait_all_tasks_blocked()
@@ -140,9 +145,7 @@ async def test_pipelined_responses_of_one_connection_are_one_write() -> None:
 async def test_a_response_larger_than_the_batch_limit_is_written_at_once() -> None:
     async with running_batch() as batch:
         batch.eager = False
-        a, b = pair()
-        sock = Recording(a)
-        transport = SocketTransport(sock, None, batch)  # type: ignore[arg-type]
+        sock, transport, b = recorded(batch)
         await transport.send_batched(b"small")
         big = b"x" * (BATCH_MAX - 2)  # with "small": over the limit
         async with trio.open_nursery() as nursery:
@@ -301,9 +304,7 @@ async def test_closing_gives_up_on_a_peer_that_does_not_read(autojump_clock: obj
 
 async def test_a_response_whose_next_request_is_in_is_queued_even_after_a_quiet_pass() -> None:
     async with running_batch() as batch:
-        a, b = pair()
-        sock = Recording(a)
-        transport = SocketTransport(sock, None, batch)  # type: ignore[arg-type]
+        sock, transport, b = recorded(batch)
         await trio.testing.wait_all_tasks_blocked()
         assert batch.eager
         for i in range(3):  # pipelined: each response but the last has a request after it
