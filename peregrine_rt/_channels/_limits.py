@@ -101,7 +101,9 @@ class TokenBucket:
         if self.last is not None:
             self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        # A whole token, but for the float rounding of ``now - last``: (0.4 + 1)
+        # - 0.4 is 0.9999999999999999, and a client at exactly its rate was refused.
+        if self.tokens >= 1 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1)
             return True
         return False

@@ -131,6 +131,16 @@ def test_token_bucket() -> None:
     assert not bucket.take(0.5)
 
 
+def test_a_token_bucket_refilled_for_exactly_a_second_gives_its_rate() -> None:
+    # (0.4 + 1.0) - 0.4 == 0.9999999999999999: the refill must not lose the last token
+    # (tests/hostile/test_chat_limits.py failed so once on the autojump clock).
+    start = 0.4
+    bucket = TokenBucket(rate=5, burst=10)
+    assert all(bucket.take(start) for _ in range(10))
+    assert not bucket.take(start)
+    assert [bucket.take(start + 1.0) for _ in range(6)] == [True] * 5 + [False]
+
+
 class Limited(Channels):
     limits = Limits(
         max_joins=3, publish_rate=0.001, publish_burst=2, max_violations=5, max_message_size=100
