@@ -182,14 +182,17 @@ class SocketTransport:
 
     async def send_batched(self, data: bytes, more: bool = False) -> None:
         batch = self.batch
-        if batch is None or not batch.open or self._drained is not None or self._error:
+        if batch is None:  # nothing is ever queued: straight out
+            await self._send(data)
+            return
+        if not batch.open or self._drained is not None or self._error:
             await self.send_all(data)
             return
         queued = self._queued
         if queued is None:
             if (batch.eager and not batch.sent and not more) or len(data) > BATCH_MAX:
                 batch.sent += 1
-                await self.send_all(data)
+                await self._send(data)  # nothing is ahead of it: no second look
                 return
             self._queued = data
             batch.queued.append(self)
@@ -210,7 +213,7 @@ class SocketTransport:
 
     async def flush(self) -> None:
         """Wait until what is queued or being drained is written (or the peer is gone)."""
-        if self._queued is not None or self._drained is not None:
+        if self.sending:
             try:
                 await self.send_all(b"")
             except ClientDisconnected:
@@ -242,25 +245,24 @@ class SocketTransport:
 
     async def drain_rest(self) -> None:
         """Send what a flush left, waiting for the peer to read (a task of the batch's)."""
-        view = self._rest
+        rest, done = self._rest, False
         try:
-            while view:
-                await self._wait_writable()
-                try:
-                    sent = self.sock.send(view)
-                except BlockingIOError:
-                    continue
-                self.bytes_sent += sent
-                view = view[sent:]
+            if rest:
+                await self._send(rest)
+            done = True
         except (ClientDisconnected, OSError) as exc:  # a failure never reaches the nursery
             self._error = ClientDisconnected(str(exc))
         finally:
-            if view and self._error is None:  # cancelled part-way (the server stopping)
+            if not done and self._error is None:  # cancelled part-way (the server stopping)
                 self._error = ClientDisconnected("the response was cut short")
-            self._rest = None
-            drained, self._drained = self._drained, None
-            if drained is not None:
-                drained.set()
+            self._end_drain()
+
+    def _end_drain(self) -> None:
+        """No more to drain: release the sends waiting behind the rest."""
+        self._rest = None
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.set()
 
     def abandon(self) -> None:
         """Close the socket: a batched write failed, or nothing can drain its rest.
@@ -268,12 +270,9 @@ class SocketTransport:
         The connection, waiting for its next request, meets the closed socket
         at once (ClientDisconnected) and ends.
         """
-        self._rest = None
         if self._error is None:
             self._error = ClientDisconnected("the server stopped before the response was sent")
-        drained, self._drained = self._drained, None
-        if drained is not None:
-            drained.set()
+        self._end_drain()
         if self.sock.fileno() >= 0:
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
@@ -346,6 +345,10 @@ class SocketTransport:
     async def send_all(self, data: bytes) -> None:
         if self._queued is not None or self._drained is not None or self._error:
             data = await self._ahead(data)
+        await self._send(data)
+
+    async def _send(self, data: bytes | memoryview) -> None:
+        """Write all of ``data``, waiting for the peer as needed (nothing may be ahead of it)."""
         sock = self.sock
         try:
             sent = sock.send(data)
@@ -421,15 +424,12 @@ class SocketTransport:
         sock = self.sock
         if sock.fileno() < 0:
             return
-        if self._queued is not None or self._drained is not None:
+        if self.sending:
             # A response queued in the pass that closes the connection (at
             # shutdown), or one being drained: it goes first, for a bounded time
             # (the caller shields this call, and the reaper may be gone).
             with trio.move_on_after(LINGER_SECONDS):
-                try:
-                    await self.send_all(b"")
-                except ClientDisconnected:
-                    pass
+                await self.flush()
         if linger:
             try:
                 sock.shutdown(socket.SHUT_WR)
