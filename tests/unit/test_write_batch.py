@@ -37,6 +37,14 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+def slow_pair() -> tuple[socket.socket, socket.socket]:
+    """A socket pair with 4 KiB buffers: a flush of tens of KiB cannot go out whole."""
+    a, b = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return a, b
+
+
 def readable(sock: socket.socket) -> bytes:
     """What ``sock`` can read now, without waiting (b"" when nothing)."""
     out = b""
@@ -189,9 +197,7 @@ async def test_queued_bytes_go_before_a_file(tmp_path: Path) -> None:
 async def test_what_a_flush_cannot_write_is_drained_in_order_before_later_sends() -> None:
     async with running_batch() as batch:
         batch.eager = False
-        a, b = pair()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a, b = slow_pair()
         transport = SocketTransport(a, None, batch)
         payload = bytes(range(256)) * 240  # 61,440 bytes: more than the buffers hold
         assert len(payload) <= BATCH_MAX
@@ -286,9 +292,7 @@ async def test_without_a_batch_send_batched_writes_at_once() -> None:
 async def test_closing_gives_up_on_a_peer_that_does_not_read(autojump_clock: object) -> None:
     async with running_batch() as batch:
         batch.eager = False
-        a, b = pair()
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a, _ = slow_pair()
         transport = SocketTransport(a, None, batch)
         await transport.send_batched(b"x" * 60_000)
         await trio.testing.wait_all_tasks_blocked()
