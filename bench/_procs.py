@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import socket
 import statistics
@@ -126,6 +127,37 @@ def stop_process(
 
 
 # --- /proc --------------------------------------------------------------------
+
+
+class LineReader:
+    """Lines of a child's stdout, each awaited with a deadline.
+
+    Read with ``select`` and ``os.read``, not the pipe's text wrapper: lines
+    written at once would sit in its buffer, out of ``select``'s sight.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        self.proc = proc
+        self.what = what  # names the child in errors
+        self._buf = b""
+
+    def line(self, timeout: float) -> str:
+        """The next line (stripped); BenchError on timeout or when the child exits first."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"{self.what} silent for {timeout:g} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise BenchError(f"{self.what} exited ({self.proc.wait()}) early")
+                self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace").strip()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -68,7 +68,6 @@ import json
 import os
 import platform
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -89,6 +88,7 @@ from _procs import (
     ROUNDS_HELP,
     SERVER_CPU,
     BenchError,
+    LineReader,
     Peer,
     RunningServer,
     busy_pct,
@@ -351,7 +351,7 @@ class Client:
         self.command = " ".join(argv)
         self.log = log
         self.proc = spawn(argv, subprocess.PIPE, stdin=subprocess.PIPE, stderr=log)
-        self._buf = b""
+        self._lines = LineReader(self.proc, f"load generator ({self.command})")
 
     @property
     def pid(self) -> int:
@@ -359,23 +359,7 @@ class Client:
 
     def line(self, timeout: float) -> str:
         """The next line of its stdout; BenchError on timeout or exit."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BenchError(f"load generator silent for {timeout:g} s: {self.command}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise BenchError(
-                        f"load generator exited ({self.proc.wait()}) early: {self.command}"
-                    )
-                self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode(errors="replace").strip()
+        return self._lines.line(timeout)
 
     def send(self, word: str) -> None:
         assert self.proc.stdin is not None

@@ -72,7 +72,6 @@ import json
 import os
 import re
 import resource
-import select
 import socket
 import struct
 import subprocess
@@ -83,6 +82,8 @@ import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _procs import LineReader
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -188,24 +189,10 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
         )
-        self._buf = b""
+        self._lines = LineReader(self.proc, "server")
 
     def line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"server silent for {timeout:g} s")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise RuntimeError(f"server exited ({self.proc.wait()})")
-                self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode()
+        return self._lines.line(timeout)
 
     def say(self, word: str) -> None:
         assert self.proc.stdin is not None
