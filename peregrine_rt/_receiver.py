@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
 
@@ -32,6 +31,7 @@ from ._frames import (
     parse_simple_frames,
     read_fragments,
 )
+from ._wsconn import LazyConnection
 
 __all__ = ["TOO_BIG", "Receiver"]
 
@@ -45,14 +45,17 @@ class _TooBig:
 
 TOO_BIG = _TooBig()
 
+# The backlog of every socket that holds nothing (an empty deque is 760 bytes).
+# Nothing is ever added to it: feed() makes a deque first.
+NO_BACKLOG: deque[Any] = deque(maxlen=0)
+
 
 class Receiver:
     """One socket's receive path (see the module docstring).
 
     Args:
-        ws: the socket's wsproto connection.
-        backlog: where messages (``str``/``bytes``), wsproto events and
-            :data:`TOO_BIG` go, in the order they arrived.
+        ws: the socket's wsproto connection (made while wsproto reads a frame,
+            released once it is idle again).
         fast: the socket has no extension (the fast path may read frames).
         max_size: ``ws_max_message_size`` (None: no limit).
         compressed: payloads are deflated: the limit on their wire size gets
@@ -72,15 +75,17 @@ class Receiver:
 
     def __init__(
         self,
-        ws: WSConnection,
-        backlog: deque[Any],
+        ws: LazyConnection,
         *,
         fast: bool,
         max_size: int | None,
         compressed: bool = False,
     ) -> None:
         self.ws = ws
-        self.backlog = backlog
+        self.backlog = NO_BACKLOG
+        """Messages (``str``/``bytes``), wsproto events and :data:`TOO_BIG`, in the order
+        they arrived, for the socket to handle; a deque of its own only while it
+        holds something (see :meth:`wait`)."""
         self.fast = fast
         self.max_size = max_size
         slack = 0 if max_size is None or not compressed else max_size // 1024 + 1024
@@ -91,6 +96,11 @@ class Receiver:
         self.fragments: FragmentedMessage | None = None  # read by the fast path
         self.pending: list[bytes] = []  # an incomplete frame of it, as received
         self.pending_size = 0
+
+    def wait(self) -> None:
+        """The socket is about to wait for bytes: let an empty backlog's deque go."""
+        if not self.backlog:
+            self.backlog = NO_BACKLOG
 
     def feed(self, data: bytes) -> None:
         """Parse received bytes into the backlog, in order.
@@ -103,6 +113,8 @@ class Receiver:
         """
         ws = self.ws
         backlog = self.backlog
+        if backlog is NO_BACKLOG:
+            backlog = self.backlog = deque()
         tracker = self.tracker
         if tracker is None:  # a message went over the limit: wsproto reads on alone
             ws.receive_data(data)
@@ -158,6 +170,8 @@ class Receiver:
             ws.receive_data(data if pos == 0 and end == n else data[pos:end])
             backlog.extend(ws.events())
             pos = end
+            if tracker.idle and not (backlog and type(backlog[-1]) is CloseConnection):
+                ws.release()  # wsproto holds nothing now (a close or an error: kept)
             if over:
                 self.tracker = None
                 backlog.append(TOO_BIG)

@@ -14,12 +14,11 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from wsproto.connection import Connection as WSConnection
-from wsproto.connection import ConnectionType
 from wsproto.extensions import PerMessageDeflate
 from wsproto.handshake import server_extensions_handshake
 
 from ._deflate import BoundedDeflate
+from ._wsconn import LazyConnection
 from .exceptions import HandshakeError, HTTPError
 from .websocket import WebSocket
 
@@ -215,7 +214,7 @@ async def upgrade(
     ws = WebSocket(
         conn,
         request,
-        WSConnection(ConnectionType.SERVER, extensions=list(extensions)),
+        LazyConnection(extensions),
         chosen,
         limit,
         scheduler=conn.server.scheduler,

@@ -25,17 +25,16 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
-from wsproto.connection import Connection as WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
 from ._frames import encode_frame
 from ._outbox import Outbox
 from ._receiver import TOO_BIG, Receiver
+from ._wsconn import LazyConnection
 from .exceptions import ClientDisconnected, ConnectionClosed
 
 # Each socket pings after between 50% and 150% of ws_ping_interval idle (its own
@@ -83,7 +82,6 @@ class WebSocket:
     """
 
     __slots__ = (
-        "_backlog",
         "_close_deadline",
         "_conn",
         "_ended",
@@ -118,7 +116,7 @@ class WebSocket:
         self,
         conn: HTTPConnection,
         request: Request,
-        ws: WSConnection,
+        ws: LazyConnection,
         subprotocol: str | None,
         max_size: int | None,
         *,
@@ -168,10 +166,7 @@ class WebSocket:
         self._ping_sent_at: float | None = None  # the heartbeat's outstanding ping
         self._close_deadline: float | None = None
         self.last_seen = trio.current_time()
-        self._backlog: deque[Any] = deque()  # events read but not handled yet
-        self._receiver = Receiver(
-            ws, self._backlog, fast=self._fast, max_size=max_size, compressed=compressed
-        )
+        self._receiver = Receiver(ws, fast=self._fast, max_size=max_size, compressed=compressed)
         self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
         self._ping_counter = 0
         # The share of ws_ping_interval after which this socket pings (its jitter).
@@ -369,7 +364,7 @@ class WebSocket:
     async def _read_until(self, event: trio.Event) -> None:
         """Read frames until ``event`` is set, keeping other events for the receive loop."""
         ws = self._ws
-        backlog = self._backlog
+        receiver = self._receiver
         while not event.is_set():
             try:
                 received = await self._conn.transport.receive_some()
@@ -380,8 +375,9 @@ class WebSocket:
                     self.close_code, self.close_reason = 1006, "connection lost"
                 return
             self.last_seen = trio.current_time()
-            start = len(backlog)
-            self._receiver.feed(received)
+            start = len(receiver.backlog)
+            receiver.feed(received)
+            backlog = receiver.backlog  # its own deque now, if it had none
             new = [backlog.pop() for _ in range(len(backlog) - start)]
             closing = False
             while new:
@@ -508,17 +504,19 @@ class WebSocket:
         max_size = self._max_size
         parts: bytearray | None = None  # a fragmented message so far
         size = 0
-        backlog = self._backlog
+        receiver = self._receiver
         self._reader = trio.lowlevel.current_task()
         # Events enter the backlog before any callback runs: ping() in a callback reads on.
         wait_first = not self._initial  # no recv() that would fail: wait for the socket
         if self._initial:  # bytes that came with the upgrade request
-            self._receiver.feed(self._initial)
+            receiver.feed(self._initial)
             self._initial = b""
         while True:
+            backlog = receiver.backlog  # the same deque until it is empty and let go
             if not backlog:
                 if ws.state is ConnectionState.CLOSED:
                     return
+                receiver.wait()  # an idle socket keeps no deque
                 try:
                     # Everything read has been handled (and most likely
                     # answered): wait for the socket before trying recv().
@@ -529,7 +527,7 @@ class WebSocket:
                 if not received:
                     return
                 self.last_seen = trio.current_time()
-                self._receiver.feed(received)
+                receiver.feed(received)
                 continue
             while backlog:
                 event = backlog.popleft()

@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "_threads",
             "_trim",
             "_validators",
+            "_wsconn",
             "handlers",
         },
     ),

@@ -1,0 +1,80 @@
+"""What an open, idle WebSocket keeps between messages: no wsproto Connection, no backlog.
+
+The fast path reads and writes the common frames; wsproto is made for a control
+frame or a close and let go once it holds nothing again (``_wsconn``), and the
+receive backlog's deque exists only while it holds events (``_receiver``).  A
+compressed socket keeps its Connection: the deflate state lives there.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+import peregrine_rt as pr
+from peregrine_rt._receiver import NO_BACKLOG
+
+from .conftest import open_server
+from .ws_helpers import OP_PING, OP_TEXT, Recorder, connect_ws, frame
+
+
+def _holds(ws: pr.WebSocket) -> tuple[bool, bool]:
+    """(a wsproto Connection, a backlog deque of its own) held by the server's socket."""
+    return ws._ws.held, ws._receiver.backlog is not NO_BACKLOG
+
+
+async def test_idle_socket_holds_no_wsproto_and_no_backlog(transport: str) -> None:
+    rec = Recorder()
+    async with open_server(rec, transport=transport, ws_ping_interval=None) as h:
+        client = await connect_ws(h)
+        await rec.opened.wait()
+        (server_ws,) = rec.sockets
+        await trio.testing.wait_all_tasks_blocked()
+        assert _holds(server_ws) == (False, False)
+
+        await client.send("hello")
+        assert await client.receive_message() == "hello"
+        await trio.testing.wait_all_tasks_blocked()
+        assert _holds(server_ws) == (False, False)
+
+        # A control frame goes through wsproto, which is let go again after it.
+        await client.send_raw(frame(OP_PING, b"p1") + frame(OP_TEXT, b"after"))
+        assert await client.receive_message() == "after"
+        assert client.pongs == [b"p1"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert _holds(server_ws) == (False, False)
+
+        # The server's own ping: written, answered, and nothing kept.
+        rtts: list[float] = []
+
+        async def ping() -> None:
+            rtts.append(await server_ws.ping())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping)
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send("pump")  # the client answers the ping while reading the echo
+            assert await client.receive_message() == "pump"
+        assert len(rtts) == 1
+        assert client.pings == [b"peregrine-1"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert _holds(server_ws) == (False, False)
+
+        # A close is a state: wsproto is made and kept through the handshake.
+        await client.close()
+        await rec.closed.wait()
+        assert rec.closes() == [(1000, "")]
+        assert server_ws._ws.held
+
+
+async def test_compressed_socket_keeps_its_connection() -> None:
+    rec = Recorder(compression=True)
+    async with open_server(rec, ws_ping_interval=None) as h:
+        client = await connect_ws(h, compression=True)
+        assert (client.response.header("sec-websocket-extensions") or "").startswith("permessage")
+        await rec.opened.wait()
+        (server_ws,) = rec.sockets
+        await client.send("squeeze me " * 20)
+        assert await client.receive_message() == "squeeze me " * 20
+        await trio.testing.wait_all_tasks_blocked()
+        assert _holds(server_ws) == (True, False)
