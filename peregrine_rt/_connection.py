@@ -9,7 +9,7 @@ for both).  Every head, error answers included, is built by
 :class:`~._answers.ResponseHeads`.
 
 A file body (:class:`~._files.FileBody`) is sent after the handler returns
-by ``transport.send_file`` (``os.sendfile`` on a socket, else ``os.pread``).
+by ``_file_response.py`` (``os.sendfile`` on a socket, else ``os.pread``).
 
 No cancel scope per request: each connection has one, notes what it waits
 for and since when, and the server's reaper cancels it when too long.
@@ -26,7 +26,7 @@ import trio
 
 from ._access import log_response, request_fields
 from ._answers import ResponseHeads, error_body
-from ._files import FILE_STATS, FileBody
+from ._file_response import send_file_response
 from ._http import CLOSED, LAST_CHUNK, NEED_DATA, Data, RequestParser, encode_chunk, may_have_body
 from ._metrics import endpoint_for
 from ._request import Request
@@ -233,7 +233,7 @@ class HTTPConnection:
         except ClientDisconnected:
             return
         if self.server.observed:  # every answer is logged and counted, the server's own too
-            self._log_access(request, status, len(data))
+            self.log_access(request, status, len(data))
 
     async def _serve(self) -> None:
         """Serve requests until the connection must close: read a head, respond, repeat.
@@ -345,7 +345,7 @@ class HTTPConnection:
             response = failed
         if self.websocket is not None:
             if server.observed:
-                self._log_access(request, 101, 0)
+                self.log_access(request, 101, 0)
             self.waiting = Waiting.WEBSOCKET  # run() runs it once _serve has returned
             return False
         # Send what the handler left (unless it streamed).
@@ -362,7 +362,7 @@ class HTTPConnection:
             keep_alive = self._keep_alive(request, response)
             file_body = response.file_body
             if file_body is not None:
-                if not await self._send_file(request, response, file_body, keep_alive):
+                if not await send_file_response(self, request, response, file_body, keep_alive):
                     return False
             else:
                 status = response.status
@@ -387,7 +387,7 @@ class HTTPConnection:
                     if tally is not None:
                         tally((request.method, status, perf_counter() - self._began))
                     else:
-                        self._log_access(request, status, len(response.body))
+                        self.log_access(request, status, len(response.body))
         parser = self.parser
         remaining = parser.body_remaining
         if not keep_alive:
@@ -446,53 +446,6 @@ class HTTPConnection:
         response.text(error_body(status, detail).decode(), status=status)
         return response
 
-    async def _send_file(
-        self, request: Request, response: Response, body: FileBody, keep_alive: bool
-    ) -> bool:
-        """Send a response whose body is (ranges of) a file; False if the connection must close."""
-        head = self.heads.head(
-            response.status,
-            response.headers.raw,
-            version=request.http_version,
-            keep_alive=keep_alive,
-            content_length=body.length,
-        )
-        response.started = True
-        transport = self.transport
-        complete = True
-        try:
-            if body.fd < 0 or not may_have_body(response.status, request.method):
-                await transport.send_all(head)
-            else:
-                fd = body.fd
-                for part in body.parts:
-                    if isinstance(part, bytes):
-                        head += part
-                        continue
-                    offset, count = part
-                    if await transport.send_file(fd, offset, count, head) < count:
-                        complete = False
-                        break
-                    head = b""
-                if head and complete:
-                    await transport.send_all(head)
-        except OSError:  # EIO and the like: the body cannot be completed
-            target, extra = request_fields(self.transport.client, request)
-            error_log.exception("reading a file for %s failed", target, extra=extra)
-            return False
-        finally:
-            response.release_file()
-        if not complete:
-            FILE_STATS.shortfalls += 1
-            target, extra = request_fields(self.transport.client, request)
-            error_log.warning(
-                "a file shrank while %s was sent: connection closed", target, extra=extra
-            )
-            return False
-        if self.server.observed:
-            self._log_access(request, response.status, body.length)
-        return True
-
     def _keep_alive(self, request: Request, response: Response) -> bool:
         """Whether the connection can serve another request after this response."""
         max_requests = self.server.config.max_requests_per_connection
@@ -523,7 +476,7 @@ class HTTPConnection:
             return False
         return True
 
-    def _log_access(self, request: Request | None, status: int, size: int) -> None:
+    def log_access(self, request: Request | None, status: int, size: int) -> None:
         """Count the response (``Config.metrics``) and log it (``Config.access_log``)."""
         server = self.server
         # The server's own answers before a head was read count as taking no time.
@@ -594,7 +547,7 @@ class HTTPConnection:
         await (transport.send_batched if keep_alive else transport.send_all)(data)
         self._stream_state = "ended"  # _respond: complete, the connection may go on
         if self.server.observed:
-            self._log_access(request, status, len(response.body))
+            self.log_access(request, status, len(response.body))
 
     async def start_stream(self, response: Response) -> None:
         """Send the head of a streamed response."""
@@ -647,4 +600,4 @@ class HTTPConnection:
             await self._stream_write(LAST_CHUNK)
         self._stream_state = "ended"
         if self.server.observed:
-            self._log_access(request, response.status, -1)
+            self.log_access(request, response.status, -1)
