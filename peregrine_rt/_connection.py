@@ -27,7 +27,16 @@ import trio
 from ._access import log_response, request_fields
 from ._answers import ResponseHeads, error_body
 from ._file_response import send_file_response
-from ._http import CLOSED, LAST_CHUNK, NEED_DATA, Data, RequestParser, encode_chunk, may_have_body
+from ._http import (
+    CLOSED,
+    LAST_CHUNK,
+    NEED_DATA,
+    SPENT_PARSER,
+    Data,
+    RequestParser,
+    encode_chunk,
+    may_have_body,
+)
 from ._metrics import endpoint_for
 from ._request import Request
 from ._response import Response
@@ -196,6 +205,7 @@ class HTTPConnection:
                     if ws is not None and self.waiting is Waiting.WEBSOCKET:
                         # Run here, not in _respond: an idle socket keeps no HTTP frames.
                         self.response = None  # the 101 went out
+                        self.parser = SPENT_PARSER  # (what it had left went to the WebSocket)
                         await ws.run(ws.hooks or self.server.handler_instance)
                     await self.transport.flush()  # the last batched response, under the reaper
                 except ClientDisconnected:

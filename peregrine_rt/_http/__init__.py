@@ -13,6 +13,7 @@ from ._parser import (
     MAX_HEADER_LINE,
     MAX_HEADERS_SIZE,
     MAX_REQUEST_LINE,
+    SPENT_PARSER,
     RequestParser,
 )
 from ._target import decode_path, parse_query, split_target
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_REQUEST_LINE",
     "NEED_DATA",
     "PAUSED",
+    "SPENT_PARSER",
     "Data",
     "EndOfMessage",
     "Event",

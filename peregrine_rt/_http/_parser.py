@@ -64,7 +64,9 @@ __all__ = [
     "MAX_HEADER_LINE",
     "MAX_REQUEST_LINE",
     "SPEEDUPS",
+    "SPENT_PARSER",
     "RequestParser",
+    "SpentParser",
 ]
 
 from ._limits import (
@@ -494,3 +496,34 @@ class RequestParser:
             self._state = _DONE
             self._chunks = None
         return event
+
+
+class SpentParser(RequestParser):
+    """A parser whose connection reads no more HTTP (it became a WebSocket).
+
+    One shared instance, :data:`SPENT_PARSER`, takes the place of the
+    connection's own parser, so that an idle WebSocket does not keep a parser
+    (with its buffer and header cache) it will never use again.  It reads as a
+    parser whose request has ended: no pending data, ``body_remaining`` 0,
+    ``next_event()`` PAUSED.  It refuses input and a next cycle: being shared,
+    it must never change.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state = _DONE
+
+    def feed(self, data: bytes) -> None:
+        raise LocalProtocolError("this connection reads no more HTTP (it was upgraded)")
+
+    def feed_eof(self) -> None:
+        raise LocalProtocolError("this connection reads no more HTTP (it was upgraded)")
+
+    def start_next_cycle(self) -> None:
+        raise LocalProtocolError("this connection reads no more HTTP (it was upgraded)")
+
+
+SPENT_PARSER: Final = SpentParser()
+"""The shared :class:`SpentParser`."""
