@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from types import ModuleType
 from typing import Final, TypeAlias
 
 from ._fields import METHODS, connection_tokens, expects_continue
@@ -27,6 +28,7 @@ __all__ = [
     "compile_fast_block",
     "scan_head_c",
     "scan_head_py",
+    "speedups",
 ]
 
 # Bytes allowed in a field line (RFC 9110 §5.5: HTAB, SP, VCHAR, obs-text).
@@ -220,9 +222,11 @@ def _scan_block(block: bytes, m: re.Match[bytes], headers_class: type[Headers]) 
 # same reading as scan_head_py, about ten times faster.  PEREGRINE_RT_NO_SPEEDUPS=1
 # in the environment at import time, or RequestParser(speedups=False), keeps to
 # pure Python.
-SPEEDUPS_INTERFACE: Final = 1
+SPEEDUPS_INTERFACE: Final = 2
 """The ``_speedups.INTERFACE`` this module expects; a build from other source is not used."""
 scan_head_c: Scanner | None = None
+speedups: ModuleType | None = None
+"""The C accelerator module when in use (``_writer`` takes its encoder too), else None."""
 if os.environ.get("PEREGRINE_RT_NO_SPEEDUPS", "") in ("", "0"):
     try:
         from . import _speedups
@@ -232,6 +236,7 @@ if os.environ.get("PEREGRINE_RT_NO_SPEEDUPS", "") in ("", "0"):
         if getattr(_speedups, "INTERFACE", None) == SPEEDUPS_INTERFACE:
             _speedups._set_headers_type(Headers)
             scan_head_c = _speedups.scan_head
+            speedups = _speedups
 
 SPEEDUPS: Final = scan_head_c is not None
 """Whether parsers use the C accelerator by default (built, and not turned off)."""

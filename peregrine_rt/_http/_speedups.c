@@ -1,5 +1,6 @@
 /*
- * peregrine_rt._http._speedups: the request parser's fast path, in C.
+ * peregrine_rt._http._speedups: the request parser's fast path, in C (and the
+ * response writer's: encode_fixed_response, at the end).
  *
  * One function, scan_head(), does for a request head exactly what the pure
  * Python fast path (_parser._scan_head_py) does, byte for byte: it reads the
@@ -26,6 +27,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
 #include <emmintrin.h>
 #define HAVE_SSE2 1
@@ -605,16 +607,203 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* -- the response writer's hot path (as _writer.encode_fixed_response_py) -- */
+
+/* Set by _set_writer(): _writer's globals, its status-line builder, Date value
+ * and the reference encoder, which any response not of the common shape is
+ * handed to (so this function's answer is always the Python one).  The Date is
+ * cached here per second while _writer.date_header_value is still date_func (a
+ * test may replace it to pin the date: the general path then calls it). */
+static PyObject *writer_globals, *status_line_func, *date_func, *encode_py, *str_date_func;
+static PyObject *status_lines[2][1000]; /* [version is "1.0"][status]: bytes, cached */
+static PyObject *date_value;            /* the Date value for date_second */
+static time_t date_second = -1;
+
+PyDoc_STRVAR(set_writer_doc,
+"_set_writer(globals, status_line, date_header_value, encode_fixed_response_py, /)\n"
+"--\n\n"
+"Name the writer's Python helpers that encode_fixed_response calls.");
+
+static PyObject *
+set_writer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyDict_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_set_writer() takes a dict and 3 callables");
+        return NULL;
+    }
+    if (str_date_func == NULL) {
+        str_date_func = PyUnicode_InternFromString("date_header_value");
+        if (str_date_func == NULL) {
+            return NULL;
+        }
+    }
+    Py_XSETREF(writer_globals, Py_NewRef(args[0]));
+    Py_XSETREF(status_line_func, Py_NewRef(args[1]));
+    Py_XSETREF(date_func, Py_NewRef(args[2]));
+    Py_XSETREF(encode_py, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(encode_fixed_response_doc,
+"encode_fixed_response(status, headers, body, method, version, keep_alive, /)\n"
+"--\n\n"
+"_writer.encode_fixed_response_py in C for the common response; any other goes to it.");
+
+static PyObject *
+encode_fixed_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 6 || encode_py == NULL) {
+        goto general;
+    }
+    PyObject *status_obj = args[0], *headers = args[1], *body = args[2];
+    PyObject *method = args[3], *version = args[4];
+    if (!PyLong_CheckExact(status_obj) || !PyBytes_CheckExact(body) ||
+        !PyUnicode_Check(method) || !PyUnicode_Check(version)) {
+        goto general;
+    }
+    long status = PyLong_AsLong(status_obj);
+    if (status < 200 || status > 999 || status == 204 || status == 205 || status == 304) {
+        PyErr_Clear(); /* an overflow: the general path says what is wrong */
+        goto general;
+    }
+    int v10;
+    if (PyUnicode_CompareWithASCIIString(version, "1.1") == 0) {
+        v10 = 0;
+    }
+    else if (PyUnicode_CompareWithASCIIString(version, "1.0") == 0) {
+        v10 = 1;
+    }
+    else {
+        goto general;
+    }
+    if (PyDict_GetItemWithError(writer_globals, str_date_func) != date_func) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        goto general; /* replaced (a test pins the date) */
+    }
+    int keep_alive = PyObject_IsTrue(args[5]);
+    if (keep_alive < 0) {
+        return NULL;
+    }
+    PyObject *const *items;
+    Py_ssize_t count;
+    if (PyList_CheckExact(headers)) {
+        items = ((PyListObject *)headers)->ob_item;
+        count = PyList_GET_SIZE(headers);
+    }
+    else if (PyTuple_CheckExact(headers)) {
+        items = ((PyTupleObject *)headers)->ob_item;
+        count = PyTuple_GET_SIZE(headers);
+    }
+    else {
+        goto general;
+    }
+    PyObject *line = status_lines[v10][status];
+    if (line == NULL) {
+        line = PyObject_CallFunction(status_line_func, "lO", status, version);
+        if (line == NULL) {
+            return NULL;
+        }
+        if (!PyBytes_CheckExact(line)) {
+            Py_DECREF(line);
+            goto general;
+        }
+        status_lines[v10][status] = line; /* kept for the process's life */
+    }
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        goto general;
+    }
+    if (ts.tv_sec != date_second || date_value == NULL) {
+        PyObject *value = PyObject_CallNoArgs(date_func);
+        if (value == NULL) {
+            return NULL;
+        }
+        if (!PyBytes_CheckExact(value)) {
+            Py_DECREF(value);
+            goto general;
+        }
+        Py_XSETREF(date_value, value);
+        date_second = ts.tv_sec;
+    }
+    /* Sizes first: every header must be a (bytes, bytes) tuple. */
+    Py_ssize_t size = PyBytes_GET_SIZE(line);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = items[i];
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            goto general;
+        }
+        size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) +
+                PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 4;
+    }
+    Py_ssize_t body_len = PyBytes_GET_SIZE(body);
+    char length[24];
+    int length_len = snprintf(length, sizeof length, "%zd", body_len);
+    const char *tail = !keep_alive ? "connection: close\r\n\r\n"
+                       : v10       ? "connection: keep-alive\r\n\r\n"
+                                   : "\r\n";
+    size_t tail_len = strlen(tail);
+    int head_only = PyUnicode_CompareWithASCIIString(method, "HEAD") == 0;
+    size += 6 + PyBytes_GET_SIZE(date_value) + 18 + length_len + 2 + (Py_ssize_t)tail_len +
+            (head_only ? 0 : body_len);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *w = PyBytes_AS_STRING(out);
+#define PUT(p, n)             \
+    do {                      \
+        memcpy(w, (p), (n));  \
+        w += (n);             \
+    } while (0)
+    PUT(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *name = PyTuple_GET_ITEM(items[i], 0), *value = PyTuple_GET_ITEM(items[i], 1);
+        PUT(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        PUT(": ", 2);
+        PUT(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+        PUT("\r\n", 2);
+    }
+    PUT("date: ", 6);
+    PUT(PyBytes_AS_STRING(date_value), PyBytes_GET_SIZE(date_value));
+    PUT("\r\ncontent-length: ", 18);
+    PUT(length, (size_t)length_len);
+    PUT("\r\n", 2);
+    PUT(tail, tail_len);
+    if (!head_only) {
+        PUT(PyBytes_AS_STRING(body), body_len);
+    }
+#undef PUT
+    assert(w == PyBytes_AS_STRING(out) + size);
+    return out;
+
+general:
+    if (encode_py == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_set_writer() was not called");
+        return NULL;
+    }
+    return PyObject_Vectorcall(encode_py, args, (size_t)nargs, NULL);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"scan_head", (PyCFunction)(void (*)(void))scan_head, METH_FASTCALL, scan_head_doc},
     {"_set_headers_type", set_headers_type, METH_O, set_headers_type_doc},
+    {"encode_fixed_response", (PyCFunction)(void (*)(void))encode_fixed_response, METH_FASTCALL,
+     encode_fixed_response_doc},
+    {"_set_writer", (PyCFunction)(void (*)(void))set_writer, METH_FASTCALL, set_writer_doc},
     {NULL, NULL, 0, NULL},
 };
 
-/* Bumped whenever scan_head's arguments or answers change: _parser.py uses
+/* Bumped whenever scan_head's or encode_fixed_response's arguments or answers
+ * change (2: encode_fixed_response added): _scan.py uses
  * the module only when this matches its _SPEEDUPS_INTERFACE, so a stale build
  * (an editable install does not rebuild by itself) is ignored, not misused. */
-#define INTERFACE 1
+#define INTERFACE 2
 
 static int
 speedups_exec(PyObject *module)
@@ -667,7 +856,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "peregrine_rt._http._speedups",
-    .m_doc = "The request parser's fast path in C (optional; see _parser.py).",
+    .m_doc = "The request parser's and response writer's fast paths in C (optional).",
     .m_size = 0,
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,

@@ -1,5 +1,8 @@
 """Type stub for the optional C accelerator (``_speedups.c``)."""
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from ._headers import Headers
 from ._scan import Cache, Scanned
 
@@ -14,3 +17,19 @@ def scan_head(
     /,
 ) -> Scanned | None: ...
 def _set_headers_type(cls: type[Headers], /) -> None: ...
+def encode_fixed_response(
+    status: int,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes,
+    method: str,
+    version: str,
+    keep_alive: bool,
+    /,
+) -> bytes: ...
+def _set_writer(
+    namespace: dict[str, Any],
+    status_line: Callable[[int, str], bytes],
+    date_header_value: Callable[[], bytes],
+    encode_fixed_response_py: Callable[..., bytes],
+    /,
+) -> None: ...
