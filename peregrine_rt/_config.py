@@ -265,9 +265,9 @@ class Config:
     ws_compression: bool = _opt(
         False,
         "Negotiate permessage-deflate when a client offers it.  Off by default: each "
-        "socket then keeps zlib state (measured: 117 KiB per socket instead of 14 KiB) "
-        "and pays CPU per message; turn it on for large, compressible messages over "
-        "slow links.",
+        "socket then keeps zlib state (measured: 117 KiB per socket, where an idle "
+        "uncompressed one holds under 8 KiB) and pays CPU per message; turn it on for "
+        "large, compressible messages over slow links.",
         group="websocket",
     )
     ws_allowed_origins: tuple[str, ...] | None = _opt(
