@@ -271,25 +271,33 @@ class HTTPConnection:
             if parser.has_pending_data or parser.their_eof:
                 event = parser.next_event()
                 wait_first = False
+                had_data = event is NEED_DATA and parser.has_pending_data
             else:
                 # On a keep-alive connection the next request cannot be there
                 # yet: wait for the socket before the first recv.
                 event = NEED_DATA
-                wait_first = handled > 0
+                had_data, wait_first = False, handled > 0
             while event is NEED_DATA:
-                had_data = parser.has_pending_data
                 data = await transport.receive_some(wait_first)
                 wait_first = False
                 if data:
-                    if not had_data and handled:
-                        # A keep-alive request's first byte: the idle timeout ends and
-                        # header_timeout counts from here.  (The first request's
-                        # header_timeout counts from the connection's start.)
-                        self.since = self._now()
                     parser.feed(data)
                 else:
                     parser.feed_eof()
-                event = parser.next_event()
+                # A keep-alive request's first bytes: the idle timeout ends and
+                # header_timeout counts from here (the first request's counts from
+                # the connection's start).  Unless the head is whole: it goes to the
+                # handler with no wait in between, and no clock read is needed.
+                try:
+                    event = parser.next_event()
+                except RemoteProtocolError:  # the error answer may wait for the peer
+                    if data and handled and not had_data:
+                        self.since = self._now()
+                    raise
+                if event is NEED_DATA:
+                    if data and handled and not had_data:
+                        self.since = self._now()
+                    had_data = parser.has_pending_data
             if event is CLOSED:
                 return
             assert isinstance(event, Request)
@@ -361,6 +369,8 @@ class HTTPConnection:
         # Send what the handler left (unless it streamed).
         transport = self.transport
         self._send_mark = (transport.send_waited, transport.bytes_sent)
+        parser = self.parser
+        remaining = parser.body_remaining  # fixed now: no read until _drain
         if response.started:
             if not self._stream_chunked or self._stream_state != "ended":
                 # An HTTP/1.0 stream ends by closing; so does one the
@@ -369,7 +379,7 @@ class HTTPConnection:
                 return False
             keep_alive = not response.close_connection  # decided by start_stream
         else:
-            keep_alive = self._keep_alive(request, response)
+            keep_alive = self._keep_alive(request, response, remaining)
             file_body = response.file_body
             if file_body is not None:
                 if not await send_file_response(self, request, response, file_body, keep_alive):
@@ -389,7 +399,9 @@ class HTTPConnection:
                     status, data = 500, self._invalid_response(request, exc, keep_alive)
                 response.started = True
                 if keep_alive:  # batched with the next pipelined request's, if any
-                    await transport.send_batched(data, self.parser.has_pending_data)
+                    more = parser.has_pending_data
+                    if not transport.queue(data, more):
+                        await transport.send_batched(data, more)
                 else:
                     await transport.send_all(data)
                 if server.observed:
@@ -398,8 +410,6 @@ class HTTPConnection:
                         tally((request.method, status, perf_counter() - self._began))
                     else:
                         self.log_access(request, status, len(response.body))
-        parser = self.parser
-        remaining = parser.body_remaining
         if not keep_alive:
             self.linger = remaining != 0
             return False
@@ -456,21 +466,22 @@ class HTTPConnection:
         response.text(error_body(status, detail).decode(), status=status)
         return response
 
-    def _keep_alive(self, request: Request, response: Response) -> bool:
-        """Whether the connection can serve another request after this response."""
-        max_requests = self.server.config.max_requests_per_connection
+    def _keep_alive(self, request: Request, response: Response, remaining: int | None) -> bool:
+        """Whether the connection can serve another request after this response.
+
+        ``remaining``: the parser's ``body_remaining``.
+        """
+        server = self.server
+        max_requests = server.config.max_requests_per_connection
         return (
             request.keep_alive
             and not response.close_connection
-            and not self.server.shutting_down
+            and not server.shutting_down
             and (max_requests is None or self.handled < max_requests)
-            and self._body_can_be_drained(request)
+            and (remaining == 0 or self._body_can_be_drained(request, remaining))
         )
 
-    def _body_can_be_drained(self, request: Request) -> bool:
-        remaining = self.parser.body_remaining
-        if remaining == 0:
-            return True
+    def _body_can_be_drained(self, request: Request, remaining: int | None) -> bool:
         if request.expect_continue and not self._sent_continue:
             return False  # the client holds the body back: closing is simpler than guessing
         return remaining is not None and remaining <= self.server.config.max_drain
@@ -540,7 +551,7 @@ class HTTPConnection:
             raise LocalProtocolError("the response has already started")
         if response.file_body is not None:
             raise LocalProtocolError("finish() sends a body, not a file: return from handle")
-        keep_alive = self._keep_alive(request, response)
+        keep_alive = self._keep_alive(request, response, self.parser.body_remaining)
         response.close_connection = not keep_alive
         status = response.status
         try:
@@ -571,7 +582,9 @@ class HTTPConnection:
         chunked = request.http_version == "1.1" and body_allowed
         self._stream_chunked = chunked or not body_allowed
         self._stream_state = "open"
-        keep_alive = self._stream_chunked and self._keep_alive(request, response)
+        keep_alive = self._stream_chunked and self._keep_alive(
+            request, response, self.parser.body_remaining
+        )
         response.close_connection = not keep_alive
         head = self.heads.head(
             response.status,

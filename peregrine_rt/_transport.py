@@ -130,6 +130,14 @@ class Transport(Protocol):
         and meets the closed socket there anyway).
         """
 
+    def queue(self, data: bytes, more: bool = False) -> bool:
+        """:meth:`send_batched` without a coroutine, when ``data`` can wait for the pass's end.
+
+        True: queued (or joined to the bytes queued).  False: nothing was
+        done, and ``send_batched`` must send it now (the hot path calls this
+        first: most responses under load are queued).
+        """
+
     def try_send(self, data: bytes) -> int | None:
         """Send what fits now without waiting: the count of bytes taken.
 
@@ -181,25 +189,32 @@ class SocketTransport:
     # -- batched writes ---------------------------------------------------------------
 
     async def send_batched(self, data: bytes, more: bool = False) -> None:
+        if self.queue(data, more):
+            return
         batch = self.batch
         if batch is None:  # nothing is ever queued: straight out
             await self._send(data)
-            return
-        if not batch.open or self._drained is not None or self._error:
-            await self.send_all(data)
-            return
+        elif self._queued is None and batch.open and self._drained is None and not self._error:
+            batch.sent += 1  # eager, or too big to queue
+            await self._send(data)  # nothing is ahead of it: no second look
+        else:
+            await self.send_all(data)  # what is queued or being drained goes first
+
+    def queue(self, data: bytes, more: bool = False) -> bool:
+        batch = self.batch
+        if batch is None or not batch.open or self._drained is not None or self._error:
+            return False
         queued = self._queued
         if queued is None:
             if (batch.eager and not batch.sent and not more) or len(data) > BATCH_MAX:
-                batch.sent += 1
-                await self._send(data)  # nothing is ahead of it: no second look
-                return
+                return False  # the pass's first response goes at once (eager): see WriteBatch
             self._queued = data
             batch.queued.append(self)
         elif len(queued) + len(data) <= BATCH_MAX:
             self._queued = queued + data  # pipelined responses: one write
         else:
-            await self.send_all(data)  # the queued bytes go first
+            return False  # send_all: the queued bytes go first
+        return True
 
     @property
     def draining(self) -> bool:
@@ -506,6 +521,10 @@ class StreamTransport:
     async def send_batched(self, data: bytes, more: bool = False) -> None:
         """A stream is not batched: ``send_all``."""
         await self.send_all(data)
+
+    def queue(self, data: bytes, more: bool = False) -> bool:
+        """A stream is not batched: never queued (False)."""
+        return False
 
     sending = False  # nothing is ever batched
 
