@@ -1,12 +1,13 @@
 """Hypothesis profiles for ``tests/sanitize/run.sh`` (loaded with ``-p``; not a test module).
 
 A sanitized build turns a silent out-of-bounds read into a crash only when an
-example reaches it, so the direct comparison of the two scanners gets many
-more examples than CI gives it.  One knob, ``SANITIZE_EXAMPLES`` (default
-1000), sets both profiles:
+example reaches it, so the direct comparisons of the two scanners and of the
+two frame readers get many more examples than CI gives them.  One knob,
+``SANITIZE_EXAMPLES`` (default 1000), sets both profiles:
 
-* ``sanitize``: that many examples per property for ``test_speedups.py`` and
-  ``test_http_parser.py`` (``test_same_answer_as_python`` runs five times as
+* ``sanitize``: that many examples per property for ``test_speedups.py``,
+  ``test_http_parser.py``, ``test_ws_speedups.py`` and ``test_frames.py``
+  (``test_same_answer_as_python`` and ``test_random_bytes`` run five times as
   many, 5,000 by default against CI's 3,000);
 * ``sanitize-differential``: a fifth of it for the differential tests, which
   run the whole parser (and h11) per example and mostly exercise Python.
