@@ -9,7 +9,8 @@ for both).  Every head, error answers included, is built by
 :class:`~._answers.ResponseHeads`.
 
 A file body (:class:`~._files.FileBody`) is sent after the handler returns
-by ``_file_response.py`` (``os.sendfile`` on a socket, else ``os.pread``).
+by ``transport.send_file`` (``os.sendfile`` on a socket, else ``os.pread``;
+``_response.send_file_response``).
 
 No cancel scope per request: each connection has one, notes what it waits
 for and since when, and the server's reaper cancels it when too long.
@@ -26,7 +27,7 @@ import trio
 
 from ._access import log_response, request_fields
 from ._answers import ResponseHeads, error_body
-from ._file_response import send_file_response
+from ._files import FileBody
 from ._http import (
     CLOSED,
     LAST_CHUNK,
@@ -39,7 +40,7 @@ from ._http import (
 )
 from ._metrics import endpoint_for
 from ._request import Request
-from ._response import Response
+from ._response import Response, send_file_response
 from .exceptions import (
     ClientDisconnected,
     HandshakeError,
@@ -243,7 +244,7 @@ class HTTPConnection:
         except ClientDisconnected:
             return
         if self.server.observed:  # every answer is logged and counted, the server's own too
-            self.log_access(request, status, len(data))
+            self._log_access(request, status, len(data))
 
     async def _serve(self) -> None:
         """Serve requests until the connection must close: read a head, respond, repeat.
@@ -363,7 +364,7 @@ class HTTPConnection:
             response = failed
         if self.websocket is not None:
             if server.observed:
-                self.log_access(request, 101, 0)
+                self._log_access(request, 101, 0)
             self.waiting = Waiting.WEBSOCKET  # run() runs it once _serve has returned
             return False
         # Send what the handler left (unless it streamed).
@@ -382,7 +383,7 @@ class HTTPConnection:
             keep_alive = self._keep_alive(request, response, remaining)
             file_body = response.file_body
             if file_body is not None:
-                if not await send_file_response(self, request, response, file_body, keep_alive):
+                if not await self._send_file(request, response, file_body, keep_alive):
                     return False
             else:
                 status = response.status
@@ -409,7 +410,7 @@ class HTTPConnection:
                     if tally is not None:
                         tally((request.method, status, perf_counter() - self._began))
                     else:
-                        self.log_access(request, status, len(response.body))
+                        self._log_access(request, status, len(response.body))
         if not keep_alive:
             self.linger = remaining != 0
             return False
@@ -466,6 +467,28 @@ class HTTPConnection:
         response.text(error_body(status, detail).decode(), status=status)
         return response
 
+    async def _send_file(
+        self, request: Request, response: Response, body: FileBody, keep_alive: bool
+    ) -> bool:
+        """Send a response whose body is (ranges of) a file; False if the connection must close."""
+        transport = self.transport
+        try:
+            args = (transport, self.heads, request, response, body, keep_alive)
+            complete = await send_file_response(*args)
+        except OSError:  # EIO and the like: the body cannot be completed
+            target, extra = request_fields(transport.client, request)
+            error_log.exception("reading a file for %s failed", target, extra=extra)
+            return False
+        if not complete:
+            target, extra = request_fields(transport.client, request)
+            error_log.warning(
+                "a file shrank while %s was sent: connection closed", target, extra=extra
+            )
+            return False
+        if self.server.observed:
+            self._log_access(request, response.status, body.length)
+        return True
+
     def _keep_alive(self, request: Request, response: Response, remaining: int | None) -> bool:
         """Whether the connection can serve another request after this response.
 
@@ -497,7 +520,7 @@ class HTTPConnection:
             return False
         return True
 
-    def log_access(self, request: Request | None, status: int, size: int) -> None:
+    def _log_access(self, request: Request | None, status: int, size: int) -> None:
         """Count the response (``Config.metrics``) and log it (``Config.access_log``)."""
         server = self.server
         # The server's own answers before a head was read count as taking no time.
@@ -568,7 +591,7 @@ class HTTPConnection:
         await (transport.send_batched if keep_alive else transport.send_all)(data)
         self._stream_state = "ended"  # _respond: complete, the connection may go on
         if self.server.observed:
-            self.log_access(request, status, len(response.body))
+            self._log_access(request, status, len(response.body))
 
     async def start_stream(self, response: Response) -> None:
         """Send the head of a streamed response."""
@@ -623,4 +646,4 @@ class HTTPConnection:
             await self._stream_write(LAST_CHUNK)
         self._stream_state = "ended"
         if self.server.observed:
-            self.log_access(request, response.status, -1)
+            self._log_access(request, response.status, -1)

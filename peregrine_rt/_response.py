@@ -8,16 +8,20 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ._http import check_headers
+from ._files import FILE_STATS
+from ._http import check_headers, may_have_body
 from ._json import dumps
 from .exceptions import LocalProtocolError
 
 if TYPE_CHECKING:
+    from ._answers import ResponseHeads
     from ._connection import HTTPConnection
     from ._files import FileBody
+    from ._request import Request
     from ._sse import EventStream
+    from ._transport import Transport
 
-__all__ = ["Response", "ResponseHeaders", "StreamEncoder"]
+__all__ = ["Response", "ResponseHeaders", "StreamEncoder", "send_file_response"]
 
 _TEXT = b"text/plain; charset=utf-8"
 _HTML = b"text/html; charset=utf-8"
@@ -415,3 +419,49 @@ class Response:
         except ValueError:
             phrase = ""
         return f"<Response {self.status} {phrase}>"
+
+
+async def send_file_response(
+    transport: Transport,
+    heads: ResponseHeads,
+    request: Request,
+    response: Response,
+    body: FileBody,
+    keep_alive: bool,
+) -> bool:
+    """Send ``response``, whose body is (ranges of) the file ``body``, once the handler returned.
+
+    The head, then each part: ``transport.send_file`` for a range of the file
+    (``os.sendfile`` on a socket, else ``os.pread``), the bytes between ranges
+    (a multipart body) joined to what goes next.  The file is released in any
+    case.  False when the file came short (it shrank while it was sent: the
+    connection must close).  Raises OSError when the file cannot be read (EIO),
+    ClientDisconnected when the peer is gone.
+    """
+    head = heads.head(
+        response.status,
+        response.headers.raw,
+        version=request.http_version,
+        keep_alive=keep_alive,
+        content_length=body.length,
+    )
+    response.started = True
+    try:
+        if body.fd < 0 or not may_have_body(response.status, request.method):
+            await transport.send_all(head)
+            return True
+        fd = body.fd
+        for part in body.parts:
+            if isinstance(part, bytes):
+                head += part
+                continue
+            offset, count = part
+            if await transport.send_file(fd, offset, count, head) < count:
+                FILE_STATS.shortfalls += 1
+                return False
+            head = b""
+        if head:
+            await transport.send_all(head)
+        return True
+    finally:
+        response.release_file()
