@@ -609,7 +609,7 @@ scan_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* -- the response writer's hot path (as _writer.encode_fixed_response_py) -- */
 
-/* Set by _set_writer(): _writer's globals, its status-line builder, Date value
+/* Set by set_writer(): _writer's globals, its status-line builder, Date value
  * and the reference encoder, which any response not of the common shape is
  * handed to (so this function's answer is always the Python one).  The Date is
  * cached here per second while _writer.date_header_value is still date_func (a
@@ -620,7 +620,7 @@ static PyObject *date_value;            /* the Date value for date_second */
 static time_t date_second = -1;
 
 PyDoc_STRVAR(set_writer_doc,
-"_set_writer(globals, status_line, date_header_value, encode_fixed_response_py, /)\n"
+"set_writer(globals, status_line, date_header_value, encode_fixed_response_py, /)\n"
 "--\n\n"
 "Name the writer's Python helpers that encode_fixed_response calls.");
 
@@ -629,7 +629,7 @@ set_writer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
     if (nargs != 4 || !PyDict_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "_set_writer() takes a dict and 3 callables");
+        PyErr_SetString(PyExc_TypeError, "set_writer() takes a dict and 3 callables");
         return NULL;
     }
     if (str_date_func == NULL) {
@@ -784,7 +784,7 @@ encode_fixed_response(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 general:
     if (encode_py == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_set_writer() was not called");
+        PyErr_SetString(PyExc_RuntimeError, "set_writer() was not called");
         return NULL;
     }
     return PyObject_Vectorcall(encode_py, args, (size_t)nargs, NULL);
@@ -795,7 +795,7 @@ static PyMethodDef speedups_methods[] = {
     {"_set_headers_type", set_headers_type, METH_O, set_headers_type_doc},
     {"encode_fixed_response", (PyCFunction)(void (*)(void))encode_fixed_response, METH_FASTCALL,
      encode_fixed_response_doc},
-    {"_set_writer", (PyCFunction)(void (*)(void))set_writer, METH_FASTCALL, set_writer_doc},
+    {"set_writer", (PyCFunction)(void (*)(void))set_writer, METH_FASTCALL, set_writer_doc},
     {NULL, NULL, 0, NULL},
 };
 

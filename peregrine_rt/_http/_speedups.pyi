@@ -26,7 +26,7 @@ def encode_fixed_response(
     keep_alive: bool,
     /,
 ) -> bytes: ...
-def _set_writer(
+def set_writer(
     namespace: dict[str, Any],
     status_line: Callable[[int, str], bytes],
     date_header_value: Callable[[], bytes],

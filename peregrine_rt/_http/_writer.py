@@ -264,5 +264,5 @@ every other call is handed to :func:`encode_fixed_response_py`, so the
 answer, errors included, is always the Python one.
 """
 if speedups is not None:
-    speedups._set_writer(globals(), _status_line, date_header_value, encode_fixed_response_py)
+    speedups.set_writer(globals(), _status_line, date_header_value, encode_fixed_response_py)
     encode_fixed_response = speedups.encode_fixed_response
