@@ -222,7 +222,7 @@ def _scan_block(block: bytes, m: re.Match[bytes], headers_class: type[Headers]) 
 # same reading as scan_head_py, about ten times faster.  PEREGRINE_RT_NO_SPEEDUPS=1
 # in the environment at import time, or RequestParser(speedups=False), keeps to
 # pure Python.
-SPEEDUPS_INTERFACE: Final = 2
+SPEEDUPS_INTERFACE: Final = 3
 """The ``_speedups.INTERFACE`` this module expects; a build from other source is not used."""
 scan_head_c: Scanner | None = None
 speedups: ModuleType | None = None

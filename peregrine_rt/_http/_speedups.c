@@ -800,10 +800,10 @@ static PyMethodDef speedups_methods[] = {
 };
 
 /* Bumped whenever scan_head's or encode_fixed_response's arguments or answers
- * change (2: encode_fixed_response added): _scan.py uses
+ * change (2: encode_fixed_response, 3: its set_writer renamed): _scan.py uses
  * the module only when this matches its _SPEEDUPS_INTERFACE, so a stale build
  * (an editable install does not rebuild by itself) is ignored, not misused. */
-#define INTERFACE 2
+#define INTERFACE 3
 
 static int
 speedups_exec(PyObject *module)
