@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml setup.py peregrine_rt/_http/_speedups.c | $(BIN)/python
+$(STAMP): pyproject.toml setup.py peregrine_rt/_http/_speedups.c peregrine_rt/_ws_speedups.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
