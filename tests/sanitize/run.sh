@@ -105,6 +105,6 @@ run_pytest() {
 }
 run_pytest --hypothesis-profile=sanitize \
     tests/unit/test_speedups.py tests/unit/test_http_parser.py \
-    tests/unit/test_ws_speedups.py tests/unit/test_frames.py "${PYTEST_EXTRA[@]}"
+    tests/unit/test_writer_speedups.py tests/unit/test_ws_speedups.py tests/unit/test_frames.py "${PYTEST_EXTRA[@]}"
 run_pytest --hypothesis-profile=sanitize-differential tests/differential "${PYTEST_EXTRA[@]}"
 echo "sanitize: no AddressSanitizer or UndefinedBehaviorSanitizer report"
