@@ -104,6 +104,7 @@ from _procs import (
     ROUNDS_HELP,
     SERVER_CPU,
     BenchError,
+    LineReader,
     Peer,
     before_peer,
     check_tree,
@@ -381,7 +382,7 @@ class FanoutClient(Client):
         self.command = " ".join(argv)
         self.log = log
         self.proc = spawn(argv, subprocess.PIPE, stdin=subprocess.PIPE, stderr=log)
-        self._buf = b""
+        self._lines = LineReader(self.proc, f"load generator ({self.command})")
 
 
 @dataclass

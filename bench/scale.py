@@ -85,6 +85,7 @@ from _procs import (
     ROOT,
     SERVER_CPU,
     BenchError,
+    LineReader,
     busy_pct,
     check_tree,
     cpu_seconds,
@@ -297,7 +298,7 @@ class ScaleClient(Client):
         self.command = " ".join(argv)
         self.log = log
         self.proc = spawn(argv, subprocess.PIPE, stdin=subprocess.PIPE, stderr=log)
-        self._buf = b""
+        self._lines = LineReader(self.proc, f"load generator ({self.command})")
 
     def report(self) -> dict[str, Any]:
         self.send("REPORT")
