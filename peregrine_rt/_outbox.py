@@ -371,7 +371,7 @@ class Outbox:
             self._start_writer()  # a stream: only a task can write
             return
         if sent == len(data):
-            items.clear()
+            self._items = _NONE_QUEUED  # no writer holds it: an idle socket keeps no deque
             if self._keyed:  # conflated deliveries were among them
                 self._keyed.clear()
             self._bytes = 0
@@ -419,7 +419,8 @@ class Outbox:
         for item in self._items:
             if not isinstance(item, bytes) and item.done is not None:
                 item.done.set()
-        self._items.clear()
+        self._items.clear()  # in place: a writer holding it stops
+        self._items = _NONE_QUEUED
         self._keyed.clear()
         self._bytes = 0
 
@@ -481,6 +482,8 @@ class Outbox:
             self._dropping = False  # caught up: the next overflow is a new episode
         finally:
             self._writing = False
+            if not items and self._items is items:
+                self._items = _NONE_QUEUED  # emptied: an idle socket keeps no deque
 
     # -- the slow-consumer policy ---------------------------------------------------------
 

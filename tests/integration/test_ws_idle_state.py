@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import peregrine_rt as pr
+from peregrine_rt import _outbox
 from peregrine_rt._receiver import NO_BACKLOG
 
 from .conftest import open_server
@@ -21,6 +22,11 @@ from .ws_helpers import OP_PING, OP_TEXT, Recorder, connect_ws, frame
 def _holds(ws: pr.WebSocket) -> tuple[bool, bool]:
     """(a wsproto Connection, a backlog deque of its own) held by the server's socket."""
     return ws._ws.held, ws._receiver.backlog is not NO_BACKLOG
+
+
+def _outbox_queue(ws: pr.WebSocket) -> bool:
+    """Whether the socket's outbox holds a deque of its own (it should not while idle)."""
+    return ws._outbox._items is not _outbox._NONE_QUEUED
 
 
 async def test_idle_socket_holds_no_wsproto_and_no_backlog(transport: str) -> None:
@@ -60,6 +66,8 @@ async def test_idle_socket_holds_no_wsproto_and_no_backlog(transport: str) -> No
         await trio.testing.wait_all_tasks_blocked()
         assert _holds(server_ws) == (False, False)
 
+        assert not _outbox_queue(server_ws)
+
         # A close is a state: wsproto is made and kept through the handshake.
         await client.close()
         await rec.closed.wait()
@@ -78,3 +86,21 @@ async def test_compressed_socket_keeps_its_connection() -> None:
         assert await client.receive_message() == "squeeze me " * 20
         await trio.testing.wait_all_tasks_blocked()
         assert _holds(server_ws) == (True, False)
+
+
+async def test_after_a_heartbeat_nothing_is_kept(autojump_clock: trio.testing.MockClock) -> None:
+    """The heartbeat's ping is queued in the outbox and answered through wsproto:
+    once written and answered, the socket holds neither a deque nor a Connection."""
+    rec = Recorder()
+    async with open_server(rec, ws_ping_interval=1.0, ws_ping_timeout=30.0) as h:
+        client = await connect_ws(h)
+        await rec.opened.wait()
+        (server_ws,) = rec.sockets
+        await trio.sleep(5)  # a heartbeat is due (virtual time)
+        await client.send("pump")  # the client answers the pings it reads first
+        assert await client.receive_message() == "pump"
+        assert b"peregrine-hb" in client.pings
+        await trio.testing.wait_all_tasks_blocked()
+        assert server_ws.latency is not None  # the pong came back
+        assert _holds(server_ws) == (False, False)
+        assert not _outbox_queue(server_ws)
