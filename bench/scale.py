@@ -14,6 +14,10 @@ Both raise their open-file limit to the hard limit (this script first raises
 the hard limit itself when it is root and the hard limit is too low for the
 sockets).  Loopback only.
 
+The server's RSS (``VmRSS``) is read before the first socket opens, once they
+are open (after the settling pause), after the heartbeat phase and after the
+broadcasts, and reported with the growth per socket over the first reading.
+
 Per tree, after the sockets are open and a settling pause:
 
 With ``--gc-freeze`` the server calls ``gc.freeze()`` once the sockets are
@@ -319,6 +323,26 @@ class TreeResult:
     closed: int = 0
     close_codes: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    rss_kib: dict[str, int] = field(default_factory=dict)  # the server's RSS at each step
+
+    def rss_per_socket(self, step: str) -> float | None:
+        """KiB per socket at ``step`` over the server's RSS before any socket opened."""
+        base, now = self.rss_kib.get("base"), self.rss_kib.get(step)
+        if base is None or now is None or not self.sockets:
+            return None
+        return (now - base) / self.sockets
+
+
+def _rss_kib(pid: int) -> int | None:
+    """A process's resident set (VmRSS) in KiB, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
@@ -430,6 +454,9 @@ def run_tree(name: str, tree: Path | None, args: argparse.Namespace, logdir: Pat
             if status != 200:
                 raise BenchError(f"GET /ping answered {status}")
             res.origin = peregrine_origin(server.pid)
+            rss = _rss_kib(server.pid)  # taskset execs the server: same pid
+            if rss is not None:
+                res.rss_kib["base"] = rss
             shown = " ".join(f"{k}={v}" for k, v in env.items())
             print(f"  server: {shown + ' ' if shown else ''}{' '.join(argv)}", flush=True)
             print(f"  peregrine_rt from {res.origin}", flush=True)
@@ -452,13 +479,22 @@ def run_tree(name: str, tree: Path | None, args: argparse.Namespace, logdir: Pat
                 status, body = uvloop.run(http_get(port, "/gc-freeze"))
                 print(f"  gc.freeze() in the server: {body.decode()}", flush=True)
             time.sleep(args.settle)
+            rss = _rss_kib(server.pid)
+            if rss is not None:
+                res.rss_kib["open"] = rss
             client.report()  # drop the pings of the settling pause
             hb = Phase("heartbeat", args.heartbeat)
             measure_phase(server, client, port, hb, res.sockets)
             res.phases.append(hb)
+            rss = _rss_kib(server.pid)
+            if rss is not None:
+                res.rss_kib["heartbeat"] = rss
             bc = Phase("broadcast", args.broadcasts * args.every + 1.0)
             measure_phase(server, client, port, bc, res.sockets, args.broadcasts, args.every)
             res.phases.append(bc)
+            rss = _rss_kib(server.pid)
+            if rss is not None:
+                res.rss_kib["broadcast"] = rss
             final = client.report()
             res.closed, res.close_codes = final["closed"], final["close_codes"]
         except BenchError as exc:
@@ -519,6 +555,19 @@ def print_tree(res: TreeResult, args: argparse.Namespace) -> str:
             print(f"    {note}")
     closed = f"{res.closed} {res.close_codes}" if res.closed else "0"
     print(f"  sockets closed by the server: {closed}")
+    if "base" in res.rss_kib:
+        steps = [
+            f"{step} {res.rss_kib[step] / 1024:.1f} MiB"
+            + (f" ({per:.2f} KiB/socket)" if (per := res.rss_per_socket(step)) is not None else "")
+            for step in ("open", "heartbeat", "broadcast")
+            if step in res.rss_kib
+        ]
+        print(
+            f"  server RSS: before the sockets {res.rss_kib['base'] / 1024:.1f} MiB; "
+            + "; ".join(steps)
+        )
+    per_open = res.rss_per_socket("open")
+    per_hb = res.rss_per_socket("heartbeat")
 
     def lag_max(p: Phase | None) -> str:
         known = [x for x in (p.server_lag_ms if p else []) if x is not None]
@@ -535,7 +584,9 @@ def print_tree(res: TreeResult, args: argparse.Namespace) -> str:
         f"hb_probe_p99_ms={p99(hb)} hb_probe_max_ms={pmax(hb)} bc_lag_max_ms={lag_max(bc)} "
         f"bc_probe_p99_ms={p99(bc)} bc_probe_max_ms={pmax(bc)} "
         f"bc_reach_all_ms={median(reach) if reach else 0:.0f}/{max(reach, default=0):.0f} "
-        f"closed={res.closed}"
+        f"closed={res.closed} "
+        f"rss_kib_per_socket={'n/a' if per_open is None else f'{per_open:.2f}'}"
+        f"/{'n/a' if per_hb is None else f'{per_hb:.2f}'}"
     )
 
 
