@@ -44,6 +44,7 @@ class _TooBig:
 
 
 TOO_BIG = _TooBig()
+_OPEN = ConnectionState.OPEN  # read per frame
 
 # The backlog of every socket that holds nothing (an empty deque is 760 bytes).
 # Nothing is ever added to it: feed() makes a deque first.
@@ -135,7 +136,7 @@ class Receiver:
         pos = 0
         n = len(data)
         while pos < n:
-            if fast and tracker.idle and ws.state is ConnectionState.OPEN:
+            if fast and tracker.idle and ws.state is _OPEN:
                 fragments = self.fragments
                 if fragments is None:
                     messages, pos = parse_simple_frames(data, self.max_size, pos)

@@ -15,7 +15,7 @@ state from message to message: it is made at once and kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event
@@ -23,7 +23,8 @@ from wsproto.extensions import Extension
 
 __all__ = ["LazyConnection"]
 
-_NO_EVENTS: tuple[Event, ...] = ()
+_NO_EVENTS: list[Event] = []  # never appended to: events() hands out a new list otherwise
+_OPEN = ConnectionState.OPEN
 
 
 class LazyConnection:
@@ -33,19 +34,16 @@ class LazyConnection:
         extensions: the extensions the handshake accepted (none: made lazily).
     """
 
-    __slots__ = ("_conn", "_keep")
+    __slots__ = ("_conn", "_keep", "state")
 
     def __init__(self, extensions: Sequence[Extension] = ()) -> None:
         self._keep = bool(extensions)  # its state outlives a frame: never let it go
         self._conn: Connection | None = (
             Connection(ConnectionType.SERVER, extensions=list(extensions)) if extensions else None
         )
-
-    @property
-    def state(self) -> ConnectionState:
-        """wsproto's connection state (OPEN while no ``Connection`` is held)."""
-        conn = self._conn
-        return ConnectionState.OPEN if conn is None else conn.state
+        self.state: ConnectionState = _OPEN
+        """wsproto's connection state (OPEN while no ``Connection`` is held), kept in
+        step after every call that can change it: a plain attribute, read per message."""
 
     @property
     def held(self) -> bool:
@@ -61,7 +59,9 @@ class LazyConnection:
                 # it was: a throwaway Connection writes it.
                 return Connection(ConnectionType.SERVER).send(event)
             conn = self._conn = Connection(ConnectionType.SERVER)
-        return conn.send(event)
+        data = conn.send(event)
+        self.state = conn.state
+        return data
 
     def receive_data(self, data: bytes) -> None:
         """Hand received bytes to wsproto (making its ``Connection`` if needed)."""
@@ -69,11 +69,17 @@ class LazyConnection:
         if conn is None:
             conn = self._conn = Connection(ConnectionType.SERVER)
         conn.receive_data(data)
+        self.state = conn.state
 
-    def events(self) -> Iterator[Event]:
-        """wsproto's events for the bytes received so far (drain it before :meth:`release`)."""
+    def events(self) -> list[Event]:
+        """wsproto's events for the bytes received so far, all of them (a close among
+        them changes :attr:`state`)."""
         conn = self._conn
-        return iter(_NO_EVENTS) if conn is None else conn.events()
+        if conn is None:
+            return _NO_EVENTS
+        events = list(conn.events())
+        self.state = conn.state
+        return events
 
     def release(self) -> None:
         """Let the ``Connection`` go, if it can be made again with nothing lost.
@@ -84,5 +90,5 @@ class LazyConnection:
         state other than OPEN (a close sent or received).
         """
         conn = self._conn
-        if conn is not None and not self._keep and conn.state is ConnectionState.OPEN:
+        if conn is not None and not self._keep and conn.state is _OPEN:
             self._conn = None

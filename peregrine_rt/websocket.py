@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["WebSocket"]
 
 error_log = logging.getLogger("peregrine_rt.error")
+_OPEN, _CLOSED = ConnectionState.OPEN, ConnectionState.CLOSED  # read per message
 
 
 class WebSocket:
@@ -211,7 +212,7 @@ class WebSocket:
     @property
     def closed(self) -> bool:
         """Whether the close handshake started (no more sending)."""
-        return self.close_code is not None or self._ws.state is not ConnectionState.OPEN
+        return self.close_code is not None or self._ws.state is not _OPEN
 
     @property
     def buffered_amount(self) -> int:
@@ -229,7 +230,7 @@ class WebSocket:
         Raises:
             ConnectionClosed: the socket is closed or closing (``.code``, ``.reason``).
         """
-        if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
+        if self._ws.state is not _OPEN or self.close_code is not None:
             raise self.closed_error()
         self._stats.ws_sent += 1
         await self._outbox.send(self._encode(message))
@@ -246,7 +247,7 @@ class WebSocket:
             False when the socket is closed or closing (or was just closed by
             the slow-consumer policy), True otherwise.
         """
-        if self.close_code is not None or self._ws.state is not ConnectionState.OPEN:
+        if self.close_code is not None or self._ws.state is not _OPEN:
             return False
         ok = self._outbox.deliver(self._encode(message))
         self._stats.ws_sent += ok
@@ -318,7 +319,7 @@ class WebSocket:
         self.close_code, self.close_reason = 1008, reason
         self._stats.slow_closed += 1
         self._close_deadline = trio.current_time() + self._conn.server.config.ws_close_timeout
-        if self._ws.state is not ConnectionState.OPEN:
+        if self._ws.state is not _OPEN:
             return None
         return self._ws.send(CloseConnection(code=1008, reason=reason))
 
@@ -339,7 +340,7 @@ class WebSocket:
         Works from any task, the socket's own callbacks included (messages that
         arrive meanwhile are kept, in order, for ``on_message``).
         """
-        if self._ws.state is not ConnectionState.OPEN or self.close_code is not None:
+        if self._ws.state is not _OPEN or self.close_code is not None:
             raise self.closed_error()
         if payload is None:
             self._ping_counter += 1
@@ -387,7 +388,7 @@ class WebSocket:
                 elif isinstance(ev, Pong):
                     self._handle_pong(ev)
                 elif isinstance(ev, Ping):
-                    if ws.state is ConnectionState.OPEN:
+                    if ws.state is _OPEN:
                         await self._outbox.send(ws.send(ev.response()))
                 elif ev is TOO_BIG:
                     await self._fail_too_big()  # no pong will come: ping() raises
@@ -429,7 +430,7 @@ class WebSocket:
         """
         if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"close code {code} cannot be sent (RFC 6455 §7.4)")
-        if self._ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+        if self._ws.state not in (_OPEN, ConnectionState.REMOTE_CLOSING):
             return
         data = self._ws.send(CloseConnection(code=code, reason=reason))
         if self.close_code is None:
@@ -465,7 +466,7 @@ class WebSocket:
             finally:
                 if (
                     self._conn.timeout_reason == "ws-ping"
-                    and self._ws.state is ConnectionState.OPEN  # no close() raced it
+                    and self._ws.state is _OPEN  # no close() raced it
                 ):
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
                         data = self._ws.send(CloseConnection(code=1011, reason="ping timeout"))
@@ -514,7 +515,7 @@ class WebSocket:
         while True:
             backlog = receiver.backlog  # the same deque until it is empty and let go
             if not backlog:
-                if ws.state is ConnectionState.CLOSED:
+                if ws.state is _CLOSED:
                     return
                 receiver.wait()  # an idle socket keeps no deque
                 try:
@@ -571,7 +572,7 @@ class WebSocket:
                     self._stats.ws_received += 1
                     await on_message(self, message)
                 elif isinstance(event, Ping):
-                    if ws.state is ConnectionState.OPEN:
+                    if ws.state is _OPEN:
                         await self._outbox.send(ws.send(event.response()))
                 elif isinstance(event, Pong):
                     self._handle_pong(event)
@@ -587,7 +588,7 @@ class WebSocket:
                         except ConnectionClosed:
                             pass
                         return
-                    if ws.state is ConnectionState.OPEN:
+                    if ws.state is _OPEN:
                         # The peer's frames were invalid (wsproto reports the close
                         # code to send): "fail the connection" (RFC 6455 §7.1.7):
                         # send the close frame and drop TCP without waiting.
@@ -615,7 +616,7 @@ class WebSocket:
                 return True
             return False
         expires = self._expires
-        if expires is not None and now >= expires and self._ws.state is ConnectionState.OPEN:
+        if expires is not None and now >= expires and self._ws.state is _OPEN:
             # Like close(), without a task: the flush sends the frame.
             self._expires = None
             self.close_code, self.close_reason = CLOSE_EXPIRED, "identity expired"
@@ -637,7 +638,7 @@ class WebSocket:
         if (
             interval is not None
             and now - self.last_seen >= interval * self._ping_share
-            and self._ws.state is ConnectionState.OPEN
+            and self._ws.state is _OPEN
         ):
             self._ping_sent_at = now
             self._outbox.post(self._ws.send(Ping(payload=b"peregrine-hb")))
