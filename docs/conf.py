@@ -54,7 +54,7 @@ nitpick_ignore_regex = [
     # private names (a leading underscore anywhere in the path) are not
     # documented, and neither are the connection classes type hints mention
     (r"py:.*", r"(.*\.)?_[A-Za-z]\w*(\..*)?"),
-    (r"py:.*", r"(HTTPConnection|WSConnection|Connection|Transport)"),
+    (r"py:.*", r"(HTTPConnection|WSConnection|LazyConnection|Connection|Transport)"),
     # the internal collaborators public signatures mention: the send path's
     # scheduler, a response's file body, the test client's h11 connection
     (r"py:.*", r"(SendScheduler|FileBody|H11Connection)"),
