@@ -171,8 +171,8 @@ class Receiver:
             ws.receive_data(data if pos == 0 and end == n else data[pos:end])
             backlog.extend(ws.events())
             pos = end
-            if tracker.idle and not (backlog and type(backlog[-1]) is CloseConnection):
-                ws.release()  # wsproto holds nothing now (a close or an error: kept)
+            if tracker.idle:
+                ws.release()  # wsproto holds nothing now (after a close or an error: kept)
             if over:
                 self.tracker = None
                 backlog.append(TOO_BIG)

@@ -24,7 +24,7 @@ from wsproto.extensions import Extension
 __all__ = ["LazyConnection"]
 
 _NO_EVENTS: list[Event] = []  # never appended to: events() hands out a new list otherwise
-_OPEN = ConnectionState.OPEN
+_OPEN, _CLOSED = ConnectionState.OPEN, ConnectionState.CLOSED
 
 
 class LazyConnection:
@@ -64,7 +64,13 @@ class LazyConnection:
         return data
 
     def receive_data(self, data: bytes) -> None:
-        """Hand received bytes to wsproto (making its ``Connection`` if needed)."""
+        """Hand received bytes to wsproto (making its ``Connection`` if needed).
+
+        Once the close handshake is over (CLOSED), what still arrives in the
+        same read is dropped: wsproto would refuse it with an error.
+        """
+        if self.state is _CLOSED:
+            return
         conn = self._conn
         if conn is None:
             conn = self._conn = Connection(ConnectionType.SERVER)
@@ -79,6 +85,10 @@ class LazyConnection:
             return _NO_EVENTS
         events = list(conn.events())
         self.state = conn.state
+        if any(type(event) is CloseConnection for event in events):
+            # A close received, or a frame wsproto refused (reported as a close:
+            # its parser is finished): this Connection's history matters now.
+            self._keep = True
         return events
 
     def release(self) -> None:
@@ -86,8 +96,8 @@ class LazyConnection:
 
         The caller vouches that wsproto's parser is between frames and
         messages and that its events were all read.  The ``Connection`` is
-        kept while it carries more than that: an extension's state, or a
-        state other than OPEN (a close sent or received).
+        kept while it carries more than that: an extension's state, a state
+        other than OPEN (a close sent or received), or a refused frame.
         """
         conn = self._conn
         if conn is not None and not self._keep and conn.state is _OPEN:

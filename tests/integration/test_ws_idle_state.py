@@ -8,6 +8,7 @@ compressed socket keeps its Connection: the deflate state lives there.
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -16,7 +17,16 @@ from peregrine_rt import _outbox
 from peregrine_rt._receiver import NO_BACKLOG
 
 from .conftest import open_server
-from .ws_helpers import OP_PING, OP_TEXT, Recorder, connect_ws, frame
+from .ws_helpers import (
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    Close,
+    Recorder,
+    close_payload,
+    connect_ws,
+    frame,
+)
 
 
 def _holds(ws: pr.WebSocket) -> tuple[bool, bool]:
@@ -104,3 +114,19 @@ async def test_after_a_heartbeat_nothing_is_kept(autojump_clock: trio.testing.Mo
         assert server_ws.latency is not None  # the pong came back
         assert _holds(server_ws) == (False, False)
         assert not _outbox_queue(server_ws)
+
+
+async def test_frames_after_the_answered_close_are_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The peer's close answer and more bytes in one read: the handshake is over,
+    the rest is dropped, nothing is logged as an error."""
+    rec = Recorder()
+    async with open_server(rec, ws_ping_interval=None) as h:
+        client = await connect_ws(h)
+        await client.send("close 1000 bye")  # the Recorder closes from on_message
+        assert await client.receive_close_unanswered() == Close(1000, "bye")
+        await client.send_raw(frame(OP_CLOSE, close_payload(1000)) + frame(OP_TEXT, b"late"))
+        await rec.closed.wait()
+        assert rec.closes() == [(1000, "bye")]
+    assert not [r for r in caplog.records if r.name == "peregrine_rt.error"]

@@ -75,3 +75,26 @@ def test_an_extension_keeps_its_connection_from_the_start() -> None:
     assert list(lazy.events()) == [Ping(payload=b"p")]
     lazy.release()  # the deflate state lives in it
     assert lazy.held
+
+
+def test_a_refused_frame_keeps_its_connection() -> None:
+    """wsproto reports a frame it refuses as a close and its parser is finished:
+    a fresh Connection must not take over the bytes that follow."""
+    lazy = LazyConnection()
+    lazy.receive_data(frame(OP_TEXT, b"x", rsv=4))  # RSV1 without an extension
+    events = list(lazy.events())
+    assert [type(e) for e in events] == [CloseConnection]
+    assert events[0].code == 1002
+    assert lazy.state is ConnectionState.OPEN  # wsproto leaves it to the caller
+    lazy.release()
+    assert lazy.held
+
+
+def test_bytes_after_the_close_handshake_are_dropped() -> None:
+    lazy = LazyConnection()
+    lazy.send(CloseConnection(code=1000, reason="bye"))
+    lazy.receive_data(frame(OP_CLOSE, close_payload(1000)))
+    assert [type(e) for e in lazy.events()] == [CloseConnection]
+    assert lazy.state is ConnectionState.CLOSED
+    lazy.receive_data(frame(OP_TEXT, b"late"))  # wsproto itself would raise here
+    assert list(lazy.events()) == []
