@@ -393,10 +393,12 @@ class WebSocket:
                 elif ev is TOO_BIG:
                     await self._fail_too_big()  # no pong will come: ping() raises
                     return
+                elif isinstance(ev, CloseConnection):
+                    # Answered here: ping() raises, and its callback may not return.
+                    await self._closed_by_peer(ev)
+                    closing = True
                 else:
                     backlog.append(ev)
-                    # No pong will come after a close; the receive loop answers it.
-                    closing = isinstance(ev, CloseConnection)
             if closing:
                 return
 
@@ -577,24 +579,23 @@ class WebSocket:
                 elif isinstance(event, Pong):
                     self._handle_pong(event)
                 elif isinstance(event, CloseConnection):
-                    if ws.state is ConnectionState.REMOTE_CLOSING:
-                        # The peer started it (or the frames were invalid: wsproto
-                        # reports that as a close with 1002/1007): answer, then end.
-                        if self.close_code is None:
-                            self.close_code = int(event.code)
-                            self.close_reason = event.reason or ""
-                        try:
-                            await self._outbox.send(ws.send(event.response()))
-                        except ConnectionClosed:
-                            pass
-                        return
-                    if ws.state is _OPEN:
-                        # The peer's frames were invalid (wsproto reports the close
-                        # code to send): "fail the connection" (RFC 6455 §7.1.7):
-                        # send the close frame and drop TCP without waiting.
-                        await self.close(int(event.code), event.reason or "")
-                        return
-                    return  # our close was answered
+                    await self._closed_by_peer(event)
+                    return
+
+    async def _closed_by_peer(self, event: CloseConnection) -> None:
+        """A close frame read: answer the peer's; for invalid frames (a close with
+        1002/1007 from wsproto, state still OPEN) send ours and the caller drops TCP
+        ("fail the connection", RFC 6455 §7.1.7); else our own close was answered."""
+        ws = self._ws
+        if ws.state is ConnectionState.REMOTE_CLOSING:  # the peer started it: answer
+            if self.close_code is None:
+                self.close_code, self.close_reason = int(event.code), event.reason or ""
+            try:
+                await self._outbox.send(ws.send(event.response()))
+            except ConnectionClosed:
+                pass
+        elif ws.state is _OPEN:
+            await self.close(int(event.code), event.reason or "")
 
     # -- the reaper's view --------------------------------------------------------
 

@@ -407,6 +407,37 @@ async def test_ping_from_on_message_returns_the_round_trip(
         await ws.close()
 
 
+class PingInCallbackClosed(PingInCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closes: list[tuple[int, str]] = []
+
+    async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
+        self.closes.append((code, reason))
+
+
+# frame-level: the client closes instead of answering the ping
+async def test_a_close_while_ping_waits_in_a_callback_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """ping() in on_message raises with the peer's code, and the peer's close is answered."""
+    handler = PingInCallbackClosed()
+    async with open_server(handler, ws_ping_interval=None) as h:
+        ws = await connect_ws(h, auto_pong=False)
+        await ws.send("ping please")
+        pinged = False
+        while not pinged:  # the server's ping, left unanswered
+            pinged = any(isinstance(event, Ping) for event in ws.conn.events())
+            if not pinged:
+                await ws._pump()
+        assert await ws.close(1000, "bye") == Close(1000, "bye")
+        await ws.expect_eof()
+    (raised,) = handler.results
+    assert isinstance(raised, pr.ConnectionClosed)
+    assert raised.code == 1000
+    assert handler.closes == [(1000, "bye")]
+
+
 # frame-level: answers each ping by hand, one at a time
 async def test_concurrent_pings_all_return(mock_clock: trio.testing.MockClock) -> None:
     """Pings from several tasks each get their own pong, even while the clock stands still.
