@@ -402,7 +402,7 @@ class HTTPConnection:
                 if keep_alive:  # batched with the next pipelined request's, if any
                     more = parser.has_pending_data
                     if not transport.queue(data, more):
-                        await transport.send_batched(data, more)
+                        await transport.send_unqueued(data)
                 else:
                     await transport.send_all(data)
                 if server.observed:

@@ -131,12 +131,11 @@ class Transport(Protocol):
         """
 
     def queue(self, data: bytes, more: bool = False) -> bool:
-        """:meth:`send_batched` without a coroutine, when ``data`` can wait for the pass's end.
+        """:meth:`send_batched`'s first step, no coroutine (most responses under load):
+        True if ``data`` was queued for the pass's end; False, :meth:`send_unqueued`."""
 
-        True: queued (or joined to the bytes queued).  False: nothing was
-        done, and ``send_batched`` must send it now (the hot path calls this
-        first: most responses under load are queued).
-        """
+    async def send_unqueued(self, data: bytes) -> None:
+        """:meth:`send_batched`'s second step: ``data`` that :meth:`queue` did not take."""
 
     def try_send(self, data: bytes) -> int | None:
         """Send what fits now without waiting: the count of bytes taken.
@@ -187,10 +186,11 @@ class SocketTransport:
         self._error: ClientDisconnected | None = None  # a flush's or drain's failure
 
     # -- batched writes ---------------------------------------------------------------
-
     async def send_batched(self, data: bytes, more: bool = False) -> None:
-        if self.queue(data, more):
-            return
+        if not self.queue(data, more):
+            await self.send_unqueued(data)
+
+    async def send_unqueued(self, data: bytes) -> None:
         batch = self.batch
         if batch is None:  # nothing is ever queued: straight out
             await self._send(data)
@@ -525,6 +525,8 @@ class StreamTransport:
     def queue(self, data: bytes, more: bool = False) -> bool:
         """A stream is not batched: never queued (False)."""
         return False
+
+    send_unqueued = send_all  # nothing is ever queued
 
     sending = False  # nothing is ever batched
 
