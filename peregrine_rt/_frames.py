@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import codecs
 import enum
-import os
 import struct
 from collections.abc import Callable
 from typing import Final, Protocol
+
+from ._http import load_accelerator
 
 __all__ = [
     "FRAME_COST",
@@ -130,15 +131,10 @@ class FrameReader(Protocol):
 
 parse_simple_frames: FrameReader = parse_simple_frames_py
 unmask: Callable[[bytes, bytes], bytes] = unmask_py
-if os.environ.get("PEREGRINE_RT_NO_SPEEDUPS", "") in ("", "0"):
-    try:
-        from . import _ws_speedups
-    except ImportError:  # not built (no compiler at install time): pure Python
-        pass
-    else:
-        if getattr(_ws_speedups, "INTERFACE", None) == FRAME_SPEEDUPS_INTERFACE:
-            parse_simple_frames = _ws_speedups.parse_simple_frames
-            unmask = _ws_speedups.unmask
+_accelerator = load_accelerator(__package__ + "._ws_speedups", FRAME_SPEEDUPS_INTERFACE)
+if _accelerator is not None:
+    parse_simple_frames = _accelerator.parse_simple_frames
+    unmask = _accelerator.unmask
 
 FRAME_SPEEDUPS: Final = parse_simple_frames is not parse_simple_frames_py
 """Whether the frame reader uses the C accelerator (built, and not turned off)."""

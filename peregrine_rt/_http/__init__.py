@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._accel import load_accelerator
 from ._events import NEED_DATA, PAUSED, Data, EndOfMessage, Event, RequestHead, Sentinel
 from ._headers import Headers, parse_cookie_header
 from ._parser import (
@@ -55,6 +56,7 @@ __all__ = [
     "encode_fixed_response",
     "encode_response",
     "encode_response_head",
+    "load_accelerator",
     "may_have_body",
     "parse_cookie_header",
     "parse_query",

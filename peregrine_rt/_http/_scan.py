@@ -8,12 +8,12 @@ input.  :mod:`._parser` picks one per parser (``RequestParser(speedups=...)``).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from types import ModuleType
 from typing import Final, TypeAlias
 
+from ._accel import load_accelerator
 from ._fields import METHODS, connection_tokens, expects_continue
 from ._headers import Headers
 from ._limits import MAX_HEADER_COUNT
@@ -225,18 +225,11 @@ def _scan_block(block: bytes, m: re.Match[bytes], headers_class: type[Headers]) 
 SPEEDUPS_INTERFACE: Final = 3
 """The ``_speedups.INTERFACE`` this module expects; a build from other source is not used."""
 scan_head_c: Scanner | None = None
-speedups: ModuleType | None = None
+speedups: ModuleType | None = load_accelerator(__package__ + "._speedups", SPEEDUPS_INTERFACE)
 """The C accelerator module when in use (``_writer`` takes its encoder too), else None."""
-if os.environ.get("PEREGRINE_RT_NO_SPEEDUPS", "") in ("", "0"):
-    try:
-        from . import _speedups
-    except ImportError:  # not built (no compiler at install time): pure Python
-        pass
-    else:
-        if getattr(_speedups, "INTERFACE", None) == SPEEDUPS_INTERFACE:
-            _speedups._set_headers_type(Headers)
-            scan_head_c = _speedups.scan_head
-            speedups = _speedups
+if speedups is not None:
+    speedups._set_headers_type(Headers)
+    scan_head_c = speedups.scan_head
 
 SPEEDUPS: Final = scan_head_c is not None
 """Whether parsers use the C accelerator by default (built, and not turned off)."""
