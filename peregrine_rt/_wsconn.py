@@ -52,13 +52,11 @@ class LazyConnection:
 
     def send(self, event: Event) -> bytes:
         """The bytes of ``event``, as ``Connection.send`` writes them (a close sets the state)."""
-        conn = self._conn
-        if conn is None:
-            if not isinstance(event, CloseConnection):
-                # Sending a ping, pong or message leaves the receiving side as
-                # it was: a throwaway Connection writes it.
-                return Connection(ConnectionType.SERVER).send(event)
-            conn = self._conn = Connection(ConnectionType.SERVER)
+        if self._conn is None and not isinstance(event, CloseConnection):
+            # Sending a ping, pong or message leaves the receiving side as it
+            # was: a throwaway Connection writes it.
+            return Connection(ConnectionType.SERVER).send(event)
+        conn = self._made()
         data = conn.send(event)
         self.state = conn.state
         return data
@@ -71,9 +69,7 @@ class LazyConnection:
         """
         if self.state is _CLOSED:
             return
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = Connection(ConnectionType.SERVER)
+        conn = self._made()
         conn.receive_data(data)
         self.state = conn.state
 
@@ -99,6 +95,12 @@ class LazyConnection:
         kept while it carries more than that: an extension's state, a state
         other than OPEN (a close sent or received), or a refused frame.
         """
-        conn = self._conn
-        if conn is not None and not self._keep and conn.state is _OPEN:
+        if not self._keep and self.state is _OPEN:
             self._conn = None
+
+    def _made(self) -> Connection:
+        """The ``Connection``, made now if none is held."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = Connection(ConnectionType.SERVER)
+        return conn
