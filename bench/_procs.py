@@ -167,6 +167,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident set (``VmRSS`` in ``/proc/PID/status``), in KiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError as exc:
+        raise BenchError(f"cannot read the RSS of pid {pid}: {exc}") from None
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
 def cpu_times() -> CpuTimes:
     """Per CPU: (busy, total) jiffies since boot, from /proc/stat."""
     times = {}

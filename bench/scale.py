@@ -97,6 +97,7 @@ from _procs import (
     free_port,
     median,
     peregrine_origin,
+    rss_kib,
     spawn,
     stop_process,
 )
@@ -333,18 +334,6 @@ class TreeResult:
         return (now - base) / self.sockets
 
 
-def _rss_kib(pid: int) -> int | None:
-    """A process's resident set (VmRSS) in KiB, None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -454,9 +443,7 @@ def run_tree(name: str, tree: Path | None, args: argparse.Namespace, logdir: Pat
             if status != 200:
                 raise BenchError(f"GET /ping answered {status}")
             res.origin = peregrine_origin(server.pid)
-            rss = _rss_kib(server.pid)  # taskset execs the server: same pid
-            if rss is not None:
-                res.rss_kib["base"] = rss
+            res.rss_kib["base"] = rss_kib(server.pid)  # taskset execs the server: same pid
             shown = " ".join(f"{k}={v}" for k, v in env.items())
             print(f"  server: {shown + ' ' if shown else ''}{' '.join(argv)}", flush=True)
             print(f"  peregrine_rt from {res.origin}", flush=True)
@@ -479,22 +466,16 @@ def run_tree(name: str, tree: Path | None, args: argparse.Namespace, logdir: Pat
                 status, body = uvloop.run(http_get(port, "/gc-freeze"))
                 print(f"  gc.freeze() in the server: {body.decode()}", flush=True)
             time.sleep(args.settle)
-            rss = _rss_kib(server.pid)
-            if rss is not None:
-                res.rss_kib["open"] = rss
+            res.rss_kib["open"] = rss_kib(server.pid)
             client.report()  # drop the pings of the settling pause
             hb = Phase("heartbeat", args.heartbeat)
             measure_phase(server, client, port, hb, res.sockets)
             res.phases.append(hb)
-            rss = _rss_kib(server.pid)
-            if rss is not None:
-                res.rss_kib["heartbeat"] = rss
+            res.rss_kib["heartbeat"] = rss_kib(server.pid)
             bc = Phase("broadcast", args.broadcasts * args.every + 1.0)
             measure_phase(server, client, port, bc, res.sockets, args.broadcasts, args.every)
             res.phases.append(bc)
-            rss = _rss_kib(server.pid)
-            if rss is not None:
-                res.rss_kib["broadcast"] = rss
+            res.rss_kib["broadcast"] = rss_kib(server.pid)
             final = client.report()
             res.closed, res.close_codes = final["closed"], final["close_codes"]
         except BenchError as exc:

@@ -97,6 +97,7 @@ from _procs import (
     cpu_times,
     median,
     peregrine_origin,
+    rss_kib,
     script,
     spawn,
     stop_process,
@@ -220,14 +221,6 @@ def _loadavg() -> str:
 # --- the server ----------------------------------------------------------------
 
 
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
 class WsServer(RunningServer):
     """A WebSocket server: stopped by its PID (SIGTERM, then SIGKILL), its RSS readable."""
 
@@ -240,7 +233,7 @@ class WsServer(RunningServer):
 
     def rss_kib(self) -> int:
         self.check_alive()
-        return _rss_kib(self.proc.pid)
+        return rss_kib(self.proc.pid)
 
 
 # --- a minimal WebSocket client, to check a server before loading it ---------
