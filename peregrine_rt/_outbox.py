@@ -260,6 +260,8 @@ class Outbox:
             if self._broken:
                 raise self.owner.closed_error()
             return
+        if self.transport.queue(data):
+            return  # written with the other sockets' at the end of the pass
         self._writing = True
         try:
             await self._write(data, batched=True)

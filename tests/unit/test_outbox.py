@@ -57,6 +57,10 @@ class FakeTransport:
     async def send_batched(self, data: bytes, more: bool = False) -> None:
         await self.send_all(data)
 
+    def queue(self, data: bytes, more: bool = False) -> bool:
+        """Nothing is batched here: every send is a send_all (so it can be held or fail)."""
+        return False
+
     async def abort(self) -> None:
         self.aborted = True
 
