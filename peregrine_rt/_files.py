@@ -24,7 +24,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import trio
 
 from ._validators import (
     BOUNDARY,
@@ -46,12 +48,14 @@ __all__ = [
     "FILE_STATS",
     "REVALIDATE_AFTER",
     "SMALL_FILE_SIZE",
+    "ByteSink",
     "Entry",
     "FileBody",
     "FileStats",
     "Files",
     "error",
     "inside",
+    "send_file_by_reads",
 ]
 
 CHUNK_SIZE: Final = 65536
@@ -508,3 +512,44 @@ def error(response: Response, status: int, detail: str = "") -> None:
     if detail:
         text += detail + "\n"
     response.text(text, status=status)
+
+
+class ByteSink(Protocol):
+    """Where :func:`send_file_by_reads` writes: a transport."""
+
+    async def send_all(self, data: bytes) -> None: ...
+
+
+async def send_file_by_reads(
+    transport: ByteSink, fd: int, offset: int, count: int, head: bytes = b""
+) -> int:
+    """Send ``head``, then ``count`` bytes of ``fd`` from ``offset`` in CHUNK_SIZE pieces.
+
+    Each piece is read only once the previous one is accepted (``send_all``
+    returns), so memory in use is one piece whatever the client's speed.
+    Returns the file bytes sent: fewer than ``count`` if the file is shorter.
+    (``os.pread`` of a file in the page cache is a memory copy; a cold read
+    from a slow disk blocks the loop for that piece, as ``sendfile`` would.)
+    """
+    stats = FILE_STATS
+    sent = 0
+    while sent < count:
+        data = os.pread(fd, min(CHUNK_SIZE, count - sent), offset + sent)
+        if not data:
+            break
+        size = len(data)
+        stats.read += size
+        stats.in_flight += size
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            await transport.send_all(head + data if head else data)
+        finally:
+            stats.in_flight -= size
+        head = b""
+        del data
+        stats.sent += size
+        sent += size
+        await trio.lowlevel.checkpoint()  # a fast client must not starve the others
+    if head:
+        await transport.send_all(head)
+    return sent

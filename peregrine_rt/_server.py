@@ -41,6 +41,7 @@ from ._metrics import Stats
 from ._ops import operations
 from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
+from ._poller import make_poller
 from ._threads import thread_limiter
 from ._transport import SocketTransport, StreamTransport, Transport, WriteBatch
 from ._trim import MallocTrim
@@ -53,11 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Server", "install_default_logging", "serve_until_signalled"]
 
-# Connections the reaper checks between two schedule points.  A sweep's
-# batches are spread over its tick, so this also sizes the waves of pings
-# (and of the pongs that answer them, each waking a task): with 20,000 sockets
-# pinging every 5 s, batches of 1,000 sent ~200 pings at once and their pongs
-# came back as one scheduling round of 9-20 ms CPU; 250 quarters both.
+# Connections the reaper checks between two schedule points; also the size of the waves
+# of pings and of their pongs (at 20,000 sockets, 1,000 made 9-20 ms rounds; 250 quarters it).
 REAP_BATCH = 250
 REAP_CANCELS = 64  # timeouts it fires between two schedule points
 CONNECTION_TASK = "peregrine_rt connection"  # the trio task name of every connection
@@ -125,6 +123,8 @@ class Server:
         """Hands memory Python freed back to the system on a schedule (``peregrine_rt._trim``)."""
         self.write_batch = WriteBatch() if self.config.batch_writes else None
         """Writes a pass's responses together (``Config.batch_writes``; ``_transport``)."""
+        self.poller = make_poller()
+        """Plain TCP connections wait for bytes in its epoll (``_poller``; None: not Linux)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)
@@ -333,6 +333,8 @@ class Server:
                     await nursery.start(self.scheduler.run)
                     if self.write_batch is not None:
                         await nursery.start(self.write_batch.run, nursery)
+                    if self.poller is not None:
+                        await nursery.start(self.poller.run)
                     with trio.CancelScope() as accepting:
                         async with trio.open_nursery() as accept_nursery:
                             for sock in socks:
@@ -501,7 +503,7 @@ class Server:
                 )
                 transport = StreamTransport(stream, client, "https")
             else:
-                transport = SocketTransport(conn, client, self.write_batch)
+                transport = SocketTransport(conn, client, self.write_batch, self.poller)
             self._start_connection(nursery, transport)
 
     async def _listener_loop(

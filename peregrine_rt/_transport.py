@@ -4,9 +4,10 @@ Two implementations of the small :class:`Transport` interface serve every
 connection:
 
 * :class:`SocketTransport`, the fast path: a raw non-blocking stdlib socket,
-  ``recv``/``send`` straight on it and ``trio.lowlevel.wait_readable`` /
-  ``wait_writable`` only when they would block.  Files go out with
-  ``os.sendfile`` (their bytes never enter Python).
+  ``recv``/``send`` straight on it; when they would block, it waits with the
+  server's :class:`~peregrine_rt._poller.ReadPoller` (reads) or
+  ``trio.lowlevel.wait_writable``.  Files go out with ``os.sendfile``
+  (their bytes never enter Python).
 * :class:`StreamTransport`: any trio ``Stream`` (TLS, memory streams in tests).
   Files go out as pieces read with ``os.pread``, each sent before the next is
   read, so a slow reader costs at most one piece of memory.
@@ -36,7 +37,8 @@ from typing import Protocol
 
 import trio
 
-from ._files import CHUNK_SIZE, FILE_STATS
+from ._files import FILE_STATS, send_file_by_reads
+from ._poller import ReadPoller
 from .exceptions import ClientDisconnected
 
 __all__ = [
@@ -46,7 +48,6 @@ __all__ = [
     "StreamTransport",
     "Transport",
     "WriteBatch",
-    "send_file_by_reads",
 ]
 
 error_log = logging.getLogger("peregrine_rt.error")
@@ -59,41 +60,6 @@ BATCH_MAX = 1 << 16  # bytes one connection may have queued for the end of the p
 SENDFILE_MAX = 1 << 20  # bytes asked of one sendfile() call, so that one call stays short
 USE_SENDFILE = hasattr(os, "sendfile")  # tests and bench/static.py turn it off to compare
 _NO_SENDFILE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # this file cannot be sendfile'd
-
-
-async def send_file_by_reads(
-    transport: Transport, fd: int, offset: int, count: int, head: bytes = b""
-) -> int:
-    """Send ``head``, then ``count`` bytes of ``fd`` from ``offset`` in CHUNK_SIZE pieces.
-
-    Each piece is read only once the previous one is accepted (``send_all``
-    returns), so memory in use is one piece whatever the client's speed.
-    Returns the file bytes sent: fewer than ``count`` if the file is shorter.
-    (``os.pread`` of a file in the page cache is a memory copy; a cold read
-    from a slow disk blocks the loop for that piece, as ``sendfile`` would.)
-    """
-    stats = FILE_STATS
-    sent = 0
-    while sent < count:
-        data = os.pread(fd, min(CHUNK_SIZE, count - sent), offset + sent)
-        if not data:
-            break
-        size = len(data)
-        stats.read += size
-        stats.in_flight += size
-        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
-        try:
-            await transport.send_all(head + data if head else data)
-        finally:
-            stats.in_flight -= size
-        head = b""
-        del data
-        stats.sent += size
-        sent += size
-        await trio.lowlevel.checkpoint()  # a fast client must not starve the others
-    if head:
-        await transport.send_all(head)
-    return sent
 
 
 class Transport(Protocol):
@@ -166,14 +132,30 @@ class SocketTransport:
     """
 
     __slots__ = (
-        "_drained", "_error", "_queued", "_rest", "batch",
-        "bytes_sent", "client", "scheme", "send_waited", "sock", "stalled",
+        "_drained",
+        "_error",
+        "_full",
+        "_queued",
+        "_rest",
+        "batch",
+        "bytes_sent",
+        "client",
+        "poller",
+        "scheme",
+        "send_waited",
+        "sock",
+        "stalled",
     )  # fmt: skip
 
     def __init__(
-        self, sock: socket.socket, client: tuple[str, int] | None, batch: WriteBatch | None = None
+        self,
+        sock: socket.socket,
+        client: tuple[str, int] | None,
+        batch: WriteBatch | None = None,
+        poller: ReadPoller | None = None,
     ) -> None:
         self.sock = sock
+        self.poller = poller
         self.client = client
         self.scheme = "http"
         self.stalled: float | None = None
@@ -184,6 +166,7 @@ class SocketTransport:
         self._rest: memoryview | None = None  # what a flush left, for drain_rest
         self._drained: trio.Event | None = None  # set when drain_rest is done
         self._error: ClientDisconnected | None = None  # a flush's or drain's failure
+        self._full = False  # the last recv() filled its buffer: read again before waiting
 
     # -- batched writes ---------------------------------------------------------------
     async def send_batched(self, data: bytes, more: bool = False) -> None:
@@ -289,6 +272,7 @@ class SocketTransport:
             self._error = ClientDisconnected("the server stopped before the response was sent")
         self._end_drain()
         if self.sock.fileno() >= 0:
+            self._forget()
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
@@ -325,22 +309,29 @@ class SocketTransport:
         ``wait_first`` skips the first ``recv`` attempt: right after a response,
         the next request cannot be there yet on a ping-pong keep-alive
         connection, and a ``recv`` failing with EAGAIN is a wasted syscall.
+        Not after a ``recv`` that filled its buffer: more may be there, and
+        the poller (edge-triggered) only reports bytes that arrive.
         """
         sock = self.sock
-        if wait_first:
+        wait_readable = (
+            trio.lowlevel.wait_readable if self.poller is None else self.poller.wait_readable
+        )
+        if wait_first and not self._full:
             try:
-                await trio.lowlevel.wait_readable(sock)
+                await wait_readable(sock)
             except trio.ClosedResourceError as exc:  # aborted by another task
                 raise ClientDisconnected(str(exc)) from exc
         while True:
             try:
-                return sock.recv(RECEIVE_SIZE)
+                data = sock.recv(RECEIVE_SIZE)
+                self._full = len(data) == RECEIVE_SIZE
+                return data
             except BlockingIOError:
                 pass  # wait outside the handler: an idle socket keeps no exception alive
             except OSError as exc:
                 raise ClientDisconnected(str(exc)) from exc
             try:
-                await trio.lowlevel.wait_readable(sock)
+                await wait_readable(sock)
             except trio.ClosedResourceError as exc:
                 raise ClientDisconnected(str(exc)) from exc
 
@@ -464,13 +455,19 @@ class SocketTransport:
                         if not data:
                             break
                         received += len(data)
+        self._forget()
         trio.lowlevel.notify_closing(sock)
         sock.close()
+
+    def _forget(self) -> None:
+        if self.poller is not None:
+            self.poller.forget(self.sock)
 
     async def abort(self) -> None:
         """Close at once (a task blocked on the socket gets ClientDisconnected)."""
         self._queued = None
         if self.sock.fileno() >= 0:
+            self._forget()
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 

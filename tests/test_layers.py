@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "_mime",
             "_options",
             "_threads",
+            "_poller",
             "_trim",
             "_validators",
             "_wsconn",
