@@ -192,10 +192,14 @@ async def test_a_mass_timeout_is_unwound_in_batches(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_server, "REAP_CANCELS", 50)
     ticker = Ticker()
     closed_turns: list[int] = []
-    async with open_server(Idle, header_timeout=0.2, keep_alive_timeout=30) as h:
-        streams = [await h.connect() for _ in range(300)]
-        for stream in streams:
+    # 1 s: time enough to open all 300 before the first one's timeout (on a
+    # busy machine 0.2 s was not, and the server closed it before its half head).
+    async with open_server(Idle, header_timeout=1.0, keep_alive_timeout=30) as h:
+        streams = []
+        for _ in range(300):
+            stream = await h.connect()
             await stream.send_all(b"GET / HTTP/1.1\r\n")  # half a head: a 408 is due
+            streams.append(stream)
 
         async def watch(stream: trio.abc.Stream) -> None:
             while await stream.receive_some(65536):
