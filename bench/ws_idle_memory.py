@@ -385,9 +385,14 @@ def owner_breakdown(server: Any, base_ids: set[int], runner: Any) -> dict[str, A
     """Objects exclusive to one idle connection, grouped by owner and by type."""
     sockets = [ws for ws in server.websockets if ws._reader is not None]
     ws_a, ws_b = sockets[len(sockets) // 2], sockets[len(sockets) // 2 + 1]
-    reach_a = _walk(_components(ws_a, runner), base_ids)
+    # The server's poller is shared: a waiting connection's coroutine refers to it.
+    poller = server.poller
+    parts = ("_waiting", "_registered", "_ready", "_ended")
+    shared = {id(poller)} | {id(getattr(poller, p)) for p in parts if poller is not None}
+    stop = base_ids | shared
+    reach_a = _walk(_components(ws_a, runner), stop)
     reach_b: set[int] = set()
-    for _, objs in _walk(_components(ws_b, runner), base_ids):
+    for _, objs in _walk(_components(ws_b, runner), stop):
         reach_b.update(id(o) for o in objs)
     owners = []
     types: Counter[str] = Counter()

@@ -12,10 +12,22 @@ trio's own wait for events (the ``after_io_wait`` instrument hook), one
 ``epoll_wait`` that does not block collects the sockets that became readable,
 and the tasks waiting on them run in that same pass of the scheduler.
 
-Edge-triggered: an event comes when bytes arrive, not while they are there.
-A socket that became readable while its task was busy is remembered
-(``ready``), and its next wait returns at once; the caller's ``recv`` tells
-whether bytes are really there (a spurious wake-up costs one ``recv``).
+Edge-triggered: an event comes when something arrives, not while it is
+there.  So the caller reads until a ``recv`` comes back short (the transport
+reads again after one that filled its buffer) before it waits, and here:
+
+* a socket that became readable while its task was busy is remembered
+  (``ready``): its next wait returns at once, and the ``recv`` tells whether
+  bytes are really there (a spurious wake-up costs one ``recv``);
+* an end of stream, a reset or an error (``EPOLLRDHUP``, ``EPOLLHUP``,
+  ``EPOLLERR``) that came with bytes is kept for good (``ended``): once the
+  bytes are read, every wait returns at once and the ``recv`` meets the end;
+* urgent data (``EPOLLPRI``) stops a ``recv`` short at its mark: the socket
+  is also remembered as ready after its task was woken, for the rest.
+
+A wait ends at once, too, for a socket :meth:`ReadPoller.forget` dropped
+(it is being closed: the ``recv`` fails) and for every waiter when the
+poller stops (the next waits are trio's own).
 
 Linux only (epoll); elsewhere :func:`make_poller` gives None and the
 transports use ``trio.lowlevel.wait_readable``.
@@ -26,40 +38,41 @@ from __future__ import annotations
 import select
 import socket
 
-import outcome
 import trio
 
 __all__ = ["ReadPoller", "make_poller"]
 
-_FLAGS = (
-    getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLET", 0)
+_IN = getattr(select, "EPOLLIN", 0)
+_PRI = getattr(select, "EPOLLPRI", 0)
+_ENDED = (
+    getattr(select, "EPOLLRDHUP", 0)
+    | getattr(select, "EPOLLHUP", 0)
+    | getattr(select, "EPOLLERR", 0)
 )
-
-
-def _closed() -> trio.ClosedResourceError:
-    return trio.ClosedResourceError("another task closed this socket")
+_FLAGS = _IN | _PRI | getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLET", 0)
 
 
 class ReadPoller(trio.abc.Instrument):
     """One epoll for the server's connections: see the module's docstring."""
 
     def __init__(self) -> None:
-        self._epoll = select.epoll()  # made anew by each run()
-        self._epoll.close()
+        self._epoll: select.epoll | None = None  # one per run()
         # fd -> the socket registered under it: a closed socket's number,
         # reused by a new one, is registered anew (the kernel dropped it).
         self._registered: dict[int, socket.socket] = {}
         self._waiting: dict[int, trio.lowlevel.Task] = {}
         self._ready: set[int] = set()  # readable while nobody waited
+        self._ended: set[int] = set()  # end of stream, reset or error seen
         self.open = False
         """Between run()'s start and end; else waits are trio's own."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch a new epoll until cancelled (a task of the server's)."""
-        self._epoll = select.epoll()
+        epoll = self._epoll = select.epoll()
         self._registered.clear()
         self._ready.clear()
-        fd = self._epoll.fileno()
+        self._ended.clear()
+        fd = epoll.fileno()
         trio.lowlevel.add_instrument(self)
         self.open = True
         try:
@@ -74,30 +87,42 @@ class ReadPoller(trio.abc.Instrument):
                 trio.lowlevel.remove_instrument(self)
             except KeyError:
                 pass
+            # Whoever still waits reads, and then waits with trio.
             waiting, self._waiting = self._waiting, {}
             for task in waiting.values():
-                trio.lowlevel.reschedule(task, outcome.Error(_closed()))
+                trio.lowlevel.reschedule(task)
             trio.lowlevel.notify_closing(fd)
-            self._epoll.close()
+            epoll.close()
+            self._epoll = None
+            self._registered.clear()
 
     def after_io_wait(self, timeout: float) -> None:
-        try:
-            events = self._epoll.poll(0)
-        except OSError:  # pragma: no cover - closed under us
+        epoll = self._epoll
+        if epoll is None:  # pragma: no cover - removed before it is closed
             return
         waiting = self._waiting
-        for fd, _ in events:
+        for fd, flags in epoll.poll(0):
             task = waiting.pop(fd, None)
-            if task is None:
-                self._ready.add(fd)
-            else:
+            if task is not None:
                 trio.lowlevel.reschedule(task)
+                if flags & _PRI:
+                    self._ready.add(fd)  # the recv stops at the urgent mark
+            else:
+                self._ready.add(fd)
+            if flags & _ENDED:
+                self._ended.add(fd)
 
     async def wait_readable(self, sock: socket.socket) -> None:
         """Return once ``sock`` may be readable (trio's ``wait_readable``, cheaper).
 
+        It may also return for nothing (see the module's docstring): the
+        caller's ``recv`` tells.  Returning at once for a remembered event,
+        it is a schedule point shielded from cancellation, so the event is
+        not lost.
+
         Raises:
-            trio.ClosedResourceError: :meth:`forget` was called for it meanwhile.
+            trio.BusyResourceError: another task waits for ``sock``.
+            trio.ClosedResourceError: ``sock`` is closed.
         """
         if not self.open:  # the server is stopping
             await trio.lowlevel.wait_readable(sock)
@@ -105,16 +130,18 @@ class ReadPoller(trio.abc.Instrument):
         fd = sock.fileno()
         if self._registered.get(fd) is not sock:
             if fd < 0:
-                raise _closed()
-            self._register(fd, sock)
+                raise trio.ClosedResourceError("the socket is closed")
+            if not self._register(fd, sock):  # no room: trio's epoll may have some
+                await trio.lowlevel.wait_readable(sock)
+                return
         ready = self._ready
-        if fd in ready:
+        if fd in ready or fd in self._ended:
             ready.discard(fd)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        if fd in self._waiting:
-            raise trio.BusyResourceError("another task is already reading this socket")
         waiting = self._waiting
+        if fd in waiting:
+            raise trio.BusyResourceError("another task is already reading this socket")
         waiting[fd] = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
@@ -123,26 +150,37 @@ class ReadPoller(trio.abc.Instrument):
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
-    def _register(self, fd: int, sock: socket.socket) -> None:
+    def _register(self, fd: int, sock: socket.socket) -> bool:
+        """Watch ``sock``; False if the system refused (the caller uses trio's wait)."""
+        epoll = self._epoll
+        assert epoll is not None  # only while open
         try:
-            self._epoll.register(fd, _FLAGS)
-        except FileExistsError:
-            self._epoll.modify(fd, _FLAGS)
-        self._registered[fd] = sock  # bytes already there make an event at once
+            try:
+                epoll.register(fd, _FLAGS)  # bytes already there make an event at once
+            except FileExistsError:
+                epoll.modify(fd, _FLAGS)
+        except OSError:  # ENOSPC (max_user_watches), ENOMEM
+            return False
+        self._registered[fd] = sock
+        self._ready.discard(fd)  # a closed socket's, of the same number
+        self._ended.discard(fd)
+        return True
 
     def forget(self, sock: socket.socket) -> None:
-        """``sock`` is about to be closed: drop it, and fail a task waiting on it."""
+        """``sock`` is about to be closed: drop it; a task waiting on it reads (and fails)."""
         fd = sock.fileno()
         if self._registered.get(fd) is sock:
             del self._registered[fd]
             self._ready.discard(fd)
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                pass
+            self._ended.discard(fd)
+            if self._epoll is not None:
+                try:
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass
         task = self._waiting.pop(fd, None)
         if task is not None:
-            trio.lowlevel.reschedule(task, outcome.Error(_closed()))
+            trio.lowlevel.reschedule(task)
 
 
 def make_poller() -> ReadPoller | None:

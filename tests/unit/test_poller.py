@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +12,7 @@ import trio.testing
 
 from peregrine_rt._poller import ReadPoller, make_poller
 from peregrine_rt._transport import RECEIVE_SIZE, SocketTransport
+from peregrine_rt.exceptions import ClientDisconnected
 
 pytestmark = pytest.mark.skipif(make_poller() is None, reason="epoll is Linux's")
 
@@ -29,6 +31,14 @@ def pair() -> tuple[socket.socket, socket.socket]:
     a, b = socket.socketpair()
     a.setblocking(False)
     b.setblocking(False)
+    return a, b
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        b = socket.create_connection(listener.getsockname())
+        a, _ = listener.accept()
+    a.setblocking(False)
     return a, b
 
 
@@ -91,23 +101,58 @@ async def test_two_readers_of_one_socket_is_an_error(poller: ReadPoller) -> None
             b.send(b"x")
 
 
-async def test_forget_fails_the_task_waiting_on_the_socket(poller: ReadPoller) -> None:
+async def test_forget_ends_the_wait_and_the_read_then_fails(poller: ReadPoller) -> None:
     a, b = pair()
     with b:
+        transport = SocketTransport(a, None, None, poller)
         failed: list[BaseException] = []
 
         async def reader() -> None:
             try:
-                await poller.wait_readable(a)
-            except trio.ClosedResourceError as exc:
+                await transport.receive_some(wait_first=True)
+            except ClientDisconnected as exc:
                 failed.append(exc)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader)
             await trio.testing.wait_all_tasks_blocked()
-            poller.forget(a)
-            a.close()
+            await transport.abort()  # another task closes it: forget(), then close()
         assert len(failed) == 1
+        with pytest.raises(trio.ClosedResourceError):
+            await poller.wait_readable(a)
+
+
+@pytest.mark.parametrize("end", ["fin", "reset"])
+async def test_an_end_that_came_with_bytes_is_not_lost(poller: ReadPoller, end: str) -> None:
+    """Bytes and the end of the stream (or a reset) in one event: after the bytes, the end."""
+    a, b = tcp_pair() if end == "reset" else pair()  # a reset needs TCP
+    transport = SocketTransport(a, None, None, poller)
+    with a, b:
+        b.send(b"one")
+        assert await transport.receive_some(wait_first=True) == b"one"  # a is registered now
+        woke = trio.Event()
+
+        async def reader() -> None:
+            await poller.wait_readable(a)
+            woke.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            b.send(b"two")
+            if end == "fin":
+                b.shutdown(socket.SHUT_WR)
+            else:
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                b.close()
+        assert woke.is_set()
+        assert a.recv(10) == b"two"  # the event's bytes; the end is still to come
+        with trio.fail_after(5):
+            if end == "fin":
+                assert await transport.receive_some(wait_first=True) == b""
+            else:
+                with pytest.raises(ClientDisconnected):
+                    await transport.receive_some(wait_first=True)
 
 
 async def test_a_new_socket_with_a_closed_ones_number_is_watched(poller: ReadPoller) -> None:
@@ -134,18 +179,16 @@ async def test_a_new_socket_with_a_closed_ones_number_is_watched(poller: ReadPol
         assert reader.recv(10) == b"y"
 
 
-async def test_a_stopped_poller_fails_its_waiters_and_hands_new_waits_to_trio() -> None:
+async def test_a_stopped_poller_lets_its_waiters_go_and_hands_new_waits_to_trio() -> None:
     made = make_poller()
     assert made is not None
     a, b = pair()
     with a, b:
-        failed: list[BaseException] = []
+        transport = SocketTransport(a, None, None, made)
+        received: list[bytes] = []
 
         async def reader() -> None:
-            try:
-                await made.wait_readable(a)
-            except trio.ClosedResourceError as exc:
-                failed.append(exc)
+            received.append(await transport.receive_some(wait_first=True))
 
         async with trio.open_nursery() as outer:
             async with trio.open_nursery() as nursery:
@@ -153,12 +196,11 @@ async def test_a_stopped_poller_fails_its_waiters_and_hands_new_waits_to_trio() 
                 outer.start_soon(reader)
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.cancel_scope.cancel()
+            # The reader's recv() found nothing: it waits with trio now.
             await trio.testing.wait_all_tasks_blocked()
-            assert len(failed) == 1
-        assert not made.open
-        b.send(b"x")
-        with trio.fail_after(5):
-            await made.wait_readable(a)  # trio's own wait now
+            assert not made.open and received == []
+            b.send(b"x")
+        assert received == [b"x"]
 
 
 async def test_a_transport_reads_on_after_a_full_buffer_before_it_waits(
