@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import select
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 import trio
 
-__all__ = ["ReadPoller", "make_poller"]
+__all__ = ["ReadPoller", "installed", "make_poller"]
 
 _IN = getattr(select, "EPOLLIN", 0)
 _PRI = getattr(select, "EPOLLPRI", 0)
@@ -50,6 +53,25 @@ _ENDED = (
     | getattr(select, "EPOLLERR", 0)
 )
 _FLAGS = _IN | _PRI | getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLET", 0)
+
+
+class Installed(Protocol):
+    open: bool
+
+
+@contextmanager
+def installed(instrument: Installed) -> Iterator[None]:
+    """Add a trio instrument with an ``open`` flag for the block: set while it is in."""
+    trio.lowlevel.add_instrument(instrument)  # type: ignore[arg-type]
+    instrument.open = True
+    try:
+        yield
+    finally:
+        instrument.open = False
+        try:
+            trio.lowlevel.remove_instrument(instrument)  # type: ignore[arg-type]
+        except KeyError:
+            pass
 
 
 class ReadPoller(trio.abc.Instrument):
@@ -73,20 +95,14 @@ class ReadPoller(trio.abc.Instrument):
         self._ready.clear()
         self._ended.clear()
         fd = epoll.fileno()
-        trio.lowlevel.add_instrument(self)
-        self.open = True
         try:
-            task_status.started()
-            while True:
-                # Only to end trio's wait for events when a socket is ready:
-                # after_io_wait, in the same pass, reads which.
-                await trio.lowlevel.wait_readable(fd)
+            with installed(self):
+                task_status.started()
+                while True:
+                    # Only to end trio's wait for events when a socket is ready:
+                    # after_io_wait, in the same pass, reads which.
+                    await trio.lowlevel.wait_readable(fd)
         finally:
-            self.open = False
-            try:
-                trio.lowlevel.remove_instrument(self)
-            except KeyError:
-                pass
             # Whoever still waits reads, and then waits with trio.
             waiting, self._waiting = self._waiting, {}
             for task in waiting.values():

@@ -38,7 +38,7 @@ from typing import Protocol
 import trio
 
 from ._files import FILE_STATS, send_file_by_reads
-from ._poller import ReadPoller
+from ._poller import ReadPoller, installed
 from .exceptions import ClientDisconnected
 
 __all__ = [
@@ -592,17 +592,11 @@ class WriteBatch(trio.abc.Instrument):
     ) -> None:
         """Batch writes until cancelled; ``nursery`` runs the drains."""
         self._nursery = nursery
-        trio.lowlevel.add_instrument(self)
-        self.open = True
         try:
-            task_status.started()
-            await trio.sleep_forever()
+            with installed(self):
+                task_status.started()
+                await trio.sleep_forever()
         finally:
-            self.open = False
-            try:
-                trio.lowlevel.remove_instrument(self)
-            except KeyError:
-                pass
             self.flush()
 
     def before_io_wait(self, timeout: float) -> None:
