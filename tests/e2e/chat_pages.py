@@ -159,12 +159,52 @@ def hold(page: Any) -> None:
     page.evaluate("window.held = true")
 
 
+# The chat page's reconnectAfterMs cap (examples/chat/static/app.js): after a few
+# failed tries, the next one comes up to this long after the last (full jitter).
+RECONNECT_CAP_MS = 10_000
+
+
 def release(page: Any) -> None:
-    """Let the page's next attempt through: it was still retrying, and connects by itself."""
+    """Let the page's next attempt through: it was still retrying, and connects by itself.
+
+    Each of the two waits may last a whole backoff delay: up to RECONNECT_CAP_MS.
+    """
+    patience = RECONNECT_CAP_MS + TIMEOUT_MS // 2
     attempts = page.evaluate("window.heldAttempts")
-    page.wait_for_function("(n) => window.heldAttempts > n", arg=attempts)  # still retrying
+    page.wait_for_function(  # still retrying
+        "(n) => window.heldAttempts > n", arg=attempts, timeout=patience
+    )
     assert page.evaluate("document.querySelector('#status').dataset.state") != "open"
     page.evaluate("window.held = false")
+    page.wait_for_function(
+        "document.querySelector('#status').dataset.state === 'open'", timeout=patience
+    )
+
+
+# Once the held attempt in flight (if any) has failed, try again at once.
+RECONNECT_NOW = """() => new Promise((resolve) => {
+  const tick = () => {
+    const state = chat.socket.state;
+    if (state === "open") return resolve();
+    if (state === "reconnecting") {
+      chat.socket.connect();
+      return resolve();
+    }
+    setTimeout(tick, 10);
+  };
+  tick();
+})"""
+
+
+def release_now(page: Any) -> None:
+    """Let the page's attempts through and reconnect at once, not after the backoff's delay.
+
+    For a test of what waits for the connection (a message sent offline has
+    8 s to be acknowledged): the delay, up to RECONNECT_CAP_MS, would count
+    against it.  release() is the one that shows the page reconnects by itself.
+    """
+    page.evaluate("window.held = false")
+    page.evaluate(RECONNECT_NOW)
     wait_connected(page)
 
 

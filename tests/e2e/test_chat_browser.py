@@ -27,6 +27,7 @@ from .chat_pages import (
     open_chat_pages,
     recovered,
     release,
+    release_now,
     say,
     texts,
     wait_connected,
@@ -189,16 +190,18 @@ def test_a_refused_message_is_marked_and_can_be_retried_or_discarded(
     ada.wait_for_selector("#messages li.failed", state="detached")
 
     # Sent while offline: it waits ("sending…"), then goes once the page is back.
+    # The server is up again before, so that the message's 8 s to be acknowledged
+    # do not include its start (seconds on a busy machine) or the backoff's delay.
     say(ada, "first")
     wait_for_text(ada, "first")
     hold(ada)
     server.stop()
     ada.wait_for_function("document.querySelector('#status').dataset.state === 'offline'")
     assert ada.text_content("#status") == "offline, reconnecting…"
+    server.start()
     say(ada, "while offline")
     assert waiting(ada) == ["while offline"]
-    server.start()
-    release(ada)
+    release_now(ada)
     wait_for_texts(ada, ["first", "while offline"])
     assert waiting(ada) == failed(ada) == []
 
