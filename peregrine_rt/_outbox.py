@@ -5,9 +5,9 @@ writer at a time:
 
 * ``await outbox.send(frame)`` (``ws.send``, pings, close frames) waits for its
   turn and until the frame is written: the caller feels the peer's speed
-  (backpressure).  With nothing queued before it, the frame goes out with
-  ``send_batched``: under load, at the end of the event loop's pass with the
-  other sockets' frames (``Config.batch_writes``).  Cancelled while waiting
+  (backpressure).  With nothing queued before it, the frame is batched
+  (``Transport.queue``): under load, it goes out at the end of the event loop's
+  pass with the other sockets' frames (``Config.batch_writes``).  Cancelled while waiting
   for its turn, the frame still goes out in its turn, since the frames after
   it (compressed ones included) were encoded after it.
 * ``outbox.deliver(frame)`` (hub publishes, ``broadcast()``) never waits: the
@@ -430,8 +430,8 @@ class Outbox:
 
     async def _write(self, data: bytes, batched: bool = False) -> None:
         try:
-            if batched:  # written with the other sockets' at the end of the pass
-                await self.transport.send_batched(data)
+            if batched:  # what Transport.queue() (send()) did not take for the pass's end
+                await self.transport.send_unqueued(data)
             else:
                 await self.transport.send_all(data)
         except ClientDisconnected:

@@ -54,7 +54,7 @@ class FakeTransport:
             raise self.fail_with
         self.wire += data
 
-    async def send_batched(self, data: bytes, more: bool = False) -> None:
+    async def send_unqueued(self, data: bytes) -> None:
         await self.send_all(data)
 
     def queue(self, data: bytes, more: bool = False) -> bool:
