@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -41,6 +41,7 @@ from ._validators import (
 if TYPE_CHECKING:
     from ._request import Request
     from ._response import Response
+    from ._transport import Transport
 
 __all__ = [
     "CACHE_BYTES",
@@ -48,7 +49,6 @@ __all__ = [
     "FILE_STATS",
     "REVALIDATE_AFTER",
     "SMALL_FILE_SIZE",
-    "ByteSink",
     "Entry",
     "FileBody",
     "FileStats",
@@ -514,14 +514,8 @@ def error(response: Response, status: int, detail: str = "") -> None:
     response.text(text, status=status)
 
 
-class ByteSink(Protocol):
-    """Where :func:`send_file_by_reads` writes: a transport."""
-
-    async def send_all(self, data: bytes) -> None: ...
-
-
 async def send_file_by_reads(
-    transport: ByteSink, fd: int, offset: int, count: int, head: bytes = b""
+    transport: Transport, fd: int, offset: int, count: int, head: bytes = b""
 ) -> int:
     """Send ``head``, then ``count`` bytes of ``fd`` from ``offset`` in CHUNK_SIZE pieces.
 
