@@ -91,9 +91,6 @@ class ReadPoller(trio.abc.Instrument):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch a new epoll until cancelled (a task of the server's)."""
         epoll = self._epoll = select.epoll()
-        self._registered.clear()
-        self._ready.clear()
-        self._ended.clear()
         fd = epoll.fileno()
         try:
             with installed(self):
@@ -110,7 +107,9 @@ class ReadPoller(trio.abc.Instrument):
             trio.lowlevel.notify_closing(fd)
             epoll.close()
             self._epoll = None
-            self._registered.clear()
+            self._registered.clear()  # the next run() starts from nothing
+            self._ready.clear()
+            self._ended.clear()
 
     def after_io_wait(self, timeout: float) -> None:
         epoll = self._epoll

@@ -143,8 +143,10 @@ def wait_online(page: Any, *nicks: str) -> None:
     )
 
 
-def wait_connected(page: Any) -> None:
-    page.wait_for_function("document.querySelector('#status').dataset.state === 'open'")
+def wait_connected(page: Any, timeout_ms: float = TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        "document.querySelector('#status').dataset.state === 'open'", timeout=timeout_ms
+    )
 
 
 def wait_typing(page: Any, shown: str) -> None:
@@ -176,9 +178,7 @@ def release(page: Any) -> None:
     )
     assert page.evaluate("document.querySelector('#status').dataset.state") != "open"
     page.evaluate("window.held = false")
-    page.wait_for_function(
-        "document.querySelector('#status').dataset.state === 'open'", timeout=patience
-    )
+    wait_connected(page, patience)
 
 
 # Once the held attempt in flight (if any) has failed, try again at once.
