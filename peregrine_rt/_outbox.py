@@ -244,6 +244,16 @@ class Outbox:
 
     # -- sending ----------------------------------------------------------------------
 
+    def queue(self, data: bytes) -> bool:
+        """:meth:`send`'s common case, no coroutine: True if ``data`` joined the
+        pass's batched write (nothing ahead of it); False, :meth:`send` it."""
+        return (
+            not self._broken
+            and not self._writing
+            and not self._items
+            and self.transport.queue(data)
+        )
+
     async def send(self, data: bytes) -> None:
         """Write ``data`` after everything queued before it; return once it is written.
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -154,16 +154,40 @@ class ReadPoller(trio.abc.Instrument):
             ready.discard(fd)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        waiting = self._waiting
-        if fd in waiting:
+        if fd in self._waiting:
             raise trio.BusyResourceError("another task is already reading this socket")
+        await trio.lowlevel.wait_task_rescheduled(self._wait(fd))
+
+    def arm(self, sock: socket.socket) -> Callable[[object], trio.lowlevel.Abort] | None:
+        """:meth:`wait_readable`'s common case, no coroutine of its own.
+
+        Returns:
+            The abort function to pass to ``trio.lowlevel.wait_task_rescheduled``,
+            the current task now waiting for ``sock``; or None where it must not
+            wait that way (not watched yet, an event remembered, another waiter,
+            the poller stopping): call :meth:`wait_readable` instead.
+        """
+        fd = sock.fileno()
+        if (
+            not self.open
+            or self._registered.get(fd) is not sock
+            or fd in self._ready
+            or fd in self._ended
+            or fd in self._waiting
+        ):
+            return None
+        return self._wait(fd)
+
+    def _wait(self, fd: int) -> Callable[[object], trio.lowlevel.Abort]:
+        """Note the current task as waiting for ``fd``: the abort function of its wait."""
+        waiting = self._waiting
         waiting[fd] = trio.lowlevel.current_task()
 
         def abort(_: object) -> trio.lowlevel.Abort:
             waiting.pop(fd, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        return abort
 
     def _register(self, fd: int, sock: socket.socket) -> bool:
         """Watch ``sock``; False if the system refused (the caller uses trio's wait)."""

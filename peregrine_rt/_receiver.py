@@ -18,11 +18,12 @@ backlog, and the socket fails the connection with 1009.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
-from typing import Any
+from typing import Any, Final, Literal
 
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from ._frames import (
     FragmentedMessage,
@@ -33,17 +34,19 @@ from ._frames import (
 )
 from ._wsconn import LazyConnection
 
-__all__ = ["TOO_BIG", "Receiver"]
+__all__ = ["TOO_BIG", "Mark", "Receiver"]
 
 
-class _TooBig:
+class Mark(enum.Enum):
     """Marks, in the backlog, where a message went over the size limit."""
 
+    TOO_BIG = "TOO_BIG"
+
     def __repr__(self) -> str:
-        return "TOO_BIG"
+        return self.value
 
 
-TOO_BIG = _TooBig()
+TOO_BIG: Final = Mark.TOO_BIG
 _OPEN = ConnectionState.OPEN  # read per frame
 
 # The backlog of every socket that holds nothing (an empty deque is 760 bytes).
@@ -64,12 +67,15 @@ class Receiver:
     """
 
     __slots__ = (
+        "assembled",
+        "assembled_size",
         "backlog",
         "fast",
         "fragments",
         "max_size",
         "pending",
         "pending_size",
+        "simple",
         "tracker",
         "ws",
     )
@@ -97,11 +103,72 @@ class Receiver:
         self.fragments: FragmentedMessage | None = None  # read by the fast path
         self.pending: list[bytes] = []  # an incomplete frame of it, as received
         self.pending_size = 0
+        self.assembled: bytearray | None = None  # a message wsproto reads, so far
+        self.assembled_size = 0
+        # take() may read the next bytes itself: fast, wsproto idle, nothing
+        # pending (kept up to date by feed(); the socket's state is read apart).
+        self.simple = fast
 
     def wait(self) -> None:
         """The socket is about to wait for bytes: let an empty backlog's deque go."""
         if not self.backlog:
             self.backlog = NO_BACKLOG
+
+    def take(self, data: bytes) -> list[str | bytes] | None:
+        """:meth:`feed`, for the receive loop: the messages themselves when ``data``
+        is whole simple frames and nothing waits in the backlog (the common case:
+        no deque is made); else None, everything in the backlog.
+
+        Messages the loop then holds come before whatever a callback of theirs
+        feeds into the backlog meanwhile (``ping()`` reading on), as they arrived.
+        """
+        if self.simple and self.backlog is NO_BACKLOG and self.ws.state is _OPEN:
+            messages, pos = parse_simple_frames(data, self.max_size, 0)
+            if pos >= len(data):
+                return messages
+            backlog = self.backlog = deque(messages)
+            self._feed(data, pos, backlog)
+        else:
+            self.feed(data)
+        return None
+
+    def assemble(
+        self, event: TextMessage | BytesMessage, *, closing: bool
+    ) -> str | bytes | Literal[Mark.TOO_BIG] | None:
+        """Join the messages wsproto reads (compressed, or off the fast path).
+
+        Returns:
+            The message once its last fragment came; None before that, or
+            while ``closing`` (dropped); :data:`TOO_BIG` when it went over
+            ``max_size`` (counted in bytes, inflated), and what came is dropped.
+        """
+        data = event.data
+        # Bytes, not characters (isascii() is O(1) on str).
+        size = self.assembled_size + (
+            len(data.encode()) if type(data) is str and not data.isascii() else len(data)
+        )
+        self.assembled_size = size
+        if self.max_size is not None and size > self.max_size:
+            self.assembled = None
+            self.assembled_size = 0
+            return TOO_BIG
+        if closing:
+            return None
+        parts = self.assembled
+        if parts is None and event.message_finished:
+            self.assembled_size = 0
+            return bytes(data) if isinstance(data, bytearray) else data
+        # Fragments go into one growing buffer (UTF-8 for text, which wsproto
+        # has validated): memory stays about the message's size however finely
+        # it is cut.
+        if parts is None:
+            parts = self.assembled = bytearray()
+        parts += data.encode() if isinstance(data, str) else data
+        if not event.message_finished:
+            return None
+        self.assembled = None
+        self.assembled_size = 0
+        return parts.decode() if type(event) is TextMessage else bytes(parts)
 
     def feed(self, data: bytes) -> None:
         """Parse received bytes into the backlog, in order.
@@ -112,10 +179,27 @@ class Receiver:
         else goes to wsproto, through the tracker.  A message over the size
         limit leaves a ``TOO_BIG`` mark in the backlog where it stopped.
         """
-        ws = self.ws
         backlog = self.backlog
         if backlog is NO_BACKLOG:
             backlog = self.backlog = deque()
+        self._feed(data, 0, backlog)
+
+    def _feed(self, data: bytes, pos: int, backlog: deque[Any]) -> None:
+        """:meth:`feed` from ``pos``; then :attr:`simple` says again whether take() may read."""
+        try:
+            self._parse(data, pos, backlog)
+        finally:
+            tracker = self.tracker
+            self.simple = (
+                self.fast
+                and tracker is not None
+                and tracker.idle
+                and self.fragments is None
+                and not self.pending
+            )
+
+    def _parse(self, data: bytes, pos: int, backlog: deque[Any]) -> None:
+        ws = self.ws
         tracker = self.tracker
         if tracker is None:  # a message went over the limit: wsproto reads on alone
             ws.receive_data(data)
@@ -133,7 +217,6 @@ class Receiver:
             pending.clear()
         fast = self.fast
         limit = tracker.limit
-        pos = 0
         n = len(data)
         while pos < n:
             if fast and tracker.idle and ws.state is _OPEN:

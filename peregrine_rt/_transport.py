@@ -313,12 +313,15 @@ class SocketTransport:
         the poller (edge-triggered) only reports bytes that arrive.
         """
         sock = self.sock
-        wait_readable = (
-            trio.lowlevel.wait_readable if self.poller is None else self.poller.wait_readable
-        )
+        poller = self.poller
+        wait_readable = trio.lowlevel.wait_readable if poller is None else poller.wait_readable
         if wait_first and not self._full:
+            abort = None if poller is None else poller.arm(sock)  # one coroutine less
             try:
-                await wait_readable(sock)
+                if abort is not None:
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                else:
+                    await wait_readable(sock)
             except trio.ClosedResourceError as exc:  # aborted by another task
                 raise ClientDisconnected(str(exc)) from exc
         while True:

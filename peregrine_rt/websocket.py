@@ -89,6 +89,7 @@ class WebSocket:
         "_expires",
         "_expires_at",
         "_fast",
+        "_heard",
         "_hubs",
         "_initial",
         "_max_size",
@@ -167,6 +168,7 @@ class WebSocket:
         self._ping_sent_at: float | None = None  # the heartbeat's outstanding ping
         self._close_deadline: float | None = None
         self.last_seen = trio.current_time()
+        self._heard = False  # bytes came since the reaper last looked (it moves last_seen)
         self._receiver = Receiver(ws, fast=self._fast, max_size=max_size, compressed=compressed)
         self._reader: trio.lowlevel.Task | None = None  # the task running the receive loop
         self._ping_counter = 0
@@ -233,7 +235,9 @@ class WebSocket:
         if self._ws.state is not _OPEN or self.close_code is not None:
             raise self.closed_error()
         self._stats.ws_sent += 1
-        await self._outbox.send(self._encode(message))
+        frame = encode_frame(message) if self._fast else self._encode(message)
+        if not self._outbox.queue(frame):
+            await self._outbox.send(frame)
 
     def deliver(self, message: str | bytes) -> bool:
         """Send ``message`` without waiting: written now, or queued in the outbox.
@@ -375,7 +379,7 @@ class WebSocket:
                 if self.close_code is None:
                     self.close_code, self.close_reason = 1006, "connection lost"
                 return
-            self.last_seen = trio.current_time()
+            self._heard = True
             start = len(receiver.backlog)
             receiver.feed(received)
             backlog = receiver.backlog  # its own deque now, if it had none
@@ -504,9 +508,6 @@ class WebSocket:
         ws = self._ws
         transport = self._conn.transport
         on_message = handler.on_message
-        max_size = self._max_size
-        parts: bytearray | None = None  # a fragmented message so far
-        size = 0
         receiver = self._receiver
         self._reader = trio.lowlevel.current_task()
         # Events enter the backlog before any callback runs: ping() in a callback reads on.
@@ -529,8 +530,13 @@ class WebSocket:
                 wait_first = True
                 if not received:
                     return
-                self.last_seen = trio.current_time()
-                receiver.feed(received)
+                self._heard = True
+                messages = receiver.take(received)
+                if messages is not None:  # whole simple frames: no deque made for them
+                    for message in messages:
+                        if self.close_code is None:
+                            self._stats.ws_received += 1
+                            await on_message(self, message)
                 continue
             while backlog:
                 event = backlog.popleft()
@@ -539,40 +545,17 @@ class WebSocket:
                         self._stats.ws_received += 1
                         await on_message(self, event)
                     continue
-                self.last_seen = trio.current_time()
+                self._heard = True
                 if event is TOO_BIG:
                     await self._fail_too_big()
                     return
                 if isinstance(event, (TextMessage, BytesMessage)):
-                    data = event.data
-                    # Bytes, not characters (isascii() is O(1) on str).
-                    if type(data) is str and not data.isascii():
-                        size += len(data.encode())
-                    else:
-                        size += len(data)
-                    if max_size is not None and size > max_size:  # once inflated
-                        await self.close(1009, f"message over {max_size} bytes")
-                        parts = None
-                        size = 0
-                        continue
-                    if self.close_code is not None:
-                        continue  # closing: drop messages still arriving
-                    if parts is None and event.message_finished:
-                        message: str | bytes = bytes(data) if isinstance(data, bytearray) else data
-                    else:
-                        # Fragments go into one growing buffer (UTF-8 for text,
-                        # which wsproto has validated): memory stays about the
-                        # message's size however finely it is cut.
-                        if parts is None:
-                            parts = bytearray()
-                        parts += data.encode() if isinstance(data, str) else data
-                        if not event.message_finished:
-                            continue
-                        message = parts.decode() if type(event) is TextMessage else bytes(parts)
-                        parts = None
-                    size = 0
-                    self._stats.ws_received += 1
-                    await on_message(self, message)
+                    whole = receiver.assemble(event, closing=self.close_code is not None)
+                    if whole is TOO_BIG:  # once inflated
+                        await self.close(1009, f"message over {self._max_size} bytes")
+                    elif whole is not None:
+                        self._stats.ws_received += 1
+                        await on_message(self, whole)
                 elif isinstance(event, Ping):
                     if ws.state is _OPEN:
                         await self._outbox.send(ws.send(event.response()))
@@ -608,6 +591,9 @@ class WebSocket:
         Returns:
             True when it cancelled the connection (a timeout), else False.
         """
+        if self._heard:  # to the tick: cheaper than reading the clock per message
+            self._heard = False
+            self.last_seen = now
         config = self._conn.server.config
         deadline = self._close_deadline
         if deadline is not None:

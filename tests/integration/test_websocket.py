@@ -333,6 +333,26 @@ async def test_heartbeat_answered_stays_open(autojump_clock: trio.testing.MockCl
         assert rec.closes() == [(1000, "")]
 
 
+# frame-level: counts the pings received, which the client does not expose
+async def test_no_heartbeat_while_the_peer_talks(autojump_clock: trio.testing.MockClock) -> None:
+    """The heartbeat counts from the last bytes received (to the reaper's tick):
+    a socket that talks every 0.25 s is never pinged, the earliest ping being
+    due after 1 s of silence (half of ws_ping_interval, the jitter's least)."""
+    rec = Recorder()
+    async with open_server(rec, ws_ping_interval=2.0, ws_ping_timeout=1.0) as h:
+        ws = await connect_ws(h, auto_pong=False)
+        for i in range(40):  # 10 s of the autojump clock
+            await ws.send(f"tick {i}")
+            assert await ws.receive_message() == f"tick {i}"
+            await trio.sleep(0.25)
+        assert ws.pings == []
+        assert rec.sockets[0].close_code is None
+        with trio.move_on_after(4):  # silent now: the ping comes (unanswered: a close)
+            while not ws.pings:
+                await ws.receive()
+        assert ws.pings, "a silent socket was not pinged"
+
+
 # checks that no ping arrives, which the client does not expose
 async def test_no_heartbeat_when_disabled(autojump_clock: trio.testing.MockClock) -> None:
     rec = Recorder()

@@ -358,3 +358,28 @@ async def test_outboxes_that_never_queued_share_nothing_that_fills(
     await trio.testing.wait_all_tasks_blocked()
     assert bytes(busy_transport.wire) == b"f0f1f2PING"
     assert len(quiet) == 0
+
+
+async def test_queue_takes_a_frame_only_with_nothing_ahead_of_it(scheduler: SendScheduler) -> None:
+    class Batching(FakeTransport):
+        def __init__(self) -> None:
+            super().__init__(room=0)
+            self.batched: list[bytes] = []
+
+        def queue(self, data: bytes, more: bool = False) -> bool:
+            self.batched.append(data)
+            return True
+
+    transport = Batching()
+    outbox, owner = make(scheduler, transport)
+    assert outbox.queue(b"one")  # nothing ahead: into the pass's batch
+    assert transport.batched == [b"one"]
+    outbox.deliver(b"two")  # the kernel takes nothing: it waits in the outbox
+    assert not outbox.queue(b"three")  # must not pass "two": send() it instead
+    assert transport.batched == [b"one"]
+    owner.failed = (1006, "gone")
+    outbox.fail()
+    assert not outbox.queue(b"four")  # broken: send() raises
+    with pytest.raises(ConnectionClosed):
+        await outbox.send(b"four")
+    assert transport.batched == [b"one"]

@@ -229,3 +229,42 @@ async def test_a_transport_reads_on_after_a_full_buffer_before_it_waits(
             while len(received) < sent:
                 received += await transport.receive_some(wait_first=True)
         assert bytes(received) == payload[:sent]
+
+
+async def test_arm_waits_only_where_wait_readable_would_and_else_says_no(
+    poller: ReadPoller,
+) -> None:
+    a, b = pair()
+    with a, b:
+        assert poller.arm(a) is None  # not watched yet: wait_readable() registers it
+        b.send(b"1")
+        with trio.fail_after(5):
+            await poller.wait_readable(a)
+        assert a.recv(10) == b"1"
+        b.send(b"2")  # comes while nobody waits: remembered
+        await trio.testing.wait_all_tasks_blocked()
+        assert poller.arm(a) is None  # an event is remembered: wait_readable() returns at once
+        with trio.fail_after(5):
+            await poller.wait_readable(a)
+        assert a.recv(10) == b"2"
+        woke = trio.Event()
+
+        async def reader() -> None:
+            abort = poller.arm(a)
+            assert abort is not None
+            assert poller.arm(a) is None  # this task waits now: a second one may not
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            woke.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            b.send(b"3")
+        assert a.recv(10) == b"3"
+        with trio.move_on_after(0.01):  # a cancelled armed wait lets go
+            await trio.lowlevel.wait_task_rescheduled(poller.arm(a))  # type: ignore[arg-type]
+        for _ in range(2):  # its abort (as trio calls it on a cancel) lets the next arm work
+            abort = poller.arm(a)
+            assert abort is not None
+            abort(None)
