@@ -45,6 +45,7 @@ __all__ = [
     "FrameReader",
     "FrameTracker",
     "encode_frame",
+    "encode_frame_py",
     "parse_simple_frames",
     "parse_simple_frames_py",
     "read_fragments",
@@ -117,7 +118,7 @@ def parse_simple_frames_py(
 # the same reading as parse_simple_frames_py, several times faster (a 38-byte
 # frame: see docs/design.rst).  PEREGRINE_RT_NO_SPEEDUPS=1 in the environment
 # at import time keeps to pure Python, as it does for the request parser.
-FRAME_SPEEDUPS_INTERFACE: Final = 1
+FRAME_SPEEDUPS_INTERFACE: Final = 2
 """The ``_ws_speedups.INTERFACE`` this module expects; a build from other source is not used."""
 
 
@@ -140,12 +141,14 @@ FRAME_SPEEDUPS: Final = parse_simple_frames is not parse_simple_frames_py
 """Whether the frame reader uses the C accelerator (built, and not turned off)."""
 
 
-def encode_frame(message: str | bytes) -> bytes:
+def encode_frame_py(message: str | bytes) -> bytes:
     """One unmasked server frame holding the whole message (text for ``str``)."""
     if isinstance(message, str):
         payload = message.encode("utf-8")
         opcode = 0x81
     else:
+        if isinstance(message, int):  # bytes(5) is five zero bytes: no message
+            raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
         payload = bytes(message)
         opcode = 0x82
     n = len(payload)
@@ -154,6 +157,11 @@ def encode_frame(message: str | bytes) -> bytes:
     if n < 65536:
         return _LEN16.pack(opcode, 126, n) + payload
     return _LEN64.pack(opcode, 127, n) + payload
+
+
+encode_frame: Callable[[str | bytes], bytes] = encode_frame_py
+if _accelerator is not None:
+    encode_frame = _accelerator.encode_frame
 
 
 class FrameTracker:

@@ -16,6 +16,9 @@
  * unmask() is the XOR with the repeating 4-byte key, 8 bytes at a time
  * (memcpy in and out of a uint64_t: no alignment assumption, no aliasing).
  *
+ * encode_frame() writes a server frame (header and payload, one allocation)
+ * as _frames.encode_frame_py does, for every message a socket or the hub sends.
+ *
  * Every read of the buffer is bounded by its length; the bound checks sit
  * next to the reads and are written as "bytes left >= k" so that no sum can
  * overflow.  No dependency beyond the CPython C API; no module state.
@@ -294,11 +297,95 @@ unmask(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+PyDoc_STRVAR(encode_frame_doc,
+"encode_frame(message, /)\n--\n\n"
+"One unmasked server frame holding the whole message: text for str (UTF-8),\n"
+"binary for any other object bytes() reads, but an int (TypeError).");
+
+static PyObject *
+encode_frame(PyObject *Py_UNUSED(module), PyObject *message)
+{
+    PyObject *owned = NULL; /* the payload's bytes, when not read in place */
+    const char *payload;
+    Py_ssize_t n;
+    unsigned char opcode;
+
+    if (PyUnicode_Check(message)) {
+        opcode = 0x81;
+        if (PyUnicode_IS_ASCII(message)) { /* its characters are its UTF-8 */
+            payload = (const char *)PyUnicode_DATA(message);
+            n = PyUnicode_GET_LENGTH(message);
+        }
+        else {
+            /* Not PyUnicode_AsUTF8AndSize: that keeps a UTF-8 copy in the str. */
+            owned = PyUnicode_AsUTF8String(message);
+            if (owned == NULL) {
+                return NULL;
+            }
+        }
+    }
+    else {
+        opcode = 0x82;
+        if (PyLong_Check(message)) { /* bytes(5) is five zero bytes: no message */
+            PyErr_Format(PyExc_TypeError, "a message is str or bytes, not %.100s",
+                         Py_TYPE(message)->tp_name);
+            return NULL;
+        }
+        if (PyBytes_CheckExact(message)) {
+            Py_INCREF(message);
+            owned = message;
+        }
+        else {
+            owned = PyBytes_FromObject(message);
+            if (owned == NULL) {
+                return NULL;
+            }
+        }
+    }
+    if (owned != NULL) {
+        payload = PyBytes_AS_STRING(owned);
+        n = PyBytes_GET_SIZE(owned);
+    }
+    Py_ssize_t head = n < 126 ? 2 : (n < 65536 ? 4 : 10);
+    PyObject *out = NULL;
+    if (n > PY_SSIZE_T_MAX - head) {
+        PyErr_NoMemory();
+    }
+    else {
+        out = PyBytes_FromStringAndSize(NULL, head + n);
+    }
+    if (out != NULL) {
+        unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+        uint64_t len = (uint64_t)n;
+        p[0] = opcode;
+        if (n < 126) {
+            p[1] = (unsigned char)n;
+        }
+        else if (n < 65536) {
+            p[1] = 126;
+            p[2] = (unsigned char)(len >> 8);
+            p[3] = (unsigned char)len;
+        }
+        else {
+            p[1] = 127;
+            for (int i = 0; i < 8; i++) {
+                p[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+            }
+        }
+        if (n > 0) {
+            memcpy(p + head, payload, (size_t)n);
+        }
+    }
+    Py_XDECREF(owned);
+    return out;
+}
+
 static PyMethodDef ws_speedups_methods[] = {
     {"parse_simple_frames", (PyCFunction)(void (*)(void))parse_simple_frames,
      METH_FASTCALL | METH_KEYWORDS,
      parse_simple_frames_doc},
     {"unmask", (PyCFunction)(void (*)(void))unmask, METH_FASTCALL, unmask_doc},
+    {"encode_frame", (PyCFunction)encode_frame, METH_O, encode_frame_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -307,7 +394,7 @@ ws_speedups_exec(PyObject *module)
 {
     /* Bumped whenever a function's contract changes: _frames.py ignores a
      * build from other source (an in-place .so older than the .c). */
-    return PyModule_AddIntConstant(module, "INTERFACE", 1);
+    return PyModule_AddIntConstant(module, "INTERFACE", 2);
 }
 
 static PyModuleDef_Slot ws_speedups_slots[] = {

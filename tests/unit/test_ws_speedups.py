@@ -27,7 +27,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from peregrine_rt import _frames
-from peregrine_rt._frames import parse_simple_frames_py, unmask_py
+from peregrine_rt._frames import encode_frame_py, parse_simple_frames_py, unmask_py
 
 try:
     from peregrine_rt import _ws_speedups
@@ -52,12 +52,12 @@ def test_environment_variable_turns_the_accelerator_off(value: str, in_use: bool
     code = (
         "from peregrine_rt import _frames as f; "
         "print(f.FRAME_SPEEDUPS, f.parse_simple_frames is f.parse_simple_frames_py, "
-        "f.unmask is f.unmask_py)"
+        "f.unmask is f.unmask_py, f.encode_frame is f.encode_frame_py)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert out.split() == [str(in_use), str(not in_use), str(not in_use)]
+    assert out.split() == [str(in_use), *[str(not in_use)] * 3]
 
 
 def test_the_module_uses_the_accelerator_when_in_use() -> None:
@@ -65,9 +65,11 @@ def test_the_module_uses_the_accelerator_when_in_use() -> None:
         assert _ws_speedups is not None
         assert _frames.parse_simple_frames is _ws_speedups.parse_simple_frames
         assert _frames.unmask is _ws_speedups.unmask
+        assert _frames.encode_frame is _ws_speedups.encode_frame
     else:
         assert _frames.parse_simple_frames is parse_simple_frames_py
         assert _frames.unmask is unmask_py
+        assert _frames.encode_frame is encode_frame_py
 
 
 # --- building frames -------------------------------------------------------
@@ -225,6 +227,49 @@ def test_unmask_matches_python_and_a_byte_loop(payload: bytes, key: bytes, skew:
     # Any start address: the 8-byte XOR must not rely on alignment.
     shifted = memoryview(b"\x00" * skew + payload)[skew:]
     assert _ws_speedups.unmask(shifted, key) == expected
+
+
+# Lengths at the edges of the 7-, 16- and 64-bit length forms.
+EDGE_SIZES = st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 65537])
+
+
+@needs_c
+@settings(max_examples=3 * settings().max_examples)
+@given(
+    st.one_of(
+        st.text(),
+        st.binary(),
+        EDGE_SIZES.map(lambda n: "a" * n),
+        EDGE_SIZES.map(lambda n: "é" * (n // 2)),  # two UTF-8 bytes each
+        EDGE_SIZES.map(lambda n: b"\x00" * n),
+    ),
+    st.sampled_from(["as is", "bytearray", "memoryview", "strided"]),
+)
+def test_encode_frame_matches_python(message: str | bytes, form: str) -> None:
+    assert _ws_speedups is not None
+    given_: Any = message
+    if isinstance(message, bytes) and form == "bytearray":
+        given_ = bytearray(message)
+    elif isinstance(message, bytes) and form == "memoryview":
+        given_ = memoryview(b"\x00" + message)[1:]  # an odd address
+    elif isinstance(message, bytes) and form == "strided":  # not contiguous
+        given_ = memoryview(bytes(b for b in message for _ in (0, 1)))[::2]
+    expected = encode_frame_py(given_)
+    got = _ws_speedups.encode_frame(given_)
+    assert type(got) is bytes and got == expected
+
+
+@needs_c
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [("\ud800", UnicodeEncodeError), (5, TypeError), (True, TypeError), (None, TypeError)],
+)
+def test_encode_frame_refuses_what_python_refuses(message: Any, error: type[Exception]) -> None:
+    assert _ws_speedups is not None
+    with pytest.raises(error):
+        encode_frame_py(message)
+    with pytest.raises(error):
+        _ws_speedups.encode_frame(message)
 
 
 # --- edges and misuse ------------------------------------------------------
