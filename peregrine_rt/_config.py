@@ -80,7 +80,7 @@ class Config:
         group="limits",
     )
     gc_freeze_above: int | None = _opt(
-        2_000,
+        500,
         "With this many connections open at once, long-lived objects are frozen out of "
         "Python's cyclic garbage collector (every 0.05 s, a collection of what is newer, "
         "then gc.freeze(); a full collection only once the heap grew by half), so that a "

@@ -93,3 +93,27 @@ def test_a_steady_heap_needs_no_full_collection(
         policy.step()
         del churn
     assert policy.full == 1 and policy.steps == 20
+
+
+def test_engaged_the_automatic_young_collections_wait_and_release_restores_them(
+    policy: GCPolicy,
+) -> None:
+    before = gc.get_threshold()
+    policy.step()
+    assert policy.engaged
+    assert gc.get_threshold() == (_gc.ENGAGED_THRESHOLD, *before[1:])
+    policy.release()
+    assert gc.get_threshold() == before
+
+
+def test_collections_the_application_turned_off_stay_off(policy: GCPolicy) -> None:
+    before = gc.get_threshold()
+    gc.set_threshold(0, *before[1:])
+    try:
+        policy.step()
+        assert policy.engaged
+        assert gc.get_threshold()[0] == 0
+        policy.release()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)
