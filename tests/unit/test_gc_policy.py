@@ -98,12 +98,21 @@ def test_a_steady_heap_needs_no_full_collection(
 def test_engaged_the_automatic_young_collections_wait_and_release_restores_them(
     policy: GCPolicy,
 ) -> None:
-    before = gc.get_threshold()
-    policy.step()
-    assert policy.engaged
-    assert gc.get_threshold() == (_gc.ENGAGED_THRESHOLD, *before[1:])
-    policy.release()
-    assert gc.get_threshold() == before
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # Python's defaults (another test may have moved them)
+    try:
+        policy.step()
+        assert policy.engaged
+        assert gc.get_threshold() == (_gc.ENGAGED_THRESHOLD, 10, 10)
+        policy.release()
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(10 * _gc.ENGAGED_THRESHOLD, 10, 10)  # an application's higher one stays
+        policy.step()
+        assert policy.engaged
+        assert gc.get_threshold()[0] == 10 * _gc.ENGAGED_THRESHOLD
+    finally:
+        policy.release()
+        gc.set_threshold(*saved)
 
 
 def test_collections_the_application_turned_off_stay_off(policy: GCPolicy) -> None:
