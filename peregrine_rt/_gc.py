@@ -69,6 +69,27 @@ GC_CHECK_EVERY = 20  # steps between two looks at the heap's size (once a second
 # walked every call chain made since (each lives until its socket's next
 # message): 10-14 % of the server's time, against ~3 % for the steps.
 ENGAGED_THRESHOLD = 100_000
+# Python's thresholds before the first policy engaged, and how many are engaged
+# (servers in one process, tests mostly): the last one out puts them back.
+_saved_thresholds: tuple[int, int, int] | None = None
+_engaged = 0
+
+
+def _raise_threshold() -> None:
+    global _saved_thresholds, _engaged
+    if not _engaged:
+        _saved_thresholds = gc.get_threshold()
+        first = _saved_thresholds[0]  # 0: the application turned them off
+        gc.set_threshold(first and max(first, ENGAGED_THRESHOLD), *_saved_thresholds[1:])
+    _engaged += 1
+
+
+def _restore_threshold() -> None:
+    global _saved_thresholds, _engaged
+    _engaged -= 1
+    if not _engaged and _saved_thresholds is not None:
+        gc.set_threshold(*_saved_thresholds)
+        _saved_thresholds = None
 
 
 class GCPolicy:
@@ -101,7 +122,6 @@ class GCPolicy:
         self.interval = interval
         self.growth = growth
         self.engaged = False
-        self._thresholds: tuple[int, int, int] | None = None  # Python's, while engaged
         self.steps = 0
         self.full = 0
         self.baseline = 0
@@ -112,9 +132,7 @@ class GCPolicy:
             if self.engage_above is None or self.open_connections() < self.engage_above:
                 return
             self.engaged = True
-            self._thresholds = gc.get_threshold()
-            first = self._thresholds[0]  # 0: the application turned them off
-            gc.set_threshold(first and max(first, ENGAGED_THRESHOLD), *self._thresholds[1:])
+            _raise_threshold()
             self._full_collection()  # start from a heap without garbage
             log.info(
                 "%d connections open: long-lived objects are frozen out of Python's "
@@ -151,9 +169,7 @@ class GCPolicy:
         if self.engaged:
             self.engaged = False
             gc.unfreeze()
-            if self._thresholds is not None:
-                gc.set_threshold(*self._thresholds)
-                self._thresholds = None
+            _restore_threshold()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Step every ``interval`` seconds until cancelled; then :meth:`release`."""

@@ -126,3 +126,22 @@ def test_collections_the_application_turned_off_stay_off(policy: GCPolicy) -> No
         assert gc.get_threshold()[0] == 0
     finally:
         gc.set_threshold(*before)
+
+
+def test_two_engaged_policies_put_the_thresholds_back_once_both_are_released() -> None:
+    saved = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    first = GCPolicy(lambda: 10, engage_above=5)
+    second = GCPolicy(lambda: 10, engage_above=5)
+    try:
+        first.step()
+        second.step()
+        first.release()
+        assert gc.get_threshold()[0] == _gc.ENGAGED_THRESHOLD  # the second is still engaged
+        second.release()
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        first.release()
+        second.release()
+        gc.unfreeze()
+        gc.set_threshold(*saved)
