@@ -14,6 +14,11 @@
 Every data frame counts toward the message size limit (fragments after the
 first with a fixed overhead): a message over it leaves :data:`TOO_BIG` in the
 backlog, and the socket fails the connection with 1009.
+
+The receive loop calls :meth:`Receiver.take`: when a read holds only whole
+simple frames and nothing waits in the backlog (nearly every read of a busy
+socket), it gets the messages as the frame reader's list, and no backlog deque
+is made.  :meth:`Receiver.assemble` joins what wsproto reads into messages.
 """
 
 from __future__ import annotations
