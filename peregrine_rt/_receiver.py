@@ -119,6 +119,13 @@ class Receiver:
         if not self.backlog:
             self.backlog = NO_BACKLOG
 
+    def end(self) -> None:
+        """The socket's life is over: let go of what a message under way left here."""
+        self.assembled = None
+        self.fragments = None
+        self.pending.clear()
+        self.backlog = NO_BACKLOG
+
     def take(self, data: bytes) -> list[str | bytes] | None:
         """:meth:`feed`, for the receive loop: the messages themselves when ``data``
         is whole simple frames and nothing waits in the backlog (the common case:

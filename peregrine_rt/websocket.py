@@ -485,6 +485,7 @@ class WebSocket:
                 self._release_waiters()
         finally:
             self._ended = True
+            self._receiver.end()  # a message cut short by the end is not kept
             server.websockets.discard(self)
             self._stats.ws_closes[self.close_code or 1006] += 1
             if self._hubs:

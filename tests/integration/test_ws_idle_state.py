@@ -18,6 +18,7 @@ from peregrine_rt._receiver import NO_BACKLOG
 
 from .conftest import open_server
 from .ws_helpers import (
+    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
@@ -130,3 +131,21 @@ async def test_frames_after_the_answered_close_are_dropped_quietly(
         await rec.closed.wait()
         assert rec.closes() == [(1000, "bye")]
     assert not [r for r in caplog.records if r.name == "peregrine_rt.error"]
+
+
+async def test_a_message_cut_short_by_the_end_is_not_kept(transport: str) -> None:
+    """Half a 20 KB frame, then the peer goes: the socket object keeps none of it."""
+    rec = Recorder()
+    async with open_server(rec, transport=transport, ws_ping_interval=None) as h:
+        client = await connect_ws(h)
+        await rec.opened.wait()
+        (server_ws,) = rec.sockets
+        whole = frame(OP_BINARY, b"x" * 20_000)
+        await client.send_raw(whole[:10_000])
+        await trio.testing.wait_all_tasks_blocked()
+        assert server_ws._receiver.assembled  # wsproto's first piece, joined so far
+        await client.stream.aclose()
+        with trio.fail_after(5):
+            await rec.closed.wait()
+        assert server_ws._receiver.assembled is None
+        assert server_ws._receiver.backlog is NO_BACKLOG
