@@ -144,12 +144,12 @@ FRAME_SPEEDUPS: Final = parse_simple_frames is not parse_simple_frames_py
 def encode_frame_py(message: str | bytes) -> bytes:
     """One unmasked server frame holding the whole message (text for ``str``)."""
     if isinstance(message, str):
-        payload = message.encode("utf-8")
+        payload = str.encode(message, "utf-8")  # a subclass's own encode() aside, as in C
         opcode = 0x81
     else:
-        if isinstance(message, int):  # bytes(5) is five zero bytes: no message
-            raise TypeError(f"a message is str or bytes, not {type(message).__name__}")
-        payload = bytes(message)
+        # A buffer's bytes only: bytes(x) would also take __bytes__, __index__
+        # (bytes(5) is five zero bytes) and iterables of ints.
+        payload = message if type(message) is bytes else bytes(memoryview(message))
         opcode = 0x82
     n = len(payload)
     if n < 126:

@@ -300,7 +300,7 @@ unmask(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 PyDoc_STRVAR(encode_frame_doc,
 "encode_frame(message, /)\n--\n\n"
 "One unmasked server frame holding the whole message: text for str (UTF-8),\n"
-"binary for any other object bytes() reads, but an int (TypeError).");
+"binary for bytes or any other object with the buffer protocol (else TypeError).");
 
 static PyObject *
 encode_frame(PyObject *Py_UNUSED(module), PyObject *message)
@@ -326,17 +326,19 @@ encode_frame(PyObject *Py_UNUSED(module), PyObject *message)
     }
     else {
         opcode = 0x82;
-        if (PyLong_Check(message)) { /* bytes(5) is five zero bytes: no message */
-            PyErr_Format(PyExc_TypeError, "a message is str or bytes, not %.100s",
-                         Py_TYPE(message)->tp_name);
-            return NULL;
-        }
         if (PyBytes_CheckExact(message)) {
             Py_INCREF(message);
             owned = message;
         }
+        else if (!PyObject_CheckBuffer(message)) {
+            /* A buffer's bytes only: not __bytes__, __index__ (bytes(5) is five
+             * zero bytes) nor iterables of ints, as in Python's encode_frame_py. */
+            PyErr_Format(PyExc_TypeError, "a message is str or bytes, not %.100s",
+                         Py_TYPE(message)->tp_name);
+            return NULL;
+        }
         else {
-            owned = PyBytes_FromObject(message);
+            owned = PyBytes_FromObject(message); /* its buffer, made contiguous */
             if (owned == NULL) {
                 return NULL;
             }

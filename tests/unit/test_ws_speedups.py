@@ -259,10 +259,47 @@ def test_encode_frame_matches_python(message: str | bytes, form: str) -> None:
     assert type(got) is bytes and got == expected
 
 
+class Indexable:
+    def __index__(self) -> int:
+        return 5
+
+
+class HasBytes:
+    def __bytes__(self) -> bytes:
+        return b"mine"
+
+
+class OddBytes(bytes):
+    def __bytes__(self) -> bytes:
+        return b"not the buffer"
+
+
+class OddStr(str):
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"not the characters"
+
+
+@needs_c
+@pytest.mark.parametrize("message", [OddBytes(b"raw"), OddStr("text"), OddStr("t\u00e9xt")])
+def test_subclasses_are_framed_by_their_contents_not_their_methods(message: Any) -> None:
+    assert _ws_speedups is not None
+    expected = bytes(memoryview(message)) if isinstance(message, bytes) else str.encode(message)
+    assert encode_frame_py(message)[2:] == expected
+    assert _ws_speedups.encode_frame(message) == encode_frame_py(message)
+
+
 @needs_c
 @pytest.mark.parametrize(
     ("message", "error"),
-    [("\ud800", UnicodeEncodeError), (5, TypeError), (True, TypeError), (None, TypeError)],
+    [
+        ("\ud800", UnicodeEncodeError),
+        (5, TypeError),
+        (True, TypeError),
+        (None, TypeError),
+        ([104, 105], TypeError),  # bytes() would take an iterable of ints
+        (Indexable(), TypeError),  # and __index__
+        (HasBytes(), TypeError),  # and __bytes__
+    ],
 )
 def test_encode_frame_refuses_what_python_refuses(message: Any, error: type[Exception]) -> None:
     assert _ws_speedups is not None
