@@ -70,7 +70,8 @@ GC_CHECK_EVERY = 20  # steps between two looks at the heap's size (once a second
 # message): 10-14 % of the server's time, against ~3 % for the steps.
 ENGAGED_THRESHOLD = 100_000
 # Python's thresholds before the first policy engaged, and how many are engaged
-# (servers in one process, tests mostly): the last one out puts them back.
+# (servers in one process, tests mostly): the last one out thaws the frozen
+# objects and puts the thresholds back (both are the process's, not a policy's).
 _saved_thresholds: tuple[int, int, int] | None = None
 _engaged = 0
 
@@ -84,12 +85,14 @@ def _raise_threshold() -> None:
     _engaged += 1
 
 
-def _restore_threshold() -> None:
+def _hand_back() -> None:
     global _saved_thresholds, _engaged
     _engaged -= 1
-    if not _engaged and _saved_thresholds is not None:
-        gc.set_threshold(*_saved_thresholds)
-        _saved_thresholds = None
+    if not _engaged:
+        gc.unfreeze()
+        if _saved_thresholds is not None:
+            gc.set_threshold(*_saved_thresholds)
+            _saved_thresholds = None
 
 
 class GCPolicy:
@@ -168,8 +171,7 @@ class GCPolicy:
         """Give the frozen objects back to Python's collector (when the server stops)."""
         if self.engaged:
             self.engaged = False
-            gc.unfreeze()
-            _restore_threshold()
+            _hand_back()  # the last engaged policy out thaws
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Step every ``interval`` seconds until cancelled; then :meth:`release`."""

@@ -138,8 +138,10 @@ def test_two_engaged_policies_put_the_thresholds_back_once_both_are_released() -
         second.step()
         first.release()
         assert gc.get_threshold()[0] == _gc.ENGAGED_THRESHOLD  # the second is still engaged
+        assert gc.get_freeze_count() > 0  # and what it froze stays frozen
         second.release()
         assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_freeze_count() == 0
     finally:
         first.release()
         second.release()
