@@ -8,6 +8,9 @@ compressed socket keeps its Connection: the deflate state lives there.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -24,6 +27,7 @@ from .ws_helpers import (
     OP_TEXT,
     Close,
     Recorder,
+    WSClient,
     close_payload,
     connect_ws,
     frame,
@@ -35,17 +39,24 @@ def _holds(ws: pr.WebSocket) -> tuple[bool, bool]:
     return ws._ws.held, ws._receiver.backlog is not NO_BACKLOG
 
 
+@asynccontextmanager
+async def _one_socket(transport: str) -> AsyncIterator[tuple[Recorder, WSClient, pr.WebSocket]]:
+    """A server (no heartbeat) with one open socket: the recorder, the client, the server's side."""
+    rec = Recorder()
+    async with open_server(rec, transport=transport, ws_ping_interval=None) as h:
+        client = await connect_ws(h)
+        await rec.opened.wait()
+        (server_ws,) = rec.sockets
+        yield rec, client, server_ws
+
+
 def _outbox_queue(ws: pr.WebSocket) -> bool:
     """Whether the socket's outbox holds a deque of its own (it should not while idle)."""
     return ws._outbox._items is not _outbox._NONE_QUEUED
 
 
 async def test_idle_socket_holds_no_wsproto_and_no_backlog(transport: str) -> None:
-    rec = Recorder()
-    async with open_server(rec, transport=transport, ws_ping_interval=None) as h:
-        client = await connect_ws(h)
-        await rec.opened.wait()
-        (server_ws,) = rec.sockets
+    async with _one_socket(transport) as (rec, client, server_ws):
         await trio.testing.wait_all_tasks_blocked()
         assert _holds(server_ws) == (False, False)
 
@@ -135,11 +146,7 @@ async def test_frames_after_the_answered_close_are_dropped_quietly(
 
 async def test_a_message_cut_short_by_the_end_is_not_kept(transport: str) -> None:
     """Half a 20 KB frame, then the peer goes: the socket object keeps none of it."""
-    rec = Recorder()
-    async with open_server(rec, transport=transport, ws_ping_interval=None) as h:
-        client = await connect_ws(h)
-        await rec.opened.wait()
-        (server_ws,) = rec.sockets
+    async with _one_socket(transport) as (rec, client, server_ws):
         whole = frame(OP_BINARY, b"x" * 20_000)
         await client.send_raw(whole[:10_000])
         await trio.testing.wait_all_tasks_blocked()
