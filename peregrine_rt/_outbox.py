@@ -244,9 +244,19 @@ class Outbox:
 
     # -- sending ----------------------------------------------------------------------
 
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` after everything queued before it; return once it is written.
+
+        Raises:
+            ConnectionClosed: the stream is broken (before or while writing).
+        """
+        if not self.queue(data):
+            await self.send_unqueued(data)
+
     def queue(self, data: bytes) -> bool:
-        """:meth:`send`'s common case, no coroutine: True if ``data`` joined the
-        pass's batched write (nothing ahead of it); False, :meth:`send` it."""
+        """:meth:`send`'s first step, no coroutine (most sends under load): True if
+        ``data`` joined the pass's batched write (nothing ahead of it); False,
+        :meth:`send_unqueued` it."""
         return (
             not self._broken
             and not self._writing
@@ -254,12 +264,8 @@ class Outbox:
             and self.transport.queue(data)
         )
 
-    async def send(self, data: bytes) -> None:
-        """Write ``data`` after everything queued before it; return once it is written.
-
-        Raises:
-            ConnectionClosed: the stream is broken (before or while writing).
-        """
+    async def send_unqueued(self, data: bytes) -> None:
+        """:meth:`send`'s second step: ``data`` that :meth:`queue` did not take."""
         if self._broken:
             raise self.owner.closed_error()
         if self._writing or self._items:
@@ -270,8 +276,6 @@ class Outbox:
             if self._broken:
                 raise self.owner.closed_error()
             return
-        if self.transport.queue(data):
-            return  # written with the other sockets' at the end of the pass
         self._writing = True
         try:
             await self._write(data, batched=True)

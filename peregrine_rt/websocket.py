@@ -237,7 +237,7 @@ class WebSocket:
         self._stats.ws_sent += 1
         frame = encode_frame(message) if self._fast else self._encode(message)
         if not self._outbox.queue(frame):
-            await self._outbox.send(frame)
+            await self._outbox.send_unqueued(frame)
 
     def deliver(self, message: str | bytes) -> bool:
         """Send ``message`` without waiting: written now, or queued in the outbox.
