@@ -156,7 +156,9 @@ class ReadPoller(trio.abc.Instrument):
             return
         if fd in self._waiting:
             raise trio.BusyResourceError("another task is already reading this socket")
-        await trio.lowlevel.wait_task_rescheduled(self._wait(fd))
+        abort = self.arm(sock)  # it checks again what was just checked: not the hot path
+        assert abort is not None
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def arm(self, sock: socket.socket) -> Callable[[object], trio.lowlevel.Abort] | None:
         """:meth:`wait_readable`'s common case, no coroutine of its own.
@@ -176,10 +178,6 @@ class ReadPoller(trio.abc.Instrument):
             or fd in self._waiting
         ):
             return None
-        return self._wait(fd)
-
-    def _wait(self, fd: int) -> Callable[[object], trio.lowlevel.Abort]:
-        """Note the current task as waiting for ``fd``: the abort function of its wait."""
         waiting = self._waiting
         waiting[fd] = trio.lowlevel.current_task()
 
