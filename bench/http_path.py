@@ -67,8 +67,9 @@ def main() -> None:
     import trio  # after --tree is on the path
 
     import peregrine_rt as pr
+    from peregrine_rt._batch import WriteBatch
     from peregrine_rt._connection import HTTPConnection
-    from peregrine_rt._transport import SocketTransport, WriteBatch
+    from peregrine_rt._transport import SocketTransport
 
     class Hello:
         async def handle(self, request: pr.Request, response: pr.Response) -> None:

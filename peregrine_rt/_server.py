@@ -29,6 +29,7 @@ import trio
 
 from ._admission import Admission
 from ._answers import ResponseHeads
+from ._batch import WriteBatch
 from ._config import Config
 from ._connection import NEW_CONNECTION_IDLE, HTTPConnection
 from ._fdlimit import raise_fd_limit
@@ -43,7 +44,7 @@ from ._options import ServerOptions
 from ._outbox import CORK_LIMIT, SendScheduler
 from ._poller import make_poller
 from ._threads import thread_limiter
-from ._transport import SocketTransport, StreamTransport, Transport, WriteBatch
+from ._transport import SocketTransport, StreamTransport, Transport
 from ._trim import MallocTrim
 
 if TYPE_CHECKING:
@@ -111,8 +112,7 @@ class Server:
         self._nursery: trio.Nursery | None = None
         self.heads = ResponseHeads(self.config)
         """Builds every response head this server sends (its own answers included)."""
-        # A corked socket's burst past this is written at once (well under the
-        # outbox bound, so a fast client never meets it).
+        # A corked burst past this is written at once (a fast client never meets it).
         self.scheduler = SendScheduler(min(CORK_LIMIT, self.config.ws_outbox_size // 2))
         """The WebSocket send path's flush task and writer tasks (``peregrine_rt._outbox``)."""
         self.lag = LagMonitor()
@@ -122,7 +122,7 @@ class Server:
         self.malloc_trim = MallocTrim(self.config.malloc_trim_interval)
         """Hands memory Python freed back to the system on a schedule (``peregrine_rt._trim``)."""
         self.write_batch = WriteBatch() if self.config.batch_writes else None
-        """Writes a pass's responses together (``Config.batch_writes``; ``_transport``)."""
+        """Writes a pass's responses together (``Config.batch_writes``; ``_batch``)."""
         self.poller = make_poller() if self.config.read_poller else None
         """Plain TCP connections wait for bytes in its epoll (``Config.read_poller``, Linux)."""
         self.admission = Admission(self.config, self.heads)

@@ -56,7 +56,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "handlers",
         },
     ),
-    ("transports and heads", {"_transport", "_files", "_answers"}),
+    ("transports and heads", {"_transport", "_batch", "_files", "_answers"}),
     ("send path, request, response", {"_outbox", "_request", "_response"}),
     ("connection", {"_connection", "_admission", "_access"}),
     ("websocket", {"websocket", "_upgrade", "_receiver"}),

@@ -16,7 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-from peregrine_rt._transport import BATCH_MAX, LINGER_SECONDS, SocketTransport, WriteBatch
+from peregrine_rt._batch import WriteBatch
+from peregrine_rt._transport import BATCH_MAX, LINGER_SECONDS, SocketTransport
 from peregrine_rt.exceptions import ClientDisconnected
 
 OPENED: list[socket.socket] = []
