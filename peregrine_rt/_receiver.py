@@ -39,7 +39,7 @@ from ._frames import (
 )
 from ._wsconn import LazyConnection
 
-__all__ = ["TOO_BIG", "Mark", "Receiver"]
+__all__ = ["NO_BACKLOG", "TOO_BIG", "Mark", "Receiver"]
 
 
 class Mark(enum.Enum):

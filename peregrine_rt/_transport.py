@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -84,6 +85,15 @@ class Transport(Protocol):
     bytes_sent: int
 
     async def receive_some(self, wait_first: bool = False) -> bytes: ...
+    def arm_receive(self) -> Callable[[object], trio.lowlevel.Abort] | None:
+        """:meth:`receive_some` ``(wait_first=True)`` without a coroutine, where the
+        transport can: the current task now waits for bytes; pass this abort
+        function to ``trio.lowlevel.wait_task_rescheduled``, then call
+        :meth:`receive_now`.  None: call :meth:`receive_some` instead."""
+
+    def receive_now(self) -> bytes | None:
+        """The bytes there now (b"" at EOF), or None if none: :meth:`receive_some`."""
+
     async def send_all(self, data: bytes) -> None: ...
     async def send_batched(self, data: bytes, more: bool = False) -> None:
         """Send ``data``, a whole response, now or at the end of the scheduler's pass.
@@ -338,6 +348,28 @@ class SocketTransport:
             except trio.ClosedResourceError as exc:
                 raise ClientDisconnected(str(exc)) from exc
 
+    def arm_receive(self) -> Callable[[object], trio.lowlevel.Abort] | None:
+        """:meth:`receive_some` ``(wait_first=True)`` in two steps, no coroutine: the
+        current task now waits for bytes, and this is the abort function to pass
+        to ``trio.lowlevel.wait_task_rescheduled``; then :meth:`receive_now`.
+        None where it cannot wait that way: call :meth:`receive_some`."""
+        poller = self.poller
+        if poller is None or self._full:
+            return None
+        return poller.arm(self.sock)
+
+    def receive_now(self) -> bytes | None:
+        """One ``recv`` without waiting: up to RECEIVE_SIZE bytes (b"" at EOF), or
+        None when none are there (a wake-up for nothing: :meth:`receive_some`)."""
+        try:
+            data = self.sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        self._full = len(data) == RECEIVE_SIZE
+        return data
+
     def try_send(self, data: bytes) -> int:
         """One non-blocking ``send``: the bytes the kernel took (0 when its buffer is full)."""
         if self._queued is not None or self._drained is not None or self._error:
@@ -495,6 +527,14 @@ class StreamTransport:
             return bytes(await self.stream.receive_some(RECEIVE_SIZE))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
+
+    def arm_receive(self) -> None:
+        """A stream has no such wait: always None (call :meth:`receive_some`)."""
+        return None
+
+    def receive_now(self) -> None:
+        """Not without waiting (:meth:`arm_receive` never arms): always None."""
+        return None
 
     def try_send(self, data: bytes) -> None:
         """A stream cannot send without waiting (TLS records, memory streams): always None."""

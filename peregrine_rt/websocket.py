@@ -33,7 +33,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 
 from ._frames import encode_frame
 from ._outbox import Outbox
-from ._receiver import TOO_BIG, Receiver
+from ._receiver import NO_BACKLOG, TOO_BIG, Receiver
 from ._wsconn import LazyConnection
 from .exceptions import ClientDisconnected, ConnectionClosed
 
@@ -510,6 +510,8 @@ class WebSocket:
         transport = self._conn.transport
         on_message = handler.on_message
         receiver = self._receiver
+        arm_receive = transport.arm_receive
+        wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
         self._reader = trio.lowlevel.current_task()
         # Events enter the backlog before any callback runs: ping() in a callback reads on.
         wait_first = not self._initial  # no recv() that would fail: wait for the socket
@@ -521,12 +523,21 @@ class WebSocket:
             if not backlog:
                 if ws.state is _CLOSED:
                     return
-                receiver.wait()  # an idle socket keeps no deque
+                if backlog is not NO_BACKLOG:
+                    receiver.wait()  # an idle socket keeps no deque
                 try:
                     # Everything read has been handled (and most likely
-                    # answered): wait for the socket before trying recv().
-                    received = await transport.receive_some(wait_first)
-                except ClientDisconnected:
+                    # answered): wait for the socket before trying recv();
+                    # without receive_some's coroutine where the transport can.
+                    abort = arm_receive() if wait_first else None
+                    if abort is not None:
+                        await wait_task_rescheduled(abort)
+                        received = transport.receive_now()
+                        if received is None:  # woken for nothing
+                            received = await transport.receive_some()
+                    else:
+                        received = await transport.receive_some(wait_first)
+                except (ClientDisconnected, trio.ClosedResourceError):  # the latter: aborted
                     return
                 wait_first = True
                 if not received:
