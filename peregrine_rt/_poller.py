@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import select
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import outcome
 import trio
 
-__all__ = ["ReadPoller", "installed", "make_poller"]
+__all__ = ["WOKEN", "ReadPoller", "installed", "make_poller"]
 
 _IN = getattr(select, "EPOLLIN", 0)
 _PRI = getattr(select, "EPOLLPRI", 0)
@@ -52,7 +53,36 @@ _ENDED = (
     | getattr(select, "EPOLLHUP", 0)
     | getattr(select, "EPOLLERR", 0)
 )
+ResultT = TypeVar("ResultT")
+
 _FLAGS = _IN | _PRI | getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLET", 0)
+
+
+class _Woken(outcome.Outcome[None]):
+    """What a waiter woken for bytes gets: nothing, as ``outcome.Value(None)``, but made once.
+
+    ``trio.lowlevel.reschedule`` hands the woken task an outcome, and its
+    ``wait_task_rescheduled`` returns ``outcome.unwrap()``.  trio's default,
+    ``Value(None)``, is made per wake-up and checks that it is unwrapped only
+    once; at one wake-up per message, a shared one costs an allocation and
+    three Python calls less each time (measured: 46 of the ~685 bytecode
+    instructions an echo executed).
+    """
+
+    __slots__ = ()
+
+    def unwrap(self) -> None:
+        return None
+
+    def send(self, gen: Generator[ResultT, None, object]) -> ResultT:
+        return gen.send(None)
+
+    async def asend(self, agen: AsyncGenerator[ResultT, None]) -> ResultT:
+        return await agen.asend(None)
+
+
+WOKEN = _Woken()
+"""The outcome the poller wakes its waiters with (any number of times)."""
 
 
 class Installed(Protocol):
@@ -103,7 +133,7 @@ class ReadPoller(trio.abc.Instrument):
             # Whoever still waits reads, and then waits with trio.
             waiting, self._waiting = self._waiting, {}
             for task in waiting.values():
-                trio.lowlevel.reschedule(task)
+                trio.lowlevel.reschedule(task, WOKEN)
             trio.lowlevel.notify_closing(fd)
             epoll.close()
             self._epoll = None
@@ -119,7 +149,7 @@ class ReadPoller(trio.abc.Instrument):
         for fd, flags in epoll.poll(0):
             task = waiting.pop(fd, None)
             if task is not None:
-                trio.lowlevel.reschedule(task)
+                trio.lowlevel.reschedule(task, WOKEN)
                 if flags & _PRI:
                     self._ready.add(fd)  # the recv stops at the urgent mark
             else:
@@ -217,7 +247,7 @@ class ReadPoller(trio.abc.Instrument):
                     pass
         task = self._waiting.pop(fd, None)
         if task is not None:
-            trio.lowlevel.reschedule(task)
+            trio.lowlevel.reschedule(task, WOKEN)
 
 
 def make_poller() -> ReadPoller | None:

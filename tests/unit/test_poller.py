@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 
+import outcome
 import pytest
 import trio
 import trio.testing
 
-from peregrine_rt._poller import ReadPoller, make_poller
+from peregrine_rt._poller import WOKEN, ReadPoller, make_poller
 from peregrine_rt._transport import RECEIVE_SIZE, SocketTransport
 from peregrine_rt.exceptions import ClientDisconnected
 
@@ -268,3 +269,99 @@ async def test_arm_waits_only_where_wait_readable_would_and_else_says_no(
             abort = poller.arm(a)
             assert abort is not None
             abort(None)
+
+
+async def test_a_transport_arms_a_wait_without_a_coroutine_then_reads_now(
+    poller: ReadPoller,
+) -> None:
+    """arm_receive() + receive_now(): the WebSocket receive loop's read, step by step."""
+    a, b = pair()
+    with a, b:
+        transport = SocketTransport(a, None, None, poller)
+        assert transport.arm_receive() is None  # not watched yet: receive_some() registers it
+        b.send(b"1")
+        with trio.fail_after(5):
+            assert await transport.receive_some(wait_first=True) == b"1"
+        assert transport.receive_now() is None  # nothing there: no wait, no error
+        for n in range(3):  # the shared wake-up value serves every wait
+
+            async def send_later(n: int = n) -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                b.send(b"x%d" % n)
+
+            abort = transport.arm_receive()
+            assert abort is not None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_later)
+                with trio.fail_after(5):
+                    assert await trio.lowlevel.wait_task_rescheduled(abort) is None
+            assert transport.receive_now() == b"x%d" % n
+        b.shutdown(socket.SHUT_WR)
+        await trio.testing.wait_all_tasks_blocked()
+        assert transport.receive_now() == b""  # the end of the stream
+
+
+async def test_arm_receive_declines_after_a_full_buffer_and_without_a_poller(
+    poller: ReadPoller,
+) -> None:
+    a, b = pair()
+    with a, b:
+        transport = SocketTransport(a, None, None, poller)
+        b.send(b"1")
+        with trio.fail_after(5):
+            await transport.receive_some(wait_first=True)  # registers the socket
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        b.send(b"y" * (RECEIVE_SIZE + 10))
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            assert await transport.receive_some(wait_first=True) == b"y" * RECEIVE_SIZE
+        assert transport.arm_receive() is None  # more may be there, with no new event
+        assert transport.receive_now() == b"y" * 10
+        assert SocketTransport(a, None, None, None).arm_receive() is None
+
+
+async def test_receive_now_reports_a_reset_as_a_disconnect(poller: ReadPoller) -> None:
+    a, b = tcp_pair()
+    with a, b:
+        transport = SocketTransport(a, None, None, poller)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        b.close()  # a reset
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(5):
+            while True:
+                try:
+                    got = transport.receive_now()
+                except ClientDisconnected:
+                    break
+                assert got is None  # the reset is not there yet
+                await trio.sleep(0.001)
+
+
+def test_the_shared_wake_up_value_is_none_every_time() -> None:
+    def gen() -> Generator[int, None, None]:
+        got = yield 1
+        assert got is None
+        yield 2
+
+    g = gen()
+    next(g)
+    woken: outcome.Outcome[None] = WOKEN  # as trio holds it
+    for _ in range(3):
+        assert woken.unwrap() is None  # a Value(None) would raise AlreadyUsedError here
+    assert WOKEN.send(g) == 2
+
+    async def agen() -> AsyncGenerator[int, None]:
+        got = yield 1
+        assert got is None
+        yield 2
+
+    async def drive() -> int:
+        ag = agen()
+        await ag.__anext__()
+        try:
+            return await WOKEN.asend(ag)
+        finally:
+            await ag.aclose()
+
+    assert trio.run(drive) == 2
