@@ -533,8 +533,8 @@ class WebSocket:
                     if abort is not None:
                         await wait_task_rescheduled(abort)
                         received = transport.receive_now()
-                        if received is None:  # woken for nothing
-                            received = await transport.receive_some()
+                        if received is None:  # woken for nothing (EAGAIN): wait again
+                            received = await transport.receive_some(True)
                     else:
                         received = await transport.receive_some(wait_first)
                 except (ClientDisconnected, trio.ClosedResourceError):  # the latter: aborted

@@ -5,3 +5,4 @@ python bench/ws_deflate_memory.py 1000   # memory cost of permessage-deflate
 python bench/metrics.py         # the cost of --metrics: HTTP and echo with metrics on and off
 python bench/asgi.py            # a Starlette app under peregrine_rt, uvicorn and hypercorn-trio
 python bench/instructions.py    # instructions per request under valgrind: steady where req/s is not
+python bench/ws_opcodes.py      # bytecode instructions per WebSocket echo, by function
