@@ -126,6 +126,15 @@ class Receiver:
         self.pending.clear()
         self.backlog = NO_BACKLOG
 
+    def pending_end(self) -> CloseConnection | Literal[Mark.TOO_BIG] | None:
+        """The peer's close (a protocol error's too) or a :data:`TOO_BIG` mark waiting
+        in the backlog, else None: ``ping()`` inside a callback must not read on
+        past it (no pong comes after either, and the stream may be in doubt)."""
+        for event in self.backlog:
+            if event is TOO_BIG or type(event) is CloseConnection:
+                return event
+        return None
+
     def take(self, data: bytes) -> list[str | bytes] | None:
         """:meth:`feed`, for the receive loop: the messages themselves when ``data``
         is whole simple frames and nothing waits in the backlog (the common case:

@@ -305,7 +305,11 @@ class WebSocket:
     # -- for the send path (peregrine_rt._outbox.OutboxOwner) ------------------------
 
     def closed_error(self) -> ConnectionClosed:
-        """The :class:`~peregrine_rt.ConnectionClosed` a sender gets now that it is closed."""
+        """The :class:`~peregrine_rt.ConnectionClosed` a sender gets now that it is closed
+        (with the peer's code when its close is read but not handled yet)."""
+        end = None if self.close_code is not None else self._receiver.pending_end()
+        if type(end) is CloseConnection:
+            return ConnectionClosed.for_code(int(end.code), end.reason or "")
         return ConnectionClosed.for_code(self.close_code or 1006, self.close_reason or "")
 
     def send_failed(self, code: int, reason: str) -> None:
@@ -314,11 +318,8 @@ class WebSocket:
             self.close_code, self.close_reason = code, reason
 
     def slow_consumer(self) -> bytes | None:
-        """The outbox overflowed under the ``close`` policy: close with 1008.
-
-        Returns:
-            The close frame for the outbox to queue (None if one was sent already).
-        """
+        """The outbox overflowed under the ``close`` policy: close with 1008; the close
+        frame for the outbox to queue (None if one was sent already)."""
         reason = "slow consumer: outbox full"
         self.close_code, self.close_reason = 1008, reason
         self._stats.slow_closed += 1
@@ -370,6 +371,10 @@ class WebSocket:
         """Read frames until ``event`` is set, keeping other events for the receive loop."""
         ws = self._ws
         receiver = self._receiver
+        end = receiver.pending_end()  # came before the ping: answer it now, read no more
+        if end is not None:
+            await (self._fail_too_big() if end is TOO_BIG else self._closed_by_peer(end))
+            return  # the receive loop meets it too, and ends the connection
         while not event.is_set():
             try:
                 received = await self._conn.transport.receive_some()
@@ -525,10 +530,7 @@ class WebSocket:
                     return
                 if backlog is not NO_BACKLOG:
                     receiver.wait()  # an idle socket keeps no deque
-                try:
-                    # Everything read has been handled (and most likely
-                    # answered): wait for the socket before trying recv();
-                    # without receive_some's coroutine where the transport can.
+                try:  # all read is handled: wait before recv(), with no coroutine if possible
                     abort = arm_receive() if wait_first else None
                     if abort is not None:
                         await wait_task_rescheduled(abort)

@@ -28,7 +28,15 @@ import peregrine_rt as pr
 from peregrine_rt import Hub
 from peregrine_rt.testing import wait_until
 from tests.integration.conftest import Reader, get, open_server
-from tests.integration.ws_helpers import OP_PING, Close, WSClient, read_server_frame
+from tests.integration.ws_helpers import (
+    OP_CLOSE,
+    OP_PING,
+    Close,
+    WSClient,
+    close_payload,
+    frame,
+    read_server_frame,
+)
 
 BODY = 40_000
 
@@ -248,3 +256,55 @@ async def test_an_oversized_frame_fails_the_socket_while_a_callback_pings() -> N
             pass  # the server failed the connection: it does not read the rest
         await wait_until(lambda: app.closed)
         assert app.closed == [(1009, "message over 1000 bytes")]
+
+
+class PingOnce:
+    """Pings from on_message (the reader reads on inside ping()) and notes how that ended."""
+
+    def __init__(self) -> None:
+        self.pings: list[str] = []
+        self.closed: list[tuple[int, str]] = []
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        await pr.upgrade(request, response, max_message_size=1000, compression=False)
+
+    async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+        try:
+            await ws.ping(b"p1")
+            self.pings.append("answered")
+        except pr.ConnectionClosed as exc:
+            self.pings.append(f"closed {exc.code}")
+
+    async def on_close(self, ws: pr.WebSocket, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+
+@pytest.mark.parametrize(
+    ("behind", "code"),
+    [
+        (frame(0x3, b"zz"), 1002),  # a reserved opcode: a protocol error
+        (frame(OP_CLOSE, close_payload(1000, "bye")), 1000),  # the peer's close
+        (frame(0x2, length=5000), 1009),  # over max_message_size (its header alone)
+    ],
+    ids=["protocol-error", "close", "too-big"],
+)
+async def test_a_ping_in_a_callback_does_not_read_past_what_ends_the_socket(
+    behind: bytes, code: int
+) -> None:
+    """What came behind the message in the same read ends the socket at once.
+
+    Before, ping() read on past a protocol error (or the peer's close) that
+    waited in the backlog, and waited for a pong that could not come: the
+    socket hung in its callback until the peer left.
+    """
+    app = PingOnce()
+    async with open_server(app, ws_ping_interval=None) as h:
+        stream = await h.connect()
+        client = await WSClient.open(stream, auto_pong=False)
+        await stream.send_all(frame(0x1, b"a") + behind)
+        with trio.fail_after(5):
+            await wait_until(lambda: app.closed)
+            close = await client.receive_close_unanswered()
+    assert app.pings == [f"closed {code}"]
+    assert [c for c, _ in app.closed] == [code]
+    assert close.code == code
