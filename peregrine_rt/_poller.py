@@ -22,8 +22,10 @@ reads again after one that filled its buffer) before it waits, and here:
 * an end of stream, a reset or an error (``EPOLLRDHUP``, ``EPOLLHUP``,
   ``EPOLLERR``) that came with bytes is kept for good (``ended``): once the
   bytes are read, every wait returns at once and the ``recv`` meets the end;
-* urgent data (``EPOLLPRI``) stops a ``recv`` short at its mark: the socket
-  is also remembered as ready after its task was woken, for the rest.
+* urgent data (``EPOLLPRI``) stops a ``recv`` short at its mark, and the
+  bytes past it bring no event of their own: the socket is also remembered
+  as ready after its task was woken, for the rest; if it came while nobody
+  waited, for two waits (the read to the mark, the read past it).
 
 A wait ends at once, too, for a socket :meth:`ReadPoller.forget` dropped
 (it is being closed: the ``recv`` fails) and for every waiter when the
@@ -118,6 +120,8 @@ class ReadPoller(trio.abc.Instrument):
         self._waiting: dict[int, trio.lowlevel.Task] = {}
         self._ready: set[int] = set()  # readable while nobody waited
         self._ended: set[int] = set()  # end of stream, reset or error seen
+        # Urgent data came while nobody waited: ready for two reads (to the mark, past it).
+        self._urgent: set[int] = set()
         self.open = False
         """Between run()'s start and end; else waits are trio's own."""
 
@@ -143,6 +147,7 @@ class ReadPoller(trio.abc.Instrument):
             self._registered.clear()  # the next run() starts from nothing
             self._ready.clear()
             self._ended.clear()
+            self._urgent.clear()
 
     def after_io_wait(self, timeout: float) -> None:
         epoll = self._epoll
@@ -154,6 +159,8 @@ class ReadPoller(trio.abc.Instrument):
             task = waiting.pop(fd, None)
             if task is None:
                 self._ready.add(fd)
+                if flags & _PRI:
+                    self._urgent.add(fd)
             else:
                 reschedule(task, WOKEN)
                 if flags & _PRI:
@@ -185,7 +192,10 @@ class ReadPoller(trio.abc.Instrument):
                 return
         ready = self._ready
         if fd in ready or fd in self._ended:
-            ready.discard(fd)
+            if fd in self._urgent:
+                self._urgent.discard(fd)  # ready still: the bytes past the mark follow
+            else:
+                ready.discard(fd)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if fd in self._waiting:
@@ -236,6 +246,7 @@ class ReadPoller(trio.abc.Instrument):
         self._registered[fd] = sock
         self._ready.discard(fd)  # a closed socket's, of the same number
         self._ended.discard(fd)
+        self._urgent.discard(fd)
         return True
 
     def forget(self, sock: socket.socket) -> None:
@@ -245,6 +256,7 @@ class ReadPoller(trio.abc.Instrument):
             del self._registered[fd]
             self._ready.discard(fd)
             self._ended.discard(fd)
+            self._urgent.discard(fd)
             if self._epoll is not None:
                 try:
                     self._epoll.unregister(fd)

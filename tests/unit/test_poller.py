@@ -361,3 +361,50 @@ def test_the_shared_wake_up_value_is_none_every_time() -> None:
             await ag.aclose()
 
     assert trio.run(drive) == 2
+
+
+async def read_as_the_websocket_loop_does(transport: SocketTransport) -> bytes:
+    """One read of WebSocket._receive_loop: arm and wait, then recv; else receive_some."""
+    abort = transport.arm_receive()
+    if abort is None:
+        return await transport.receive_some(wait_first=True)
+    await trio.lowlevel.wait_task_rescheduled(abort)
+    received = transport.receive_now()
+    return await transport.receive_some(True) if received is None else received
+
+
+@pytest.mark.parametrize("waiting", [True, False], ids=["reader-waiting", "reader-busy"])
+async def test_urgent_data_stops_a_read_at_its_mark_and_the_rest_follows(
+    poller: ReadPoller, waiting: bool
+) -> None:
+    """TCP urgent data (``MSG_OOB``, ``EPOLLPRI``): a ``recv`` stops at the mark.
+
+    The bytes after it bring no new edge of their own, so the socket is
+    remembered as ready: the next read must not wait for an event that came
+    already.  The urgent byte itself leaves the stream (no ``SO_OOBINLINE``).
+    """
+    a, b = tcp_pair()
+    with a, b:
+        b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = SocketTransport(a, None, None, poller)
+        b.send(b"0")
+        with trio.fail_after(5):
+            assert await transport.receive_some(wait_first=True) == b"0"  # registered
+        received = bytearray()
+
+        async def send_all() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            b.send(b"head")
+            b.send(b"!", socket.MSG_OOB)
+            b.send(b"tail")
+
+        async with trio.open_nursery() as nursery:
+            if waiting:
+                nursery.start_soon(send_all)
+            else:
+                await send_all()  # all of it is there (loopback) before the first read
+                await trio.testing.wait_all_tasks_blocked()  # and the poller has seen it
+            with trio.fail_after(5):
+                while len(received) < 8:
+                    received += await read_as_the_websocket_loop_does(transport)
+        assert bytes(received) == b"headtail"
