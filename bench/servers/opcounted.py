@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
-import signal
 import sys
 from collections import Counter
 from types import FrameType
@@ -68,8 +66,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 if __name__ == "__main__":
+    from profiled import serve_between_signals  # this folder is on sys.path: run by its path
+
     OUT = sys.argv[1]
-    signal.signal(signal.SIGUSR1, _start)
-    signal.signal(signal.SIGUSR2, _stop)
-    sys.argv = ["peregrine-rt", *sys.argv[2:]]
-    runpy.run_module("peregrine_rt", run_name="__main__", alter_sys=True)
+    serve_between_signals(_start, _stop)

@@ -12,6 +12,7 @@ import cProfile
 import runpy
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 profiler = cProfile.Profile()
@@ -26,9 +27,19 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     profiler.dump_stats(OUT)
 
 
-if __name__ == "__main__":
-    OUT = sys.argv[1]
-    signal.signal(signal.SIGUSR1, _start)
-    signal.signal(signal.SIGUSR2, _stop)
+def serve_between_signals(
+    start: Callable[[int, FrameType | None], None], stop: Callable[[int, FrameType | None], None]
+) -> None:
+    """Run ``peregrine-rt`` with ``sys.argv[2:]`` here; SIGUSR1 calls ``start``, SIGUSR2 ``stop``.
+
+    Also ``bench/servers/opcounted.py``'s launcher.
+    """
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
     sys.argv = ["peregrine-rt", *sys.argv[2:]]
     runpy.run_module("peregrine_rt", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    OUT = sys.argv[1]
+    serve_between_signals(_start, _stop)
