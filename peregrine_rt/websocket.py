@@ -399,12 +399,11 @@ class WebSocket:
                 elif isinstance(ev, Ping):
                     if ws.state is _OPEN:
                         await self._outbox.send(ws.send(ev.response()))
-                elif ev is TOO_BIG:
-                    await self._fail_too_big()  # no pong will come: ping() raises
-                    return
-                elif isinstance(ev, CloseConnection):
-                    # Answered here: ping() raises, and its callback may not return.
-                    await self._closed_by_peer(ev)
+                elif ev is TOO_BIG or isinstance(ev, CloseConnection):
+                    # Answered here (ping() raises; its callback may not return), and
+                    # left for the receive loop, which then ends the connection.
+                    await (self._fail_too_big() if ev is TOO_BIG else self._closed_by_peer(ev))
+                    backlog.append(ev)
                     closing = True
                 else:
                     backlog.append(ev)
@@ -465,9 +464,15 @@ class WebSocket:
         self.request.headers.compact()  # read by upgrade(); split again only if used
         try:
             try:
+                # The reader, and what came with the upgrade in the backlog, before any
+                # callback runs: ping() in a callback (on_open too) reads on in order.
+                self._reader = trio.lowlevel.current_task()
+                initial, self._initial = self._initial, b""
+                if initial:
+                    self._receiver.feed(initial)
                 if self.hooks is not None or spec.has_on_open:  # hooks: all three
                     await handler.on_open(self)
-                await self._receive_loop(handler)
+                await self._receive_loop(handler, wait_first=not initial)
             except ConnectionClosed:
                 pass
             except Exception:
@@ -510,19 +515,13 @@ class WebSocket:
         for event in list(self._pong_waiters.values()):
             event.set()
 
-    async def _receive_loop(self, handler: WebSocketHandler) -> None:
+    async def _receive_loop(self, handler: WebSocketHandler, wait_first: bool) -> None:
         ws = self._ws
         transport = self._conn.transport
         on_message = handler.on_message
         receiver = self._receiver
         arm_receive = transport.arm_receive
         wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
-        self._reader = trio.lowlevel.current_task()
-        # Events enter the backlog before any callback runs: ping() in a callback reads on.
-        wait_first = not self._initial  # no recv() that would fail: wait for the socket
-        if self._initial:  # bytes that came with the upgrade request
-            receiver.feed(self._initial)
-            self._initial = b""
         while True:
             backlog = receiver.backlog  # the same deque until it is empty and let go
             if not backlog:

@@ -308,3 +308,49 @@ async def test_a_ping_in_a_callback_does_not_read_past_what_ends_the_socket(
     assert app.pings == [f"closed {code}"]
     assert [c for c, _ in app.closed] == [code]
     assert close.code == code
+
+
+class PingOnOpen:
+    def __init__(self) -> None:
+        self.rtts: list[float] = []
+
+    async def handle(self, request: pr.Request, response: pr.Response) -> None:
+        await pr.upgrade(request, response)
+
+    async def on_open(self, ws: pr.WebSocket) -> None:
+        self.rtts.append(await ws.ping())  # the reader task: nobody else reads yet
+
+    async def on_message(self, ws: pr.WebSocket, message: str | bytes) -> None:
+        await ws.send(message)
+
+
+async def test_a_ping_in_on_open_reads_its_pong() -> None:
+    """Before, ping() in on_open waited for a pong nobody read (the reader was not noted yet)."""
+    app = PingOnOpen()
+    async with open_server(app, ws_ping_interval=None) as h:
+        stream = await h.connect()
+        client = await WSClient.open(stream)  # answers pings
+        with trio.fail_after(5):
+            await client.send("after the ping")
+            assert await client.receive_message() == "after the ping"
+    assert len(app.rtts) == 1
+
+
+async def test_an_end_a_callback_s_ping_reads_itself_ends_the_connection_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A protocol error read inside ping() (in on_message) is answered, and the connection
+    is dropped then, not after ``ws_close_timeout`` (wsproto reads nothing after it)."""
+    app = PingOnce()
+    async with open_server(app, ws_ping_interval=None, ws_close_timeout=30.0) as h:
+        stream = await h.connect()
+        client = await WSClient.open(stream, auto_pong=False)
+        await client.send("go")
+        opcode, _, _ = await read_server_frame(stream)
+        assert opcode == OP_PING  # the callback is now inside ping(), reading
+        began = trio.current_time()
+        await stream.send_all(frame(0x3, b"zz"))  # a reserved opcode: a protocol error
+        await wait_until(lambda: app.closed)
+        assert trio.current_time() - began < 1.0  # not the 30 s close timeout
+    assert app.pings == ["closed 1002"]
+    assert [c for c, _ in app.closed] == [1002]
