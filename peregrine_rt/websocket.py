@@ -538,7 +538,7 @@ class WebSocket:
                             received = await transport.receive_some(True)
                     else:
                         received = await transport.receive_some(wait_first)
-                except (ClientDisconnected, trio.ClosedResourceError):  # the latter: aborted
+                except ClientDisconnected:  # (the wait itself raises only Cancelled)
                     return
                 wait_first = True
                 if not received:
