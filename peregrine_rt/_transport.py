@@ -335,14 +335,9 @@ class SocketTransport:
             except trio.ClosedResourceError as exc:  # aborted by another task
                 raise ClientDisconnected(str(exc)) from exc
         while True:
-            try:
-                data = sock.recv(RECEIVE_SIZE)
-                self._full = len(data) == RECEIVE_SIZE
+            data = self.receive_now()  # None: EAGAIN (and no exception kept while idle)
+            if data is not None:
                 return data
-            except BlockingIOError:
-                pass  # wait outside the handler: an idle socket keeps no exception alive
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
             try:
                 await wait_readable(sock)
             except trio.ClosedResourceError as exc:
