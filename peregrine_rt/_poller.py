@@ -190,7 +190,11 @@ class ReadPoller(trio.abc.Instrument):
             if not self._register(fd, sock):  # no room: trio's epoll may have some
                 await trio.lowlevel.wait_readable(sock)
                 return
-        ready = self._ready
+        abort = self.arm(sock)
+        if abort is not None:
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            return
+        ready = self._ready  # arm() declined: an event is remembered, or a task waits
         if fd in ready or fd in self._ended:
             if fd in self._urgent:
                 self._urgent.discard(fd)  # ready still: the bytes past the mark follow
@@ -198,11 +202,7 @@ class ReadPoller(trio.abc.Instrument):
                 ready.discard(fd)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        if fd in self._waiting:
-            raise trio.BusyResourceError("another task is already reading this socket")
-        abort = self.arm(sock)  # it checks again what was just checked: not the hot path
-        assert abort is not None
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        raise trio.BusyResourceError("another task is already reading this socket")
 
     def arm(self, sock: socket.socket) -> Callable[[object], trio.lowlevel.Abort] | None:
         """:meth:`wait_readable`'s common case, no coroutine of its own.
